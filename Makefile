@@ -1,0 +1,32 @@
+# Two entry points, each sets up .venv on first use:
+#   make run   - the whole catalog into reports/latest/
+#   make test  - the test suite (installs headless Chromium from Debian when run as root)
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test browser clean
+
+run: $(STAMP)
+	$(VENV)/bin/gradcheck run cases/ --out reports/latest
+
+test: $(STAMP) browser
+	$(VENV)/bin/python -m pytest
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# The report's browser test drives Debian's Chromium; a test tool's own browser download
+# does not work on machines without general internet access.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	  else echo "chromium/chromedriver missing: the browser test will be skipped"; fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) reports/latest

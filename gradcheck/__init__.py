@@ -1,0 +1,19 @@
+"""gradcheck: proof that gradients are right.
+
+    cases = gradcheck.load_cases(["cases/"])
+    result = gradcheck.run(cases)            # numpy backprop, fd, torch, jax
+    result.write_reports("reports/latest")
+    assert result.ok
+"""
+from .engines import Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEngine, NumpyEngine, TorchEngine
+from .errors import CaseError, CaseErrors
+from .harness.api import run
+from .harness.result import RunResult
+from .harness.runner import RunOptions, run_case
+from .loading import Case, load_cases
+
+__version__ = "0.1.0"
+
+__all__ = ["load_cases", "run", "run_case", "RunOptions", "RunResult", "Case", "CaseError",
+           "CaseErrors", "Engine", "EngineOutput", "EngineSkip", "NumpyEngine",
+           "FiniteDifferences", "TorchEngine", "JaxEngine"]

@@ -1,0 +1,97 @@
+"""The `fd` engine: central finite differences on the numpy forward pass, in float64.
+
+For each checked element x_i it evaluates f = <cotangent, forward(x)> at x_i +- h and
+x_i +- h/2 and returns:
+- the Richardson extrapolation (4 D(h/2) - D(h)) / 3 as the gradient;
+- an error estimate |D(h) - D(h/2)| plus rounding noise, which the comparator adds to
+  its tolerance for every pair with `fd`;
+- a kink flag when the one-sided slopes on each side of x_i jump by much more than the
+  curvature seen within each side (relu or abs at 0, a max tie): the input sits on a
+  non-differentiable point, detected from the forward function itself, for any op.
+
+float32 cases are differenced in float64 from the same rounded inputs: finite
+differences in float32 are too noisy to judge anything. Inputs with more elements than
+`max_elements` are checked on a seeded random sample of coordinates.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import Mapping
+
+import numpy as np
+
+import reference_impls
+from reference_impls import Primitive
+
+from .base import EngineOutput, constants, require_ops
+
+EPS = np.finfo(np.float64).eps
+KINK_FACTOR = 10.0      # a slope jump this many times the in-side curvature is a kink
+
+
+class FiniteDifferences:
+    def __init__(self, ops: Mapping[str, Primitive] | None = None, step: float = 1e-3,
+                 max_elements: int = 256, seed: int = 0, name: str = "fd"):
+        self.ops = reference_impls.OPS if ops is None else ops
+        self.step, self.max_elements, self.seed, self.name = step, max_elements, seed, name
+
+    def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+        require_ops(self.name, graph, self.ops)
+        env = {k: _float64(v) for k, v in inputs.items()}
+        env.update(constants(graph, np.float64))
+        weights = np.asarray(cotangent, dtype=np.float64)
+
+        def f(name, value):
+            out = reference_impls.forward(graph, self.ops, {**env, name: value})[graph.output]
+            return float(np.sum(out * weights))
+
+        value = reference_impls.forward(graph, self.ops, dict(env))[graph.output]
+        result = EngineOutput(np.asarray(value), {})
+        f0 = float(np.sum(value * weights))
+        for name in wrt:
+            self._differentiate(f, f0, name, env[name], result)
+        return result
+
+    def _differentiate(self, f, f0: float, name: str, x: np.ndarray,
+                       result: EngineOutput) -> None:
+        grad = np.full(x.shape, np.nan)
+        err = np.full(x.shape, np.nan)
+        kink = np.zeros(x.shape, dtype=bool)
+        checked = np.zeros(x.shape, dtype=bool)
+        for index in self._coordinates(name, x):
+            grad[index], err[index], kink[index] = self._element(f, f0, name, x, index)
+            checked[index] = True
+        result.grads[name], result.grad_err[name] = grad, err
+        result.kinks[name], result.checked[name] = kink, checked
+
+    def _coordinates(self, name: str, x: np.ndarray) -> list[tuple]:
+        indices = list(np.ndindex(x.shape))
+        if len(indices) <= self.max_elements:
+            return indices
+        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size])
+        chosen = np.sort(rng.choice(len(indices), self.max_elements, replace=False))
+        return [indices[i] for i in chosen]
+
+    def _element(self, f, f0: float, name: str, x: np.ndarray,
+                 index: tuple) -> tuple[float, float, bool]:
+        h = self.step * max(abs(float(x[index])), 1e-2)
+        fm, fm2, fp2, fp = (f(name, _moved(x, index, d)) for d in (-h, -h / 2, h / 2, h))
+        d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / h
+        noise = 64 * EPS * max(abs(f0), abs(fp), abs(fm), 1.0) / h
+        slopes = np.array([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2]) / (h / 2)   # L2 L1 R1 R2
+        jump = abs(slopes[2] - slopes[1])
+        curvature = abs(slopes[3] - slopes[2]) + abs(slopes[1] - slopes[0])
+        # a real kink moves the slope by a sizeable part of the slope itself
+        is_kink = jump > KINK_FACTOR * curvature + 4 * noise + 1e-3 * np.max(np.abs(slopes))
+        return (4 * d2 - d1) / 3, abs(d2 - d1) + noise, bool(is_kink)
+
+
+def _float64(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def _moved(x: np.ndarray, index: tuple, delta: float) -> np.ndarray:
+    moved = x.copy()
+    moved[index] += delta
+    return moved

@@ -1,0 +1,50 @@
+"""The Python API that the CLI and the pytest plugin are thin front ends over."""
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from typing import Callable, Iterable
+
+from ..engines import make_engines
+from .result import RunResult
+from .runner import RunOptions, run_case
+
+SEED = 0   # random inputs and cotangents are seeded per case; this names the scheme's version
+
+
+def run(cases, engines=None, dtypes: Iterable[str] | None = None,
+        options: RunOptions | None = None,
+        progress: Callable[[str], None] | None = None) -> RunResult:
+    """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all
+    four built-in ones) and return the tables."""
+    engines = make_engines() if engines is None else list(engines)
+    results = []
+    for case in cases:
+        for dtype in (list(dtypes) if dtypes else case.dtypes):
+            results.append(run_case(case, dtype, engines, options))
+            if progress:
+                progress(f"{case.name} [{dtype}]")
+    return RunResult.from_case_results(results, run_metadata(engines),
+                                       {c.name: case_details(c) for c in cases})
+
+
+def case_details(case) -> dict:
+    m = case.model
+    return {"description": m.description, "source": m.source or "", "tags": list(m.tags),
+            "steps": m.steps(), "wrt": case.wrt, "file": case.file, "line": case.line}
+
+
+def run_metadata(engines) -> dict:
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
+            "platform": platform.platform(), "seed": SEED, "command": " ".join(sys.argv),
+            "engines": [e.name for e in engines],
+            "versions": {p: _version(p) for p in ("numpy", "torch", "jax", "jaxlib", "pandas")}}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,133 @@
+"""The comparator: one helper judges every pair of engines, forward value first, then each
+gradient, element by element, against dtype- and pair-aware tolerances.
+
+An element passes when |a - b| <= atol + rtol * max(|a|, |b|) (+ 2 * fd error estimate
+when one side is `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
+1 passes. `atol` is stated relative to the larger magnitude in the two tensors, so that
+large sums do not fail on rounding alone; the rows report the absolute value used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+PASS, FAIL, ERROR, SKIP, NONDIFF, NONFINITE = "PASS", "FAIL", "ERROR", "SKIP", "NONDIFF", "NONFINITE"
+FD, EXPECT = "fd", "expect"
+VALUE = "(value)"           # the `param` of forward-value rows: cannot clash with an input
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float             # relative to the larger magnitude in the two tensors
+
+
+# Exact pairs (backprop, autograd, hand values) agree to near machine precision; pairs with
+# `fd` are judged against its own error estimate on top of these.
+EXACT = {"float64": Tolerance(rtol=1e-7, atol=1e-9), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
+WITH_FD = {"float64": Tolerance(rtol=1e-6, atol=1e-8), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
+FD_ERR_FACTOR = 2.0
+
+
+def tolerance_for(dtype: str, pair: tuple[str, str], override=None) -> Tolerance:
+    base = (WITH_FD if FD in pair else EXACT)[dtype]
+    if override is None:
+        return base
+    return Tolerance(rtol=override.rtol if override.rtol is not None else base.rtol,
+                     atol=override.atol if override.atol is not None else base.atol)
+
+
+@dataclass
+class Judgement:
+    verdict: str
+    max_abs_err: float
+    max_rel_err: float
+    tol_ratio: float
+    worst_index: str
+    value_a: float
+    value_b: float
+    atol: float
+    rtol: float
+    fd_err: float
+    checked: int
+    kinks: int
+    message: str
+    abs_err: np.ndarray | None = None     # element-wise, kept for heatmaps of failures
+
+
+def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None) -> Judgement:
+    """Compare two arrays: shape first, then finiteness, then values (masked by `checked`)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return _shape_mismatch(a, b, tol)
+    mask = np.ones(a.shape, bool) if checked is None else np.asarray(checked, bool)
+    kinks = np.zeros(a.shape, bool) if kinks is None else np.asarray(kinks, bool) & mask
+    err = np.zeros(a.shape) if fd_err is None else np.where(mask, fd_err, 0.0)
+    diff = np.where(mask, np.abs(a - b), 0.0)
+    scale = float(np.max(np.abs(np.where(mask, np.maximum(np.abs(a), np.abs(b)), 0)), initial=0))
+    atol = tol.atol * scale
+    bound = atol + tol.rtol * np.maximum(np.abs(a), np.abs(b)) + FD_ERR_FACTOR * err
+    ratio = _ratio(diff, bound, mask)
+    worst = _worst(ratio)
+    rel = np.where(mask, diff / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300), 0.0)
+    verdict, message = _verdict(a, b, mask, ratio, kinks)
+    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), str(list(worst)),
+                     _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err), int(mask.sum()),
+                     int(kinks.sum()), message,
+                     abs_err=np.where(mask, np.abs(a - b), np.nan) if verdict != PASS else None)
+
+
+def _worst(ratio: np.ndarray) -> tuple[int, ...]:
+    if not ratio.size:
+        return ()
+    flat = int(np.argmax(np.where(np.isnan(ratio), np.inf, ratio)))
+    return tuple(int(i) for i in np.unravel_index(flat, ratio.shape))
+
+
+def _at(x: np.ndarray, index: tuple) -> float:
+    return float(x[index]) if x.size else float("nan")
+
+
+def _ratio(diff, bound, mask):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / bound)
+    return np.where(mask, ratio, 0.0)
+
+
+def _verdict(a, b, mask, ratio, kinks) -> tuple[str, str]:
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.all(finite[mask]):
+        return NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s)"
+    failing = ratio > 1
+    if not failing.any():
+        return PASS, ""
+    if not (failing & ~kinks).any():
+        return NONDIFF, f"differs only at {int(kinks.sum())} non-differentiable point(s)"
+    return FAIL, f"{int(failing.sum())} of {int(mask.sum())} element(s) out of tolerance"
+
+
+def _shape_mismatch(a, b, tol) -> Judgement:
+    return Judgement(FAIL, np.nan, np.nan, np.inf, "", np.nan, np.nan, 0.0, tol.rtol, 0.0, 0, 0,
+                     f"shape {list(a.shape)} vs {list(b.shape)}")
+
+
+def _max(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmax(x)) if x.size and not np.all(np.isnan(x)) else 0.0
+
+
+def blame(engines: list[str], disagreeing: set[tuple[str, str]]) -> list[str]:
+    """The smallest set of engines whose removal leaves the rest agreeing (a minimum vertex
+    cover of the disagreement graph). Several equally small sets: blame their union, since
+    the evidence cannot tell them apart."""
+    if not disagreeing:
+        return []
+    for size in range(1, len(engines) + 1):
+        covers = [set(c) for c in combinations(engines, size)
+                  if all(a in c or b in c for a, b in disagreeing)]
+        if covers:
+            return sorted(set().union(*covers), key=engines.index)
+    return list(engines)
+

@@ -1,0 +1,170 @@
+"""The expression language of cases: parsed into a small tree, never evaluated.
+
+Python's own parser reads the text (`ast.parse` only builds a tree; nothing runs), then a
+whitelist walk turns the few node types we accept into `Ref`, `Num` and `Call`. Anything
+else -- attribute access, subscripts, lambdas, comprehensions, strings, comparisons --
+is refused with the column where it starts. Limits on length and depth come first, so
+hostile text cannot exhaust the parser or our recursion.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from typing import Union
+
+from .ops import BINARY_OPERATORS, UNARY_OPERATORS
+
+MAX_LENGTH = 2000
+MAX_DEPTH = 64
+
+
+class ExprError(ValueError):
+    def __init__(self, message: str, col: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.col = col          # 1-based column in the expression, when known
+
+    def __str__(self) -> str:
+        return self.message if self.col is None else f"{self.message} (at column {self.col})"
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    col: int
+
+
+@dataclass(frozen=True)
+class Num:
+    value: float
+    col: int
+
+
+@dataclass(frozen=True)
+class Call:
+    op: str
+    args: tuple["Expr", ...]
+    kwargs: tuple[tuple[str, object], ...]
+    col: int
+
+
+Expr = Union[Ref, Num, Call]
+
+
+def parse(text: str) -> Expr:
+    if not isinstance(text, str):
+        raise ExprError(f"an expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ExprError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    _check_nesting(text)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ExprError(f"syntax error: {e.msg}", e.offset) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise ExprError("expression is too complex to parse") from None
+    _check_depth(tree.body)
+    return _lower(tree.body)
+
+
+def _check_nesting(text: str) -> None:
+    """Cheap pre-scan: bracket depth and runs of prefix operators, before Python's parser."""
+    depth = run = 0
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        run = run + 1 if ch in "-+~" else (run if ch.isspace() else 0)
+        if depth > MAX_DEPTH or run > MAX_DEPTH:
+            raise ExprError(f"expression is nested deeper than {MAX_DEPTH}")
+
+
+def _check_depth(root: ast.AST) -> None:
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ExprError(f"expression is nested deeper than {MAX_DEPTH}", _col(node))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+def _col(node: ast.AST) -> int | None:
+    offset = getattr(node, "col_offset", None)
+    return None if offset is None else offset + 1
+
+
+def _lower(node: ast.AST) -> Expr:
+    lower = _LOWER.get(type(node))
+    if lower is None:
+        raise ExprError(f"{_describe(node)} is not allowed in an expression", _col(node))
+    return lower(node)
+
+
+def _lower_name(node: ast.Name) -> Ref:
+    if node.id.startswith("__"):
+        raise ExprError(f"name {node.id!r} is not allowed", _col(node))
+    return Ref(node.id, _col(node))
+
+
+def _lower_constant(node: ast.Constant) -> Num:
+    if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+        raise ExprError(f"constant {node.value!r} is not a number", _col(node))
+    if not math.isfinite(float(node.value)):
+        raise ExprError(f"constant {node.value!r} is not finite", _col(node))
+    return Num(float(node.value), _col(node))
+
+
+def _lower_binop(node: ast.BinOp) -> Call:
+    op = BINARY_OPERATORS.get(type(node.op).__name__)
+    if op is None:
+        raise ExprError(f"operator {type(node.op).__name__} is not allowed", _col(node))
+    return Call(op, (_lower(node.left), _lower(node.right)), (), _col(node))
+
+
+def _lower_unaryop(node: ast.UnaryOp) -> Expr:
+    if isinstance(node.op, ast.UAdd):
+        return _lower(node.operand)
+    op = UNARY_OPERATORS.get(type(node.op).__name__)
+    if op is None:
+        raise ExprError(f"operator {type(node.op).__name__} is not allowed", _col(node))
+    operand = _lower(node.operand)
+    if isinstance(operand, Num):        # fold literal negatives: 2 ** -1, x * -0.5
+        return Num(-operand.value, operand.col - 1)
+    return Call(op, (operand,), (), _col(node))
+
+
+def _lower_call(node: ast.Call) -> Call:
+    if not isinstance(node.func, ast.Name):
+        raise ExprError("only plain op names can be called", _col(node))
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ExprError("**kwargs is not allowed", _col(kw.value))
+    kwargs = tuple((kw.arg, _constant(kw.value)) for kw in node.keywords)
+    return Call(node.func.id, tuple(_lower(a) for a in node.args), kwargs, _col(node))
+
+
+def _constant(node: ast.AST):
+    """A keyword argument: a number, a list of numbers (nested allowed) or None."""
+    if isinstance(node, ast.Constant) and node.value is None:
+        return None
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_constant(e) for e in node.elts]
+    value = _lower(node)
+    if not isinstance(value, Num):
+        raise ExprError("keyword arguments take constants only: numbers, lists of numbers, None",
+                        _col(node))
+    return int(value.value) if value.value.is_integer() else value.value
+
+
+def _describe(node: ast.AST) -> str:
+    names = {ast.Attribute: "attribute access", ast.Subscript: "subscripting",
+             ast.Lambda: "lambda", ast.ListComp: "a comprehension",
+             ast.GeneratorExp: "a comprehension", ast.DictComp: "a comprehension",
+             ast.SetComp: "a comprehension", ast.Compare: "a comparison",
+             ast.BoolOp: "a boolean operator", ast.IfExp: "a conditional",
+             ast.Starred: "unpacking", ast.NamedExpr: "assignment"}
+    return names.get(type(node), type(node).__name__)
+
+
+_LOWER = {ast.Name: _lower_name, ast.Constant: _lower_constant, ast.BinOp: _lower_binop,
+          ast.UnaryOp: _lower_unaryop, ast.Call: _lower_call}

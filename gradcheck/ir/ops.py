@@ -1,0 +1,217 @@
+"""The op registry: every op a case may use, with its arity, attributes and shape rule.
+
+This is the contract shared by the expression parser, shape inference and every engine's
+op table. Adding an op means one `OpSpec` here and one entry per engine table
+(`tests/test_op_coverage.py` checks that every engine covers every op).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """Raised by a shape rule; the graph builder adds the case, step and position."""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    arity: int
+    shape: Callable[..., Shape]          # shape(*input_shapes, **attrs) -> output shape
+    attrs: dict[str, Any] = field(default_factory=dict)   # keyword -> default
+    int_args: tuple[int, ...] = ()       # positions that take integer data (never differentiated)
+    doc: str = ""
+
+
+# --- attribute checks ---------------------------------------------------------------------
+
+def _int(value, what: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ShapeError(f"{what} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ShapeError(f"{what} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """`None`, an int or a list of ints -> sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    out = []
+    for a in axes:
+        a = _int(a, "axis")
+        if not -ndim <= a < max(ndim, 1):
+            raise ShapeError(f"axis {a} is out of range for a {ndim}-d input")
+        out.append(a % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ShapeError(f"repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+# --- shape rules --------------------------------------------------------------------------
+
+def same_shape(x: Shape) -> Shape:
+    return x
+
+
+def broadcast(a: Shape, b: Shape) -> Shape:
+    try:
+        return tuple(np.broadcast_shapes(a, b))
+    except ValueError:
+        raise ShapeError(f"shapes {list(a)} and {list(b)} do not broadcast") from None
+
+
+def matmul_shape(a: Shape, b: Shape) -> Shape:
+    if not (1 <= len(a) <= 2 and 1 <= len(b) <= 2):
+        raise ShapeError(f"@ takes 1-d or 2-d operands, got shapes {list(a)} and {list(b)}")
+    if a[-1] != b[0]:
+        raise ShapeError(f"@ inner dimensions differ: {list(a)} @ {list(b)}")
+    return a[:-1] + b[1:]
+
+
+def reduce_shape(x: Shape, axis=None, keepdims=False) -> Shape:
+    axes = normalize_axes(axis, len(x))
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i not in axes)
+
+
+def max_shape(x: Shape, axis=None, keepdims=False) -> Shape:
+    if 0 in x:
+        raise ShapeError("max of an empty input")
+    return reduce_shape(x, axis, keepdims)
+
+
+def transpose_shape(x: Shape, axes=None) -> Shape:
+    if axes is None:
+        return x[::-1]
+    if not isinstance(axes, (list, tuple)):
+        raise ShapeError(f"axes must be a list, got {axes!r}")
+    perm = [_int(a, "axes entry") % max(len(x), 1) for a in axes]
+    if sorted(perm) != list(range(len(x))):
+        raise ShapeError(f"axes {axes!r} is not a permutation of {len(x)} axes")
+    return tuple(x[p] for p in perm)
+
+
+def reshape_shape(x: Shape, shape=None) -> Shape:
+    if not isinstance(shape, (list, tuple)):
+        raise ShapeError("reshape needs shape=[...]")
+    dims = [_int(d, "shape entry", minimum=-1) for d in shape]
+    size = int(np.prod(x, dtype=np.int64))
+    if dims.count(-1) > 1:
+        raise ShapeError("reshape takes at most one -1")
+    known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+    if -1 in dims:
+        if known == 0 or size % known:
+            raise ShapeError(f"cannot reshape {list(x)} to {dims}")
+        dims[dims.index(-1)] = size // known
+    if int(np.prod(dims, dtype=np.int64)) != size:
+        raise ShapeError(f"cannot reshape {list(x)} ({size} elements) to {dims}")
+    return tuple(dims)
+
+
+def softmax_shape(x: Shape, axis=-1) -> Shape:
+    if not x:
+        raise ShapeError("softmax needs at least a 1-d input")
+    normalize_axes(axis, len(x))
+    return x
+
+
+def cross_entropy_shape(scores: Shape, labels: Shape) -> Shape:
+    if len(scores) != 2 or labels != scores[:1]:
+        raise ShapeError(f"softmax_cross_entropy takes scores N x C and labels N, "
+                         f"got {list(scores)} and {list(labels)}")
+    return ()
+
+
+def _window(size: int, kernel: int, stride: int, pad: int, what: str) -> int:
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ShapeError(f"{what}: window {kernel} does not fit input {size} with pad {pad}")
+    return out
+
+
+def conv2d_shape(x: Shape, w: Shape, b: Shape, stride=1, pad=0) -> Shape:
+    stride, pad = _int(stride, "stride", 1), _int(pad, "pad", 0)
+    if len(x) != 4 or len(w) != 4 or len(b) != 1:
+        raise ShapeError(f"conv2d takes x N x C x H x W, w F x C x KH x KW and b F, "
+                         f"got {list(x)}, {list(w)}, {list(b)}")
+    if x[1] != w[1] or b[0] != w[0]:
+        raise ShapeError(f"conv2d channels differ: x {list(x)}, w {list(w)}, b {list(b)}")
+    return (x[0], w[0], _window(x[2], w[2], stride, pad, "conv2d height"),
+            _window(x[3], w[3], stride, pad, "conv2d width"))
+
+
+def maxpool2d_shape(x: Shape, size=2, stride=2) -> Shape:
+    size, stride = _int(size, "size", 1), _int(stride, "stride", 1)
+    if len(x) != 4:
+        raise ShapeError(f"maxpool2d takes x N x C x H x W, got {list(x)}")
+    return (x[0], x[1], _window(x[2], size, stride, 0, "maxpool2d height"),
+            _window(x[3], size, stride, 0, "maxpool2d width"))
+
+
+def rnn_shape(x: Shape, h0: Shape, wx: Shape, wh: Shape, b: Shape) -> Shape:
+    if len(x) != 3 or len(h0) != 2 or len(wx) != 2 or len(wh) != 2 or len(b) != 1:
+        raise ShapeError("rnn takes x N x T x D, h0 N x H, wx D x H, wh H x H, b H")
+    n, t, d = x
+    h = h0[1]
+    if h0[0] != n or wx != (d, h) or wh != (h, h) or b != (h,):
+        raise ShapeError(f"rnn shapes disagree: x {list(x)}, h0 {list(h0)}, wx {list(wx)}, "
+                         f"wh {list(wh)}, b {list(b)}")
+    return (n, t, h)
+
+
+# --- the registry -------------------------------------------------------------------------
+
+def _elementwise(name: str, doc: str) -> OpSpec:
+    return OpSpec(name, 1, same_shape, doc=doc)
+
+
+def _binary(name: str, doc: str) -> OpSpec:
+    return OpSpec(name, 2, broadcast, doc=doc)
+
+
+_REDUCE = {"axis": None, "keepdims": False}
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
+    _binary("add", "a + b"),
+    _binary("sub", "a - b"),
+    _binary("mul", "a * b"),
+    _binary("div", "a / b"),
+    _binary("pow", "a ** k"),
+    _binary("maximum", "elementwise max gate"),
+    _binary("minimum", "elementwise min gate"),
+    OpSpec("matmul", 2, matmul_shape, doc="a @ b, numpy semantics for 1-d and 2-d"),
+    _elementwise("neg", "-a"),
+    _elementwise("exp", "e ** x"),
+    _elementwise("log", "natural logarithm"),
+    _elementwise("tanh", "hyperbolic tangent"),
+    _elementwise("sigmoid", "1 / (1 + exp(-x))"),
+    _elementwise("relu", "max(x, 0)"),
+    _elementwise("abs", "|x|"),
+    OpSpec("sum", 1, reduce_shape, dict(_REDUCE), doc="sum over axis (all when None)"),
+    OpSpec("mean", 1, reduce_shape, dict(_REDUCE), doc="mean over axis (all when None)"),
+    OpSpec("max", 1, max_shape, dict(_REDUCE), doc="max over axis (all when None)"),
+    OpSpec("transpose", 1, transpose_shape, {"axes": None}, doc="permute axes (reverse when None)"),
+    OpSpec("reshape", 1, reshape_shape, {"shape": None}, doc="reshape, one -1 allowed"),
+    OpSpec("softmax", 1, softmax_shape, {"axis": -1}, doc="softmax along axis"),
+    OpSpec("log_softmax", 1, softmax_shape, {"axis": -1}, doc="log softmax along axis"),
+    OpSpec("softmax_cross_entropy", 2, cross_entropy_shape, int_args=(1,),
+           doc="mean over the batch of -log softmax(scores)[label]"),
+    OpSpec("conv2d", 3, conv2d_shape, {"stride": 1, "pad": 0},
+           doc="NCHW cross-correlation with zero padding"),
+    OpSpec("maxpool2d", 1, maxpool2d_shape, {"size": 2, "stride": 2}, doc="NCHW max-pool"),
+    OpSpec("rnn", 5, rnn_shape,
+           doc="h_t = tanh(x_t @ wx + h_{t-1} @ wh + b); every h as N x T x H"),
+]}
+
+# Infix and prefix operators of the expression language, by Python AST operator class name.
+BINARY_OPERATORS = {"Add": "add", "Sub": "sub", "Mult": "mul", "Div": "div",
+                    "Pow": "pow", "MatMult": "matmul"}
+UNARY_OPERATORS = {"USub": "neg"}

@@ -1,0 +1,81 @@
+"""A loaded, compiled case: its YAML model, its graph, and the arrays it runs on.
+
+Everything here is plain data and pickles, so a case can run in a worker process.
+Random inputs are seeded (per input, or stably from the case and input names), so a case
+gives the same numbers on every run and machine.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.graph import Graph
+from .models import CaseModel, RandomInput, ValueInput
+
+
+def stable_seed(*parts: str) -> int:
+    return zlib.crc32("/".join(parts).encode())
+
+
+@dataclass
+class Case:
+    model: CaseModel
+    graph: Graph
+    wrt: list[str]
+    file: str
+    line: int
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.model.tags)
+
+    @property
+    def family(self) -> str:
+        return self.model.tags[0] if self.model.tags else ""
+
+    @property
+    def dtypes(self) -> list[str]:
+        return list(self.model.dtypes)
+
+    def arrays(self, dtype: str) -> dict[str, np.ndarray]:
+        """The inputs: made in float64 from their seeds, then rounded to `dtype`."""
+        return {name: _cast(make_array(self.name, name, spec), dtype)
+                for name, spec in self.model.inputs.items()}
+
+    def cotangent(self, dtype: str) -> np.ndarray:
+        """1 for a scalar output; else a seeded random cotangent (a VJP check)."""
+        shape = self.graph.output_shape
+        if not shape:
+            return np.ones((), dtype=dtype)
+        rng = np.random.default_rng(stable_seed(self.name, "<cotangent>"))
+        return rng.standard_normal(shape).astype(dtype)
+
+
+def _cast(array: np.ndarray, dtype: str) -> np.ndarray:
+    return array if array.dtype == np.int64 else array.astype(dtype)
+
+
+def make_array(case: str, name: str, spec) -> np.ndarray:
+    if isinstance(spec, ValueInput):
+        return np.asarray(spec.value, dtype=np.int64 if spec.dtype == "int64" else np.float64)
+    if isinstance(spec, RandomInput):
+        return _random(spec, np.random.default_rng(
+            stable_seed(case, name) if spec.seed is None else spec.seed))
+    return np.asarray(spec, dtype=np.float64)
+
+
+def _random(spec: RandomInput, rng: np.random.Generator) -> np.ndarray:
+    makers = {
+        "normal": lambda: rng.standard_normal(spec.shape) * spec.scale,
+        "uniform": lambda: rng.uniform(spec.low, spec.high, spec.shape),
+        "zeros": lambda: np.zeros(spec.shape),
+        "ones": lambda: np.ones(spec.shape) * spec.scale,
+        "randint": lambda: rng.integers(int(spec.low), int(spec.high), spec.shape),
+    }
+    return np.asarray(makers[spec.init](), dtype=np.int64 if spec.dtype == "int64" else np.float64)

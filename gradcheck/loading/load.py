@@ -1,0 +1,198 @@
+"""Load case files: YAML -> validated model -> compiled graph, or one clear error per case."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from pydantic import ValidationError
+
+from ..errors import CaseError, CaseErrors
+from ..ir.graph import FLOAT, INT, GraphError, Leaf, build_graph
+from .case import Case
+from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
+from .yaml_lines import YamlError, documents
+
+MAX_ELEMENTS = 10_000_000        # per input; refused before anything is allocated
+SUFFIXES = (".yaml", ".yml")
+
+
+def load_cases(paths: Iterable[str | Path] = ("cases",), max_elements: int = MAX_ELEMENTS) -> list[Case]:
+    """Every case under `paths` (files or folders), or `CaseErrors` listing each bad one."""
+    cases, errors = [], []
+    for file in discover(paths, errors):
+        try:
+            cases.extend(load_file(file, max_elements))
+        except CaseError as e:
+            errors.append(e)
+    errors.extend(_duplicates(cases))
+    if errors:
+        raise CaseErrors(errors)
+    return cases
+
+
+def discover(paths: Iterable[str | Path], errors: list[CaseError]) -> list[Path]:
+    files = []
+    for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            errors.append(CaseError("no such file or folder", path))
+    return files
+
+
+def load_file(file: Path, max_elements: int = MAX_ELEMENTS) -> list[Case]:
+    try:
+        text = file.read_text(encoding="utf-8")
+        docs = [d for d in documents(text) if d[0] is not None]
+    except YamlError as e:
+        raise CaseError(e.message, file, line=e.line) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaseError(f"cannot read: {e}", file) from None
+    if not docs:
+        raise CaseError("the file holds no case", file)
+    return [compile_case(data, lines, file, first, max_elements) for data, lines, first in docs]
+
+
+def compile_case(data, lines: dict, file: Path, first_line: int,
+                 max_elements: int = MAX_ELEMENTS) -> Case:
+    name = data.get("name") if isinstance(data, dict) else None
+    name = name if isinstance(name, str) else None
+
+    def fail(message: str, path: tuple = ()) -> CaseError:
+        return CaseError(message, file, name, _line(lines, path) or first_line)
+
+    if not isinstance(data, dict):
+        raise fail(f"a case is a YAML mapping, got {type(data).__name__}")
+    try:
+        model = CaseModel.model_validate(data)
+    except ValidationError as e:
+        raise fail(*_first_problem(e)) from None
+    leaves = {k: _leaf(k, spec, max_elements, fail) for k, spec in model.inputs.items()}
+    try:
+        graph = build_graph(model.steps(), leaves)
+    except GraphError as e:
+        raise fail(str(e), ("graph", e.step) if model.graph else ("expr",)) from None
+    wrt = _wrt(model, leaves, fail)
+    _check_expect(model, graph, wrt, fail)
+    return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
+
+
+def _leaf(name: str, spec, max_elements: int, fail) -> Leaf:
+    if isinstance(spec, RandomInput):
+        shape, kind = tuple(spec.shape), INT if spec.dtype == "int64" else FLOAT
+    else:
+        value = spec.value if isinstance(spec, ValueInput) else spec
+        shape, kind = _literal_shape(value, fail, name), FLOAT
+        if isinstance(spec, ValueInput) and spec.dtype == "int64":
+            kind = INT
+            if not np.all(np.equal(np.mod(np.asarray(value, dtype=float), 1), 0)):
+                raise fail(f"input {name!r}: int64 values must be whole numbers", ("inputs", name))
+    size = int(np.prod(shape, dtype=np.float64))
+    if size > max_elements:
+        raise fail(f"input {name!r} has {size} elements; the limit is {max_elements}",
+                   ("inputs", name))
+    return Leaf(name, shape, kind)
+
+
+def _literal_shape(value, fail, name) -> tuple[int, ...]:
+    try:
+        return np.asarray(value, dtype=np.float64).shape
+    except (ValueError, OverflowError):
+        raise fail(f"input {name!r} is not a rectangular array of numbers",
+                   ("inputs", name)) from None
+
+
+def _wrt(model: CaseModel, leaves: dict[str, Leaf], fail) -> list[str]:
+    if model.wrt is None:
+        return [k for k, leaf in leaves.items() if leaf.kind == FLOAT]
+    for i, name in enumerate(model.wrt):
+        if name not in leaves:
+            raise fail(f"wrt names {name!r}, which is not an input", ("wrt", i))
+        if leaves[name].kind == INT:
+            raise fail(f"wrt names {name!r}, an integer input: integer data is never "
+                       "differentiated", ("wrt", i))
+    if len(set(model.wrt)) != len(model.wrt) or not model.wrt:
+        raise fail("wrt must name each input at most once, and at least one", ("wrt",))
+    return list(model.wrt)
+
+
+def _check_expect(model: CaseModel, graph, wrt: list[str], fail) -> None:
+    expect = model.expect
+    if expect is None:
+        return
+    out_shape = graph.output_shape
+    if model.jacobian and expect.grad:
+        raise fail("expect.grad is for VJP checks; a jacobian case can expect only value",
+                   ("expect", "grad"))
+    if expect.value is not None:
+        _check_shape(expect.value, out_shape, "expect.value", ("expect", "value"), fail)
+    for name, grad in expect.grad.items():
+        if name not in wrt:
+            raise fail(f"expect.grad names {name!r}, which is not differentiated (wrt: "
+                       f"{', '.join(wrt)})", ("expect", "grad", name))
+        _check_shape(grad, graph.inputs[name].shape, f"expect.grad.{name}",
+                     ("expect", "grad", name), fail)
+
+
+def _check_shape(value, shape, what: str, path: tuple, fail) -> None:
+    got = _literal_shape(value, fail, what)
+    if got != tuple(shape):
+        raise fail(f"{what} has shape {list(got)}, expected {list(shape)}", path)
+
+
+def _duplicates(cases: list[Case]) -> list[CaseError]:
+    seen: dict[str, Case] = {}
+    errors = []
+    for case in cases:
+        if case.name in seen:
+            errors.append(CaseError(f"duplicate case name, also defined in "
+                                    f"{seen[case.name].file}:{seen[case.name].line}",
+                                    case.file, case.name, case.line))
+        seen.setdefault(case.name, case)
+    return errors
+
+
+def _line(lines: dict, path: tuple) -> int | None:
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def _first_problem(error: ValidationError) -> tuple[str, tuple]:
+    """One readable message from pydantic's errors, and the YAML path it points at."""
+    problem = error.errors()[0]
+    path = _clean_loc(tuple(problem["loc"]))
+    where = ".".join(map(str, path)) or "case"
+    if problem["type"] == "extra_forbidden":
+        return f"unknown key {where!r}{_suggestion(path, problem)}", path
+    if problem["type"] == "missing":
+        return f"missing key {where!r}", path
+    return f"{where}: {problem['msg']}", path
+
+
+def _suggestion(path: tuple, problem) -> str:
+    close = difflib.get_close_matches(str(path[-1]), _fields_at(path[:-1]), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(path: tuple) -> list[str]:
+    if len(path) == 2 and path[0] == "inputs":
+        return list(RandomInput.model_fields) + ["value"]
+    model = {(): CaseModel, ("tolerance",): Tolerance, ("expect",): Expect}.get(path)
+    return list(model.model_fields) if model else []
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    """Drop pydantic's union labels ('random', 'int', 'list[...]') from an error location."""
+    if len(loc) > 2 and loc[0] == "inputs":
+        kind, rest = loc[2], loc[3:]
+        if kind == "random":
+            return loc[:2] + rest
+        return loc[:2] + (("value",) if kind == "value" and rest[:1] == ("value",) else rest[:1])
+    if len(loc) > 1 and loc[0] == "expect":
+        return loc[:2] if loc[1] == "value" else loc[:3]
+    return loc

@@ -1,0 +1,79 @@
+"""The reference reverse mode: forward in topological order, backward in reverse.
+
+The graph is any object with `nodes` (each with `name`, `op`, `args`, `attrs`) and
+`output`; `ops` maps an op name to its `Primitive`. Where a value fans out to several
+nodes, the gradients arriving along each path are summed (the seeds' "sum over paths").
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .primitive import Primitive, unbroadcast
+
+
+class MissingGradRule(NotImplementedError):
+    pass
+
+
+def topological_order(graph) -> list:
+    """The nodes the output depends on, each after its arguments (iterative DFS)."""
+    by_name = {node.name: node for node in graph.nodes}
+    order, done, stack = [], set(), [(graph.output, False)]
+    while stack:
+        name, expanded = stack.pop()
+        if name in done or name not in by_name:
+            continue
+        if expanded:
+            done.add(name)
+            order.append(by_name[name])
+            continue
+        stack.append((name, True))
+        stack.extend((arg, False) for arg in reversed(by_name[name].args) if arg not in done)
+    return order
+
+
+def forward(graph, ops: Mapping[str, Primitive], env: dict) -> dict:
+    for node in topological_order(graph):
+        env[node.name] = ops[node.op].forward(*(env[a] for a in node.args), **node.attrs)
+    return env
+
+
+def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent):
+    """Return (output value, {name: gradient}) for the names in `wrt`."""
+    order = topological_order(graph)
+    env = forward(graph, ops, env)
+    needs = _needs_grad(order, wrt)
+    grads = {graph.output: np.asarray(cotangent)}
+    for node in reversed(order):
+        g = grads.pop(node.name, None)
+        if g is not None:
+            _accumulate(node, ops[node.op], g, env, needs, grads)
+    return env[graph.output], {name: _final(grads, env[name], name) for name in wrt}
+
+
+def _needs_grad(order, wrt) -> set[str]:
+    needs = set(wrt)
+    for node in order:
+        if needs.intersection(node.args):
+            needs.add(node.name)
+    return needs
+
+
+def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:
+    args = [env[a] for a in node.args]
+    for i, arg in enumerate(node.args):
+        if arg not in needs:
+            continue
+        rule = prim.grads[i] if i < len(prim.grads) else None
+        if rule is None:
+            raise MissingGradRule(f"no gradient rule for argument {i + 1} of {node.op!r}")
+        contribution = unbroadcast(rule(g, env[node.name], *args, **node.attrs), np.shape(env[arg]))
+        grads[arg] = grads[arg] + contribution if arg in grads else contribution
+
+
+def _final(grads, value, name):
+    g = grads.get(name)
+    value = np.asarray(value)
+    return np.zeros_like(value) if g is None else np.asarray(g, dtype=value.dtype)
