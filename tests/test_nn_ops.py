@@ -20,7 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import reference_impls  # noqa: E402
 from gradcheck.engines import jax_ops, torch_ops  # noqa: E402
-from gradcheck.ir.graph import INT, FLOAT, Leaf, build_graph  # noqa: E402
+from gradcheck.ir.graph import FLOAT, INT, Leaf, build_graph  # noqa: E402
 from reference_impls import Primitive  # noqa: E402
 
 NP = reference_impls.OPS
@@ -103,9 +103,9 @@ def _case(op, inputs, **attrs):
 
 
 def _conv(seed, x_shape, w_shape, **attrs):
-    f = w_shape[0]
-    return _case("conv2d", {"x": _normal(seed, *x_shape), "w": _normal(seed + 1, *w_shape, scale=0.3),
-                            "b": _normal(seed + 2, f)}, **attrs)
+    return _case("conv2d", {"x": _normal(seed, *x_shape),
+                            "w": _normal(seed + 1, *w_shape, scale=0.3),
+                            "b": _normal(seed + 2, w_shape[0])}, **attrs)
 
 
 def _rnn(seed, n, t, d, h):
@@ -126,6 +126,7 @@ CASES = {
     "conv-s1-p1": _conv(20, (2, 3, 7, 9), (4, 3, 3, 2), stride=1, pad=1),
     "conv-s2-p0": _conv(30, (2, 3, 7, 9), (4, 3, 3, 2), stride=2, pad=0),
     "conv-s2-p1": _conv(40, (2, 3, 8, 8), (5, 3, 3, 3), stride=2, pad=1),
+    "conv-s2-p1-wide": _conv(45, (2, 3, 7, 9), (4, 3, 2, 3), stride=2, pad=1),
     "conv-1x1": _conv(50, (3, 2, 4, 5), (6, 2, 1, 1)),
     "maxpool-2-2": _case("maxpool2d", {"x": _normal(60, 2, 3, 6, 8)}, size=2, stride=2),
     "maxpool-3-2": _case("maxpool2d", {"x": _normal(61, 2, 3, 7, 9)}, size=3, stride=2),
@@ -242,7 +243,8 @@ def test_maxpool2d_ties_go_to_first_argmax_like_torch_and_jax():
         mine = rule("maxpool2d", 0, cot, x, **attrs)
         assert mine.sum() == cot.sum()                      # the whole gradient, once per window
         for other in (torch_vjp, jax_vjp):
-            np.testing.assert_array_equal(mine, other("maxpool2d", {"x": x}, attrs, cot, ["x"])[1][0])
+            _, (theirs,) = other("maxpool2d", {"x": x}, attrs, cot, ["x"])
+            np.testing.assert_array_equal(mine, theirs)
 
 
 def test_rnn_hand():
@@ -421,7 +423,7 @@ def test_conv2d_backward_is_vectorized():
         return [r(g, out, x, w, b, stride=1, pad=1) for r in prim.grads]
 
     once()
-    best = min(_timed(once) for _ in range(3))
+    best = min(_timed(once) for _ in range(5))     # the best run: spikes of load on a CI box
     assert best < 0.1, f"conv2d forward + backward took {best:.3f} s"
 
 
