@@ -1,5 +1,5 @@
 """From-scratch numpy reverse mode: one forward and one gradient rule per input, per op."""
-from .backprop import MissingGradRule, backprop, forward, topological_order
+from .backprop import MissingGradRule, backprop, dependents, forward, topological_order
 from .elementwise import OPS as _ELEMENTWISE
 from .nn import OPS as _NN
 from .primitive import GradRule, Primitive, unbroadcast
@@ -9,5 +9,5 @@ from .reductions import OPS as _REDUCTIONS
 # entry (their own layer, or a deliberately broken backward).
 OPS: dict[str, Primitive] = {**_ELEMENTWISE, **_REDUCTIONS, **_NN}
 
-__all__ = ["OPS", "Primitive", "GradRule", "unbroadcast", "backprop", "forward",
+__all__ = ["OPS", "Primitive", "GradRule", "unbroadcast", "backprop", "forward", "dependents",
            "topological_order", "MissingGradRule"]

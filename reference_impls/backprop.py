@@ -34,31 +34,33 @@ def topological_order(graph) -> list:
     return order
 
 
-def forward(graph, ops: Mapping[str, Primitive], env: dict) -> dict:
-    for node in topological_order(graph):
+def forward(graph, ops: Mapping[str, Primitive], env: dict, nodes=None) -> dict:
+    """Evaluate `nodes` (default: all the output needs) into `env`, in order."""
+    for node in topological_order(graph) if nodes is None else nodes:
         env[node.name] = ops[node.op].forward(*(env[a] for a in node.args), **node.attrs)
     return env
+
+
+def dependents(order, names) -> set[str]:
+    """`names` and every node of `order` that depends on one of them."""
+    found = set(names)
+    for node in order:
+        if found.intersection(node.args):
+            found.add(node.name)
+    return found
 
 
 def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent):
     """Return (output value, {name: gradient}) for the names in `wrt`."""
     order = topological_order(graph)
     env = forward(graph, ops, env)
-    needs = _needs_grad(order, wrt)
+    needs = dependents(order, wrt)
     grads = {graph.output: np.asarray(cotangent)}
     for node in reversed(order):
         g = grads.pop(node.name, None)
         if g is not None:
             _accumulate(node, ops[node.op], g, env, needs, grads)
     return env[graph.output], {name: _final(grads, env[name], name) for name in wrt}
-
-
-def _needs_grad(order, wrt) -> set[str]:
-    needs = set(wrt)
-    for node in order:
-        if needs.intersection(node.args):
-            needs.add(node.name)
-    return needs
 
 
 def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:

@@ -39,18 +39,26 @@ class FiniteDifferences:
         require_ops(self.name, graph, self.ops)
         env = {k: _float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
+        env = reference_impls.forward(graph, self.ops, env)
         weights = np.asarray(cotangent, dtype=np.float64)
-
-        def f(name, value):
-            out = reference_impls.forward(graph, self.ops, {**env, name: value})[graph.output]
-            return float(np.sum(out * weights))
-
-        value = reference_impls.forward(graph, self.ops, dict(env))[graph.output]
-        result = EngineOutput(np.asarray(value), {})
-        f0 = float(np.sum(value * weights))
+        result = EngineOutput(np.asarray(env[graph.output]), {})
+        f0 = float(np.sum(env[graph.output] * weights))
         for name in wrt:
-            self._differentiate(f, f0, name, env[name], result)
+            self._differentiate(self._objective(graph, env, name, weights), f0, name,
+                                env[name], result)
         return result
+
+    def _objective(self, graph, env: dict, name: str, weights: np.ndarray):
+        """x -> <cotangent, output> with input `name` set to x; only the nodes that depend
+        on `name` are recomputed, the rest is read from the unperturbed pass."""
+        order = reference_impls.topological_order(graph)
+        touched = reference_impls.dependents(order, [name])
+        nodes = [node for node in order if node.name in touched]
+
+        def f(value):
+            out = reference_impls.forward(graph, self.ops, {**env, name: value}, nodes)
+            return float(np.sum(out[graph.output] * weights))
+        return f
 
     def _differentiate(self, f, f0: float, name: str, x: np.ndarray,
                        result: EngineOutput) -> None:
@@ -59,7 +67,7 @@ class FiniteDifferences:
         kink = np.zeros(x.shape, dtype=bool)
         checked = np.zeros(x.shape, dtype=bool)
         for index in self._coordinates(name, x):
-            grad[index], err[index], kink[index] = self._element(f, f0, name, x, index)
+            grad[index], err[index], kink[index] = self._element(f, f0, x, index)
             checked[index] = True
         result.grads[name], result.grad_err[name] = grad, err
         result.kinks[name], result.checked[name] = kink, checked
@@ -72,10 +80,9 @@ class FiniteDifferences:
         chosen = np.sort(rng.choice(len(indices), self.max_elements, replace=False))
         return [indices[i] for i in chosen]
 
-    def _element(self, f, f0: float, name: str, x: np.ndarray,
-                 index: tuple) -> tuple[float, float, bool]:
+    def _element(self, f, f0: float, x: np.ndarray, index: tuple) -> tuple[float, float, bool]:
         h = self.step * max(abs(float(x[index])), 1e-2)
-        fm, fm2, fp2, fp = (f(name, _moved(x, index, d)) for d in (-h, -h / 2, h / 2, h))
+        fm, fm2, fp2, fp = (f(_moved(x, index, d)) for d in (-h, -h / 2, h / 2, h))
         d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / h
         noise = 64 * EPS * max(abs(f0), abs(fp), abs(fm), 1.0) / h
         slopes = np.array([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2]) / (h / 2)   # L2 L1 R1 R2
