@@ -73,12 +73,11 @@ class FiniteDifferences:
         result.kinks[name], result.checked[name] = kink, checked
 
     def _coordinates(self, name: str, x: np.ndarray) -> list[tuple]:
-        indices = list(np.ndindex(x.shape))
-        if len(indices) <= self.max_elements:
-            return indices
-        rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size])
-        chosen = np.sort(rng.choice(len(indices), self.max_elements, replace=False))
-        return [indices[i] for i in chosen]
+        flat = np.arange(x.size)
+        if x.size > self.max_elements:
+            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size])
+            flat = np.sort(rng.choice(x.size, self.max_elements, replace=False))
+        return [tuple(int(i) for i in np.unravel_index(k, x.shape)) for k in flat]
 
     def _element(self, f, f0: float, x: np.ndarray, index: tuple) -> tuple[float, float, bool]:
         h = self.step * max(abs(float(x[index])), 1e-2)
