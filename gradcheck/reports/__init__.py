@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..harness.result import RunResult
 from .html import render_html
 from .markdown import render_markdown
+from .tables import CSV_FILES, read_table, write_table
 
-CSV_FILES = {"cases": "cases.csv", "comparisons": "comparisons.csv", "engines": "engines.csv"}
+__all__ = ["write_reports", "rerender", "read_run", "read_table", "CSV_FILES"]
 
 
 def write_reports(result: RunResult, out_dir: Path) -> Path:
@@ -27,6 +27,7 @@ def write_reports(result: RunResult, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        tmp.chmod(_default_mode(0o777))    # mkdtemp's 0700 would hide the reports from others
         _write_all(result, tmp)
         _swap(tmp, out_dir)
     except BaseException:
@@ -37,10 +38,10 @@ def write_reports(result: RunResult, out_dir: Path) -> Path:
 
 def _write_all(result: RunResult, folder: Path) -> None:
     for attr, filename in CSV_FILES.items():
-        getattr(result, attr).to_csv(folder / filename, index=False)
+        write_table(getattr(result, attr), folder / filename)
     (folder / "run.json").write_text(json.dumps(
         {**result.metadata, "counts": result.counts(), "details": result.details},
-        indent=2, sort_keys=True, default=str))
+        indent=2, sort_keys=True, default=str), encoding="utf-8")
     np.savez_compressed(folder / "errors.npz",
                         **{"|".join(map(str, k)): v for k, v in result.errors.items()})
     rerender(result, folder)
@@ -48,8 +49,29 @@ def _write_all(result: RunResult, folder: Path) -> None:
 
 def rerender(result: RunResult, folder: Path) -> None:
     """The human-facing files, made from the tables alone (used by `gradcheck report`)."""
-    (folder / "summary.md").write_text(render_markdown(result))
-    (folder / "report.html").write_text(render_html(result))
+    folder = Path(folder)
+    _write_atomic(folder / "summary.md", render_markdown(result))
+    _write_atomic(folder / "report.html", render_html(result))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside `path`, then rename over it: a reader (a browser, a CI step) sees the
+    old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, _default_mode(0o666))    # mkstemp's 0600, as a plain open() would not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _default_mode(mode: int) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def _swap(new: Path, target: Path) -> None:
@@ -65,9 +87,8 @@ def _swap(new: Path, target: Path) -> None:
 def read_run(folder: str | Path) -> RunResult:
     """Load a run folder back into a `RunResult`, without recomputing anything."""
     folder = Path(folder)
-    frames = {attr: pd.read_csv(folder / f, keep_default_na=False, na_values=[""])
-              for attr, f in CSV_FILES.items()}
-    meta = json.loads((folder / "run.json").read_text())
+    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()}
+    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     details = meta.pop("details", {})
     meta.pop("counts", None)
     errors = {}

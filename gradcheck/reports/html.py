@@ -1,17 +1,217 @@
-"""report.html: one self-contained file rendered with Jinja2 (autoescaped)."""
+"""report.html: one self-contained file rendered with Jinja2 (autoescaped).
+
+Everything the page needs is inside it: CSS, the small sorting/filtering script, and the
+heatmaps as PNG data URIs. A Content-Security-Policy forbids any network access and allows
+only our own script (by its hash), so even text that slipped past escaping could not run.
+"""
 from __future__ import annotations
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+import base64
+import hashlib
+import math
+from ast import literal_eval
 
-from ..harness.result import RunResult
-from .markdown import sorted_cases
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from ..harness.compare import EXPECT, FAIL, FD, NONFINITE
+from ..harness.result import FAILING, RunResult
+from .heatmap import describe_layout, heatmap_png
+from .markdown import VERDICT_ORDER, blame_counts, ordered_counts, sorted_cases
+
+ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]   # custom engines follow in run order
+BAD_PAIR = (FAIL, NONFINITE)
+HEATMAP_MAX_ELEMENTS = 1_000_000                          # beyond: the table is enough
 
 _ENV = Environment(loader=PackageLoader("gradcheck.reports", "templates"),
                    autoescape=select_autoescape(["html", "j2"]))
+# Our own code, not case text: the only thing on the page that is not escaped.
+_SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
 
 
 def render_html(result: RunResult) -> str:
+    cases = sorted_cases(result)
+    worst = result.comparisons.groupby(["case", "dtype"])["tol_ratio"].max().to_dict()
     return _ENV.get_template("report.html.j2").render(
-        meta=result.metadata, counts=result.counts(), ok=result.ok,
-        cases=sorted_cases(result).to_dict("records"),
-        comparisons=result.comparisons.to_dict("records"))
+        meta=result.metadata, command=_command(result.metadata), versions=_versions(result.metadata),
+        ok=result.ok, counts=ordered_counts(result),
+        blamed=blame_counts(result.cases), rows=[_row(c, worst) for c in _records(cases)],
+        filters=_filters(result, cases), sections=_sections(result, cases),
+        script=Markup(_SCRIPT), script_hash=_SCRIPT_HASH)
+
+
+def _command(meta: dict) -> str:
+    """The command as the user typed it: sys.argv starts with a path to __main__.py
+    (`python -m gradcheck`) or to the console script."""
+    words = str(meta.get("command") or "").split(" ")
+    if words[0].endswith(("gradcheck/__main__.py", "gradcheck\\__main__.py")):
+        words[0] = "python -m gradcheck"
+    elif words[0].replace("\\", "/").rsplit("/", 1)[-1] in ("gradcheck", "gradcheck.exe"):
+        words[0] = "gradcheck"
+    return " ".join(words)
+
+
+def _versions(meta: dict) -> list[tuple[str, str]]:
+    """Installed versions, the engines' libraries first; a fixed order, since run.json
+    stores its keys sorted and a re-render must give the same page."""
+    versions = {k: v for k, v in (meta.get("versions") or {}).items() if v}
+    first = [k for k in ("numpy", "torch", "jax") if k in versions]
+    return [(k, versions[k]) for k in first + sorted(set(versions) - set(first))]
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts with '' for missing text, so templates never print 'nan'."""
+    return [{k: ("" if _missing(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def anchor(case: str, dtype: str) -> str:
+    return f"run-{case}--{dtype}"
+
+
+def _row(c: dict, worst: dict) -> dict:
+    ratio = worst.get((c["case"], c["dtype"]), float("nan"))
+    return {**c, "anchor": anchor(c["case"], c["dtype"]), "rank": _rank(c["verdict"]),
+            "ratio": ratio, "ratio_text": fmt(ratio), "seconds_text": f"{c['seconds']:.3f}"}
+
+
+def _rank(verdict: str) -> int:
+    return VERDICT_ORDER.index(verdict) if verdict in VERDICT_ORDER else len(VERDICT_ORDER)
+
+
+def _filters(result: RunResult, cases: pd.DataFrame) -> dict:
+    words = lambda column: sorted({w for text in cases[column] for w in str(text).split()})
+    return {"verdict": [v for v, _ in ordered_counts(result)],
+            "family": sorted({str(f) for f in cases["family"] if str(f)}),
+            "tag": words("tags"),
+            "blame": engine_order(words("blame"))}
+
+
+def engine_order(names) -> list[str]:
+    names = list(dict.fromkeys(names))
+    known = [e for e in ENGINE_ORDER if e in names]
+    return known + [e for e in names if e not in ENGINE_ORDER]
+
+
+def fmt(x) -> str:
+    """A tolerance ratio or error, short: 0, 3.2e-05, 1.98e+06, inf; '' when absent."""
+    if _missing(x):
+        return ""
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def fmt_value(x) -> str:
+    """A gradient element, with enough digits to see where two engines part."""
+    return "" if _missing(x) else f"{x:.10g}"
+
+
+# --- per-case sections ------------------------------------------------------------------
+
+def _sections(result: RunResult, cases: pd.DataFrame) -> list[dict]:
+    comps, engines = _by_run(result.comparisons), _by_run(result.engines)
+    runs = {}
+    for c in _records(cases):     # worst first, so a case's section sits where it ranks
+        key = (c["case"], c["dtype"])
+        runs.setdefault(c["case"], []).append(_run(result, c, comps.get(key, []),
+                                                   engines.get(key, [])))
+    return [{"name": name, "details": _details(result, name), "runs": items,
+             "failing": any(r["failing"] for r in items)} for name, items in runs.items()]
+
+
+def _details(result: RunResult, name: str) -> dict:
+    d = dict(result.details.get(name) or {})
+    d["steps"] = [tuple(step) for step in d.get("steps") or []]
+    d.setdefault("tags", [])
+    d.setdefault("wrt", [])
+    return d
+
+
+def _run(result: RunResult, c: dict, comps: list[dict], engines: list[dict]) -> dict:
+    return {**c, "anchor": anchor(c["case"], c["dtype"]), "failing": c["verdict"] in FAILING,
+            "engines": [{**e, "seconds_text": f"{e['seconds']:.4f}"} for e in engines],
+            "matrices": _matrices(comps), "pairs": _bad_pairs(comps),
+            "heatmaps": _heatmaps(result, c, comps)}
+
+
+def _by_run(frame: pd.DataFrame) -> dict[tuple[str, str], list[dict]]:
+    """Rows per (case, dtype), in one pass: filtering per run would be quadratic."""
+    grouped = {}
+    for row in _records(frame):
+        grouped.setdefault((row["case"], row["dtype"]), []).append(row)
+    return grouped
+
+
+def _matrices(comps: list[dict]) -> list[dict]:
+    """Per input, the engine x engine grid of tolerance ratios (symmetric)."""
+    engines = engine_order([r["engine_a"] for r in comps] + [r["engine_b"] for r in comps])
+    params = list(dict.fromkeys(r["param"] for r in comps))
+    pairs = {(r["param"], r["engine_a"], r["engine_b"]): r for r in comps}
+    pairs.update({(p, b, a): r for (p, a, b), r in list(pairs.items())})
+    return [{"param": p, "engines": engines,
+             "grid": [[_cell(pairs.get((p, a, b)), a == b) for b in engines] for a in engines]}
+            for p in params]
+
+
+def _cell(r: dict | None, diagonal: bool) -> dict:
+    if diagonal or r is None:
+        return {"text": "", "cls": "diag" if diagonal else "none",
+                "title": "" if diagonal else "not compared"}
+    level = "bad" if r["verdict"] in BAD_PAIR else r["verdict"]
+    if r["verdict"] == "PASS":
+        level = "pass-near" if r["tol_ratio"] > 0.1 else "pass"
+    title = (f"{r['engine_a']} vs {r['engine_b']}: {r['verdict']}, tol ratio {fmt(r['tol_ratio'])}"
+             f", max |a-b| {fmt(r['max_abs_err'])} at {r['worst_index'] or '[]'}"
+             + (f" ({r['message']})" if r["message"] else ""))
+    return {"text": fmt(r["tol_ratio"]), "cls": level, "title": title}
+
+
+def _bad_pairs(comps: list[dict]) -> list[dict]:
+    return [{**r, "ratio_text": fmt(r["tol_ratio"]), "err_text": fmt(r["max_abs_err"]),
+             "a_text": fmt_value(r["value_a"]), "b_text": fmt_value(r["value_b"])}
+            for r in comps if r["verdict"] in BAD_PAIR]
+
+
+def _heatmaps(result: RunResult, c: dict, comps: list[dict]) -> list[dict]:
+    """One heatmap per failing tensor input, of the pair that best shows the blamed
+    engine's error: blamed vs the most trusted engine that is not blamed."""
+    blamed = set(str(c["blame"]).split())
+    maps = []
+    for param in dict.fromkeys(r["param"] for r in comps if r["verdict"] in BAD_PAIR):
+        r = _heatmap_pair([r for r in comps if r["param"] == param and r["verdict"] in BAD_PAIR],
+                          blamed)
+        err = result.errors.get((c["case"], c["dtype"], param, r["engine_a"], r["engine_b"]))
+        if err is not None and 1 < err.size <= HEATMAP_MAX_ELEMENTS:
+            maps.append({**r, "shape": " × ".join(map(str, err.shape)),
+                         "unchecked": int(np.isnan(err).sum()), "layout": describe_layout(err.shape),
+                         "png": heatmap_png(err, _index(r["worst_index"]))})
+    return maps
+
+
+def _heatmap_pair(rows: list[dict], blamed: set[str]) -> dict:
+    def key(r):
+        a, b = r["engine_a"], r["engine_b"]
+        one_blamed = (a in blamed) != (b in blamed)
+        other = b if a in blamed else a
+        # fd last: it may check only a sample, and its own error blurs the picture.
+        return (not one_blamed, other == FD, _trust(other), -r["tol_ratio"])
+    return min(rows, key=key)
+
+
+def _trust(engine: str) -> int:
+    return ENGINE_ORDER.index(engine) if engine in ENGINE_ORDER else len(ENGINE_ORDER)
+
+
+def _index(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(i) for i in literal_eval(text or "[]"))
+    except (ValueError, SyntaxError, TypeError):
+        return ()
