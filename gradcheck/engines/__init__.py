@@ -25,7 +25,14 @@ def load_engine(spec: str):
     if not module_name or not attr:
         raise ValueError(f"--engine wants module:attr, got {spec!r}")
     target = getattr(importlib.import_module(module_name), attr)
-    engine = target() if isinstance(target, type) or not hasattr(target, "vjp") else target
+    engine = target
+    if isinstance(target, type) or not hasattr(target, "vjp"):
+        if not callable(target):
+            raise ValueError(f"{spec} is not an engine: it needs a `name` and a `vjp` method")
+        try:
+            engine = target()
+        except Exception as e:      # a function that is not a factory, or a factory that fails
+            raise ValueError(f"{spec}() raised {type(e).__name__}: {e}") from None
     if not isinstance(getattr(engine, "name", None), str) or not callable(getattr(engine, "vjp", None)):
         raise ValueError(f"{spec} is not an engine: it needs a `name` and a `vjp` method")
     return engine

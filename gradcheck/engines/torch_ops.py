@@ -12,7 +12,9 @@ def _dims(axis, ndim):
 
 
 def _reduction(fn):
-    return lambda x, axis=None, keepdims=False: fn(x, dim=_dims(axis, x.ndim), keepdim=keepdims)
+    # bool(): torch refuses keepdim=1, which the expression language may hand over
+    return lambda x, axis=None, keepdims=False: fn(x, dim=_dims(axis, x.ndim),
+                                                   keepdim=bool(keepdims))
 
 
 def _transpose(x, axes=None):
