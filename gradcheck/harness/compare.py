@@ -65,18 +65,25 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None) -> Judgem
     mask = np.ones(a.shape, bool) if checked is None else np.asarray(checked, bool)
     kinks = np.zeros(a.shape, bool) if kinks is None else np.asarray(kinks, bool) & mask
     err = np.zeros(a.shape) if fd_err is None else np.where(mask, fd_err, 0.0)
-    diff = np.where(mask, np.abs(a - b), 0.0)
-    scale = float(np.max(np.abs(np.where(mask, np.maximum(np.abs(a), np.abs(b)), 0)), initial=0))
-    atol = tol.atol * scale
-    bound = atol + tol.rtol * np.maximum(np.abs(a), np.abs(b)) + FD_ERR_FACTOR * err
-    ratio = _ratio(diff, bound, mask)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
+        diff, rel, ratio, atol = _errors(a, b, tol, err, mask)
     worst = _worst(ratio)
-    rel = np.where(mask, diff / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300), 0.0)
     verdict, message = _verdict(a, b, mask, ratio, kinks)
     return Judgement(verdict, _max(diff), _max(rel), _max(ratio), str(list(worst)),
                      _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err), int(mask.sum()),
                      int(kinks.sum()), message,
-                     abs_err=np.where(mask, np.abs(a - b), np.nan) if verdict != PASS else None)
+                     abs_err=np.where(mask, diff, np.nan) if verdict != PASS else None)
+
+
+def _errors(a, b, tol: Tolerance, err, mask):
+    """Element-wise |a - b|, relative error and tolerance ratio, and the absolute atol used."""
+    magnitude = np.maximum(np.abs(a), np.abs(b))
+    diff = np.where(mask, np.abs(a - b), 0.0)
+    atol = tol.atol * float(np.max(np.where(mask, magnitude, 0), initial=0))
+    bound = atol + tol.rtol * magnitude + FD_ERR_FACTOR * err
+    ratio = np.where(mask, np.where(diff == 0, 0.0, diff / bound), 0.0)
+    rel = np.where(mask, diff / np.maximum(magnitude, 1e-300), 0.0)
+    return diff, rel, ratio, atol
 
 
 def _worst(ratio: np.ndarray) -> tuple[int, ...]:
@@ -88,12 +95,6 @@ def _worst(ratio: np.ndarray) -> tuple[int, ...]:
 
 def _at(x: np.ndarray, index: tuple) -> float:
     return float(x[index]) if x.size else float("nan")
-
-
-def _ratio(diff, bound, mask):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(diff == 0, 0.0, diff / bound)
-    return np.where(mask, ratio, 0.0)
 
 
 def _verdict(a, b, mask, ratio, kinks) -> tuple[str, str]:
