@@ -37,6 +37,10 @@ class FiniteDifferences:
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         require_ops(self.name, graph, self.ops)
+        with np.errstate(all="ignore"):     # NaN and Inf are judged (NONFINITE), not warned
+            return self._vjp(graph, inputs, wrt, cotangent)
+
+    def _vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         env = {k: _float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
         env = reference_impls.forward(graph, self.ops, env)
