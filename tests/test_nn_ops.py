@@ -8,7 +8,6 @@ against torch, then deliberately broken gradient rules that the same comparison 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -409,25 +408,3 @@ def test_broken_rule_is_detected(name, i, kind, broken):
     for j, w in enumerate(wrt):                             # the other arguments are untouched
         if j != k:
             assert_close(bad[j], good[j], f"{name} d/d{w}")
-
-
-# --- speed ---------------------------------------------------------------------------------
-
-def test_conv2d_backward_is_vectorized():
-    x, w, b = _normal(1, 8, 3, 32, 32), _normal(2, 16, 3, 3, 3), _normal(3, 16)
-    prim = NP["conv2d"]
-
-    def once():
-        out = prim.forward(x, w, b, stride=1, pad=1)
-        g = np.ones_like(out)
-        return [r(g, out, x, w, b, stride=1, pad=1) for r in prim.grads]
-
-    once()
-    best = min(_timed(once) for _ in range(5))     # the best run: spikes of load on a CI box
-    assert best < 0.1, f"conv2d forward + backward took {best:.3f} s"
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start

@@ -17,14 +17,18 @@ class JaxEngine:
         jax.config.update("jax_enable_x64", True)
         from .jax_ops import OPS
         require_ops(self.name, graph, OPS)
+        fixed = {k: v for k, v in inputs.items() if k not in wrt}
+        fixed.update(constants(graph, cotangent.dtype))
+
+        def forward(arrays, fixed):
+            return interpret(graph, OPS, {**fixed, **dict(zip(wrt, arrays))})[graph.output]
+
+        def value_and_vjp(arrays, fixed, cotangent):
+            out, pullback = jax.vjp(lambda *a: forward(a, fixed), *arrays)
+            return out, pullback(cotangent)
+
+        # one compiled program per case instead of one per primitive and shape: compiling
+        # is what dominates on a catalog of small graphs
         with jax.default_device(jax.devices(self.device)[0]):
-            fixed = {k: jax.numpy.asarray(v) for k, v in inputs.items() if k not in wrt}
-            fixed.update(constants(graph, cotangent.dtype))
-
-            def f(*arrays):
-                env = {**fixed, **dict(zip(wrt, arrays))}
-                return interpret(graph, OPS, env)[graph.output]
-
-            out, pullback = jax.vjp(f, *(jax.numpy.asarray(inputs[w]) for w in wrt))
-            grads = pullback(jax.numpy.asarray(cotangent))
+            out, grads = jax.jit(value_and_vjp)([inputs[w] for w in wrt], fixed, cotangent)
         return EngineOutput(np.asarray(out), {w: np.asarray(g) for w, g in zip(wrt, grads)})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
@@ -31,8 +32,9 @@ def _conv2d(x, w, b, stride=1, pad=0):
 
 
 def _maxpool2d(x, size=2, stride=2):
-    # -inf with lax.max is the monoid jax recognizes as reduce_window_max, which has a VJP
-    init = jnp.array(-jnp.inf, dtype=x.dtype)
+    # -inf with lax.max is the monoid jax recognizes as reduce_window_max, which has a VJP;
+    # a concrete numpy scalar, so that it is still recognized while tracing under jit
+    init = np.array(-np.inf, dtype=x.dtype)
     size, stride = int(size), int(stride)
     return lax.reduce_window(x, init, lax.max, (1, 1, size, size), (1, 1, stride, stride), "VALID")
 
