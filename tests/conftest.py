@@ -5,23 +5,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import COLAH_E
 
-# A case that passes, one whose hand-written `expect` is wrong in one element of a 3 x 4
-# tensor (so `expect` is blamed), and one whose text is full of HTML.
-PASSING = """\
-    name: colah-e
-    description: e = (a+b)*(b+1)
-    source: 000_a670a35ddf017120.txt
-    tags: [scalar, seed]
-    inputs: {a: 2.0, b: 1.0}
-    graph:
-      c: a + b
-      d: b + 1
-      e: c * d
-    expect:
-      value: 6.0
-      grad: {a: 2.0, b: 5.0}
-"""
+# Beside a case that passes (helpers.COLAH_E): one whose hand-written `expect` is wrong in
+# one element of a 3 x 4 tensor (so `expect` is blamed), and one whose text is full of HTML.
 WRONG_EXPECT = """\
     name: wx-wrong-expect
     description: sum(W @ x), one entry of the hand-derived dW is wrong
@@ -49,7 +36,7 @@ HTML_TEXT = """\
 def mixed_catalog(tmp_path) -> Path:
     """A folder of three cases: one passes, one FAILs blaming `expect`, one has HTML text."""
     root = tmp_path / "cases"
-    for folder, name, text in [("scalar", "colah-e", PASSING), ("l2-wx", "wx-wrong-expect", WRONG_EXPECT),
+    for folder, name, text in [("scalar", "colah-e", COLAH_E), ("l2-wx", "wx-wrong-expect", WRONG_EXPECT),
                                ("scalar", "html-text", HTML_TEXT)]:
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / f"{name}.yaml").write_text(textwrap.dedent(text))
