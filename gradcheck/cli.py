@@ -13,12 +13,15 @@ import traceback
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .errors import CaseErrors
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
+from .loading.load import MAX_ELEMENTS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
 VERDICT_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold red",
                  "NONFINITE": "bold red", "NONDIFF": "yellow", "SKIP": "yellow"}
 
@@ -30,21 +33,33 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    err = Console(stderr=True)
     try:
         return args.func(args)
     except CaseErrors as e:
+        _debug_trace(args)
         for error in e.errors:
-            err.print(f"[red]error:[/red] {error}", highlight=False, markup=True, soft_wrap=True)
+            _complain("error", error)
         return EXIT_INVALID
     except UsageError as e:
-        err.print(f"[red]usage error:[/red] {e}", highlight=False, soft_wrap=True)
+        _debug_trace(args)
+        _complain("usage error", e)
         return EXIT_INVALID
     except Exception as e:
-        if args.debug:
-            traceback.print_exc()
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e}", highlight=False)
+        _debug_trace(args)
+        _complain("internal error", f"{type(e).__name__}: {e}")
         return EXIT_INTERNAL
+
+
+def _complain(label: str, message) -> None:
+    # the message quotes the user's file: never let its brackets be read as rich markup
+    text = Text(f"{label}: ", style="red")
+    text.append(str(message))
+    Console(stderr=True, soft_wrap=True).print(text, highlight=False)
+
+
+def _debug_trace(args) -> None:
+    if args.debug:
+        traceback.print_exc()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="reports/latest", help="report folder")
     run.add_argument("--fd-max-elements", type=int, help="fd checks at most this many "
                      "elements per input (a seeded sample beyond)")
+    run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                     help="time limit per case and dtype; each case runs in a worker process "
+                     f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit)")
     run.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
     run.set_defaults(func=cmd_run)
     for name, func, text in [("validate", cmd_validate, "check case files without running"),
@@ -80,11 +98,28 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", default=["cases"], help="case files or folders")
     p.add_argument("-k", dest="keyword", help="only cases whose name contains this")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
+    p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
+                   help="refuse cases with an input or step of more than N elements "
+                   f"(default {MAX_ELEMENTS})")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _select(args) -> list:
     from .loading import load_cases
-    cases = load_cases(args.paths)
+    cases = load_cases(args.paths, max_elements=args.max_elements)
     if args.keyword:
         cases = [c for c in cases if args.keyword in c.name]
     if args.tags:
@@ -117,12 +152,13 @@ def cmd_run(args) -> int:
 
 def _run_with_progress(cases, engines, dtypes, args):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements)
+    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None)
     console = Console(stderr=True)
+    # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
         return run_cases(cases, engines, dtypes or None, options)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("checking", total=total)
         return run_cases(cases, engines, dtypes or None, options,
@@ -130,20 +166,37 @@ def _run_with_progress(cases, engines, dtypes, args):
 
 
 def _print_result(result, quiet: bool) -> None:
-    from .reports.markdown import sorted_cases
+    """A compact table (failures first; with --quiet, failures only), each non-passing
+    run's message in full below it, then the counts. Rich drops colors by itself when
+    stdout is not a terminal or NO_COLOR is set."""
+    from .harness.result import FAILING
+    from .reports.markdown import blame_counts, ordered_counts, sorted_cases
     console = Console()
     rows = sorted_cases(result)
     if quiet:
-        rows = rows[rows["verdict"] != "PASS"]
-    table = Table("case", "dtype", "verdict", "blame", "seconds", "message", box=None)
-    for r in rows.itertuples():
-        style = VERDICT_STYLE.get(r.verdict, "")
-        table.add_row(r.case, r.dtype, f"[{style}]{r.verdict}[/]", r.blame or "",
-                      f"{r.seconds:.2f}", (r.message or "")[:100])
+        rows = rows[rows["verdict"].isin(FAILING)]
     if len(rows):
-        console.print(table)
-    counts = result.counts()
-    console.print(", ".join(f"{n} {v}" for v, n in sorted(counts.items())), highlight=False)
+        console.print(_result_table(rows))
+    for r in rows[rows["verdict"] != "PASS"].itertuples():
+        # Whole, not cut to a column: in a CI log this line is the diagnosis.
+        console.print(Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""),
+                      soft_wrap=True)
+    counts = Text(", ").join(Text(f"{n} {v}", style=VERDICT_STYLE.get(v, ""))
+                             for v, n in ordered_counts(result))
+    blamed = ", ".join(f"{e} ({n})" for e, n in blame_counts(result.cases))
+    console.print(counts + Text(f"; blamed: {blamed}" if blamed else ""))
+
+
+def _result_table(rows) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name in ("case", "dtype", "verdict", "blame"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("seconds", justify="right", no_wrap=True)
+    for r in rows.itertuples():
+        # Text, not markup: case text such as "[b]" must print as itself.
+        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")),
+                      Text(r.blame or ""), f"{r.seconds:.2f}")
+    return table
 
 
 def cmd_validate(args) -> int:
@@ -153,10 +206,10 @@ def cmd_validate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    console = Console()
+    # plain tab-separated lines for scripts (`cut -f1`): rich would expand the tabs and
+    # wrap long paths at the console width
     for case in _select(args):
-        console.print(f"{case.name}\t{','.join(case.dtypes)}\t{' '.join(case.tags)}\t{case.file}",
-                      highlight=False, markup=False)
+        print(f"{case.name}\t{','.join(case.dtypes)}\t{' '.join(case.tags)}\t{case.file}")
     return EXIT_OK
 
 
@@ -170,8 +223,10 @@ def cmd_report(args) -> int:
     from pathlib import Path
     from .reports import read_run, rerender
     folder = Path(args.run_dir)
-    if not (folder / "cases.csv").exists():
-        raise UsageError(f"{folder} is not a run folder (no cases.csv)")
+    missing = [f for f in ("cases.csv", "comparisons.csv", "engines.csv", "run.json")
+               if not (folder / f).exists()]
+    if missing:
+        raise UsageError(f"{folder} is not a run folder (no {', '.join(missing)})")
     rerender(read_run(folder), folder)
     Console().print(f"re-rendered {folder}/report.html and summary.md", highlight=False)
     return EXIT_OK

@@ -9,7 +9,8 @@ from typing import Callable, Iterable
 
 from ..engines import make_engines
 from .result import RunResult
-from .runner import RunOptions, run_case
+from .isolation import case_runner
+from .runner import RunOptions
 
 SEED = 0   # random inputs and cotangents are seeded per case; this names the scheme's version
 
@@ -21,11 +22,12 @@ def run(cases, engines=None, dtypes: Iterable[str] | None = None,
     four built-in ones) and return the tables."""
     engines = make_engines() if engines is None else list(engines)
     results = []
-    for case in cases:
-        for dtype in (list(dtypes) if dtypes else case.dtypes):
-            results.append(run_case(case, dtype, engines, options))
-            if progress:
-                progress(f"{case.name} [{dtype}]")
+    with case_runner(options) as run_one:     # in this process, or in a worker with a time limit
+        for case in cases:
+            for dtype in (list(dtypes) if dtypes else case.dtypes):
+                results.append(run_one(case, dtype, engines, options))
+                if progress:
+                    progress(f"{case.name} [{dtype}]")
     return RunResult.from_case_results(results, run_metadata(engines),
                                        {c.name: case_details(c) for c in cases})
 

@@ -9,6 +9,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +23,8 @@ MAX_JACOBIAN_ROWS = 4096
 @dataclass
 class RunOptions:
     fd_max_elements: int | None = None   # None: the fd engine's own default
+    timeout: float | None = None         # seconds per case and dtype, in a worker process;
+                                         # None: run in this process, with no time limit
 
 
 @dataclass
@@ -32,12 +35,17 @@ class CaseResult:
     errors: dict = field(default_factory=dict)   # (param, a, b) -> element-wise |a - b|
 
 
-def run_case(case, dtype: str, engines: list, options: RunOptions | None = None) -> CaseResult:
+def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
+             announce: Callable[[str], None] | None = None) -> CaseResult:
+    """`announce(engine name)` is called as each engine starts (a worker tells its parent
+    which engine to blame when the time limit passes)."""
     options = options or RunOptions()
     start = time.perf_counter()
     arrays = case.arrays(dtype)
     outputs, engine_rows = {}, []
     for engine in engines:
+        if announce is not None:
+            announce(engine.name)
         row, output = _call(_configured(engine, case, options), case, arrays, dtype)
         engine_rows.append({"case": case.name, "dtype": dtype, **row})
         if output is not None:
@@ -191,3 +199,25 @@ def _first_message(rows, verdict) -> str:
     r = max((r for r in rows if r["verdict"] == verdict), key=lambda r: r["tol_ratio"])
     return (f"{r['param']}: {r['engine_a']} vs {r['engine_b']}: {r['message']} "
             f"(tol ratio {r['tol_ratio']:.3g} at {r['worst_index']})")
+
+
+def error_result(case, dtype: str, engines: list, message: str, culprit: str | None,
+                 done: tuple[str, ...] = ()) -> CaseResult:
+    """An ERROR result for a case that produced none (it timed out, or its worker died):
+    `culprit` is the engine that was running, `done` the engines that had finished."""
+    rows = [{"case": case.name, "dtype": dtype, "engine": e.name, **_status(e.name, culprit,
+                                                                            done, message)}
+            for e in engines]
+    summary = {"case": case.name, "dtype": dtype, "verdict": ERROR, "blame": culprit or "",
+               "seconds": 0.0, "message": message, "family": case.family,
+               "tags": " ".join(case.tags), "file": case.file, "engines": "",
+               "skipped": "", "comparisons": 0, "failed": 0}
+    return CaseResult(summary, [], rows)
+
+
+def _status(name: str, culprit: str | None, done: tuple[str, ...], message: str) -> dict:
+    if name == culprit:
+        return {"status": ERROR, "seconds": 0.0, "message": message}
+    if name in done:
+        return {"status": "ok", "seconds": 0.0, "message": ""}
+    return {"status": SKIP, "seconds": 0.0, "message": "not run: the case was stopped"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Union
 
@@ -59,7 +60,9 @@ def parse(text: str) -> Expr:
         raise ExprError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
     _check_nesting(text)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():     # "invalid decimal literal" and the like
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         raise ExprError(f"syntax error: {e.msg}", e.offset) from None
     except (RecursionError, MemoryError, ValueError):
@@ -108,10 +111,20 @@ def _lower_name(node: ast.Name) -> Ref:
 
 def _lower_constant(node: ast.Constant) -> Num:
     if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
-        raise ExprError(f"constant {node.value!r} is not a number", _col(node))
-    if not math.isfinite(float(node.value)):
-        raise ExprError(f"constant {node.value!r} is not finite", _col(node))
-    return Num(float(node.value), _col(node))
+        raise ExprError(f"constant {_short(node.value)} is not a number", _col(node))
+    try:
+        value = float(node.value)
+    except OverflowError:               # an integer literal with hundreds of digits
+        raise ExprError(f"constant {_short(node.value)} is too large", _col(node)) from None
+    if not math.isfinite(value):
+        raise ExprError(f"constant {_short(node.value)} is not finite", _col(node))
+    return Num(value, _col(node))
+
+
+def _short(value) -> str:
+    """A constant for a message: hostile input may hold a 2000-character literal."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _lower_binop(node: ast.BinOp) -> Call:
@@ -136,17 +149,21 @@ def _lower_unaryop(node: ast.UnaryOp) -> Expr:
 def _lower_call(node: ast.Call) -> Call:
     if not isinstance(node.func, ast.Name):
         raise ExprError("only plain op names can be called", _col(node))
+    seen = set()
     for kw in node.keywords:
         if kw.arg is None:
             raise ExprError("**kwargs is not allowed", _col(kw.value))
+        if kw.arg in seen:           # ast.parse accepts this; only Python's compiler refuses it
+            raise ExprError(f"keyword argument {kw.arg!r} is repeated", _col(kw.value))
+        seen.add(kw.arg)
     kwargs = tuple((kw.arg, _constant(kw.value)) for kw in node.keywords)
     return Call(node.func.id, tuple(_lower(a) for a in node.args), kwargs, _col(node))
 
 
 def _constant(node: ast.AST):
-    """A keyword argument: a number, a list of numbers (nested allowed) or None."""
-    if isinstance(node, ast.Constant) and node.value is None:
-        return None
+    """A keyword argument: a number, a list of numbers (nested allowed), True/False or None."""
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, bool)):
+        return node.value           # None, or a flag such as keepdims=True
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_constant(e) for e in node.elts]
     value = _lower(node)
@@ -162,7 +179,10 @@ def _describe(node: ast.AST) -> str:
              ast.GeneratorExp: "a comprehension", ast.DictComp: "a comprehension",
              ast.SetComp: "a comprehension", ast.Compare: "a comparison",
              ast.BoolOp: "a boolean operator", ast.IfExp: "a conditional",
-             ast.Starred: "unpacking", ast.NamedExpr: "assignment"}
+             ast.Starred: "unpacking", ast.NamedExpr: "assignment",
+             ast.JoinedStr: "a string", ast.Await: "await",
+             ast.List: "a list (only keyword arguments take lists)",
+             ast.Tuple: "a tuple", ast.Set: "a set", ast.Dict: "a dict"}
     return names.get(type(node), type(node).__name__)
 
 

@@ -13,6 +13,7 @@ from .expr import Call, Expr, ExprError, Num, Ref, parse
 from .ops import OPS, OpSpec, Shape, ShapeError
 
 FLOAT, INT = "float", "int"
+MAX_NODES = 5000     # shape inference and every engine walk the node list; keep it bounded
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Graph:
     consts: dict[str, float] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     output: str = ""
+    # name -> shape of the nodes added through `add`: lookups stay O(1) on long graphs
+    _shapes: dict[str, Shape] = field(default_factory=dict, repr=False, compare=False)
+
+    def add(self, node: Node) -> None:
+        self.nodes.append(node)
+        self._shapes[node.name] = node.shape
 
     @property
     def output_shape(self) -> Shape:
@@ -48,6 +55,8 @@ class Graph:
             return self.inputs[name].shape
         if name in self.consts:
             return ()
+        if name in self._shapes:
+            return self._shapes[name]
         return next(n.shape for n in self.nodes if n.name == name)
 
     def ops(self) -> set[str]:
@@ -136,6 +145,10 @@ class _Lowering:
             shape = spec.shape(*(self.graph.shape_of(a) for a in args), **attrs)
         except ShapeError as e:
             raise GraphError(f"{spec.name}: {e}", self.step, expr.col) from None
+        except (ArithmeticError, TypeError, ValueError) as e:
+            # hostile attributes (shape=[1e300]) can break a shape rule's arithmetic itself
+            raise GraphError(f"{spec.name}: invalid arguments ({type(e).__name__}: {e})",
+                             self.step, expr.col) from None
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
         return self._add(name, spec.name, args, attrs, shape)
@@ -157,6 +170,8 @@ class _Lowering:
                                  f"got {self.kinds[arg]}", self.step, expr.col)
 
     def _add(self, name, op, args, attrs, shape) -> str:
-        self.graph.nodes.append(Node(name, op, args, attrs, tuple(shape), self.step))
+        if len(self.graph.nodes) >= MAX_NODES:
+            raise GraphError(f"the case has more than {MAX_NODES} operations", self.step)
+        self.graph.add(Node(name, op, args, attrs, tuple(shape), self.step))
         self.kinds[name] = FLOAT
         return name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -14,7 +15,8 @@ from .case import Case
 from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
 from .yaml_lines import YamlError, documents
 
-MAX_ELEMENTS = 10_000_000        # per input; refused before anything is allocated
+MAX_ELEMENTS = 10_000_000        # per input or step; refused before anything is allocated
+MAX_FILE_BYTES = 4_000_000       # far above any real case; bounds what the YAML parser reads
 SUFFIXES = (".yaml", ".yml")
 
 
@@ -45,16 +47,27 @@ def discover(paths: Iterable[str | Path], errors: list[CaseError]) -> list[Path]
 
 
 def load_file(file: Path, max_elements: int = MAX_ELEMENTS) -> list[Case]:
+    file = Path(file)
     try:
+        if file.stat().st_size > MAX_FILE_BYTES:
+            raise CaseError(f"the file is larger than {MAX_FILE_BYTES} bytes", file)
         text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaseError(f"cannot read: {e}", file) from None
+    return load_text(text, file, max_elements)
+
+
+def load_text(text: str, file: str | Path = "<text>",
+              max_elements: int = MAX_ELEMENTS) -> list[Case]:
+    """The cases in one file's text; `file` only names it in messages."""
+    try:
         docs = [d for d in documents(text) if d[0] is not None]
     except YamlError as e:
         raise CaseError(e.message, file, line=e.line) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CaseError(f"cannot read: {e}", file) from None
     if not docs:
-        raise CaseError("the file holds no case", file)
-    return [compile_case(data, lines, file, first, max_elements) for data, lines, first in docs]
+        raise CaseError("the file holds no case (it is empty or only comments)", file)
+    return [compile_case(data, lines, Path(file), first, max_elements)
+            for data, lines, first in docs]
 
 
 def compile_case(data, lines: dict, file: Path, first_line: int,
@@ -75,7 +88,8 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     try:
         graph = build_graph(model.steps(), leaves)
     except GraphError as e:
-        raise fail(str(e), ("graph", e.step) if model.graph else ("expr",)) from None
+        raise fail(str(e), _step_path(model, e.step)) from None
+    _check_sizes(model, graph, max_elements, fail)
     wrt = _wrt(model, leaves, fail)
     _check_expect(model, graph, wrt, fail)
     return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
@@ -89,13 +103,44 @@ def _leaf(name: str, spec, max_elements: int, fail) -> Leaf:
         shape, kind = _literal_shape(value, fail, name), FLOAT
         if isinstance(spec, ValueInput) and spec.dtype == "int64":
             kind = INT
-            if not np.all(np.equal(np.mod(np.asarray(value, dtype=float), 1), 0)):
-                raise fail(f"input {name!r}: int64 values must be whole numbers", ("inputs", name))
-    size = int(np.prod(shape, dtype=np.float64))
+            _check_integers(name, value, fail)
+    size = math.prod(shape)          # exact: shapes may hold huge integers
     if size > max_elements:
-        raise fail(f"input {name!r} has {size} elements; the limit is {max_elements}",
+        raise fail(f"input {name!r} has {_count(size)} elements; the limit is {max_elements}",
                    ("inputs", name))
     return Leaf(name, shape, kind)
+
+
+def _check_integers(name: str, value, fail) -> None:
+    values = np.asarray(value, dtype=np.float64)
+    with np.errstate(invalid="ignore"):         # inf and nan are refused below, quietly
+        whole = np.equal(np.mod(values, 1), 0)
+    if not np.all(whole) or np.any(np.abs(values) >= 2.0 ** 63):
+        raise fail(f"input {name!r}: int64 values must be whole numbers that fit in 64 bits",
+                   ("inputs", name))
+
+
+def _check_sizes(model: CaseModel, graph, max_elements: int, fail) -> None:
+    """Intermediate results count too: x * y of two small inputs can be huge."""
+    for node in graph.nodes:
+        size = math.prod(node.shape)
+        if size > max_elements:
+            raise fail(f"step {node.step!r}: {node.op} makes an array of shape "
+                       f"{_dims(node.shape)} ({_count(size)} elements); the limit is {max_elements}",
+                       _step_path(model, node.step))
+
+
+def _count(size: int) -> str:
+    # str() of an int with thousands of digits raises; such a count needs no precision
+    return str(size) if size < 10 ** 18 else "more than 10^18"
+
+
+def _dims(shape) -> str:
+    return str(list(shape)) if all(d < 10 ** 18 for d in shape) else "[...]"
+
+
+def _step_path(model: CaseModel, step: str) -> tuple:
+    return ("graph", step) if model.graph else ("expr",)
 
 
 def _literal_shape(value, fail, name) -> tuple[int, ...]:
@@ -164,14 +209,46 @@ def _line(lines: dict, path: tuple) -> int | None:
 
 def _first_problem(error: ValidationError) -> tuple[str, tuple]:
     """One readable message from pydantic's errors, and the YAML path it points at."""
-    problem = error.errors()[0]
+    problem = _deepest(error.errors())
     path = _clean_loc(tuple(problem["loc"]))
     where = ".".join(map(str, path)) or "case"
     if problem["type"] == "extra_forbidden":
         return f"unknown key {where!r}{_suggestion(path, problem)}", path
     if problem["type"] == "missing":
         return f"missing key {where!r}", path
-    return f"{where}: {problem['msg']}", path
+    if path == ("expr",) or (len(path) == 2 and path[0] == "graph"):     # one step's text
+        return f"{where}: expected an expression (text), got {_got(problem['input'])}", path
+    if _nested_number(problem["loc"]):
+        return f"{where}: expected a number or a list of numbers, got {_got(problem['input'])}", path
+    return f"{where}: {problem['msg'].removeprefix('Value error, ')}", path
+
+
+def _deepest(problems: list[dict]) -> dict:
+    """A number in a list fails every branch of the union; the longest location among the
+    first problem's siblings names the element itself ([1.0, '1e-3'] -> index 1)."""
+    first = problems[0]["loc"][:2]
+    return max((p for p in problems if p["loc"][:2] == first), key=lambda p: len(p["loc"]))
+
+
+def _nested_number(loc: tuple) -> bool:
+    return any(isinstance(part, str) and part.startswith("list[") for part in loc) or \
+        loc[-1:] in (("int",), ("float",))
+
+
+def _got(value) -> str:
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if isinstance(value, str) and _is_float(value):
+        # YAML 1.1 needs a dot in a float: 1e-3 is text, 1.0e-3 is a number
+        return f"the text {text} (write it with a dot, as in 1.0e-3)"
+    return "null" if value is None else f"{type(value).__name__} {text}"
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _suggestion(path: tuple, problem) -> str:
@@ -187,12 +264,19 @@ def _fields_at(path: tuple) -> list[str]:
 
 
 def _clean_loc(loc: tuple) -> tuple:
-    """Drop pydantic's union labels ('random', 'int', 'list[...]') from an error location."""
+    """Drop pydantic's union labels ('random', 'int', 'list[...]') from an error location,
+    past the keys that may be user names (an input named 'int')."""
     if len(loc) > 2 and loc[0] == "inputs":
-        kind, rest = loc[2], loc[3:]
-        if kind == "random":
-            return loc[:2] + rest
-        return loc[:2] + (("value",) if kind == "value" and rest[:1] == ("value",) else rest[:1])
+        tagged = loc[2] in ("literal", "value", "random")
+        return loc[:2] + _unlabelled(loc[3:] if tagged else loc[2:])
     if len(loc) > 1 and loc[0] == "expect":
-        return loc[:2] if loc[1] == "value" else loc[:3]
+        keep = 2 if loc[1] == "value" else 3
+        return loc[:keep] + _unlabelled(loc[keep:])
+    if loc[:1] in (("expr",), ("graph",)):       # a step is text or a number: drop 'str'
+        return loc[:1 if loc[0] == "expr" else 2]
     return loc
+
+
+def _unlabelled(parts: tuple) -> tuple:
+    return tuple(p for p in parts if not (p in ("int", "float") or
+                                          isinstance(p, str) and p.startswith("list[")))

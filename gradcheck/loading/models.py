@@ -18,14 +18,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Parameters of random inputs: finite, and small enough that numpy's generators accept
+# them (a huge `high - low` or a negative seed would only fail later, inside a run).
+Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]
+INT64_MAX = 2 ** 63 - 1
+
+
 class RandomInput(Strict):
     """A seeded random tensor; `randint` makes integer data (labels)."""
     shape: list[Annotated[int, Field(ge=0)]]
     init: Literal["normal", "uniform", "zeros", "ones", "randint"] = "normal"
-    seed: Optional[int] = None
-    scale: float = 1.0
-    low: float = -1.0
-    high: float = 1.0
+    seed: Optional[Annotated[int, Field(ge=0, le=INT64_MAX)]] = None
+    scale: Finite = 1.0
+    low: Finite = -1.0
+    high: Finite = 1.0
     dtype: Literal["float", "int64"] = "float"
 
     @model_validator(mode="after")
@@ -36,6 +42,8 @@ class RandomInput(Strict):
             raise ValueError("an int64 random input needs init: randint")
         if self.init in ("uniform", "randint") and not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.init == "randint" and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"randint needs whole-number low and high, got {self.low}, {self.high}")
         return self
 
 
@@ -59,8 +67,8 @@ InputModel = Annotated[
 
 
 class Tolerance(Strict):
-    rtol: Optional[Annotated[float, Field(gt=0)]] = None
-    atol: Optional[Annotated[float, Field(ge=0)]] = None
+    rtol: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = None
+    atol: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = None
 
 
 class Expect(Strict):

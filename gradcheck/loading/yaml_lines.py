@@ -20,7 +20,7 @@ class YamlError(ValueError):
 
 def documents(text: str) -> Iterator[tuple[object, dict[Path, int], int]]:
     """Yield (data, {path: line}, first line) for each YAML document in `text`."""
-    loader = yaml.SafeLoader(text)
+    loader = _loader(text)
     try:
         while _check_node(loader):
             node = _get_node(loader)
@@ -29,6 +29,16 @@ def documents(text: str) -> Iterator[tuple[object, dict[Path, int], int]]:
             yield _construct(loader, node), lines, node.start_mark.line + 1
     finally:
         loader.dispose()
+
+
+def _loader(text: str) -> yaml.SafeLoader:
+    try:
+        return yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        # the reader refuses control characters up front, before any mark exists
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        raise YamlError(f"YAML: unacceptable character #x{e.character:04x}: {e.reason}",
+                        line) from None
 
 
 def _check_node(loader) -> bool:
@@ -43,6 +53,10 @@ def _get_node(loader):
         return loader.get_node()
     except yaml.YAMLError as e:
         raise _yaml_error(e) from None
+    except RecursionError:
+        # PyYAML composes nested collections recursively: thousands of `[` exhaust the stack
+        raise YamlError(f"document is nested deeper than {MAX_DEPTH} levels",
+                        loader.get_mark().line + 1) from None
 
 
 def _construct(loader, node):
@@ -50,6 +64,9 @@ def _construct(loader, node):
         return loader.construct_document(node)
     except yaml.YAMLError as e:
         raise _yaml_error(e) from None
+    except (ValueError, OverflowError) as e:
+        # scalars the resolver accepts but Python cannot build: 2001-13-01, a 5000-digit int
+        raise YamlError(f"YAML: invalid value: {e}", None) from None
 
 
 def _yaml_error(e: yaml.YAMLError) -> YamlError:

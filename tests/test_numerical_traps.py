@@ -1,0 +1,168 @@
+"""Numerical traps: NaN and Inf are NONFINITE, never PASS; an input on a kink is NONDIFF,
+never a false FAIL, and kinks are found from the forward function itself, while smooth
+functions are never flagged; float32 cases are differenced in float64; runs repeat exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fault_engines
+import gradcheck
+import reference_impls
+from gradcheck import FiniteDifferences, NumpyEngine, run_case
+from gradcheck.engines import make_engines
+from gradcheck.loading import load_text
+from reference_impls import Primitive
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")   # log(0) and friends warn
+
+
+def case_of(expr: str, inputs: str, dtypes: str = "[float64]", name: str = "trap"):
+    [case] = load_text(f"name: {name}\ninputs: {inputs}\nexpr: {expr}\ndtypes: {dtypes}\n")
+    return case
+
+
+def run_all(case, engines=None) -> list:
+    engines = make_engines() if engines is None else engines
+    return [run_case(case, dtype, engines) for dtype in case.dtypes]
+
+
+def fd_kinks(case, dtype="float64", fd=None) -> dict[str, np.ndarray]:
+    fd = fd or FiniteDifferences()
+    return fd.vjp(case.graph, case.arrays(dtype), case.wrt, case.cotangent(dtype)).kinks
+
+
+# --- NaN and Inf ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expr, inputs", [
+    ("sum(log(x))", "{x: [0.0, 1.0]}"),                 # -inf value, inf gradient
+    ("sum(x ** 0.5)", "{x: [0.0, 4.0]}"),               # finite value, infinite gradient
+    ("sum(log(x) * 0)", "{x: [-1.0, 1.0]}"),            # nan from a negative log
+    ("sum(exp(x))", "{x: [800.0]}"),                    # overflow
+])
+def test_nan_or_inf_is_nonfinite_never_pass(expr, inputs):
+    for result in run_all(case_of(expr, inputs, "[float64, float32]")):
+        assert result.case["verdict"] == "NONFINITE", result.case
+        assert "NONFINITE" in {r["verdict"] for r in result.comparisons if r["param"] == "x"}
+
+
+def test_an_engine_with_nan_gradients_is_nonfinite_and_blamed():
+    engines = [NumpyEngine(), FiniteDifferences(), fault_engines.NanGrads()]
+    [result] = run_all(case_of("sum(tanh(x) * y)", "{x: [0.5, 1.0], y: [2.0, 3.0]}"), engines)
+    assert result.case["verdict"] == "NONFINITE"
+    assert result.case["blame"] == "nan-grads"
+    bad = {r["verdict"] for r in result.comparisons if "nan-grads" in (r["engine_a"], r["engine_b"])
+           and r["param"] != "(value)"}
+    assert bad == {"NONFINITE"}
+
+
+# --- kinks ----------------------------------------------------------------------------------
+
+POOL = "[[[[1.0, 1.0, 0.0, 2.0], [0.5, 1.0, 2.0, 2.0], [0.0, 3.0, 1.0, 1.0], [3.0, 0.0, 1.0, 1.0]]]]"
+KINKS = {   # expr, inputs, the input and elements where fd must see a kink
+    "relu at 0": ("sum(relu(x) * w)", "{x: [-1.0, 0.0, 2.0], w: [1.0, 2.0, 3.0]}", "x", [1]),
+    "abs at 0": ("sum(abs(x))", "{x: [-1.0, 0.0, 2.0]}", "x", [1]),
+    "relu after a shift": ("sum(relu(x - 1) * exp(x))", "{x: [1.0, 2.0]}", "x", [0]),
+    "maximum tie": ("sum(maximum(a, b) ** 2)", "{a: [1.0, 2.0, 3.0], b: [1.0, 0.0, 3.0]}", "a", [0, 2]),
+    "minimum tie": ("sum(minimum(a, b) * 3)", "{a: [1.0, 2.0, 3.0], b: [1.0, 0.0, 3.0]}", "b", [0, 2]),
+    "max tie, all axes": ("max(x) * 2", "{x: [[1.0, 3.0, 3.0], [2.0, 2.0, 0.5]]}", "x", [1, 2]),
+    "max tie, one axis": ("sum(max(x, axis=1) ** 2)", "{x: [[1.0, 3.0, 3.0], [2.0, 2.0, 0.5]]}",
+                          "x", [1, 2, 3, 4]),
+    "maxpool tie": ("sum(maxpool2d(x, size=2, stride=2) ** 2)", f"{{x: {POOL}}}", "x",
+                    [0, 1, 3, 5, 6, 7, 9, 10, 11, 12, 14, 15]),
+}
+
+
+@pytest.mark.parametrize("name", list(KINKS))
+def test_an_input_on_a_kink_is_nondiff_never_fail(name):
+    expr, inputs, param, where = KINKS[name]
+    case = case_of(expr, inputs, "[float64, float32]")
+    for result in run_all(case):
+        assert result.case["verdict"] == "NONDIFF", result.case
+        assert {r["verdict"] for r in result.comparisons} <= {"PASS", "NONDIFF"}
+    flagged = np.flatnonzero(fd_kinks(case)[param])
+    assert flagged.tolist() == where
+
+
+def test_kinks_come_from_the_forward_function_not_op_names():
+    """Swap forwards in fd's table: `tanh` computing |x| has a kink at 0, `relu` computing
+    softplus has none. fd knows nothing about op names."""
+    ops = dict(reference_impls.OPS)
+    ops["tanh"] = Primitive(np.abs, ops["abs"].grads)
+    ops["relu"] = Primitive(lambda x: np.logaddexp(x, 0), ops["sigmoid"].grads)
+    fd = FiniteDifferences(ops)
+    assert fd_kinks(case_of("sum(tanh(x))", "{x: [-1.0, 0.0]}"), fd=fd)["x"].tolist() == [False, True]
+    assert not fd_kinks(case_of("sum(relu(x))", "{x: [-1.0, 0.0]}"), fd=fd)["x"].any()
+
+
+SMOOTH_UNARY = ["tanh({})", "sigmoid({})", "exp(tanh({}))", "log(1 + {} * {})", "softmax({})",
+                "log_softmax({})", "{} * {}", "-{}"]
+SMOOTH_BINARY = ["{} + {}", "{} - {}", "{} * {}", "{} / (1 + {} * {})"]
+
+
+@st.composite
+def smooth_expr(draw, depth=0):
+    if depth >= 4 or draw(st.booleans()):
+        return draw(st.sampled_from(["x", "y", "(x * 0.5)", "(y + 1.5)"]))
+    if draw(st.booleans()):
+        template = draw(st.sampled_from(SMOOTH_UNARY))
+        inner = f"({draw(smooth_expr(depth + 1))})"
+        return template.format(*[inner] * template.count("{}"))
+    template = draw(st.sampled_from(SMOOTH_BINARY))
+    a, b = (f"({draw(smooth_expr(depth + 1))})" for _ in range(2))
+    return template.format(a, *[b] * (template.count("{}") - 1))
+
+
+def yaml_list(values) -> str:
+    return "[" + ", ".join(f"{v:.17e}" for v in values) + "]"    # YAML 1.1 floats need a dot
+
+
+VALUES = st.lists(st.floats(-3, 3, allow_subnormal=False), min_size=3, max_size=3)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expr=smooth_expr(), x=VALUES, y=VALUES)
+def test_smooth_functions_are_never_flagged_as_kinks(expr, x, y):
+    case = case_of(f'"sum(({expr}) * w)"', f"{{x: {yaml_list(x)}, y: {yaml_list(y)}, w: [0.3, -1.2, 0.7]}}")
+    kinks = fd_kinks(case)
+    assert not any(k.any() for k in kinks.values()), (expr, kinks)
+    [result] = run_all(case, [NumpyEngine(), FiniteDifferences()])
+    assert result.case["verdict"] == "PASS", (expr, result.case["message"])
+
+
+# --- float32 --------------------------------------------------------------------------------
+
+def test_float32_cases_are_differenced_in_float64():
+    case = case_of("sum(tanh(x) * y)", "{x: {shape: [3, 4]}, y: {shape: [3, 4]}}", "[float32]")
+    arrays = case.arrays("float32")
+    assert arrays["x"].dtype == np.float32
+    out = FiniteDifferences().vjp(case.graph, arrays, case.wrt, case.cotangent("float32"))
+    assert all(g.dtype == np.float64 for g in out.grads.values())
+    assert out.value.dtype == np.float64
+    # the same rounded inputs, handed over in float64, give exactly the same differences
+    again = FiniteDifferences().vjp(case.graph, {k: v.astype(np.float64) for k, v in arrays.items()},
+                                    case.wrt, case.cotangent("float32").astype(np.float64))
+    for name in case.wrt:
+        np.testing.assert_array_equal(out.grads[name], again.grads[name])
+
+
+# --- determinism ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("expr, inputs", [
+    ("sum(tanh(x @ w) ** 2)", "{x: {shape: [4, 5]}, w: {shape: [5, 3], init: uniform}}"),
+    ("sum(maximum(a, b) * relu(a))", "{a: [1.0, 0.0, -2.0], b: [1.0, 0.5, 3.0]}"),
+    ("sum(softmax(x) * y)", "{x: {shape: [20, 30]}, y: {shape: [20, 30]}}"),   # fd samples
+])
+def test_run_case_twice_gives_identical_comparison_rows(expr, inputs):
+    case = case_of(expr, inputs, "[float64, float32]")
+    for dtype in case.dtypes:
+        first, second = (run_case(case, dtype, make_engines()) for _ in range(2))
+        assert pd.DataFrame(first.comparisons).equals(pd.DataFrame(second.comparisons))
+        assert {k: v for k, v in first.case.items() if k != "seconds"} == \
+            {k: v for k, v in second.case.items() if k != "seconds"}
+        assert first.errors.keys() == second.errors.keys()
+        for key in first.errors:
+            np.testing.assert_array_equal(first.errors[key], second.errors[key])
