@@ -38,24 +38,95 @@ def _matmul_grad_b(g, out, a, b):
     return a.T @ g
 
 
+# --- gradient rules: rule(g, out, *args) -> the gradient of one argument ----------------
+
+def _pass(g, out, *args):                   # add (both), sub (first)
+    return g
+
+
+def _negate(g, out, *args):                 # sub (second), neg
+    return -g
+
+
+def _mul_a(g, out, a, b):
+    return g * b
+
+
+def _mul_b(g, out, a, b):
+    return g * a
+
+
+def _div_a(g, out, a, b):
+    return g / b
+
+
+def _div_b(g, out, a, b):
+    return -g * a / (b * b)
+
+
+def _pow_base(g, out, a, k):
+    return g * k * np.power(a, k - 1)
+
+
+def _maximum_a(g, out, a, b):
+    return g * _tie_share(a, b)
+
+
+def _maximum_b(g, out, a, b):
+    return g * _tie_share(b, a)
+
+
+def _minimum_a(g, out, a, b):
+    return g * _tie_share(b, a)
+
+
+def _minimum_b(g, out, a, b):
+    return g * _tie_share(a, b)
+
+
+def _exp_grad(g, out, x):
+    return g * out
+
+
+def _log_grad(g, out, x):
+    return g / x
+
+
+def _tanh_grad(g, out, x):
+    return g * (1 - out * out)
+
+
+def _sigmoid_grad(g, out, x):
+    return g * out * (1 - out)
+
+
+def _relu(x):
+    return np.maximum(x, 0)
+
+
+def _relu_grad(g, out, x):
+    return g * (x > 0)
+
+
+def _abs_grad(g, out, x):
+    return g * np.sign(x)
+
+
+# Named functions, not lambdas: a table that pickles can be sent to a worker process.
 OPS = {
-    "add": Primitive(np.add, (lambda g, out, a, b: g, lambda g, out, a, b: g)),
-    "sub": Primitive(np.subtract, (lambda g, out, a, b: g, lambda g, out, a, b: -g)),
-    "mul": Primitive(np.multiply, (lambda g, out, a, b: g * b, lambda g, out, a, b: g * a)),
-    "div": Primitive(np.divide, (lambda g, out, a, b: g / b,
-                                 lambda g, out, a, b: -g * a / (b * b))),
-    "pow": Primitive(np.power, (lambda g, out, a, k: g * k * np.power(a, k - 1),
-                                _pow_exponent_grad)),
-    "maximum": Primitive(np.maximum, (lambda g, out, a, b: g * _tie_share(a, b),
-                                      lambda g, out, a, b: g * _tie_share(b, a))),
-    "minimum": Primitive(np.minimum, (lambda g, out, a, b: g * _tie_share(b, a),
-                                      lambda g, out, a, b: g * _tie_share(a, b))),
+    "add": Primitive(np.add, (_pass, _pass)),
+    "sub": Primitive(np.subtract, (_pass, _negate)),
+    "mul": Primitive(np.multiply, (_mul_a, _mul_b)),
+    "div": Primitive(np.divide, (_div_a, _div_b)),
+    "pow": Primitive(np.power, (_pow_base, _pow_exponent_grad)),
+    "maximum": Primitive(np.maximum, (_maximum_a, _maximum_b)),
+    "minimum": Primitive(np.minimum, (_minimum_a, _minimum_b)),
     "matmul": Primitive(np.matmul, (_matmul_grad_a, _matmul_grad_b)),
-    "neg": Primitive(np.negative, (lambda g, out, x: -g,)),
-    "exp": Primitive(np.exp, (lambda g, out, x: g * out,)),
-    "log": Primitive(np.log, (lambda g, out, x: g / x,)),
-    "tanh": Primitive(np.tanh, (lambda g, out, x: g * (1 - out * out),)),
-    "sigmoid": Primitive(_sigmoid, (lambda g, out, x: g * out * (1 - out),)),
-    "relu": Primitive(lambda x: np.maximum(x, 0), (lambda g, out, x: g * (x > 0),)),
-    "abs": Primitive(np.abs, (lambda g, out, x: g * np.sign(x),)),
+    "neg": Primitive(np.negative, (_negate,)),
+    "exp": Primitive(np.exp, (_exp_grad,)),
+    "log": Primitive(np.log, (_log_grad,)),
+    "tanh": Primitive(np.tanh, (_tanh_grad,)),
+    "sigmoid": Primitive(_sigmoid, (_sigmoid_grad,)),
+    "relu": Primitive(_relu, (_relu_grad,)),
+    "abs": Primitive(np.abs, (_abs_grad,)),
 }

@@ -7,6 +7,8 @@ previous hidden states, the probabilities) is recomputed from `out` and the argu
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -143,8 +145,8 @@ def _rnn_bptt(g, out, x, h0, wx, wh, b):
             np.tensordot(prev, da, axes=([0, 1], [0, 1])), np.sum(da, axis=(0, 1)))
 
 
-def _rnn_rule(i):
-    return lambda g, out, *args: _rnn_bptt(g, out, *args)[i]
+def _rnn_pick(i, g, out, *args):
+    return _rnn_bptt(g, out, *args)[i]
 
 
 OPS = {
@@ -153,5 +155,5 @@ OPS = {
     "softmax_cross_entropy": Primitive(_cross_entropy, (_cross_entropy_grad, None)),
     "conv2d": Primitive(_conv2d, (_conv2d_grad_x, _conv2d_grad_w, _conv2d_grad_b)),
     "maxpool2d": Primitive(_maxpool2d, (_maxpool2d_grad,)),
-    "rnn": Primitive(_rnn, tuple(_rnn_rule(i) for i in range(5))),
+    "rnn": Primitive(_rnn, tuple(partial(_rnn_pick, i) for i in range(5))),
 }

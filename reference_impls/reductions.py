@@ -59,11 +59,18 @@ def _transpose_grad(g, out, x, axes=None):
     return np.transpose(g, None if axes is None else np.argsort([a % x.ndim for a in axes]))
 
 
+def _reshape(x, shape=None):
+    return np.reshape(x, shape)
+
+
+def _reshape_grad(g, out, x, shape=None):
+    return np.reshape(g, x.shape)
+
+
 OPS = {
     "sum": Primitive(_sum, (_sum_grad,)),
     "mean": Primitive(_mean, (_mean_grad,)),
     "max": Primitive(_max, (_max_grad,)),
     "transpose": Primitive(_transpose, (_transpose_grad,)),
-    "reshape": Primitive(lambda x, shape=None: np.reshape(x, shape),
-                         (lambda g, out, x, shape=None: np.reshape(g, x.shape),)),
+    "reshape": Primitive(_reshape, (_reshape_grad,)),
 }

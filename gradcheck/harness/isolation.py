@@ -5,21 +5,19 @@ runs cases one at a time with `run_case`, telling the parent as each engine star
 a case's time limit passes, the parent kills the worker, blames the engine that was
 running, and starts a fresh worker for the next case.
 
-Requests are pickled with persistent ids for the numpy reference op table, whose
-gradient rules are lambdas that plain pickle cannot send: the worker uses its own copy.
+Requests travel pickled: cases, options and the built-in engines are plain data, and op
+tables are named functions. An engine that does not pickle (a lambda in a user's table)
+runs in this process instead, with a warning and no time limit.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import multiprocessing
 import pickle
 import signal
 import time
 import warnings
 from typing import Callable, Iterator
-
-import reference_impls
 
 from .runner import CaseResult, RunOptions, error_result, run_case
 
@@ -50,7 +48,7 @@ class CaseWorker:
 
     def run(self, case, dtype: str, engines: list, options: RunOptions | None = None) -> CaseResult:
         try:
-            request = dumps((case, dtype, engines, options))
+            request = pickle.dumps((case, dtype, engines, options))
         except Exception as e:  # noqa: BLE001 -- any object may refuse to pickle, any way
             return self._in_process(e, case, dtype, engines, options)
         conn = self._started()
@@ -137,7 +135,7 @@ def serve(conn) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            case, dtype, engines, options = loads(conn.recv_bytes())
+            case, dtype, engines, options = pickle.loads(conn.recv_bytes())
         except EOFError:
             return
         conn.send(_answer(conn, case, dtype, engines, options))
@@ -151,58 +149,3 @@ def _answer(conn, case, dtype, engines, options) -> tuple[str, object]:
         return "result", result
     except Exception as e:  # noqa: BLE001 -- the fault stays in this case
         return "failed", f"{type(e).__name__}: {e}"
-
-
-# --- pickling with the reference op table by name ------------------------------------------
-
-# The table as imported, which is what a fresh worker will have. An entry replaced since
-# (a test's monkeypatch, a mutation) is not in it, so it travels by value or not at all.
-_AS_IMPORTED = dict(reference_impls.OPS)
-
-
-def _known() -> dict[int, tuple]:
-    """The reference table, its primitives and their functions (a user's variant table
-    reuses them), by id: these objects live as long as the module, so ids are stable."""
-    known = {id(reference_impls.OPS): ("OPS",)} if reference_impls.OPS == _AS_IMPORTED else {}
-    for name, primitive in _AS_IMPORTED.items():
-        known[id(primitive)] = ("OP", name)
-        known.setdefault(id(primitive.forward), ("FORWARD", name))
-        for i, rule in enumerate(primitive.grads):
-            if rule is not None:
-                known.setdefault(id(rule), ("GRAD", name, i))
-    return known
-
-
-def _resolve(pid: tuple):
-    table = reference_impls.OPS
-    kind, *where = pid
-    if kind == "OPS":
-        return table
-    primitive = table[where[0]]
-    if kind == "OP":
-        return primitive
-    return primitive.forward if kind == "FORWARD" else primitive.grads[where[1]]
-
-
-class _Pickler(pickle.Pickler):
-    def __init__(self, file):
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.known = _known()
-
-    def persistent_id(self, obj):
-        return self.known.get(id(obj))
-
-
-class _Unpickler(pickle.Unpickler):
-    def persistent_load(self, pid):
-        return _resolve(tuple(pid))
-
-
-def dumps(obj) -> bytes:
-    buffer = io.BytesIO()
-    _Pickler(buffer).dump(obj)
-    return buffer.getvalue()
-
-
-def loads(data: bytes):
-    return _Unpickler(io.BytesIO(data)).load()
