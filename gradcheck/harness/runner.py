@@ -100,9 +100,13 @@ def _jacobian(engine, case, arrays, dtype) -> EngineOutput:
         cotangent = np.zeros(size, dtype=dtype)
         cotangent[i] = 1
         rows.append(as_output(engine.vjp(case.graph, arrays, case.wrt, cotangent.reshape(shape))))
-    stack = lambda part: {k: np.stack([getattr(r, part)[k] for r in rows]) for k in getattr(rows[0], part)}
-    return EngineOutput(rows[0].value, stack("grads"), stack("grad_err"), stack("checked"),
-                        stack("kinks"))
+    parts = [_stacked(rows, part) for part in ("grads", "grad_err", "checked", "kinks")]
+    return EngineOutput(rows[0].value, *parts)
+
+
+def _stacked(rows: list[EngineOutput], part: str) -> dict:
+    """One field of several outputs, each array stacked along a new first axis."""
+    return {k: np.stack([getattr(r, part)[k] for r in rows]) for k in getattr(rows[0], part)}
 
 
 def _check_output(output: EngineOutput, case) -> None:
