@@ -63,7 +63,7 @@ def load_text(text: str, file: str | Path = "<text>",
     try:
         docs = [d for d in documents(text) if d[0] is not None]
     except YamlError as e:
-        raise CaseError(e.message, file, line=e.line) from None
+        raise CaseError(e.message, file, e.case, e.line) from None
     if not docs:
         raise CaseError("the file holds no case (it is empty or only comments)", file)
     return [compile_case(data, lines, Path(file), first, max_elements)

@@ -13,9 +13,9 @@ Path = tuple  # keys and list indices from the document root
 
 
 class YamlError(ValueError):
-    def __init__(self, message: str, line: int | None):
+    def __init__(self, message: str, line: int | None, case: str | None = None):
         super().__init__(message)
-        self.message, self.line = message, line
+        self.message, self.line, self.case = message, line, case
 
 
 def documents(text: str) -> Iterator[tuple[object, dict[Path, int], int]]:
@@ -63,10 +63,21 @@ def _construct(loader, node):
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise _yaml_error(e) from None
+        error = _yaml_error(e)
     except (ValueError, OverflowError) as e:
         # scalars the resolver accepts but Python cannot build: 2001-13-01, a 5000-digit int
-        raise YamlError(f"YAML: invalid value: {e}", None) from None
+        error = YamlError(f"YAML: invalid value: {e}", None)
+    error.case = _case_name(node)
+    raise error
+
+
+def _case_name(node) -> str | None:
+    """The document's `name:`, read from the node tree (the document itself failed)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if getattr(key, "value", None) == "name" and isinstance(value, yaml.ScalarNode):
+                return value.value
+    return None
 
 
 def _yaml_error(e: yaml.YAMLError) -> YamlError:
