@@ -87,6 +87,22 @@ def test_an_input_on_a_kink_is_nondiff_never_fail(name):
     assert flagged.tolist() == where
 
 
+NEAR_KINKS = {   # within fd's first stencil of a kink, but not on it: differentiable there
+    "relu just above 0": ("sum(relu(x) * exp(x))", "{x: [1.0e-6, 2.0e-7, -3.0e-6]}"),
+    "abs just off 0": ("sum(abs(x - 0.3) * x)", "{x: [0.300003, 0.2999999, 1.0]}"),
+    "maximum almost tied": ("sum(maximum(a, b) ** 2)", "{a: [1.0, 2.0], b: [1.000001, 1.9999995]}"),
+}
+
+
+@pytest.mark.parametrize("name", list(NEAR_KINKS))
+def test_an_input_near_a_kink_passes_neither_flagged_nor_failed(name):
+    expr, inputs = NEAR_KINKS[name]
+    case = case_of(expr, inputs, "[float64, float32]")
+    for result in run_all(case):
+        assert result.case["verdict"] == "PASS", result.case
+    assert not any(k.any() for k in fd_kinks(case).values())
+
+
 def test_kinks_come_from_the_forward_function_not_op_names():
     """Swap forwards in fd's table: `tanh` computing |x| has a kink at 0, `relu` computing
     softplus has none. fd knows nothing about op names."""
