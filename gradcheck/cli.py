@@ -63,7 +63,12 @@ def _debug_trace(args) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gradcheck",
+        description="Check gradients: YAML cases through numpy backprop, finite "
+                    "differences, PyTorch and JAX, compared element by element.",
+        epilog="exit codes: 0 all passed, 1 a case failed, 2 invalid cases or usage, "
+               "3 internal error")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run cases and write reports")
