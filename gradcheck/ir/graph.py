@@ -39,7 +39,7 @@ class Graph:
     consts: dict[str, float] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     output: str = ""
-    # name -> shape of the nodes added through `add`: lookups stay O(1) on long graphs
+    # name -> shape of every node (all are added through `add`): O(1) lookups on long graphs
     _shapes: dict[str, Shape] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, node: Node) -> None:
@@ -55,9 +55,7 @@ class Graph:
             return self.inputs[name].shape
         if name in self.consts:
             return ()
-        if name in self._shapes:
-            return self._shapes[name]
-        return next(n.shape for n in self.nodes if n.name == name)
+        return self._shapes[name]
 
     def ops(self) -> set[str]:
         return {n.op for n in self.nodes}
