@@ -147,6 +147,7 @@ class _Lowering:
             # hostile attributes (shape=[1e300]) can break a shape rule's arithmetic itself
             raise GraphError(f"{spec.name}: invalid arguments ({type(e).__name__}: {e})",
                              self.step, expr.col) from None
+        attrs = spec.cleaned(attrs, *(self.graph.shape_of(a) for a in args))
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
         return self._add(name, spec.name, args, attrs, shape)

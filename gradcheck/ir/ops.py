@@ -26,6 +26,12 @@ class OpSpec:
     attrs: dict[str, Any] = field(default_factory=dict)   # keyword -> default
     int_args: tuple[int, ...] = ()       # positions that take integer data (never differentiated)
     doc: str = ""
+    # clean(attrs, *input_shapes) -> attrs as every engine table receives them: plain Python
+    # ints, tuples of non-negative axes, `None` resolved; run once when the graph is built
+    clean: Callable[..., dict] | None = None
+
+    def cleaned(self, attrs: dict, *shapes: Shape) -> dict:
+        return dict(attrs) if self.clean is None else self.clean(dict(attrs), *shapes)
 
 
 # --- attribute checks ---------------------------------------------------------------------
