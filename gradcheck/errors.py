@@ -20,3 +20,16 @@ class CaseErrors(ValueError):
     def __init__(self, errors: list[CaseError]):
         super().__init__("\n".join(map(str, errors)))
         self.errors = errors
+
+
+def did_you_mean(word: str, choices, listed: int = 0) -> str:
+    """' (did you mean 'x'?)' for a close choice; else, when `listed` > 0 and there are at
+    most that many choices, ' (choose from a, b, c)'; else ''."""
+    import difflib
+    choices = sorted(map(str, choices))
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if 0 < len(choices) <= listed:
+        return f" (choose from {', '.join(choices)})"
+    return ""

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .compare import ERROR, FAIL, NONFINITE
+from .compare import ERROR, FAIL, NONFINITE, SKIP
 
 FAILING = (FAIL, ERROR, NONFINITE)
+UNCHECKED = (SKIP,)      # not a failure, but not a check either: green needs allow_skips
 
 CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message", "family", "tags",
                 "file", "engines", "skipped", "comparisons", "failed"]
@@ -39,7 +40,12 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.cases["verdict"].isin(FAILING).any()
+        """Every case run was checked (compared by two sources or more) and agreed."""
+        return self.passed()
+
+    def passed(self, allow_skips: bool = False) -> bool:
+        bad = FAILING if allow_skips else FAILING + UNCHECKED
+        return not self.cases["verdict"].isin(bad).any()
 
     @property
     def exit_code(self) -> int:
