@@ -25,11 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
-from .errors import CaseErrors, did_you_mean
+from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
 from .loading.load import MAX_ELEMENTS
-from .reports import ReportDirError, ReportRenderError, check_out_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DTYPES = ("float64", "float32")
@@ -62,26 +61,30 @@ def command(name: str, help: str, *arguments: Callable[[argparse.ArgumentParser]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = argparse.Namespace(debug=False)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except KeyboardInterrupt:
-        _debug_trace(args)
-        _complain("interrupted", "stopped by Ctrl-C; no reports written")
+    except (KeyboardInterrupt, Exception) as error:   # not SystemExit: argparse's exit 2
+        if args.debug:
+            traceback.print_exception(error)
+        return _failure(error)
+
+
+def _failure(error: BaseException) -> int:
+    """One line per problem on stderr, and the exit code that says what kind it was."""
+    if isinstance(error, KeyboardInterrupt):
+        _complain("interrupted", "stopped by Ctrl-C")
         return EXIT_INTERRUPTED
-    except CaseErrors as e:
-        _debug_trace(args)
-        for error in e.errors:
-            _complain("error", error)
+    if isinstance(error, CaseErrors):
+        for problem in error.errors:
+            _complain("error", problem)
         return EXIT_INVALID
-    except (UsageError, ReportDirError) as e:
-        _debug_trace(args)
-        _complain("usage error", e)
+    if isinstance(error, (UsageError, ReportDirError)):
+        _complain("usage error", error)
         return EXIT_INVALID
-    except Exception as e:
-        _debug_trace(args)
-        _complain("internal error", f"{type(e).__name__}: {e}")
-        return EXIT_INTERNAL
+    _complain("internal error", f"{type(error).__name__}: {error}")
+    return EXIT_INTERNAL
 
 
 def _complain(label: str, message) -> None:
@@ -89,11 +92,6 @@ def _complain(label: str, message) -> None:
     text = Text(f"{label}: ", style="red")
     text.append(str(message))
     Console(stderr=True, soft_wrap=True).print(text, highlight=False)
-
-
-def _debug_trace(args) -> None:
-    if args.debug:
-        traceback.print_exc()
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -108,27 +106,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # --debug on the parent parser and on each subparser, so it works before or after the
-    # command; SUPPRESS keeps a subparser from resetting what the parent parser read
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks of errors")
     parser = argparse.ArgumentParser(
-        prog="gradcheck", parents=[common], formatter_class=_HelpFormatter,
+        prog="gradcheck", formatter_class=_HelpFormatter,
         description="Check gradients: YAML cases through numpy backprop, finite "
                     "differences, PyTorch and JAX, compared element by element.",
         epilog="exit codes: 0 all checked and passed, 1 a case failed or was not checked, "
                "2 invalid cases or usage, 3 internal error, 130 interrupted")
     parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
-    parser.set_defaults(debug=False)
+    _debug_option(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help, parents=[common],
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help,
                            formatter_class=_HelpFormatter)
+        # SUPPRESS: a subcommand without --debug keeps what the main parser read
+        _debug_option(p, default=argparse.SUPPRESS)
         for add_arguments in cmd.arguments:
             add_arguments(p)
         p.set_defaults(func=cmd.run)
     return parser
+
+
+def _debug_option(p: argparse.ArgumentParser, default) -> None:
+    """--debug before or after the command."""
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks of errors")
 
 
 def selection(p: argparse.ArgumentParser) -> None:
@@ -231,6 +232,7 @@ def cmd_run(args) -> int:
         engines = make_engines(names, args.engine)
     except (ImportError, AttributeError, ValueError) as e:
         raise UsageError(f"cannot load engine: {e}") from None
+    from .reports import check_out_dir
     check_out_dir(args.out)              # before the run, not after it
     result = _run_with_progress(cases, engines, dtypes, args)
     try:

@@ -22,6 +22,14 @@ class CaseErrors(ValueError):
         self.errors = errors
 
 
+class ReportDirError(ValueError):
+    """The output folder cannot be written, or is not gradcheck's to replace."""
+
+
+class ReportRenderError(RuntimeError):
+    """report.html or summary.md failed; the CSV files and run.json were written."""
+
+
 def did_you_mean(word: str, choices, listed: int = 0) -> str:
     """' (did you mean 'x'?)' for a close choice; else, when `listed` > 0 and there are at
     most that many choices, ' (choose from a, b, c)'; else ''."""

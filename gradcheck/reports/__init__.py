@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ReportDirError, ReportRenderError
 from ..harness.result import RunResult
 from .html import render_html
 from .markdown import render_markdown
@@ -29,14 +30,6 @@ __all__ = ["write_reports", "rerender", "read_run", "read_table", "check_out_dir
 MARKER = ".gradcheck-run"
 LEGACY_KEYS = {"seed", "versions", "counts"}   # run.json of a folder written before the marker
 LEGACY_RUN_JSON_BYTES = 64_000_000
-
-
-class ReportDirError(ValueError):
-    """The output folder cannot be written, or is not gradcheck's to replace."""
-
-
-class ReportRenderError(RuntimeError):
-    """report.html or summary.md failed; the CSV files and run.json were written."""
 
 
 def check_out_dir(out_dir: str | Path) -> Path:
