@@ -28,14 +28,13 @@ from . import __version__
 from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
+from .harness.verdict import Verdict
 from .loading.load import MAX_ELEMENTS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DTYPES = ("float64", "float32")
 DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
-VERDICT_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold red",
-                 "NONFINITE": "bold red", "NONDIFF": "yellow", "SKIP": "yellow"}
-QUIET_VERDICTS = ("PASS", "NONDIFF")      # rows the final table leaves out without -v
+QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)     # rows the final table leaves out without -v
 
 
 class UsageError(Exception):
@@ -262,9 +261,9 @@ def _run_with_progress(cases, engines, dtypes, args):
 
         def advance(result) -> None:
             nonlocal failed
-            failed += result.case["verdict"] not in QUIET_VERDICTS
+            failed += result.case.verdict not in QUIET_VERDICTS
             progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
-                            description=f"{result.case['case']} [{result.case['dtype']}]")
+                            description=f"{result.case.case} [{result.case.dtype}]")
         return run_cases(cases, engines, dtypes or None, options, on_result=advance)
 
 
@@ -272,9 +271,8 @@ def _print_result(result, args) -> None:
     """The runs that did not pass in a compact table (every run with -v; none with -q),
     each such run's message in full, then the counts. Rich drops colors by itself when
     stdout is not a terminal or NO_COLOR is set."""
-    from .reports.markdown import blame_counts, ordered_counts, sorted_cases
     console = Console()
-    rows = sorted_cases(result)
+    rows = result.sorted_cases()
     shown = rows if args.verbose else rows[~rows["verdict"].isin(QUIET_VERDICTS)]
     if len(shown) and not args.quiet:
         console.print(_result_table(shown))
@@ -282,9 +280,8 @@ def _print_result(result, args) -> None:
         # Whole, not cut to a column: in a CI log this line is the diagnosis.
         console.print(Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""),
                       soft_wrap=True)
-    counts = Text(", ").join(Text(f"{n} {v}", style=VERDICT_STYLE.get(v, ""))
-                             for v, n in ordered_counts(result))
-    blamed = ", ".join(f"{e} ({n})" for e, n in blame_counts(result.cases))
+    counts = Text(", ").join(Text(f"{n} {v}", style=_style(v)) for v, n in result.ordered_counts())
+    blamed = ", ".join(f"{e} ({n})" for e, n in result.blame_counts())
     console.print(counts + Text(f"; blamed: {blamed}" if blamed else ""))
 
 
@@ -295,9 +292,13 @@ def _result_table(rows) -> Table:
     table.add_column("seconds", justify="right", no_wrap=True)
     for r in rows.itertuples():
         # Text, not markup: case text such as "[b]" must print as itself.
-        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")),
+        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=_style(r.verdict)),
                       Text(r.blame or ""), f"{r.seconds:.2f}")
     return table
+
+
+def _style(verdict: str) -> str:
+    return Verdict(verdict).style if verdict in Verdict._value2member_map_ else ""
 
 
 # --- validate, list, schema, report -------------------------------------------------------------
@@ -363,7 +364,8 @@ def run_dir(p: argparse.ArgumentParser) -> None:
 @command("report", "re-render HTML and Markdown from a run folder", run_dir)
 def cmd_report(args) -> int:
     from pathlib import Path
-    from .reports import read_run, rerender
+    from .harness.result import read_run
+    from .reports import rerender
     folder = Path(args.run_dir)
     missing = [f for f in ("cases.csv", "comparisons.csv", "engines.csv", "run.json")
                if not (folder / f).exists()]

@@ -16,16 +16,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import ReportDirError, ReportRenderError
-from ..harness.result import RunResult
 from .html import render_html
 from .markdown import render_markdown
-from .tables import CSV_FILES, read_table, write_table
 
-__all__ = ["write_reports", "rerender", "read_run", "read_table", "check_out_dir", "CSV_FILES",
-           "MARKER", "ReportDirError", "ReportRenderError"]
+__all__ = ["write_reports", "rerender", "check_out_dir", "MARKER", "ReportDirError",
+           "ReportRenderError"]
 
 MARKER = ".gradcheck-run"
 LEGACY_KEYS = {"seed", "versions", "counts"}   # run.json of a folder written before the marker
@@ -83,7 +79,7 @@ def _check_writable(folder: Path) -> None:
         raise ReportDirError(f"cannot write reports under {folder}: {e.strerror or e}") from None
 
 
-def write_reports(result: RunResult, out_dir: Path) -> Path:
+def write_reports(result, out_dir: Path) -> Path:
     """Write the run folder. The data files come first: if report.html or summary.md
     cannot be rendered, the folder is still put in place and `ReportRenderError` says so."""
     out_dir = check_out_dir(out_dir)
@@ -104,19 +100,13 @@ def write_reports(result: RunResult, out_dir: Path) -> Path:
     return out_dir
 
 
-def _write_data(result: RunResult, folder: Path) -> None:
+def _write_data(result, folder: Path) -> None:
     (folder / MARKER).write_text("written by gradcheck run; gradcheck may replace this folder\n",
                                  encoding="utf-8")
-    for attr, filename in CSV_FILES.items():
-        write_table(getattr(result, attr), folder / filename)
-    (folder / "run.json").write_text(json.dumps(
-        {**result.metadata, "counts": result.counts(), "details": result.details},
-        indent=2, sort_keys=True, default=str), encoding="utf-8")
-    np.savez_compressed(folder / "errors.npz",
-                        **{"|".join(map(str, k)): v for k, v in result.errors.items()})
+    result.save_data(folder)
 
 
-def _try_render(result: RunResult, folder: Path) -> str:
+def _try_render(result, folder: Path) -> str:
     try:
         rerender(result, folder)
     except Exception as e:  # noqa: BLE001 -- whatever breaks a renderer, the data is kept
@@ -124,7 +114,7 @@ def _try_render(result: RunResult, folder: Path) -> str:
     return ""
 
 
-def rerender(result: RunResult, folder: Path) -> None:
+def rerender(result, folder: Path) -> None:
     """The human-facing files, made from the tables alone (used by `gradcheck report`)."""
     folder = Path(folder)
     _write_atomic(folder / "summary.md", render_markdown(result))
@@ -136,7 +126,8 @@ def _write_atomic(path: Path, text: str) -> None:
     old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # a lone surrogate in case text is shown escaped rather than costing the report
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
         os.chmod(tmp, _default_mode(0o666))    # mkstemp's 0600, as a plain open() would not
         os.replace(tmp, path)
@@ -177,17 +168,3 @@ def _swap(new: Path, target: Path) -> None:
     os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def read_run(folder: str | Path) -> RunResult:
-    """Load a run folder back into a `RunResult`, without recomputing anything."""
-    folder = Path(folder)
-    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()}
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    details = meta.pop("details", {})
-    meta.pop("counts", None)
-    errors = {}
-    if (folder / "errors.npz").exists():
-        with np.load(folder / "errors.npz") as z:
-            errors = {tuple(k.split("|")): z[k] for k in z.files}
-    return RunResult(**frames, metadata=meta, errors=errors, details=details)
