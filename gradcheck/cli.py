@@ -24,7 +24,6 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
 from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
@@ -111,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "differences, PyTorch and JAX, compared element by element.",
         epilog="exit codes: 0 all checked and passed, 1 a case failed or was not checked, "
                "2 invalid cases or usage, 3 internal error, 130 interrupted")
-    parser.add_argument("--version", action="version", version=f"gradcheck {__version__}")
+    parser.add_argument("--version", action="version", version=f"gradcheck {_installed_version()}")
     _debug_option(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
@@ -123,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
             add_arguments(p)
         p.set_defaults(func=cmd.run)
     return parser
+
+
+def _installed_version() -> str:
+    # from the installed metadata: the package's __init__ imports this module, not back
+    from importlib import metadata
+    try:
+        return metadata.version("gradcheck")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _debug_option(p: argparse.ArgumentParser, default) -> None:

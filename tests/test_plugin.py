@@ -127,7 +127,7 @@ def test_an_unrelated_project_with_a_cases_folder_collects_as_before(pytester):
     """An API project keeps request fixtures in tests/cases/*.yaml: not gradcheck cases."""
     write_case(pytester.path / "tests" / "cases", "get_users.yaml",
                "name: get users\nrequest: {method: GET, path: /users}\nexpect: {status: 200}\n")
-    write_case(pytester.path / "tests", "test_api.py", UNRELATED_TEST)
+    write_case(pytester.path / "tests", "test_users_endpoint.py", UNRELATED_TEST)
     for args in ([], ["tests"], ["--strict-markers"]):
         result = pytester.runpytest("-q", *args)
         result.assert_outcomes(passed=1)
