@@ -8,18 +8,36 @@ class CaseError(ValueError):
         super().__init__(message)
         self.message, self.file, self.case, self.line = message, str(file), case, line
 
+    @property
+    def problems(self) -> list["CaseError"]:
+        return [self]
+
     def __str__(self) -> str:
         where = self.file + (f":{self.line}" if self.line else "")
         who = f" case {self.case!r}:" if self.case else ""
         return f"{where}:{who} {self.message}" if where else f"{who} {self.message}".strip()
 
 
-class CaseErrors(ValueError):
-    """Every problem found in a set of files, one `CaseError` each."""
+class CaseErrors(CaseError):
+    """Every problem found in a set of files, one `CaseError` each. A `CaseError` itself,
+    so that code expecting one problem still catches several."""
 
     def __init__(self, errors: list[CaseError]):
-        super().__init__("\n".join(map(str, errors)))
+        first = errors[0]
+        super().__init__(first.message, first.file, first.case, first.line)
         self.errors = errors
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.errors))
+
+    @property
+    def problems(self) -> list[CaseError]:
+        return self.errors
+
+    @staticmethod
+    def of(errors: list[CaseError]) -> CaseError:
+        """The one error, or all of them together."""
+        return errors[0] if len(errors) == 1 else CaseErrors(errors)
 
 
 class ReportDirError(ValueError):

@@ -128,3 +128,35 @@ def test_catalog_option_works_from_any_folder(tmp_path, monkeypatch, capsys):
     assert len(listed) == len(list(REPO_CASES.rglob("*.yaml")))
     assert run_cli("run", "--catalog", "-k", "colah-e", "--engines", "numpy,fd") == 0
     assert set(read_cases(tmp_path / "reports" / "latest")["case"]) == {"colah-e"}
+
+
+MANY_PROBLEMS = """\
+name: multi
+inputs:
+  x: {shape: [2], init: normall}
+  w: [1.0, "2"]
+expr: sum(x)
+dtype: [float64]
+tolerence: {rtol: 1.0e-3}
+---
+name: second
+inputs: {x: 1.0}
+expr: tanhh(x)
+---
+name: fine
+inputs: {x: 1.0}
+expr: tanh(x)
+"""
+
+
+def test_every_problem_of_a_file_is_shown_at_once(tmp_path, capsys):
+    path = write_case(tmp_path, "many.yaml", MANY_PROBLEMS)
+    assert run_cli("validate", path) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[2] for line in lines] == ["3", "4", "6", "7", "11"]
+    assert all(line.startswith(f"error: {path}:") for line in lines)
+    assert "inputs.x.init: Input should be 'normal'" in lines[0]
+    assert "inputs.w.1: expected a number" in lines[1]
+    assert "unknown key 'dtype' (did you mean 'dtypes'?)" in lines[2]
+    assert "unknown key 'tolerence' (did you mean 'tolerance'?)" in lines[3]
+    assert "case 'second': step 'out', column 1: unknown op 'tanhh'" in lines[4]
