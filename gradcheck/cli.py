@@ -16,6 +16,7 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
@@ -197,6 +198,9 @@ def _select(args) -> list:
     from .loading import load_cases
     from .loading.catalog import CATALOG
     paths = list(args.paths) or ([] if args.catalog else ["cases"])
+    if not args.paths and not args.catalog and not Path("cases").exists():
+        raise UsageError("no cases/ folder here: name case files or folders, or use --catalog "
+                         "for the catalog that ships with gradcheck")
     cases = load_cases(paths + ([CATALOG] if args.catalog else []), max_elements=args.max_elements)
     if args.keyword:
         cases = [c for c in cases if args.keyword in c.name]
@@ -371,7 +375,6 @@ def run_dir(p: argparse.ArgumentParser) -> None:
 
 @command("report", "re-render HTML and Markdown from a run folder", run_dir)
 def cmd_report(args) -> int:
-    from pathlib import Path
     from .harness.result import read_run
     from .reports import rerender
     folder = Path(args.run_dir)

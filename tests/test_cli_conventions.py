@@ -160,3 +160,10 @@ def test_every_problem_of_a_file_is_shown_at_once(tmp_path, capsys):
     assert "unknown key 'dtype' (did you mean 'dtypes'?)" in lines[2]
     assert "unknown key 'tolerence' (did you mean 'tolerance'?)" in lines[3]
     assert "case 'second': step 'out', column 1: unknown op 'tanhh'" in lines[4]
+
+
+def test_without_a_cases_folder_the_error_points_at_the_catalog(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("list") == 2
+    assert "no cases/ folder here: name case files or folders, or use --catalog" in \
+        capsys.readouterr().err
