@@ -196,21 +196,27 @@ def _select(args) -> list:
     """The cases the selection options name; selecting nothing is a usage error, since a
     run that checks nothing must not look green."""
     from .loading import load_cases
-    from .loading.catalog import CATALOG
-    paths = list(args.paths) or ([] if args.catalog else ["cases"])
-    if not args.paths and not args.catalog and not Path("cases").exists():
-        raise UsageError("no cases/ folder here: name case files or folders, or use --catalog "
-                         "for the catalog that ships with gradcheck")
-    cases = load_cases(paths + ([CATALOG] if args.catalog else []), max_elements=args.max_elements)
+    paths = _paths(args)
+    cases = load_cases(paths, max_elements=args.max_elements)
     if args.keyword:
         cases = [c for c in cases if args.keyword in c.name]
     if args.tags:
         wanted = set(_split(args.tags))
         cases = [c for c in cases if wanted & set(c.tags)]
     if not cases:
-        raise UsageError(f"no case selected{_filters_text(args)} in "
-                         f"{', '.join(map(str, paths + (['the catalog'] if args.catalog else [])))}")
+        raise UsageError(f"no case selected{_filters_text(args)} in {', '.join(map(str, paths))}")
     return cases
+
+
+def _paths(args) -> list:
+    """The paths named, plus the packaged catalog with --catalog; else `cases`."""
+    from .loading.catalog import CATALOG
+    if args.paths or args.catalog:
+        return list(args.paths) + ([CATALOG] if args.catalog else [])
+    if not Path("cases").exists():
+        raise UsageError("no cases/ folder here: name case files or folders, or use --catalog "
+                         "for the catalog that ships with gradcheck")
+    return ["cases"]
 
 
 def _filters_text(args) -> str:
@@ -236,6 +242,7 @@ def _choices(kind: str, given: list[str], allowed) -> list[str]:
 @command("run", "run cases and write reports", selection, run_options)
 def cmd_run(args) -> int:
     from .engines import BUILTIN, make_engines
+    from .reports import check_out_dir
     names = _choices("engine", _split(args.engines), BUILTIN)
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     cases = _select(args)
@@ -243,7 +250,6 @@ def cmd_run(args) -> int:
         engines = make_engines(names, args.engine)
     except (ImportError, AttributeError, ValueError) as e:
         raise UsageError(f"cannot load engine: {e}") from None
-    from .reports import check_out_dir
     check_out_dir(args.out)              # before the run, not after it
     result = _run_with_progress(cases, engines, dtypes, args)
     try:
