@@ -76,6 +76,7 @@ def test_errors_list_the_valid_choices(catalog, tmp_path, capsys, option, value,
     ("sum(tahn(x) * x)", "unknown op 'tahn' (did you mean 'tanh'?)"),
     ("sum(tanh(xs))", "name 'xs' is not defined (did you mean 'x'?)"),
     ("sum(tanh(q))", "name 'q' is not defined (choose from w, x)"),
+    ("sum(x, axes=0)", "sum has no keyword argument 'axes' (did you mean 'axis'?) (allowed: "),
 ])
 def test_did_you_mean_for_ops_and_names(tmp_path, capsys, expr, message):
     write_case(tmp_path, "typo.yaml", f"name: typo\ninputs: {{x: [1.0, 2.0], w: 3.0}}\nexpr: {expr}\n")

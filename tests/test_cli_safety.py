@@ -203,6 +203,8 @@ def test_a_case_that_could_not_be_checked_fails_the_run_unless_allowed(catalog, 
     assert set(cases["verdict"]) == {"SKIP"} and len(cases) == 2
     assert set(cases["message"]) == {"fewer than two engines produced results"}
     assert "2 SKIP" in capsys.readouterr().out
+    assert (out / "summary.md").read_text().startswith(
+        "## gradcheck: 2 case runs, not all of them checked")
     assert run_cli(*args, "--allow-skips") == 0
 
 

@@ -161,8 +161,9 @@ class _Lowering:
         unknown = sorted(set(given) - set(spec.attrs))
         if unknown:
             allowed = ", ".join(spec.attrs) or "none"
-            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r} "
-                             f"(allowed: {allowed})", self.step, expr.col)
+            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], spec.attrs)} (allowed: {allowed})",
+                             self.step, expr.col)
         return {**spec.attrs, **given}
 
     def _check_kinds(self, spec: OpSpec, args: tuple[str, ...], expr: Call) -> None:
