@@ -139,7 +139,6 @@ class CaseModel(Strict):
         return [("out", str(self.expr))]
 
 
-
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
