@@ -1,6 +1,8 @@
 """The one error type that bad input produces: it names the file, the case and the line."""
 from __future__ import annotations
 
+import difflib
+
 
 class CaseError(ValueError):
     def __init__(self, message: str, file: str = "", case: str | None = None,
@@ -51,7 +53,6 @@ class ReportRenderError(RuntimeError):
 def did_you_mean(word: str, choices, listed: int = 0) -> str:
     """' (did you mean 'x'?)' for a close choice; else, when `listed` > 0 and there are at
     most that many choices, ' (choose from a, b, c)'; else ''."""
-    import difflib
     choices = sorted(map(str, choices))
     close = difflib.get_close_matches(str(word), choices, n=1)
     if close:

@@ -1,7 +1,6 @@
 """Load case files: YAML -> validated model -> compiled graph, or one clear error per case."""
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import stat
@@ -11,7 +10,7 @@ from typing import Iterable
 import numpy as np
 from pydantic import ValidationError
 
-from ..errors import CaseError, CaseErrors
+from ..errors import CaseError, CaseErrors, did_you_mean
 from ..ir.graph import FLOAT, INT, GraphError, Leaf, build_graph
 from .case import Case
 from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
@@ -296,8 +295,7 @@ def _is_float(text: str) -> bool:
 
 
 def _suggestion(path: tuple, problem) -> str:
-    close = difflib.get_close_matches(str(path[-1]), _fields_at(path[:-1]), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(str(path[-1]), _fields_at(path[:-1]))
 
 
 def _fields_at(path: tuple) -> list[str]:
