@@ -94,8 +94,10 @@ class RunResult:
         (folder / "run.json").write_text(json.dumps(
             {**self.metadata, "counts": self.counts(), "details": self.details},
             indent=2, sort_keys=True, default=str), encoding="utf-8", errors="backslashreplace")
-        np.savez_compressed(folder / "errors.npz",
-                            **{"|".join(map(str, k)): v for k, v in self.errors.items()})
+        # a zip member's name must encode: a lone surrogate is escaped, as in the CSV files
+        np.savez_compressed(folder / "errors.npz", **{
+            "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
+            for k, v in self.errors.items()})
 
 
 def read_run(folder: str | Path) -> RunResult:
