@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render HTML and Markdown from a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
+    _add_ops_command(sub)
     return parser
 
 
@@ -235,6 +236,25 @@ def cmd_report(args) -> int:
     rerender(read_run(folder), folder)
     Console().print(f"re-rendered {folder}/report.html and summary.md", highlight=False)
     return EXIT_OK
+
+
+def _add_ops_command(sub) -> None:
+    """`gradcheck ops`: the vocabulary of the expression language, from the op registry."""
+    from .ir.ops import describe_ops, ops_markdown
+
+    def cmd_ops(args) -> int:
+        if args.markdown:
+            print(ops_markdown(), end="")
+            return EXIT_OK
+        rows = describe_ops()
+        width = max(len(sig) for _, sig, _ in rows)
+        for _, sig, doc in rows:
+            print(f"{sig:<{width}}  {doc}")
+        return EXIT_OK
+
+    ops = sub.add_parser("ops", help="list the ops an expression may use")
+    ops.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+    ops.set_defaults(func=cmd_ops)
 
 
 if __name__ == "__main__":

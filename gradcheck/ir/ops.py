@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 Shape = tuple[int, ...]
+MAX_DIM = 2 ** 40
 
 
 class ShapeError(ValueError):
@@ -210,6 +211,8 @@ def reshape_shape(x: Shape, shape=None) -> Shape:
     if not isinstance(shape, (list, tuple)):
         raise ShapeError("reshape needs shape=[...]")
     dims = [_int(d, "shape entry", minimum=-1) for d in shape]
+    if any(d > MAX_DIM for d in dims):       # numpy refuses such a shape even with 0 elements
+        raise ShapeError(f"a shape entry is larger than {MAX_DIM}")
     size = math.prod(x)                  # exact Python ints: a huge shape cannot wrap around
     if dims.count(-1) > 1:
         raise ShapeError("reshape takes at most one -1")
@@ -228,7 +231,7 @@ def softmax_shape(x: Shape, axis=-1) -> Shape:
     if not x:
         raise ShapeError("softmax needs at least a 1-d input")
     if x[one_axis(axis, len(x))] == 0:
-        raise ShapeError(f"softmax over an empty axis (input shape {list(x)})")
+        raise ShapeError(f"axis {axis} of shape {list(x)} is empty: nothing to normalise")
     return x
 
 

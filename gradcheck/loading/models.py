@@ -8,6 +8,8 @@ from typing_extensions import TypeAliasType
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, Tag,
                       field_validator, model_validator)
 
+from ..ir.ops import expression_help
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Number = Union[StrictInt, StrictFloat]
@@ -25,17 +27,21 @@ INT64_MAX = 2 ** 63 - 1
 
 
 class RandomInput(Strict):
-    """A seeded random tensor; `randint` makes integer data (labels)."""
+    """A seeded random tensor; `randint` makes integer data (labels); `bernoulli` floats 0
+    and 1, each 1 with probability `p` (a fixed dropout mask)."""
     shape: list[Annotated[int, Field(ge=0)]]
-    init: Literal["normal", "uniform", "zeros", "ones", "randint"] = "normal"
+    init: Literal["normal", "uniform", "zeros", "ones", "randint", "bernoulli"] = "normal"
     seed: Optional[Annotated[int, Field(ge=0, le=INT64_MAX)]] = None
     scale: Finite = 1.0
     low: Finite = -1.0
     high: Finite = 1.0
     dtype: Literal["float", "int64"] = "float"
+    p: Optional[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = None
 
     @model_validator(mode="after")
     def _check(self):
+        if (self.p is not None) != (self.init == "bernoulli"):
+            raise ValueError("init: bernoulli takes p (the probability of a 1), and only it does")
         if self.init == "randint" and self.dtype != "int64":
             object.__setattr__(self, "dtype", "int64")
         if self.dtype == "int64" and self.init != "randint":
@@ -82,7 +88,7 @@ class CaseModel(Strict):
     source: Optional[str] = None
     tags: list[str] = []
     inputs: dict[str, InputModel]
-    expr: Optional[Union[str, Number]] = None
+    expr: Optional[Union[str, Number]] = Field(None, description=expression_help())
     graph: Optional[dict[str, Union[str, Number]]] = None
     wrt: Optional[list[str]] = None
     dtypes: list[Literal["float64", "float32"]] = ["float64"]
