@@ -148,15 +148,16 @@ class _Lowering:
         operands, attrs = self._split(spec, expr)
         args = tuple(self.lower(a) for a in operands)
         self._check_kinds(spec, args, expr)
+        shapes = [self.graph.shape_of(a) for a in args]
         try:
-            shape = spec.shape(*(self.graph.shape_of(a) for a in args), **attrs)
+            shape = spec.shape(*shapes, **attrs)
+            attrs = spec.cleaned(attrs, *shapes)
         except ShapeError as e:
             raise GraphError(f"{spec.name}: {e}", self.step, expr.col) from None
         except (ArithmeticError, TypeError, ValueError) as e:
             # hostile attributes (shape=[1e300]) can break a shape rule's arithmetic itself
             raise GraphError(f"{spec.name}: invalid arguments ({type(e).__name__}: {e})",
                              self.step, expr.col) from None
-        attrs = spec.cleaned(attrs, *(self.graph.shape_of(a) for a in args))
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
         return self._add(name, spec.name, args, attrs, shape)

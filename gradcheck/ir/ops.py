@@ -250,12 +250,14 @@ def cross_entropy_shape(scores: Shape, labels: Shape) -> Shape:
 
 
 def slope_shape(x: Shape, slope=0.01) -> Shape:
-    _number(slope, "slope")
+    if _number(slope, "slope") is None:
+        raise ShapeError("slope must be a number, got None")
     return x
 
 
 def elu_shape(x: Shape, alpha=1.0) -> Shape:
-    _number(alpha, "alpha")
+    if _number(alpha, "alpha") is None:
+        raise ShapeError("alpha must be a number, got None")
     return x
 
 
