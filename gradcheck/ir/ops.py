@@ -349,8 +349,10 @@ def clean_index(attrs: dict, x: Shape) -> dict:
 
 def _resolved(s: slice, n: int) -> slice:
     start, stop, step = s.indices(n)
+    if not range(start, stop, step):
+        return slice(0, 0, 1)
     # slice.indices gives stop -1 for "down to index 0", which as a stop would mean n - 1
-    return slice(start, None if step < 0 and stop < 0 else stop, step)
+    return slice(start, None if stop < 0 else stop, step)
 
 
 def concat_shape(*shapes: Shape, axis=0) -> Shape:
