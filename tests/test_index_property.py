@@ -41,3 +41,21 @@ def test_index_matches_numpy(shape_and_key):
     clean = clean_index({"key": key}, shape)["key"]
     np.testing.assert_array_equal(x[clean], expected)
     np.testing.assert_array_equal(TORCH["index"](torch.from_numpy(x), clean).numpy(), expected)
+
+
+dims = st.lists(st.integers(1, 3), min_size=1, max_size=4).map(tuple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(dims, dims)
+def test_matmul_shape_rule_matches_numpy(a, b):
+    from gradcheck.ir.ops import matmul_shape
+    try:
+        expected = np.matmul(np.zeros(a), np.zeros(b)).shape
+    except ValueError:
+        try:
+            matmul_shape(a, b)
+        except ShapeError:
+            return
+        raise AssertionError(f"shape rule accepted {a} @ {b}, numpy refuses it")
+    assert matmul_shape(a, b) == expected
