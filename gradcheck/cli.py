@@ -393,5 +393,23 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def ops_markdown_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+
+
+@command("ops", "list the ops an expression may use", ops_markdown_flag)
+def cmd_ops(args) -> int:
+    """The vocabulary of the expression language, from the op registry."""
+    from .ir.ops import describe_ops, ops_markdown
+    if args.markdown:
+        print(ops_markdown(), end="")
+        return EXIT_OK
+    rows = describe_ops()
+    width = max(len(sig) for _, sig, _ in rows)
+    for _, sig, doc in rows:
+        print(f"{sig:<{width}}  {doc}")
+    return EXIT_OK
+
+
 if __name__ == "__main__":
     sys.exit(main())

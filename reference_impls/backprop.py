@@ -68,7 +68,7 @@ def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:
     for i, arg in enumerate(node.args):
         if arg not in needs:
             continue
-        rule = prim.grads[i] if i < len(prim.grads) else None
+        rule = prim.rule(i)
         if rule is None:
             raise MissingGradRule(f"no gradient rule for argument {i + 1} of {node.op!r}")
         contribution = unbroadcast(rule(g, env[node.name], *args, **node.attrs), np.shape(env[arg]))

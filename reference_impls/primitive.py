@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -14,8 +15,18 @@ GradRule = Optional[Callable[..., np.ndarray]]
 
 @dataclass(frozen=True)
 class Primitive:
+    """`grads` holds one rule per argument. A variadic op (concat, stack, einsum) takes any
+    number of operands: its `grads` holds one rule that serves every operand, called with
+    the operand's position first, `rule(i, g, out, *args, **attrs)`."""
     forward: Callable[..., np.ndarray]
     grads: tuple[GradRule, ...]
+    variadic: bool = False
+
+    def rule(self, i: int) -> GradRule:
+        """The gradient rule of argument `i`, as `rule(g, out, *args, **attrs)`."""
+        if self.variadic:
+            return partial(self.grads[0], i)
+        return self.grads[i] if i < len(self.grads) else None
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

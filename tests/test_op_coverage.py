@@ -19,7 +19,11 @@ from helpers import COLAH_E, load_one
 REQUIRED = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "matmul", "neg", "exp",
             "log", "tanh", "sigmoid", "relu", "abs", "sum", "mean", "max", "transpose",
             "reshape", "softmax", "log_softmax", "softmax_cross_entropy", "conv2d", "maxpool2d",
-            "rnn"}
+            "rnn",
+            # the second vocabulary (DESIGN.md), non-layer ops
+            "sqrt", "square", "sin", "cos", "log1p", "softplus", "gelu", "leaky_relu", "elu",
+            "clip", "min", "var", "logsumexp", "einsum", "index", "concat", "stack",
+            "expand_dims", "squeeze", "take", "take_along_axis"}
 
 
 def _tables() -> dict:
@@ -48,7 +52,9 @@ def test_tables_name_only_registered_ops(table):
 @pytest.mark.parametrize("op", sorted(REGISTRY))
 def test_numpy_primitive_has_one_rule_per_argument(op):
     spec, prim = REGISTRY[op], reference_impls.OPS[op]
-    assert len(prim.grads) == spec.arity, f"{op}: {len(prim.grads)} rules for {spec.arity} args"
+    assert prim.variadic == spec.variadic, op
+    rules = 1 if spec.variadic else spec.arity        # a variadic op: one rule serves all
+    assert len(prim.grads) == rules, f"{op}: {len(prim.grads)} rules for {spec.arity} args"
     for i, rule in enumerate(prim.grads):
         if i in spec.int_args:
             assert rule is None, f"{op}: integer argument {i + 1} has a gradient rule"
@@ -89,6 +95,31 @@ EXAMPLES = {
     "rnn": ("rnn(x, h0, wx, wh, b)",
             "x: {shape: [2, 3, 2]}\n  h0: {shape: [2, 4]}\n  wx: {shape: [2, 4], scale: 0.5}\n"
             "  wh: {shape: [4, 4], scale: 0.5}\n  b: {shape: [4]}"),
+    # --- the second vocabulary: non-square shapes, non-last axes, batches ----------------
+    "sqrt": ("sqrt(a)", "a: {shape: [2, 3], init: uniform, low: 0.5, high: 2}"),
+    "square": ("square(a)", "a: {shape: [2, 3]}"),
+    "sin": ("sin(a)", "a: {shape: [2, 3]}"),
+    "cos": ("cos(a)", "a: {shape: [2, 3]}"),
+    "log1p": ("log1p(a)", "a: {shape: [2, 3], init: uniform, low: -0.5, high: 2}"),
+    "softplus": ("softplus(a)", "a: [[-30.0, -1.5, 0.25], [0.5, 2.0, 40.0]]"),
+    "gelu": ("gelu(a)", "a: {shape: [2, 3], scale: 2}"),
+    "leaky_relu": ("leaky_relu(a, slope=0.2)", "a: [[-1.5, -0.25], [0.5, 2.0], [-3.0, 1.0]]"),
+    "elu": ("elu(a, alpha=0.7)", "a: [[-1.5, -0.25], [0.5, 2.0], [-3.0, 1.0]]"),
+    "clip": ("clip(a, low=-0.5, high=1.0)", "a: [[-1.5, -0.25], [0.5, 2.0], [-3.0, 0.75]]"),
+    "min": ("min(a, axis=[0, 2], keepdims=True)", "a: {shape: [2, 3, 4]}"),
+    "var": ("var(a, axis=1)", "a: {shape: [2, 3, 4]}"),
+    "logsumexp": ("logsumexp(a, axis=0)", "a: {shape: [3, 4], scale: 3}"),
+    "einsum": ('einsum("bij,bjk->bki", a, b)', "a: {shape: [2, 3, 4]}\n  b: {shape: [2, 4, 5]}"),
+    "index": ("a[1, ::-2, None, 1:3]", "a: {shape: [2, 5, 4]}"),
+    "concat": ("concat(a, b, c, axis=1)",
+               "a: {shape: [2, 1, 3]}\n  b: {shape: [2, 4, 3]}\n  c: {shape: [2, 2, 3]}"),
+    "stack": ("stack(a, b, axis=-1)", "a: {shape: [2, 3]}\n  b: {shape: [2, 3]}"),
+    "expand_dims": ("expand_dims(a, axis=[0, -1])", "a: {shape: [2, 3]}"),
+    "squeeze": ("squeeze(a, axis=2)", "a: {shape: [2, 3, 1, 1]}"),
+    "take": ("take(a, i, axis=1)",
+             "a: {shape: [2, 4, 3]}\n  i: {value: [[0, 3], [3, 1], [0, 0]], dtype: int64}"),
+    "take_along_axis": ("take_along_axis(a, i, axis=1)",
+                        "a: {shape: [3, 4]}\n  i: {value: [[1], [3], [1]], dtype: int64}"),
 }
 
 ALL_ENGINES = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]

@@ -11,12 +11,29 @@ from jax import lax
 _EXACT = lax.Precision.HIGHEST
 
 
-def _axes(axis):
-    return tuple(axis) if isinstance(axis, list) else axis
-
+# Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
+# as bools, a reshape's -1 resolved.
 
 def _reduction(fn):
-    return lambda x, axis=None, keepdims=False: fn(x, axis=_axes(axis), keepdims=keepdims)
+    def reduce(x, axis=(), keepdims=False):
+        return fn(x, axis=axis, keepdims=keepdims)
+    return reduce
+
+
+def _matmul(a, b):
+    return jnp.matmul(a, b, precision=_EXACT)
+
+
+def _einsum(*operands, subscripts):
+    return jnp.einsum(subscripts, *operands, precision=_EXACT)
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _take(x, indices, axis=0):
+    return jnp.take(x, indices, axis=axis)
 
 
 def _cross_entropy(scores, labels):
@@ -56,7 +73,8 @@ OPS = {
     "pow": jnp.power,
     "maximum": jnp.maximum,
     "minimum": jnp.minimum,
-    "matmul": jnp.matmul,
+    "matmul": _matmul,
+    "einsum": _einsum,
     "neg": jnp.negative,
     "exp": jnp.exp,
     "log": jnp.log,
@@ -64,11 +82,32 @@ OPS = {
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
     "abs": jnp.abs,
+    "sqrt": jnp.sqrt,
+    "square": jnp.square,
+    "sin": jnp.sin,
+    "cos": jnp.cos,
+    "log1p": jnp.log1p,
+    "softplus": jax.nn.softplus,
+    "gelu": _gelu,
+    "leaky_relu": lambda x, slope=0.01: jax.nn.leaky_relu(x, negative_slope=slope),
+    "elu": lambda x, alpha=1.0: jax.nn.elu(x, alpha=alpha),
+    "clip": lambda x, low=None, high=None: jnp.clip(x, low, high),
     "sum": _reduction(jnp.sum),
     "mean": _reduction(jnp.mean),
     "max": _reduction(jnp.max),
-    "transpose": lambda x, axes=None: jnp.transpose(x, axes),
-    "reshape": lambda x, shape=None: jnp.reshape(x, tuple(shape)),
+    "min": _reduction(jnp.min),
+    "var": _reduction(jnp.var),
+    "logsumexp": lambda x, axis=-1, keepdims=False: jax.nn.logsumexp(x, axis=axis,
+                                                                     keepdims=keepdims),
+    "transpose": lambda x, axes=(): jnp.transpose(x, axes),
+    "reshape": lambda x, shape=(): jnp.reshape(x, shape),
+    "index": lambda x, key=(): x[key],
+    "concat": lambda *xs, axis=0: jnp.concatenate(xs, axis=axis),
+    "stack": lambda *xs, axis=0: jnp.stack(xs, axis=axis),
+    "expand_dims": lambda x, axis=(): jnp.expand_dims(x, axis),
+    "squeeze": lambda x, axis=(): jnp.squeeze(x, axis),
+    "take": _take,
+    "take_along_axis": lambda x, indices, axis=0: jnp.take_along_axis(x, indices, axis=axis),
     "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
     "log_softmax": lambda x, axis=-1: jax.nn.log_softmax(x, axis=axis),
     "softmax_cross_entropy": _cross_entropy,

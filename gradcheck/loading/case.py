@@ -104,5 +104,6 @@ def _random(spec: RandomInput, rng: np.random.Generator) -> np.ndarray:
         "zeros": lambda: np.zeros(spec.shape),
         "ones": lambda: np.ones(spec.shape) * spec.scale,
         "randint": lambda: rng.integers(int(spec.low), int(spec.high), spec.shape),
+        "bernoulli": lambda: (rng.random(spec.shape) < spec.p).astype(np.float64),
     }
     return np.asarray(makers[spec.init](), dtype=np.int64 if spec.dtype == "int64" else np.float64)
