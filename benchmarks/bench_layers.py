@@ -4,9 +4,10 @@
 
 Both sides run the same one-op graph the way their engines do: numpy through
 `reference_impls.backprop` (every input differentiated, joint backward passes included),
-torch through autograd over the torch engine's op table. Timings alternate between the two
-in one process and keep the best of each, so a busy machine slows both alike; the ratio
-numpy / torch is what to read.
+torch through autograd over the torch engine's op table. Each side runs on one thread, so
+its cost is measured as the CPU time of this process (`time.process_time`), which other
+programs on a busy machine disturb far less than wall time; runs alternate between the two
+and the best of each is kept. The ratio numpy / torch is what to read.
 """
 from __future__ import annotations
 
@@ -68,9 +69,9 @@ def best_of_alternating(a, b, repeat: int) -> tuple[float, float]:
     times_a, times_b = [], []
     for _ in range(repeat):
         for fn, times in ((a, times_a), (b, times_b)):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     return min(times_a), min(times_b)
 
 

@@ -100,53 +100,83 @@ def _layernorm_grad_beta(g, out, x, gamma, beta, eps=1e-5):
 # --- lstm ---------------------------------------------------------------------------------
 
 def _sigmoid(a):
-    # tanh form: no overflow of exp(-a) for very negative a
-    return 0.5 * (1 + np.tanh(0.5 * a))
-
-
-def _lstm_steps(x, h0, c0, wx, wh, b):
-    """The forward pass with everything the backward needs: per step the gates
-    (i, f, o, g along the last axis, after their nonlinearities) and the cell state."""
-    xw = x @ wx + b                                   # the input's share of every step at once
-    hdim = h0.shape[-1]
-    h, c = h0, c0
-    gates, cells, hs = [], [], []
-    for t in range(x.shape[-2]):
-        a = xw[..., t, :] + h @ wh
-        ifo = _sigmoid(a[..., :3 * hdim])
-        g = np.tanh(a[..., 3 * hdim:])
-        c = ifo[..., hdim:2 * hdim] * c + ifo[..., :hdim] * g
-        h = ifo[..., 2 * hdim:] * np.tanh(c)
-        gates.append(np.concatenate([ifo, g], axis=-1))
-        cells.append(c)
-        hs.append(h)
-    return np.stack(hs, axis=-2), np.stack(gates, axis=-2), np.stack(cells, axis=-2)
+    # exp overflows to inf for a < -709, and 1 / inf is the right limit; unlike the tanh
+    # form, nothing cancels for very negative a
+    with np.errstate(over="ignore"):
+        e = np.exp(-a)
+    e += 1
+    return np.reciprocal(e, out=e)
 
 
 def _lstm(x, h0, c0, wx, wh, b):
-    return _lstm_steps(x, h0, c0, wx, wh, b)[0]
+    hdim = h0.shape[-1]
+    xw = x @ wx + b                                   # the input's share of every step at once
+    h, c, hs = h0, c0, []
+    for t in range(x.shape[-2]):
+        a = xw[..., t, :] + h @ wh
+        ifo, g = _sigmoid(a[..., :3 * hdim]), np.tanh(a[..., 3 * hdim:])
+        c = ifo[..., hdim:2 * hdim] * c + ifo[..., :hdim] * g
+        h = ifo[..., 2 * hdim:] * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs, axis=-2)
+
+
+def _lstm_recompute(out, x, h0, c0, wx, wh, b):
+    """What a forward pass would have cached, time-major: the gates (i, f, o, g after their
+    nonlinearities), the cell states and their tanh. Every h_{t-1} is in `out`, so the
+    pre-activations of all steps are one matrix product; only c's recurrence is a loop."""
+    hdim = h0.shape[-1]
+    prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
+    gates = np.moveaxis(x, 1, 0) @ wx + prev_h @ wh + b
+    gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
+    np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
+    i, f, _, g = _gate_blocks(gates)
+    cells, c = np.empty_like(prev_h), c0
+    ig = i * g
+    for t in range(len(cells)):
+        c = cells[t] = f[t] * c + ig[t]
+    return prev_h, gates, cells, np.tanh(cells)
+
+
+def _gate_blocks(a):
+    hdim = a.shape[-1] // 4
+    return tuple(a[..., k * hdim:(k + 1) * hdim] for k in range(4))
+
+
+def _lstm_local_derivatives(gates, cells, tanh_cells, c0):
+    """Per step, what the pre-activations a = (a_i, a_f, a_o, a_g) contribute, as factors of
+    dc (for i, f, g) or dh (for o), and dh's path into c: everything except the
+    (dh, dc) recurrence, computed for every step at once."""
+    i, f, o, g = _gate_blocks(gates)
+    prev_c = np.concatenate([c0[None], cells[:-1]])
+    factors = np.empty_like(gates)
+    blocks = _gate_blocks(factors)
+    for block, gate, times in zip(blocks, (i, f, o), (g, prev_c, tanh_cells)):
+        np.multiply(gate, 1 - gate, out=block)        # sigmoid' = s (1 - s)
+        block *= times
+    np.multiply(i, 1 - g * g, out=blocks[3])
+    return factors, o * (1 - tanh_cells * tanh_cells), f
 
 
 def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
-    """Backprop through time, CS231n's lstm_step_backward in a loop; returns the gradients
+    """Backprop through time (CS231n's lstm_step_backward in a loop); returns the gradients
     of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
     input gradients are one matrix product each over every step."""
-    _, gates, cells = _lstm_steps(x, h0, c0, wx, wh, b)
-    hdim = h0.shape[-1]
-    prev_c = np.concatenate([c0[:, None], cells[:, :-1]], axis=1)
-    da = np.empty_like(gates)                          # gradient of the pre-activations
+    prev_h, gates, cells, tanh_cells = _lstm_recompute(out, x, h0, c0, wx, wh, b)
+    factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
+    n, hdim = h0.shape
+    da = np.empty_like(factors)                       # gradient of the pre-activations
     dh, dc = np.zeros_like(h0), np.zeros_like(c0)
     for t in reversed(range(x.shape[1])):
-        i, f, o, g = np.split(gates[:, t], 4, axis=-1)
-        tanh_c = np.tanh(cells[:, t])
-        dh = dh + dout[:, t]
-        dc = dc + dh * o * (1 - tanh_c ** 2)          # c reaches h through o * tanh(c)
-        da[:, t] = np.concatenate([dc * g * i * (1 - i), dc * prev_c[:, t] * f * (1 - f),
-                                   dh * tanh_c * o * (1 - o), dc * i * (1 - g ** 2)], axis=-1)
-        dh, dc = da[:, t] @ wh.T, dc * f
-    prev_h = np.concatenate([h0[:, None], out[:, :-1]], axis=1)
+        dh += dout[:, t]
+        dc += dh * dc_dh[t]                           # h = o * tanh(c)
+        blocks = da[t].reshape(n, 4, hdim)
+        np.multiply(factors[t].reshape(n, 4, hdim), dc[:, None], out=blocks)
+        blocks[:, 2] = factors[t, :, 2 * hdim:3 * hdim] * dh      # o acts on h, not on c
+        dh, dc = da[t] @ wh.T, dc * forget[t]
     flat = da.reshape(-1, 4 * hdim)
-    return (da @ wx.T, dh, dc, x.reshape(-1, x.shape[-1]).T @ flat,
+    return (np.moveaxis(da, 0, 1) @ wx.T, dh, dc,
+            np.moveaxis(x, 1, 0).reshape(-1, x.shape[-1]).T @ flat,
             prev_h.reshape(-1, hdim).T @ flat, np.sum(flat, axis=0))
 
 

@@ -7,8 +7,6 @@ previous hidden states, the probabilities) is recomputed from `out` and the argu
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from .primitive import Primitive, joint_rules
@@ -151,7 +149,11 @@ def _pool_geometry(x, size, stride):
 
 def _maxpool2d(x, size=2, stride=2):
     oh, ow = _pool_geometry(x, size, stride)
-    return functools.reduce(np.maximum, (x[w] for _, w in _taps(size, size, oh, ow, stride)))
+    (_, first), *rest = _taps(size, size, oh, ow, stride)
+    out = x[first].copy()
+    for _, window in rest:
+        np.maximum(out, x[window], out=out)
+    return out
 
 
 def _maxpool2d_grad(g, out, x, size=2, stride=2):
@@ -159,10 +161,12 @@ def _maxpool2d_grad(g, out, x, size=2, stride=2):
     # order, as torch and jax do; `free` marks the windows whose winner is still unknown
     oh, ow = _pool_geometry(x, size, stride)
     dx, free = np.zeros_like(x), np.ones(out.shape, bool)
+    wins, share = np.empty_like(free), np.empty_like(out)       # reused by every tap
     for _, window in _taps(size, size, oh, ow, stride):
-        wins = free & (x[window] == out)
-        dx[window] += np.where(wins, g, 0)
-        free &= ~wins
+        np.equal(x[window], out, out=wins)
+        wins &= free
+        free ^= wins
+        dx[window] += np.multiply(g, wins, out=share)
     return dx
 
 
