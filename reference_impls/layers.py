@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import _pool_geometry, _taps
+from .nn import _pool_geometry, _window_offsets
 from .primitive import Primitive, joint_rules
 
 
@@ -16,14 +16,14 @@ from .primitive import Primitive, joint_rules
 
 def _avgpool2d(x, size=2, stride=2):
     oh, ow = _pool_geometry(x, size, stride)
-    return sum(x[w] for _, w in _taps(size, size, oh, ow, stride)) / (size * size)
+    return sum(x[w] for w in _window_offsets(size, oh, ow, stride)) / (size * size)
 
 
 def _avgpool2d_grad(g, out, x, size=2, stride=2):
     # every element of a window gets an equal share of that window's gradient
     oh, ow = _pool_geometry(x, size, stride)
     dx, share = np.zeros_like(x), g / (size * size)
-    for _, window in _taps(size, size, oh, ow, stride):
+    for window in _window_offsets(size, oh, ow, stride):
         dx[window] += share
     return dx
 

@@ -52,26 +52,19 @@ def _cross_entropy_grad(g, out, scores, labels):
     return np.asarray(g)[..., None, None] * (_softmax(scores) - onehot) / n
 
 
-# --- kernel taps: shared by conv2d and the pools ------------------------------------------
+# --- window offsets: shared by max- and average-pooling ------------------------------------
 
-def _taps(kh, kw, oh, ow, stride, dilation=1):
-    """For each kernel tap (i, j): the strided slice of the input it reads in every window.
+def _window_offsets(size, oh, ow, stride):
+    """For each offset (i, j) inside a window: the strided slice of x it reads in every window.
 
-    One slice per tap, never one per window; inside one tap the windows' reads never overlap,
-    so `dx[slice] += ...` scatters a gradient with no collision, and overlapping windows
-    (stride < kernel) add up across taps.
+    One slice per offset, never one per window; inside one offset the windows' reads never
+    overlap, so `dx[slice] += ...` scatters a gradient with no collision, and overlapping
+    windows (stride < size) add up across offsets.
     """
-    for i in range(kh):
-        for j in range(kw):
-            yield (i, j), (..., slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride),
-                           slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride))
-
-
-def _pad_hw(x, pad, axes=(-2, -1)):
-    width = [(0, 0)] * x.ndim
-    for axis in axes:
-        width[axis] = (pad, pad)
-    return np.pad(x, width) if pad else x
+    for i in range(size):
+        for j in range(size):
+            yield (..., slice(i, i + stride * (oh - 1) + 1, stride),
+                   slice(j, j + stride * (ow - 1) + 1, stride))
 
 
 # --- conv2d -------------------------------------------------------------------------------
@@ -149,9 +142,9 @@ def _pool_geometry(x, size, stride):
 
 def _maxpool2d(x, size=2, stride=2):
     oh, ow = _pool_geometry(x, size, stride)
-    (_, first), *rest = _taps(size, size, oh, ow, stride)
+    first, *rest = _window_offsets(size, oh, ow, stride)
     out = x[first].copy()
-    for _, window in rest:
+    for window in rest:
         np.maximum(out, x[window], out=out)
     return out
 
@@ -162,7 +155,7 @@ def _maxpool2d_grad(g, out, x, size=2, stride=2):
     oh, ow = _pool_geometry(x, size, stride)
     dx, free = np.zeros_like(x), np.ones(out.shape, bool)
     wins, share = np.empty_like(free), np.empty_like(out)       # reused by every tap
-    for _, window in _taps(size, size, oh, ow, stride):
+    for window in _window_offsets(size, oh, ow, stride):
         np.equal(x[window], out, out=wins)
         wins &= free
         free ^= wins
