@@ -68,13 +68,14 @@ def _window_offsets(size, oh, ow, stride):
 
 
 # --- conv2d -------------------------------------------------------------------------------
-# The shifted-matrix-product form: in the zero-padded image laid out as rows of channels
-# (NHWC, one block per group), kernel tap (i, j) of the window whose corner is row k reads
-# row k + offset(i, j). So each tap is one matrix product of a contiguous slice of rows with
-# that tap's C x F weights, for every window at once: no im2col copy and no loop over
-# windows. Rows are computed for every corner position of the padded image (about 13% more
-# work at 32 x 32 with pad 1); the stride and the rows whose window runs off the image are
-# cropped afterwards, and their gradient enters as zeros.
+# The shifted-rows form: in the zero-padded image laid out as rows of channels (NHWC, one
+# block per group), kernel tap (i, j) of the window whose corner is row k reads row
+# k + offset(i, j). So the im2col matrix is the contiguous row slices of the taps side by
+# side (copies of whole blocks, no gather per window), and the convolution is one matrix
+# product with the taps' weights stacked the same way. Rows are computed for every corner
+# position of the padded image (about 13% more work at 32 x 32 with pad 1); the stride and
+# the rows whose window runs off the image are cropped afterwards, and their gradient
+# enters as zeros.
 
 def _padded_rows(x, w, pad, dilation, groups):
     """(G, rows, Cg) of the padded image, the tap offsets, and the (N, HP, WP) grid."""
@@ -87,9 +88,16 @@ def _padded_rows(x, w, pad, dilation, groups):
 
 
 def _tap_weights(w, groups):
-    """w (F, Cg, KH, KW) -> (KH * KW, G, Cg, F / G): one Cg x Fg matrix per tap and group."""
+    """w (F, Cg, KH, KW) -> (G, KH * KW * Cg, F / G), rows in the order of `_shifted_cols`."""
     f, cg, kh, kw = w.shape
-    return w.reshape(groups, f // groups, cg, kh * kw).transpose(3, 0, 2, 1)
+    return w.reshape(groups, f // groups, cg, kh * kw).transpose(0, 3, 2, 1).reshape(
+        groups, kh * kw * cg, f // groups)
+
+
+def _shifted_cols(rows, offsets):
+    """The (G, corners, KH * KW * Cg) im2col matrix: each tap's rows, shifted, side by side."""
+    length = rows.shape[1] - offsets[-1]                 # corners whose every tap is in range
+    return np.concatenate([rows[:, o:o + length] for o in offsets], axis=-1)
 
 
 def _corners(grid, out_hw, stride):
@@ -100,10 +108,9 @@ def _corners(grid, out_hw, stride):
 
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
-    length = rows.shape[1] - offsets[-1]                 # corners whose every tap is in range
-    out = sum(rows[:, o:o + length] @ wt for o, wt in zip(offsets, _tap_weights(w, groups)))
+    out = _shifted_cols(rows, offsets) @ _tap_weights(w, groups)
     full = np.zeros(rows.shape[:2] + out.shape[2:], out.dtype)
-    full[:, :length] = out
+    full[:, :out.shape[1]] = out
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
     out = full.reshape(rows.shape[:1] + grid + out.shape[2:])[_corners(grid, out_hw, stride)]
     out = out.transpose(1, 0, 4, 2, 3).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
@@ -116,7 +123,8 @@ def _conv_out_hw(x, w, stride, pad, dilation):
 
 
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
-    """Gradients of (x, w, b) in one pass: both products share g laid out on the grid."""
+    """Gradients of (x, w, b) in one pass: both products share g laid out on the grid.
+    Per tap, since each tap's slice of rows is already a contiguous matrix."""
     rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
     length = rows.shape[1] - offsets[-1]
     n, f, oh, ow = g.shape
@@ -124,13 +132,13 @@ def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     dout[_corners(grid, (oh, ow), stride)] = \
         g.reshape(n, groups, f // groups, oh, ow).transpose(1, 0, 3, 4, 2)
     dout = dout.reshape(groups, -1, f // groups)[:, :length]
-    taps = _tap_weights(w, groups)
+    taps = _tap_weights(w, groups).reshape(groups, len(offsets), -1, f // groups)
     drows, dtaps = np.zeros_like(rows), np.empty_like(taps)
     for k, o in enumerate(offsets):
-        drows[:, o:o + length] += dout @ taps[k].transpose(0, 2, 1)
-        dtaps[k] = rows[:, o:o + length].transpose(0, 2, 1) @ dout
+        drows[:, o:o + length] += dout @ taps[:, k].transpose(0, 2, 1)
+        dtaps[:, k] = rows[:, o:o + length].transpose(0, 2, 1) @ dout
     dx = drows.reshape((groups,) + grid + (-1,))[:, :, pad:grid[1] - pad, pad:grid[2] - pad]
-    dw = dtaps.transpose(1, 3, 2, 0).reshape(w.shape)
+    dw = dtaps.transpose(0, 3, 2, 1).reshape(w.shape)
     return dx.transpose(1, 0, 4, 2, 3).reshape(x.shape), dw, np.sum(g, axis=(0, 2, 3))
 
 
