@@ -78,7 +78,7 @@ def best_of_alternating(a, b, repeat: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("ops", nargs="*", default=list(SIZES))
     args = parser.parse_args()
     torch.set_num_threads(1)
