@@ -29,6 +29,27 @@ class Primitive:
         return self.grads[i] if i < len(self.grads) else None
 
 
+@dataclass(frozen=True)
+class JointPart:
+    """The rule for argument `index`, read off a joint backward that computes the gradients
+    of every argument in one pass (backprop through time runs once, not once per input).
+
+    It is an ordinary rule: called alone it runs the whole pass and keeps its part. The
+    backprop executor runs the pass once per node for all the parts it needs, so replacing
+    one entry of `grads` by any other rule changes that argument's gradient and no other.
+    """
+    joint: Callable[..., tuple]          # joint(g, out, *args, **attrs) -> one gradient per arg
+    index: int
+
+    def __call__(self, g, out, *args, **attrs):
+        return self.joint(g, out, *args, **attrs)[self.index]
+
+
+def joint_rules(joint: Callable[..., tuple], arity: int) -> tuple[JointPart, ...]:
+    """One `JointPart` per argument: the `grads` of a primitive with a joint backward."""
+    return tuple(JointPart(joint, i) for i in range(arity))
+
+
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a gradient back to the shape of an input that numpy broadcast."""
     g = np.asarray(g)

@@ -41,19 +41,47 @@ def _cross_entropy(scores, labels):
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
 
 
-def _conv2d(x, w, b, stride=1, pad=0):
-    stride, pad = int(stride), int(pad)
-    out = lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad), (pad, pad)],
-                                   dimension_numbers=("NCHW", "OIHW", "NCHW"), precision=_EXACT)
+# --- layers (attributes arrive cleaned: plain Python ints and floats) ----------------------
+
+def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    # padding done by jnp.pad, then a VALID convolution: XLA's CPU backend aborts compiling
+    # the VJP of some stride-2 convolutions that carry their own padding (see
+    # tests/test_jax_conv_crash.py); a separate pad is the same function and compiles
+    x = jnp.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
+    out = lax.conv_general_dilated(x, w, (stride, stride), "VALID", rhs_dilation=(dilation,) * 2,
+                                   feature_group_count=groups, precision=_EXACT,
+                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
     return out + b[:, None, None]
 
 
+def _pool(x, monoid, init, size, stride):
+    # a concrete numpy init (-inf with max, 0 with add) is the monoid jax recognizes as
+    # reduce_window_max / _sum, which have VJPs, even while tracing under jit
+    return lax.reduce_window(x, np.array(init, dtype=x.dtype), monoid, (1, 1, size, size),
+                             (1, 1, stride, stride), "VALID")
+
+
 def _maxpool2d(x, size=2, stride=2):
-    # -inf with lax.max is the monoid jax recognizes as reduce_window_max, which has a VJP;
-    # a concrete numpy scalar, so that it is still recognized while tracing under jit
-    init = np.array(-np.inf, dtype=x.dtype)
-    size, stride = int(size), int(stride)
-    return lax.reduce_window(x, init, lax.max, (1, 1, size, size), (1, 1, stride, stride), "VALID")
+    return _pool(x, lax.max, -np.inf, size, stride)
+
+
+def _avgpool2d(x, size=2, stride=2):
+    return _pool(x, lax.add, 0, size, stride) / (size * size)
+
+
+def _normalize(x, gamma, beta, axis, eps):
+    xhat = jax.nn.standardize(x, axis=axis, epsilon=eps, algorithm="stable")
+    return xhat * gamma + beta
+
+
+def _batchnorm(x, gamma, beta, eps=1e-5):
+    if x.ndim == 2:
+        return _normalize(x, gamma, beta, 0, eps)
+    return _normalize(x, gamma[:, None, None], beta[:, None, None], (0, 2, 3), eps)
+
+
+def _layernorm(x, gamma, beta, eps=1e-5):
+    return _normalize(x, gamma, beta, -1, eps)
 
 
 def _rnn(x, h0, wx, wh, b):
@@ -63,6 +91,29 @@ def _rnn(x, h0, wx, wh, b):
         return h, h
     _, hs = lax.scan(step, h0, jnp.swapaxes(x, 0, 1))              # scan runs over axis 0: time
     return jnp.swapaxes(hs, 0, 1)
+
+
+def _lstm(x, h0, c0, wx, wh, b):
+    def step(state, x_t):
+        h, c = state
+        a = jnp.matmul(x_t, wx, precision=_EXACT) + jnp.matmul(h, wh, precision=_EXACT) + b
+        i, f, o, g = jnp.split(a, 4, axis=-1)                       # the registry's gate order
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+    _, hs = lax.scan(step, (h0, c0), jnp.swapaxes(x, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+LAYER_OPS = {
+    "conv2d": _conv2d,
+    "maxpool2d": _maxpool2d,
+    "avgpool2d": _avgpool2d,
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "rnn": _rnn,
+    "lstm": _lstm,
+}
 
 
 OPS = {
@@ -111,7 +162,5 @@ OPS = {
     "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
     "log_softmax": lambda x, axis=-1: jax.nn.log_softmax(x, axis=axis),
     "softmax_cross_entropy": _cross_entropy,
-    "conv2d": _conv2d,
-    "maxpool2d": _maxpool2d,
-    "rnn": _rnn,
+    **LAYER_OPS,
 }

@@ -51,12 +51,27 @@ def _einsum(*operands, subscripts):
     return torch.einsum(subscripts, *operands)
 
 
-def _conv2d(x, w, b, stride=1, pad=0):
-    return F.conv2d(x, w, b, stride=int(stride), padding=int(pad))
+# --- layers (attributes arrive cleaned: plain Python ints and floats) ----------------------
+
+def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    return F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dilation, groups=groups)
 
 
 def _maxpool2d(x, size=2, stride=2):
-    return F.max_pool2d(x, int(size), int(stride))
+    return F.max_pool2d(x, size, stride)
+
+
+def _avgpool2d(x, size=2, stride=2):
+    return F.avg_pool2d(x, size, stride)
+
+
+def _batchnorm(x, gamma, beta, eps=1e-5):
+    # no running statistics: training mode normalises with the batch's own biased variance
+    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+def _layernorm(x, gamma, beta, eps=1e-5):
+    return F.layer_norm(x, x.shape[-1:], gamma, beta, eps=eps)
 
 
 def _rnn(x, h0, wx, wh, b):
@@ -66,6 +81,31 @@ def _rnn(x, h0, wx, wh, b):
         h = torch.tanh(x[:, t] @ wx + h @ wh + b)
         hs.append(h)
     return torch.stack(hs, dim=1)
+
+
+def _torch_gate_order(a):
+    """Gate blocks along the last axis from the registry's i, f, o, g to torch's i, f, g, o."""
+    i, f, o, g = a.chunk(4, dim=-1)
+    return torch.cat([i, f, g, o], dim=-1)
+
+
+def _lstm(x, h0, c0, wx, wh, b):
+    # torch's own multi-step LSTM (one layer, batch first), weights as it stores them
+    params = [_torch_gate_order(wx).T, _torch_gate_order(wh).T, _torch_gate_order(b),
+              torch.zeros_like(b)]
+    out, _, _ = torch.lstm(x, (h0[None], c0[None]), params, True, 1, 0.0, True, False, True)
+    return out
+
+
+LAYER_OPS = {
+    "conv2d": _conv2d,
+    "maxpool2d": _maxpool2d,
+    "avgpool2d": _avgpool2d,
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "rnn": _rnn,
+    "lstm": _lstm,
+}
 
 
 OPS = {
@@ -113,7 +153,5 @@ OPS = {
     "softmax": lambda x, axis=-1: F.softmax(x, dim=axis),
     "log_softmax": lambda x, axis=-1: F.log_softmax(x, dim=axis),
     "softmax_cross_entropy": lambda scores, labels: F.cross_entropy(scores, labels.long()),
-    "conv2d": _conv2d,
-    "maxpool2d": _maxpool2d,
-    "rnn": _rnn,
+    **LAYER_OPS,
 }

@@ -447,34 +447,113 @@ def _window(size: int, kernel: int, stride: int, pad: int, what: str) -> int:
     return out
 
 
-def conv2d_shape(x: Shape, w: Shape, b: Shape, stride=1, pad=0) -> Shape:
-    stride, pad = _int(stride, "stride", 1), _int(pad, "pad", 0)
+# --- layers: conv2d, pooling, normalization, recurrent cells -------------------------------
+
+def clean_conv2d(attrs: dict, *shapes: Shape) -> dict:
+    return {"stride": _int(attrs["stride"], "stride", 1), "pad": _int(attrs["pad"], "pad", 0),
+            "dilation": _int(attrs["dilation"], "dilation", 1),
+            "groups": _int(attrs["groups"], "groups", 1)}
+
+
+def conv2d_shape(x: Shape, w: Shape, b: Shape, **attrs) -> Shape:
+    a = clean_conv2d({**CONV2D_ATTRS, **attrs})
     if len(x) != 4 or len(w) != 4 or len(b) != 1:
         raise ShapeError(f"conv2d takes x N x C x H x W, w F x C x KH x KW and b F, "
                          f"got {list(x)}, {list(w)}, {list(b)}")
-    if x[1] != w[1] or b[0] != w[0]:
-        raise ShapeError(f"conv2d channels differ: x {list(x)}, w {list(w)}, b {list(b)}")
-    return (x[0], w[0], _window(x[2], w[2], stride, pad, "conv2d height"),
-            _window(x[3], w[3], stride, pad, "conv2d width"))
+    if x[1] != w[1] * a["groups"] or b[0] != w[0] or w[0] % a["groups"]:
+        raise ShapeError(f"conv2d channels differ: x {list(x)}, w {list(w)}, b {list(b)}, "
+                         f"groups {a['groups']} (x has w.shape[1] * groups channels, "
+                         f"F divisible by groups)")
+    kh, kw = (a["dilation"] * (k - 1) + 1 for k in w[2:])        # the dilated kernel's reach
+    return (x[0], w[0], _window(x[2], kh, a["stride"], a["pad"], "conv2d height"),
+            _window(x[3], kw, a["stride"], a["pad"], "conv2d width"))
 
 
-def maxpool2d_shape(x: Shape, size=2, stride=2) -> Shape:
-    size, stride = _int(size, "size", 1), _int(stride, "stride", 1)
+def clean_pool2d(attrs: dict, *shapes: Shape) -> dict:
+    return {"size": _int(attrs["size"], "size", 1), "stride": _int(attrs["stride"], "stride", 1)}
+
+
+def pool2d_shape(x: Shape, **attrs) -> Shape:
+    a = clean_pool2d({**POOL2D_ATTRS, **attrs})
     if len(x) != 4:
-        raise ShapeError(f"maxpool2d takes x N x C x H x W, got {list(x)}")
-    return (x[0], x[1], _window(x[2], size, stride, 0, "maxpool2d height"),
-            _window(x[3], size, stride, 0, "maxpool2d width"))
+        raise ShapeError(f"pooling takes x N x C x H x W, got {list(x)}")
+    return (x[0], x[1], _window(x[2], a["size"], a["stride"], 0, "pool height"),
+            _window(x[3], a["size"], a["stride"], 0, "pool width"))
+
+
+def clean_norm(attrs: dict, *shapes: Shape) -> dict:
+    eps = attrs["eps"]
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ShapeError(f"eps must be a positive number, got {eps!r}")
+    return {"eps": float(eps)}
+
+
+def _affine_params(op: str, size: int, gamma: Shape, beta: Shape) -> None:
+    if gamma != (size,) or beta != (size,):
+        raise ShapeError(f"{op} takes gamma and beta of shape [{size}], "
+                         f"got {list(gamma)} and {list(beta)}")
+
+
+def batchnorm_shape(x: Shape, gamma: Shape, beta: Shape, eps=1e-5) -> Shape:
+    clean_norm({"eps": eps})
+    if len(x) not in (2, 4) or x[0] < 1:
+        raise ShapeError(f"batchnorm takes x N x D or N x C x H x W, got {list(x)}")
+    _affine_params("batchnorm", x[1], gamma, beta)
+    return x
+
+
+def layernorm_shape(x: Shape, gamma: Shape, beta: Shape, eps=1e-5) -> Shape:
+    clean_norm({"eps": eps})
+    if not x or x[-1] < 1:
+        raise ShapeError(f"layernorm needs a non-empty last axis, got {list(x)}")
+    _affine_params("layernorm", x[-1], gamma, beta)
+    return x
+
+
+def _recurrent_shape(op: str, gates: int, x: Shape, states: list[Shape], wx: Shape,
+                     wh: Shape, b: Shape) -> Shape:
+    """Shapes of a cell with `gates` H-blocks: x N x T x D, states N x H, wx D x gH, ..."""
+    if len(x) != 3 or any(len(s) != 2 for s in states) or len(wx) != 2 or len(b) != 1:
+        raise ShapeError(f"{op} takes x N x T x D, states N x H, wx D x {gates}H, "
+                         f"wh H x {gates}H, b {gates}H")
+    (n, t, d), h = x, states[0][1]
+    if any(s != (n, h) for s in states) or wx != (d, gates * h) or wh != (h, gates * h) \
+            or b != (gates * h,):
+        raise ShapeError(f"{op} shapes disagree: x {list(x)}, states "
+                         f"{[list(s) for s in states]}, wx {list(wx)}, wh {list(wh)}, "
+                         f"b {list(b)}")
+    return (n, t, h)
 
 
 def rnn_shape(x: Shape, h0: Shape, wx: Shape, wh: Shape, b: Shape) -> Shape:
-    if len(x) != 3 or len(h0) != 2 or len(wx) != 2 or len(wh) != 2 or len(b) != 1:
-        raise ShapeError("rnn takes x N x T x D, h0 N x H, wx D x H, wh H x H, b H")
-    n, t, d = x
-    h = h0[1]
-    if h0[0] != n or wx != (d, h) or wh != (h, h) or b != (h,):
-        raise ShapeError(f"rnn shapes disagree: x {list(x)}, h0 {list(h0)}, wx {list(wx)}, "
-                         f"wh {list(wh)}, b {list(b)}")
-    return (n, t, h)
+    return _recurrent_shape("rnn", 1, x, [h0], wx, wh, b)
+
+
+def lstm_shape(x: Shape, h0: Shape, c0: Shape, wx: Shape, wh: Shape, b: Shape) -> Shape:
+    return _recurrent_shape("lstm", 4, x, [h0, c0], wx, wh, b)
+
+
+CONV2D_ATTRS = {"stride": 1, "pad": 0, "dilation": 1, "groups": 1}
+POOL2D_ATTRS = {"size": 2, "stride": 2}
+NORM_ATTRS = {"eps": 1e-5}
+
+LAYER_OPS = [
+    OpSpec("conv2d", 3, conv2d_shape, dict(CONV2D_ATTRS), clean=clean_conv2d,
+           doc="NCHW cross-correlation with zero padding, dilation and groups (torch semantics)"),
+    OpSpec("maxpool2d", 1, pool2d_shape, dict(POOL2D_ATTRS), clean=clean_pool2d,
+           doc="NCHW max over each window, no padding"),
+    OpSpec("avgpool2d", 1, pool2d_shape, dict(POOL2D_ATTRS), clean=clean_pool2d,
+           doc="NCHW mean over each window, no padding"),
+    OpSpec("batchnorm", 3, batchnorm_shape, dict(NORM_ATTRS), clean=clean_norm,
+           doc="training-mode batch norm, biased variance: N x D over axis 0, "
+               "N x C x H x W over axes 0, 2, 3"),
+    OpSpec("layernorm", 3, layernorm_shape, dict(NORM_ATTRS), clean=clean_norm,
+           doc="(x - mean) / sqrt(var + eps) * gamma + beta over the last axis"),
+    OpSpec("rnn", 5, rnn_shape,
+           doc="h_t = tanh(x_t @ wx + h_{t-1} @ wh + b); every h as N x T x H"),
+    OpSpec("lstm", 6, lstm_shape,
+           doc="CS231n LSTM, gates i, f, o, g in that order; every h as N x T x H"),
+]
 
 
 # --- the registry -------------------------------------------------------------------------
@@ -558,11 +637,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            doc="log softmax along one axis"),
     OpSpec("softmax_cross_entropy", 2, cross_entropy_shape, int_args=(1,), int_bound=labels_bound,
            doc="mean over the batch of -log softmax(scores)[label]; labels in 0..C-1"),
-    OpSpec("conv2d", 3, conv2d_shape, {"stride": 1, "pad": 0},
-           doc="NCHW cross-correlation with zero padding"),
-    OpSpec("maxpool2d", 1, maxpool2d_shape, {"size": 2, "stride": 2}, doc="NCHW max-pool"),
-    OpSpec("rnn", 5, rnn_shape,
-           doc="h_t = tanh(x_t @ wx + h_{t-1} @ wh + b); every h as N x T x H"),
+    *LAYER_OPS,
 ]}
 
 
