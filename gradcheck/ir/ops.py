@@ -61,8 +61,8 @@ class OpSpec:
         if self.form:
             return self.form
         params = inspect.signature(self.shape).parameters.values()
-        operands = [p.name for p in params if p.default is p.empty
-                    and p.kind is not p.VAR_POSITIONAL and p.name not in self.attrs]
+        operands = [p.name for p in params if p.default is p.empty and p.name not in self.attrs
+                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if self.variadic:
             operands = ["a", "b", "..."]
         keywords = [k if v is REQUIRED else f"{k}={v!r}" for k, v in self.attrs.items()]
