@@ -6,6 +6,7 @@
     assert result.ok
 """
 from .engines import Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEngine, NumpyEngine, TorchEngine
+from .engines.fd import Derivative, differentiate
 from .errors import CaseError, CaseErrors
 from .harness.api import run
 from .harness.result import RunResult
@@ -14,6 +15,6 @@ from .loading import Case, load_cases
 
 __version__ = "0.1.0"
 
-__all__ = ["load_cases", "run", "run_case", "RunOptions", "RunResult", "Case", "CaseError",
+__all__ = ["load_cases", "run", "differentiate", "Derivative", "run_case", "RunOptions", "RunResult", "Case", "CaseError",
            "CaseErrors", "Engine", "EngineOutput", "EngineSkip", "NumpyEngine",
            "FiniteDifferences", "TorchEngine", "JaxEngine"]

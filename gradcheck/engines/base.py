@@ -30,6 +30,19 @@ class EngineOutput:
     grad_err: dict[str, np.ndarray] = field(default_factory=dict)   # error estimate
     checked: dict[str, np.ndarray] = field(default_factory=dict)    # elements computed
     kinks: dict[str, np.ndarray] = field(default_factory=dict)      # non-differentiable points
+    kink_distance: dict[str, np.ndarray] = field(default_factory=dict)  # how far, where flagged
+    coverage: dict[str, str] = field(default_factory=dict)          # "full" or "directional"
+    directions: dict[str, "Directions"] = field(default_factory=dict)   # directional checks
+
+
+@dataclass
+class Directions:
+    """Directional checks of one input: k seeded directions and the estimate of the
+    directional derivative <grad, v> along each, which any engine's gradient must match."""
+    vectors: np.ndarray         # (k, *input shape)
+    slopes: np.ndarray          # (k,)
+    err: np.ndarray             # (k,) estimated absolute error of each slope
+    kinks: np.ndarray           # (k,) bool: a kink along that direction
 
 
 class EngineSkip(Exception):
