@@ -79,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="add a custom engine (repeatable)")
     run.add_argument("--dtypes", help="comma-separated dtypes, overriding each case's own")
     run.add_argument("--out", default="reports/latest", help="report folder")
-    run.add_argument("--fd-max-elements", type=int, help="fd checks at most this many "
-                     "elements per input (a seeded sample beyond)")
+    run.add_argument("--fd-max-elements", type=int, help="fd checks every element of an "
+                     "input up to this size (default: by cost, at least 10000); directional "
+                     "checks and a seeded sample beyond")
+    run.add_argument("--fd-coverage", choices=["auto", "full", "directional"],
+                     help="how fd covers every input: each element, random directions plus a "
+                     "sample, or by size (auto, the default); a case's fd_coverage wins")
     run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                      help="time limit per case and dtype; each case runs in a worker process "
                      f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit)")
@@ -157,7 +161,8 @@ def cmd_run(args) -> int:
 
 def _run_with_progress(cases, engines, dtypes, args):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None)
+    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
+                         fd_coverage=args.fd_coverage)
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:

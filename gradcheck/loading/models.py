@@ -90,6 +90,7 @@ class CaseModel(Strict):
     expect: Optional[Expect] = None
     jacobian: bool = False
     fd_max_elements: Optional[Annotated[int, Field(ge=1)]] = None
+    fd_coverage: Optional[Literal["auto", "full", "directional"]] = None
 
     @field_validator("inputs", "graph")
     @classmethod

@@ -15,11 +15,14 @@ import numpy as np
 
 
 def _elementwise(forward, stacked, shapes, out_shape, attrs):
-    # numpy broadcasting aligns trailing axes: a stacked argument keeps its leading axis
-    # in front only when it has as many axes as the output
-    if all(len(s) == len(out_shape) for s, b in zip(shapes, stacked) if b):
-        return lambda *args: forward(*args, **attrs)
-    return None
+    # numpy broadcasting aligns trailing axes: a stacked argument with fewer axes than the
+    # output gets length-1 axes after its stacked one, so that this stays in front
+    missing = [len(out_shape) - len(s) if b else 0 for s, b in zip(shapes, stacked)]
+
+    def run(*args):
+        return forward(*(a.reshape(a.shape[:1] + (1,) * m + a.shape[1:]) if m else a
+                         for a, m in zip(args, missing)), **attrs)
+    return run
 
 
 def _matmul(forward, stacked, shapes, out_shape, attrs):

@@ -30,7 +30,7 @@ FULL, DIRECTIONAL, AUTO = "full", "directional", "auto"
 FULL_ELEMENTS = 10_000      # inputs up to this size are always checked element by element
 WORK_BUDGET = 4e8           # element-operations affordable per input, which may raise that
 SAMPLE_WORK = 2e7           # ... and that sets the per-element sample of a directional check
-MIN_SAMPLE = 8
+MIN_SAMPLE, MAX_SAMPLE = 8, 256
 DIRECTIONS = 4
 
 
@@ -76,8 +76,10 @@ class FiniteDifferences:
             result.directions[name] = self._directions(objective, name, x)
 
     def _sample(self, name: str, x: np.ndarray, plan, work: int) -> np.ndarray:
-        """A seeded sample of flat indices, as many as the cost allows (at most the limit)."""
-        size = min(x.size, plan.limit(work), max(MIN_SAMPLE, int(SAMPLE_WORK // (4 * work))))
+        """A seeded sample of flat indices: as many as the cost allows, at most the stated
+        limit or MAX_SAMPLE."""
+        most = plan.max_elements or MAX_SAMPLE
+        size = min(x.size, most, max(MIN_SAMPLE, int(SAMPLE_WORK // (4 * work))))
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size])
         return np.sort(rng.choice(x.size, size, replace=False))
 
@@ -123,8 +125,8 @@ class Objective:
         self.scratch, self.ndim = dict(env), np.ndim(env[name])
         self.stacked = stacked_forward(graph, ops, env, self.nodes, name) if batched else None
         sizes = [np.size(env[name])] + [np.size(env[n.name]) for n in self.nodes]
-        self.work = int(sum(sizes))                      # element-operations per evaluation
-        self.row_bytes = 2 * 8 * self.work               # values and temporaries, float64
+        self.row_bytes = 2 * 8 * int(sum(sizes))         # values and temporaries, float64
+        self.work = int(np.size(env[name]) + sum(_work(node, env) for node in self.nodes))
 
     def __call__(self, x: np.ndarray):
         if np.ndim(x) > self.ndim:
@@ -154,6 +156,20 @@ class _Along:
     def evaluation(self, memory_budget: int) -> dict:
         found = self.objective.evaluation(memory_budget)
         return {**found, "row_bytes": found["row_bytes"] + 2 * self.x.nbytes}
+
+
+def _work(node, env: dict) -> int:
+    """About how many multiply-adds one evaluation of `node` costs."""
+    args = [env[a] for a in node.args]
+    return int(WORK.get(node.op, _plain_work)(np.size(env[node.name]), *args))
+
+
+def _plain_work(out_size: int, *args) -> int:
+    return out_size + sum(np.size(a) for a in args)
+
+
+WORK = {"matmul": lambda out_size, a, b: out_size * np.shape(a)[-1],
+        "conv2d": lambda out_size, x, w, *rest: out_size * np.size(w[0])}
 
 
 def _float64(array: np.ndarray) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""fd's coverage of big inputs: every element up to a limit, above it seeded random
+directions (J v against each engine's <g, v>) plus a per-element sample."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference_impls
+from gradcheck.engines import FiniteDifferences
+from gradcheck.engines.base import constants
+from gradcheck.engines.fd.engine import Objective
+from helpers import engine_vjp, graph_of
+
+rng = np.random.default_rng(5)
+BIG = rng.normal(size=(20, 30))
+
+
+def exact(x):
+    return 3 * (1 - np.tanh(x) ** 2)
+
+
+def fd_of(**options):
+    _, _, _, out = engine_vjp(FiniteDifferences(**options), "sum(tanh(x) * 3)", dict(x=BIG))
+    return out
+
+
+@pytest.mark.parametrize("options, coverage", [
+    (dict(max_elements=100), "directional"),
+    (dict(max_elements=600), "full"),
+    (dict(), "full"),                                   # by default, at least 10^4 elements
+    (dict(coverage="directional"), "directional"),
+    (dict(max_elements=100, coverage="full"), "full"),
+])
+def test_coverage_by_size_or_by_choice(options, coverage):
+    out = fd_of(**options)
+    assert out.coverage["x"] == coverage
+    assert ("x" in out.directions) is (coverage == "directional")
+    assert bool(out.checked["x"].all()) is (coverage == "full")
+
+
+def test_directional_slopes_match_the_gradient_along_each_direction():
+    out = fd_of(coverage="directional", directions=5)
+    found = out.directions["x"]
+    assert found.vectors.shape == (5, 20, 30) and found.slopes.shape == (5,)
+    along = np.tensordot(found.vectors, exact(BIG), axes=2)         # <g, v> for each v
+    assert np.all(np.abs(found.slopes - along) <= found.err)
+    assert np.all(found.err < 1e-6 * np.abs(along).max())
+    # the per-element sample is computed, and right
+    checked = out.checked["x"]
+    assert 0 < checked.sum() < BIG.size
+    np.testing.assert_allclose(out.grads["x"][checked], exact(BIG)[checked], rtol=1e-8)
+
+
+def test_directions_are_seeded():
+    first, again, other = (fd_of(coverage="directional", seed=s).directions["x"] for s in (0, 0, 1))
+    assert np.array_equal(first.vectors, again.vectors)
+    assert not np.allclose(first.vectors, other.vectors)
+
+
+def test_a_wrong_gradient_is_off_along_the_directions():
+    found = fd_of(coverage="directional").directions["x"]
+    wrong = 3 * (1 - np.tanh(BIG))                    # the square left out
+    along = np.tensordot(found.vectors, wrong, axes=2)
+    assert np.all(np.abs(found.slopes - along) > 100 * found.err)
+
+
+def test_batched_and_in_place_engine_agree():
+    w, x = BIG[:4], BIG[0]
+    outs = [engine_vjp(FiniteDifferences(batched=b), "sum(tanh(w @ x))", dict(w=w, x=x))[3]
+            for b in (True, False)]
+    for name, g in (("x", w.T @ (1 - np.tanh(w @ x) ** 2)),
+                    ("w", np.outer(1 - np.tanh(w @ x) ** 2, x))):
+        np.testing.assert_allclose(outs[0].grads[name], outs[1].grads[name], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(outs[0].grads[name], g, rtol=1e-8, atol=1e-10)
+
+
+# --- batching rules: a stack through the graph gives each row's value -------------------------
+
+A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3))
+
+
+@pytest.mark.parametrize("expr, inputs, name", [
+    ("sum(tanh(x) * y + x / (y * y + 1))", dict(x=A, y=V), "x"),
+    ("sum(tanh(x) * y)", dict(x=A, y=V), "y"),                      # y broadcast
+    ("softmax_cross_entropy(x, labels)", dict(x=A, labels=np.array([0, 3, 1])), "x"),
+    ("sum(x @ transpose(x))", dict(x=A), "x"),
+    ("sum(sigmoid(a @ x))", dict(a=A, x=V), "x"),                   # matrix @ vector
+    ("sum(x @ a)", dict(x=V, a=A.T), "x"),                          # vector @ matrix
+    ("sum(x @ y)", dict(x=V, y=V), "x"),                            # vector . vector
+    ("sum(mean(x, axis=0) * max(x, axis=1, keepdims=True))", dict(x=A), "x"),
+    ("sum(softmax(x, axis=0) * log_softmax(x))", dict(x=A), "x"),
+    ("sum(reshape(transpose(x, axes=[0, 2, 1]), shape=[6, 4]) ** 2)", dict(x=M3), "x"),
+])
+def test_stacked_forward_matches_row_by_row(expr, inputs, name):
+    graph = graph_of(expr, inputs)
+    env = {k: np.asarray(v, float if k != "labels" else int) for k, v in inputs.items()}
+    env = reference_impls.forward(graph, reference_impls.OPS, {**env, **constants(graph, float)})
+    objective = Objective(graph, reference_impls.OPS, env, name, np.ones(()), batched=True)
+    stack = env[name] + rng.normal(size=(5,) + np.shape(env[name])) * 0.1
+    rows = [objective(row) for row in stack]
+    if objective.stacked is None:       # a rule refused: the engine works in place
+        assert "softmax_cross_entropy" in expr     # a mean over its batch: no rule
+        return
+    np.testing.assert_allclose(objective(stack), rows, rtol=1e-12, atol=1e-12)
