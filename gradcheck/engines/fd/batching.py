@@ -1,17 +1,16 @@
 """Batching rules: how an op's numpy forward runs on arguments that carry an extra leading
 axis of stacked perturbed inputs, so that many finite-difference evaluations go through one
-call. One rule per op kind; an op without a rule (conv2d, max-pool, rnn, a loss that
-averages over its batch...) or a shape a rule cannot handle means the graph is evaluated
-in place instead.
+call. One rule per op kind.
 
 A rule gets the op's forward, which arguments are stacked, the unstacked argument shapes
 and output shape, and the op's attributes; it returns a function of the (partly stacked)
-arguments, or None.
+arguments, or None. Ops that carry their own batch axis (conv2d, max-pool, rnn) fold the
+stack into it; an op with no rule, or a case its rule refuses, runs once per row of the
+stack (`_row_by_row`), so the ops around it still run stacked.
 """
 from __future__ import annotations
 
 import numpy as np
-
 
 
 def _elementwise(forward, stacked, shapes, out_shape, attrs):
@@ -61,25 +60,56 @@ def _reshape(forward, stacked, shapes, out_shape, attrs):
     return lambda x: forward(x, **{**attrs, "shape": (len(x),) + tuple(out_shape)})
 
 
+def _folded(per_sample: tuple[int, ...]):
+    """Ops whose arguments `per_sample` start with the op's own batch axis N: a stack of B
+    becomes a batch of B * N, as long as no other argument is stacked."""
+    def rule(forward, stacked, shapes, out_shape, attrs):
+        if any(b for i, b in enumerate(stacked) if i not in per_sample):
+            return None
+
+        def run(*args):
+            rows = next(len(a) for a, b in zip(args, stacked) if b)
+            folded = [_fold(a, b, rows) if i in per_sample else a
+                      for i, (a, b) in enumerate(zip(args, stacked))]
+            out = forward(*folded, **attrs)
+            return out.reshape((rows,) + tuple(out_shape))
+        return run
+    return rule
+
+
+def _fold(a: np.ndarray, stacked: bool, rows: int) -> np.ndarray:
+    a = a if stacked else np.broadcast_to(a, (rows,) + np.shape(a))
+    return a.reshape((-1,) + a.shape[2:])
+
+
+def _row_by_row(forward, stacked, shapes, out_shape, attrs):
+    def run(*args):
+        rows = next(len(a) for a, b in zip(args, stacked) if b)
+        return np.stack([forward(*(a[r] if b else a for a, b in zip(args, stacked)), **attrs)
+                         for r in range(rows)])
+    return run
+
+
 ELEMENTWISE = ("add sub mul div pow maximum minimum neg exp log tanh sigmoid relu abs sqrt "
                "square sin cos log1p softplus gelu leaky_relu elu clip").split()
 RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
          **{op: _along_axes(None) for op in ("sum", "mean", "max", "min", "var")},
          **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},
-         "transpose": _transpose, "reshape": _reshape}
+         "transpose": _transpose, "reshape": _reshape,
+         "conv2d": _folded((0,)), "maxpool2d": _folded((0,)), "avgpool2d": _folded((0,)),
+         "rnn": _folded((0, 1)), "lstm": _folded((0, 1, 2))}
 
 
 def stacked_forward(graph, ops, env: dict, nodes: list, name: str):
     """A function (stack of values of input `name`) -> the stacked output, evaluating
-    `nodes` (those that depend on `name`) with batching rules; None if one does not apply."""
+    `nodes` (those that depend on `name`) with batching rules."""
     stacked, steps = {name}, []
     for node in nodes:
         flags = tuple(a in stacked for a in node.args)
-        rule = RULES.get(node.op)
-        step = rule and rule(ops[node.op].forward, flags, [np.shape(env[a]) for a in node.args],
-                             np.shape(env[node.name]), node.attrs)
-        if step is None:
-            return None
+        shapes, out_shape = [np.shape(env[a]) for a in node.args], np.shape(env[node.name])
+        step = (RULES.get(node.op, _row_by_row)(ops[node.op].forward, flags, shapes, out_shape,
+                                                node.attrs)
+                or _row_by_row(ops[node.op].forward, flags, shapes, out_shape, node.attrs))
         steps.append((node, step))
         stacked.add(node.name)
 

@@ -1,8 +1,8 @@
 """The `fd` engine: `differentiate` over a case's numpy forward pass, in float64.
 
 f = <cotangent, forward(x)> for one input x at a time; only the nodes that depend on x are
-recomputed, either in place or, where every such node has a batching rule, for a stack of
-perturbed inputs at once. float32 cases are differenced in float64 from the same rounded
+recomputed, for a stack of perturbed inputs at once (see `batching`), or in place when
+`batched=False`. float32 cases are differenced in float64 from the same rounded
 inputs: finite differences in float32 are too noisy to judge anything.
 
 Coverage, per input: every element (`full`) up to a size chosen by cost, at least
