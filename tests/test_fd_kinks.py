@@ -3,6 +3,8 @@ values closer than the stencil is wide. Such a point is differentiable and must 
 point on the kink is NONDIFF, with how far the kink was."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import gradcheck
@@ -26,20 +28,27 @@ MAXPOOL = """\
     """
 
 
-def verdict_of(tmp_path, text: str) -> dict:
+def verdict_of(tmp_path, text: str):
+    """The case's verdict, and its comparison row of numpy against fd for input x."""
     case = load_one(tmp_path, text)
     result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
-    [row] = [r for r in result.comparisons if r["param"] == "x" and "fd" in (r["engine_a"], r["engine_b"])]
-    return {"case": result.case["verdict"], "row": row}
+    [row] = [r for r in result.comparisons if r.param == "x" and "fd" in (r.engine_a, r.engine_b)]
+    return result.case.verdict, row
 
 
-@pytest.mark.parametrize("x, verdict, kinks", [
-    ("1.000001, 3.0, 0.2", "PASS", 0),        # only the first element's stencil straddles the kink
-    ("1.0, 3.0, 0.2", "NONDIFF", 1),          # the first element sits on it
+@pytest.mark.parametrize("x, verdict, kinks, distance", [
+    ("1.000001, 3.0, 0.2", "PASS", 0, None),          # only x[0]'s stencil straddles the kink
+    ("1.0, 3.0, 0.2", "NONDIFF", 1, 0.0),             # x[0] sits on it
+    ("1.0000000000001, 3.0, 0.2", "NONDIFF", 1, 1e-13),   # closer than any stencil resolves
 ])
-def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks):
-    found = verdict_of(tmp_path, RELU.format(x=x))
-    assert (found["case"], found["row"]["kinks"]) == (verdict, kinks)
+def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks, distance):
+    case_verdict, row = verdict_of(tmp_path, RELU.format(x=x))
+    assert (case_verdict, row.kinks) == (verdict, kinks)
+    if distance is None:
+        assert math.isnan(row.kink_distance)
+    else:
+        # estimated from the slopes: curvature downstream blurs it by about 1e-14
+        assert row.kink_distance == pytest.approx(distance, abs=3e-14)
 
 
 @pytest.mark.parametrize("x, verdict, kinks", [
@@ -47,5 +56,6 @@ def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks):
     ("1.0, 1.0, 0.2, -0.3", "NONDIFF", 2),    # tied
 ])
 def test_maxpool_near_a_tie(tmp_path, x, verdict, kinks):
-    found = verdict_of(tmp_path, MAXPOOL.format(x=x))
-    assert (found["case"], found["row"]["kinks"]) == (verdict, kinks)
+    case_verdict, row = verdict_of(tmp_path, MAXPOOL.format(x=x))
+    assert (case_verdict, row.kinks) == (verdict, kinks)
+    assert row.kink_distance == 0.0 if kinks else math.isnan(row.kink_distance)
