@@ -129,11 +129,12 @@ def directional() -> None:
         start = time.perf_counter()
         result = gradcheck.run_case(case, "float64", engines)
         seconds = time.perf_counter() - start
-        fd_rows = [r for r in result.comparisons if r["param"] == "x" and "fd" in
-                   (r["engine_a"], r["engine_b"])]
-        covered = {r.get("coverage", "?") for r in fd_rows}
-        print(f"10^6 inputs, {label:<16} {seconds:6.2f} s  verdict {result.case['verdict']:<5}"
-              f" blame {result.case['blame'] or '-':<6} coverage {' '.join(covered)}")
+        fd_rows = [r for r in result.comparisons if r.param == "x" and "fd" in
+                   (r.engine_a, r.engine_b)]
+        covered = {f"{r.coverage} ({r.directions} directions, {r.checked} elements)"
+                   for r in fd_rows}
+        print(f"10^6 inputs, {label:<16} {seconds:6.2f} s  verdict {result.case.verdict:<5}"
+              f" blame {result.case.blame or '-':<6} coverage {' '.join(covered)}")
 
 
 def main() -> None:

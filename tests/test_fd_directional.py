@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gradcheck
 import reference_impls
 from gradcheck.engines import FiniteDifferences
 from gradcheck.engines.base import constants
 from gradcheck.engines.fd.engine import Objective
-from helpers import engine_vjp, graph_of
+from helpers import engine_vjp, graph_of, load_one
 
 rng = np.random.default_rng(5)
 BIG = rng.normal(size=(20, 30))
@@ -105,3 +106,79 @@ def test_stacked_forward_matches_row_by_row(expr, inputs, name):
     stack = env[name] + rng.normal(size=(5,) + np.shape(env[name])) * 0.1
     rows = [objective(row) for row in stack]
     np.testing.assert_allclose(objective(stack), rows, rtol=1e-12, atol=1e-12)
+
+
+# --- directional checks in a run: caught and blamed -------------------------------------------
+
+def tanh_rule_wrong_above(threshold: float):
+    """A tanh backward that is right except where x > threshold (a few elements)."""
+    def rule(g, out, x):
+        return g * (1 - out * out) * np.where(x > threshold, 1.5, 1.0)
+    return rule
+
+
+def wrong_numpy(rule, name="numpy"):
+    ops = {**reference_impls.OPS, "tanh": reference_impls.Primitive(np.tanh, (rule,))}
+    return gradcheck.NumpyEngine(ops, name=name)
+
+
+def fd_rows(result, param="x"):
+    return {(r.engine_a, r.engine_b): r for r in result.comparisons
+            if r.param == param and "fd" in (r.engine_a, r.engine_b)}
+
+
+def test_directions_catch_what_the_sample_misses(tmp_path):
+    case = load_one(tmp_path, """\
+        name: directional-few-wrong
+        inputs:
+          x: {shape: [20, 30], seed: 3}
+        expr: sum(tanh(x) * 3)
+        fd_coverage: directional
+        fd_max_elements: 2
+        """)
+    wrong = wrong_numpy(tanh_rule_wrong_above(2.5))     # 4 of 600 elements
+    result = gradcheck.run_case(case, "float64", [wrong, gradcheck.FiniteDifferences(),
+                                                  gradcheck.NumpyEngine(name="reference")])
+    rows = fd_rows(result)
+    assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
+    bad, good = rows[("numpy", "fd")], rows[("fd", "reference")]
+    assert (bad.coverage, bad.directions, bad.checked) == ("directional", 4, 2)
+    # the two sampled elements agree: the directions alone fail it
+    assert bad.verdict == "FAIL" and bad.message.endswith("of 4 direction(s) out of tolerance")
+    assert ";" not in bad.message
+    assert good.verdict == "PASS" and good.tol_ratio < 0.1
+
+
+def test_run_option_chooses_directional_coverage(tmp_path):
+    case = load_one(tmp_path, """\
+        name: directional-by-option
+        inputs:
+          x: {shape: [10, 10], seed: 3}
+        expr: sum(exp(x) * x)
+        """)
+    options = gradcheck.RunOptions(fd_coverage="directional")
+    result = gradcheck.run_case(case, "float64", [gradcheck.NumpyEngine(),
+                                                  gradcheck.FiniteDifferences()], options)
+    [row] = fd_rows(result).values()
+    assert (row.coverage, row.directions, row.verdict) == ("directional", 4, "PASS")
+
+
+MILLION = """\
+    name: tanh-million
+    inputs:
+      x: {shape: [1000, 1000], seed: 1}
+      w: {shape: [1000, 8], seed: 2, scale: 0.03}
+    expr: sum(tanh(x @ w) ** 2)
+    wrt: [x]
+    """
+
+
+def test_a_wrong_backward_on_a_million_inputs_is_caught_and_blamed(tmp_path):
+    case = load_one(tmp_path, MILLION)
+    wrong = wrong_numpy(tanh_rule_wrong_above(0.2))
+    result = gradcheck.run_case(case, "float64", [wrong, gradcheck.FiniteDifferences(),
+                                                  gradcheck.NumpyEngine(name="reference")])
+    rows = fd_rows(result)
+    assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
+    assert {r.coverage for r in rows.values()} == {"directional"}
+    assert rows[("numpy", "fd")].verdict == "FAIL" and rows[("fd", "reference")].verdict == "PASS"
