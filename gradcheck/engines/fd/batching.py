@@ -34,7 +34,8 @@ def _matmul(forward, stacked, shapes, out_shape, attrs):
         return forward
     if na == 1:                     # vector . stack of vectors
         return lambda a, b: forward(b, a)
-    # matrix @ stack of vectors: one matrix product with the stack as columns
+    if na == 2:                     # matrix @ stack of vectors = stack @ matrix.T, one product
+        return lambda a, b: forward(b, a.T)
     return lambda a, b: np.moveaxis(forward(a, b.T), -1, 0)
 
 
