@@ -96,3 +96,15 @@ def test_a_kink_downstream_of_the_element():
     f = lambda v: float(np.sum(np.maximum(3 * v - 1.5 + 1e-6, 0) * 2 + v * v))
     found = gradcheck.differentiate(f, np.array([0.5]))
     assert not found.kink[0] and abs(found.grad[0] - (6 + 1)) < 1e-6
+
+
+@pytest.mark.parametrize("vectorized", [None, False])
+def test_directional_derivatives_of_a_callable(vectorized):
+    vectors = rng.normal(size=(3,) + X.shape)
+    found = gradcheck.differentiate_along(cubic, X, vectors, vectorized=vectorized)
+    along = np.tensordot(vectors, 3 * X ** 2 - 4 * X + 0.5, axes=2)       # <f'(x), v>
+    assert found.grad.shape == (3,) and found.batched is (vectorized is None)
+    np.testing.assert_allclose(found.grad, along, rtol=1e-9)
+    assert np.all(np.abs(found.grad - along) <= found.err)
+    wrong = np.tensordot(vectors, 3 * X ** 2 - 4 * X, axes=2)             # the 0.5 forgotten
+    assert np.all(np.abs(found.grad - wrong) > 1000 * found.err)

@@ -2,6 +2,6 @@
 case's graph, built on it."""
 from .engine import FiniteDifferences
 from .evaluate import MEMORY_BUDGET, accepts_stacks
-from .stencil import Derivative, differentiate
+from .stencil import Derivative, differentiate, differentiate_along
 
-__all__ = ["FiniteDifferences", "differentiate", "Derivative", "accepts_stacks", "MEMORY_BUDGET"]
+__all__ = ["FiniteDifferences", "differentiate", "differentiate_along", "Derivative", "accepts_stacks", "MEMORY_BUDGET"]

@@ -24,7 +24,7 @@ from reference_impls import Primitive
 from ..base import Directions, EngineOutput, constants, require_ops
 from .batching import stacked_forward
 from .evaluate import MEMORY_BUDGET
-from .stencil import differentiate
+from .stencil import differentiate, differentiate_along
 
 FULL, DIRECTIONAL, AUTO = "full", "directional", "auto"
 FULL_ELEMENTS = 10_000      # inputs up to this size are always checked element by element
@@ -84,14 +84,12 @@ class FiniteDifferences:
         return np.sort(rng.choice(x.size, size, replace=False))
 
     def _directions(self, objective, name: str, x: np.ndarray) -> Directions:
-        """J v for seeded random directions v, scaled like x, by differentiating
-        t -> f(x + t @ V) at t = 0."""
+        """J v for seeded random directions v, scaled like x."""
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size, 1])
         scale = max(float(np.sqrt(np.mean(x * x))), 1e-2) if x.size else 1.0
         vectors = rng.standard_normal((self.directions, x.size)) * scale
-        along = _Along(objective, x, vectors)
-        found = differentiate(along, np.zeros(self.directions), step=self.step, floor=1.0,
-                              **along.evaluation(self.memory_budget))
+        found = differentiate_along(objective, x, vectors, step=self.step,
+                                    **objective.evaluation(self.memory_budget))
         return Directions(vectors.reshape((-1,) + x.shape), found.grad, found.err, found.kink)
 
 
@@ -140,22 +138,6 @@ class Objective:
         """How `differentiate` should call this: stacked where the graph allows it."""
         return {"vectorized": None if self.stacked else False, "memory_budget": memory_budget,
                 "row_bytes": self.row_bytes}
-
-
-class _Along:
-    """t -> f(x + t @ V): the objective along k directions at once, for one t or a stack."""
-
-    def __init__(self, objective: Objective, x: np.ndarray, vectors: np.ndarray):
-        self.objective, self.x, self.vectors = objective, x, vectors
-
-    def __call__(self, t: np.ndarray):
-        t = np.asarray(t)
-        moved = (t @ self.vectors).reshape(t.shape[:-1] + self.x.shape)
-        return self.objective(self.x + moved)
-
-    def evaluation(self, memory_budget: int) -> dict:
-        found = self.objective.evaluation(memory_budget)
-        return {**found, "row_bytes": found["row_bytes"] + 2 * self.x.nbytes}
 
 
 def _work(node, env: dict) -> int:

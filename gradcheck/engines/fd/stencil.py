@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .evaluate import MEMORY_BUDGET, evaluator
+from .evaluate import MEMORY_BUDGET, ROW_FACTOR, accepts_stacks, evaluator
 
 EPS = np.finfo(np.float64).eps
 KINK_FACTOR = 10.0      # a slope step this many times the others' is a kink
@@ -60,6 +60,33 @@ def differentiate(f, x, *, indices=None, step: float = 1e-3, floor: float = 1e-2
         h = _power_of_two(step * np.maximum(np.abs(x.reshape(-1)[flat]), floor))
         found = _rounds(values, f0, flat, h)
     return _scatter(x.shape, flat, found, batched=not hasattr(values, "flat_x"))
+
+
+def differentiate_along(f, x, vectors, *, step: float = 1e-3, vectorized: bool | None = None,
+                        memory_budget: int = MEMORY_BUDGET,
+                        row_bytes: int | None = None) -> Derivative:
+    """Directional derivatives of the scalar `f` at `x` along each of `vectors` (k, *x.shape):
+    t -> f(x + t @ V) differentiated at t = 0 (one element per direction: same stencil,
+    error estimate and kink flags). `vectorized` is about f, as in `differentiate`."""
+    x = np.asarray(x, dtype=np.float64)
+    vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, x.size)
+    if vectorized is None:
+        vectorized = accepts_stacks(f, np.array(x, order="C"))
+    along = _Along(f, x, vectors)
+    row_bytes = (row_bytes or ROW_FACTOR * max(x.nbytes, 8)) + 2 * x.nbytes
+    return differentiate(along, np.zeros(len(vectors)), step=step, floor=1.0,
+                         vectorized=vectorized, memory_budget=memory_budget, row_bytes=row_bytes)
+
+
+class _Along:
+    """t -> f(x + t @ V): f along k directions at once, for one t or a stack of them."""
+
+    def __init__(self, f, x: np.ndarray, vectors: np.ndarray):
+        self.f, self.x, self.vectors = f, x, vectors
+
+    def __call__(self, t: np.ndarray):
+        t = np.asarray(t)
+        return self.f(self.x + (t @ self.vectors).reshape(t.shape[:-1] + self.x.shape))
 
 
 def _power_of_two(h: np.ndarray) -> np.ndarray:
