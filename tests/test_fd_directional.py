@@ -182,3 +182,24 @@ def test_a_wrong_backward_on_a_million_inputs_is_caught_and_blamed(tmp_path):
     assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
     assert {r.coverage for r in rows.values()} == {"directional"}
     assert rows[("numpy", "fd")].verdict == "FAIL" and rows[("fd", "reference")].verdict == "PASS"
+
+
+def test_a_gradient_within_tolerance_everywhere_never_fails_a_direction():
+    """The directional bound is the element-wise tolerance carried through <g, v>."""
+    from gradcheck.engines.base import Directions
+    from gradcheck.harness.compare import Tolerance, judge_directions
+    tol = Tolerance(rtol=1e-6, atol=1e-8)
+    local = np.random.default_rng(0)
+    g = local.normal(size=(50, 40))
+    vectors = local.normal(size=(6, 50, 40))
+    exact = np.tensordot(vectors, g, axes=2)
+    found = Directions(vectors, exact, np.zeros(6), np.zeros(6, bool))
+    # every element off by 0.9 of its own tolerance, all in the worst direction for each v
+    for v in vectors:
+        nudged = g + 0.9 * (tol.rtol * np.abs(g)) * np.sign(v)
+        assert judge_directions(nudged, found, tol).failing == 0
+    # 1e-3 too large everywhere: caught, except along a v nearly orthogonal to g
+    off = judge_directions(g * (1 + 1e-3), found, tol)
+    assert off.failing >= 4 and off.tol_ratio > 10
+    kinked = Directions(vectors, exact + 1.0, np.zeros(6), np.ones(6, bool))
+    assert judge_directions(g, kinked, tol).count == 0          # kinks along v: not judged
