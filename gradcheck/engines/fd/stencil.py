@@ -9,10 +9,12 @@ so that every stencil point is exact in floating point), giving
   alike (each about f'' h / 2). A step much larger than the others is a kink: at x_i when
   it is the middle step, elsewhere in the stencil otherwise -- downstream of x_i, where a
   relu input or the top two values of a max are closer than h apart.
-Any kink makes the element go round again with a stencil 16 times narrower, up to four
+Any kink makes the element go round again with a stencil 16 times narrower, up to three
 times: a nearby kink falls outside a narrow enough stencil and the element is judged as
-the differentiable point it is; a kink at x_i stays at every scale and is flagged, with
-its estimated distance from x_i (under half the narrowest stencil).
+the differentiable point it is. A kink still inside the narrowest stencil but not at x_i
+is stepped around with a one-sided difference from its smooth side. A kink at x_i stays at
+every scale and is flagged, with its estimated distance from x_i (under half the
+narrowest stencil).
 
 Rounds are vectorized over elements: each round is one call of the evaluator (in place or
 batched, see `evaluate`), and only the elements with a kink go round again.
