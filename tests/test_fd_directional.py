@@ -3,6 +3,7 @@ directions (J v against each engine's <g, v>) plus a per-element sample."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import gradcheck
@@ -203,3 +204,29 @@ def test_a_gradient_within_tolerance_everywhere_never_fails_a_direction():
     assert off.failing >= 4 and off.tol_ratio > 10
     kinked = Directions(vectors, exact + 1.0, np.zeros(6), np.ones(6, bool))
     assert judge_directions(g, kinked, tol).count == 0          # kinks along v: not judged
+
+
+def test_command_line_chooses_directional_coverage_and_the_case_wins(tmp_path):
+    from gradcheck.cli import main
+    from helpers import write_case
+    write_case(tmp_path / "cases", "a.yaml", """\
+        name: by-the-run
+        inputs:
+          x: {shape: [6, 5], seed: 3}
+        expr: sum(tanh(x) ** 2)
+        """)
+    write_case(tmp_path / "cases", "b.yaml", """\
+        name: by-the-case
+        inputs:
+          x: {shape: [6, 5], seed: 3}
+        expr: sum(tanh(x) ** 2)
+        fd_coverage: full
+        """)
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "cases"), "--engines", "numpy,fd", "--fd-coverage",
+                 "directional", "--out", str(out), "--timeout", "0", "-q"])
+    rows = pd.read_csv(out / "comparisons.csv", keep_default_na=False).query("param == 'x'")
+    assert code == 0
+    assert dict(zip(rows["case"], rows["coverage"])) == {"by-the-run": "directional",
+                                                         "by-the-case": "full"}
+    assert dict(zip(rows["case"], rows["directions"])) == {"by-the-run": 4, "by-the-case": 0}
