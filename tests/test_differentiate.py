@@ -108,3 +108,8 @@ def test_directional_derivatives_of_a_callable(vectorized):
     assert np.all(np.abs(found.grad - along) <= found.err)
     wrong = np.tensordot(vectors, 3 * X ** 2 - 4 * X, axes=2)             # the 0.5 forgotten
     assert np.all(np.abs(found.grad - wrong) > 1000 * found.err)
+
+
+def test_a_function_that_is_not_scalar_is_refused_clearly():
+    with pytest.raises(ValueError, match=r"scalar function; f\(x\) has shape \[4, 5\]"):
+        gradcheck.differentiate(np.tanh, X)

@@ -57,8 +57,8 @@ def differentiate(f, x, *, indices=None, step: float = 1e-3, floor: float = 1e-2
     x = np.array(x, dtype=np.float64, order="C")
     flat = np.arange(x.size) if indices is None else np.asarray(indices, dtype=np.int64).ravel()
     with np.errstate(all="ignore"):
+        f0 = _scalar(f(x))
         values = evaluator(f, x, vectorized, memory_budget, row_bytes)
-        f0 = float(f(x))
         h = _power_of_two(step * np.maximum(np.abs(x.reshape(-1)[flat]), floor))
         found = _rounds(values, f0, flat, h)
     return _scatter(x.shape, flat, found, batched=not hasattr(values, "flat_x"))
@@ -89,6 +89,13 @@ class _Along:
     def __call__(self, t: np.ndarray):
         t = np.asarray(t)
         return self.f(self.x + (t @ self.vectors).reshape(t.shape[:-1] + self.x.shape))
+
+
+def _scalar(value) -> float:
+    if np.size(value) != 1:
+        raise ValueError(f"differentiate needs a scalar function; f(x) has shape "
+                         f"{list(np.shape(value))}")
+    return float(np.asarray(value).reshape(()))
 
 
 def _power_of_two(h: np.ndarray) -> np.ndarray:
