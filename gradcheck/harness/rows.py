@@ -52,11 +52,11 @@ class ComparisonRow:
     fd_err: float
     checked: int
     elements: int
-    coverage: str               # how the numerical side covered the input: full, directional
-    directions: int             # directional checks compared (0 unless directional)
     kinks: int
-    kink_distance: float        # the farthest of the flagged kinks from its element; NaN if none
     message: str
+    coverage: str = "full"      # how the numerical side covered the input: full, directional
+    directions: int = 0         # directional checks compared (0 unless directional)
+    kink_distance: float = float("nan")   # the farthest flagged kink from its element
 
 
 @dataclass

@@ -193,8 +193,8 @@ def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -
     coverage, directions, kink_distance = covered
     return ComparisonRow(case, dtype, param, a, b, j.verdict, j.max_abs_err, j.max_rel_err,
                          j.tol_ratio, j.worst_index, j.atol, j.rtol, j.value_a, j.value_b,
-                         j.fd_err, j.checked, int(np.size(array)), coverage, directions,
-                         j.kinks, kink_distance, j.message)
+                         j.fd_err, j.checked, int(np.size(array)), j.kinks, j.message,
+                         coverage, directions, kink_distance)
 
 
 def _summarize(case, dtype, engine_rows, rows, outputs) -> CaseRow:
