@@ -138,7 +138,8 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
             tol = tolerance_for(dtype, estimate is not None, case.tolerance)
             j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks)
             j = _directional(j, estimate, (outputs[a], outputs[b]), param, tol)
-            rows.append(_row(case.name, dtype, param, a, b, j, pair[0], _coverage(estimate, param)))
+            rows.append(_row(case.name, dtype, param, a, b, j, pair[0],
+                             _coverage(estimate, param)))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
     return rows, errors
@@ -181,12 +182,11 @@ def _coverage(estimate: EngineOutput | None, param: str) -> tuple[str, int, floa
     """How the estimate covered `param`, its number of directions, the farthest kink."""
     if estimate is None:
         return "full", 0, float("nan")
-    found = estimate.directions.get(param)
-    distance = estimate.kink_distance.get(param)
-    flagged = estimate.kinks[param] & estimate.checked[param] if distance is not None else None
-    farthest = float(np.max(distance[flagged])) if flagged is not None and flagged.any() else float("nan")
+    found, distance = estimate.directions.get(param), estimate.kink_distance.get(param)
+    flagged = np.asarray(estimate.kinks.get(param, False)) & estimate.checked.get(param, True)
+    farthest = np.max(distance[flagged]) if distance is not None and flagged.any() else np.nan
     return (estimate.coverage.get(param, "full"), 0 if found is None else len(found.slopes),
-            farthest)
+            float(farthest))
 
 
 def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -> ComparisonRow:
