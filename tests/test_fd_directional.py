@@ -230,4 +230,3 @@ def test_command_line_chooses_directional_coverage_and_the_case_wins(tmp_path):
     assert dict(zip(rows["case"], rows["coverage"])) == {"by-the-run": "directional",
                                                          "by-the-case": "full"}
     assert dict(zip(rows["case"], rows["directions"])) == {"by-the-run": 4, "by-the-case": 0}
-
