@@ -164,7 +164,11 @@ def run_options(p: argparse.ArgumentParser) -> None:
                    help="report folder: a new folder, an empty one, or one that gradcheck "
                    "wrote before (it is replaced)")
     p.add_argument("--fd-max-elements", type=_positive_int, metavar="N",
-                   help="fd checks at most N elements per input (a seeded sample beyond)")
+                   help="fd checks every element of an input up to this size (default: by "
+                   "cost, at least 10000); directional checks and a seeded sample beyond")
+    p.add_argument("--fd-coverage", choices=["auto", "full", "directional"],
+                   help="how fd covers every input: each element, random directions plus a "
+                   "sample, or by size (auto, the default); a case's fd_coverage wins")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="time limit per case and dtype; each case runs in a worker process "
                    "(0 runs in this process, with no limit)")
@@ -265,7 +269,8 @@ def cmd_run(args) -> int:
 
 def _run_with_progress(cases, engines, dtypes, args):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None)
+    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
+                         fd_coverage=args.fd_coverage)
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:

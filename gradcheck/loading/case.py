@@ -56,6 +56,10 @@ class Case:
     def fd_max_elements(self) -> int | None:
         return self.model.fd_max_elements
 
+    @property
+    def fd_coverage(self) -> str | None:
+        return self.model.fd_coverage
+
     def expected(self) -> tuple[np.ndarray | None, dict[str, np.ndarray]] | None:
         """The hand-written `expect` values as float64 arrays: (value or None, grads)."""
         expect = self.model.expect

@@ -118,7 +118,11 @@ class CaseModel(Strict):
     jacobian: bool = Field(False, description="check the full Jacobian instead of a VJP "
                            "with a seeded random cotangent")
     fd_max_elements: Optional[Annotated[int, Field(ge=1)]] = Field(
-        None, description="fd checks at most this many elements of each input (a sample)")
+        None, description="fd checks every element of an input up to this size; beyond, "
+        "directional checks and a seeded sample")
+    fd_coverage: Optional[Literal["auto", "full", "directional"]] = Field(
+        None, description="how fd covers each input: every element, random directions plus "
+        "a sample, or by size (auto)")
 
     @field_validator("inputs", "graph")
     @classmethod
