@@ -14,8 +14,11 @@ CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message", "fami
                 "file", "engines", "skipped", "comparisons", "failed"]
 COMPARISON_COLUMNS = ["case", "dtype", "param", "engine_a", "engine_b", "verdict",
                       "max_abs_err", "max_rel_err", "tol_ratio", "worst_index", "atol", "rtol",
-                      "value_a", "value_b", "fd_err", "checked", "elements", "kinks", "message"]
+                      "value_a", "value_b", "fd_err", "round_err", "bound", "checked", "elements",
+                      "kinks", "message"]
 ENGINE_COLUMNS = ["case", "dtype", "engine", "status", "seconds", "message"]
+TAYLOR_COLUMNS = ["case", "dtype", "engine", "rate", "verdict", "rates", "eps_high", "eps_low",
+                  "message"]
 TIMING_COLUMNS = ("seconds",)
 
 
@@ -27,15 +30,20 @@ class RunResult:
     metadata: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)      # (case, dtype, param, a, b) -> |a - b|
     details: dict = field(default_factory=dict)     # case name -> description, source, steps
+    taylor: pd.DataFrame = field(default_factory=lambda: _frame([], TAYLOR_COLUMNS))
+    curves: dict = field(default_factory=dict)      # (case, dtype, engine) -> [eps, R...]
 
     @classmethod
     def from_case_results(cls, results, metadata=None, details=None) -> "RunResult":
         errors = {(r.case["case"], r.case["dtype"]) + key: value
                   for r in results for key, value in r.errors.items()}
+        curves = {(r.case["case"], r.case["dtype"], engine): curve
+                  for r in results for engine, curve in r.curves.items()}
         return cls(_frame([r.case for r in results], CASE_COLUMNS),
                    _frame([row for r in results for row in r.comparisons], COMPARISON_COLUMNS),
                    _frame([row for r in results for row in r.engines], ENGINE_COLUMNS),
-                   metadata or {}, errors, details or {})
+                   metadata or {}, errors, details or {},
+                   _frame([row for r in results for row in r.taylor], TAYLOR_COLUMNS), curves)
 
     @property
     def ok(self) -> bool:

@@ -14,8 +14,10 @@ from typing import Callable
 import numpy as np
 
 from ..engines import EngineOutput, EngineSkip, as_output
+from . import taylor
 from .compare import (ERROR, EXPECT, FAIL, FD, NONDIFF, NONFINITE, PASS, SKIP, VALUE, blame,
                       judge, tolerance_for)
+from .rounding import RoundingBound
 
 MAX_JACOBIAN_ROWS = 4096
 
@@ -25,6 +27,7 @@ class RunOptions:
     fd_max_elements: int | None = None   # None: the fd engine's own default
     timeout: float | None = None         # seconds per case and dtype, in a worker process;
                                          # None: run in this process, with no time limit
+    taylor: bool = True                  # the Taylor-remainder test of each engine
 
 
 @dataclass
@@ -33,6 +36,8 @@ class CaseResult:
     comparisons: list[dict]              # rows of comparisons.csv
     engines: list[dict]                  # rows of engines.csv
     errors: dict = field(default_factory=dict)   # (param, a, b) -> element-wise |a - b|
+    taylor: list[dict] = field(default_factory=list)   # rows of taylor.csv
+    curves: dict = field(default_factory=dict)   # engine -> [eps, R per direction...]
 
 
 def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
@@ -53,10 +58,41 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     expect = _expect_output(case)
     if expect is not None:
         outputs[EXPECT] = expect
-    rows, errors = _compare_all(case, dtype, outputs)
-    summary = _summarize(case, dtype, engine_rows, rows, outputs)
+    bounds = _rounding_bounds(case, arrays, dtype)
+    rows, errors = _compare_all(case, dtype, outputs, bounds)
+    checks = _taylor(case, arrays, dtype, outputs, bounds) if options.taylor else []
+    summary = _summarize(case, dtype, engine_rows, rows, outputs, checks)
     summary["seconds"] = round(time.perf_counter() - start, 4)
-    return CaseResult(summary, rows, engine_rows, errors)
+    return CaseResult(summary, rows, engine_rows, errors,
+                      [_taylor_row(case, dtype, t) for t in checks],
+                      {t.engine: np.vstack([t.eps] + t.remainders) for t in checks})
+
+
+def _rounding_bounds(case, arrays, dtype) -> EngineOutput | None:
+    """Each exact engine's per-element rounding bound; None where the case sets its own
+    tolerance (it wins) or the numpy reference cannot evaluate the case."""
+    if case.model.tolerance is not None:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            return _run_engine(RoundingBound(case.name), case, arrays, dtype)
+    except Exception:       # an op the reference lacks: the fixed tolerances still judge
+        return None
+
+
+def _taylor(case, arrays, dtype, outputs, bounds) -> list:
+    try:
+        return taylor.check_engines(case, arrays, case.cotangent(dtype), outputs, bounds)
+    except Exception:       # the numpy forward cannot evaluate the case: no evidence
+        return []
+
+
+def _taylor_row(case, dtype, t) -> dict:
+    lo, hi = t.windows[int(np.nanargmin(t.rates))] if np.isfinite(t.rate) else (0, 0)
+    return {"case": case.name, "dtype": dtype, "engine": t.engine, "rate": t.rate,
+            "verdict": t.verdict, "rates": " ".join(f"{r:.3f}" for r in t.rates),
+            "eps_high": t.eps[lo] if hi > lo else np.nan,
+            "eps_low": t.eps[hi - 1] if hi > lo else np.nan, "message": t.message}
 
 
 def _configured(engine, case, options: RunOptions):
@@ -132,7 +168,7 @@ def _expect_output(case) -> EngineOutput | None:
     return EngineOutput(value, {k: np.asarray(v, dtype=np.float64) for k, v in expect.grad.items()})
 
 
-def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
+def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None):
     rows, errors = [], {}
     fd = outputs.get(FD)
     for param in [VALUE] + case.wrt:
@@ -141,12 +177,20 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
             pair = _pick(outputs[a], param), _pick(outputs[b], param)
             if pair[0] is None or pair[1] is None:
                 continue
-            j = judge(*pair, tolerance_for(dtype, (a, b), case.model.tolerance),
-                      **_fd_extras(outputs, (a, b), param), kinks=kinks)
+            j = judge(*pair, tolerance_for(dtype, (a, b), case.model.tolerance, bounds is not None),
+                      **_fd_extras(outputs, (a, b), param), kinks=kinks,
+                      round_err=_pair_rounding(bounds, (a, b), param))
             rows.append(_row(case, dtype, param, a, b, j, pair[0]))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
     return rows, errors
+
+
+def _pair_rounding(bounds, pair, param):
+    """Each exact side of the pair may carry its rounding bound; fd's error is its own."""
+    if bounds is None:
+        return None
+    return sum(1 for side in pair if side != FD) * _pick(bounds, param)
 
 
 def _pick(output: EngineOutput, param: str):
@@ -165,17 +209,19 @@ def _row(case, dtype, param, a, b, j, array) -> dict:
             "verdict": j.verdict, "max_abs_err": j.max_abs_err, "max_rel_err": j.max_rel_err,
             "tol_ratio": j.tol_ratio, "worst_index": j.worst_index, "atol": j.atol,
             "rtol": j.rtol, "value_a": j.value_a, "value_b": j.value_b, "fd_err": j.fd_err,
+            "round_err": j.round_err, "bound": j.bound,
             "checked": j.checked, "elements": int(np.size(array)), "kinks": j.kinks,
             "message": j.message}
 
 
-def _summarize(case, dtype, engine_rows, rows, outputs) -> dict:
+def _summarize(case, dtype, engine_rows, rows, outputs, checks=()) -> dict:
     errored = [r["engine"] for r in engine_rows if r["status"] == ERROR]
     skipped = [r["engine"] for r in engine_rows if r["status"] == SKIP]
     bad = {(r["engine_a"], r["engine_b"]) for r in rows if r["verdict"] in (FAIL, NONFINITE)}
     verdicts = {r["verdict"] for r in rows}
     verdict, message = _case_verdict(errored, verdicts, outputs, engine_rows, rows)
-    blamed = errored or blame(list(outputs), bad)
+    suspects = [t.engine for t in checks if t.verdict == FAIL]
+    blamed = errored or blame(list(outputs), bad, suspects)
     return {"case": case.name, "dtype": dtype, "verdict": verdict, "blame": " ".join(blamed),
             "seconds": 0.0, "message": message, "family": case.family,
             "tags": " ".join(case.tags), "file": case.file,

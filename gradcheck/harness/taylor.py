@@ -39,6 +39,7 @@ class Sweep:
 @dataclass
 class TaylorResult:
     engine: str
+    eps: np.ndarray
     rate: float                              # the lowest over the directions; NaN: no fit
     verdict: str
     rates: list[float]
@@ -77,7 +78,7 @@ def judge_engine(name: str, s: Sweep, grads: Mapping[str, np.ndarray],
         rates.append(rate)
         remainders.append(remainder)
         windows.append(window)
-    return _verdict(name, rates, remainders, windows)
+    return _verdict(name, s.eps, rates, remainders, windows)
 
 
 def _rounding_floor(s: Sweep, f: np.ndarray, u: Mapping, bounds) -> np.ndarray:
@@ -113,13 +114,52 @@ def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
     return float(slope), (int(index[0]), int(index[-1]) + 1)
 
 
-def _verdict(name, rates, remainders, windows) -> TaylorResult:
+def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
     fitted = [r for r in rates if np.isfinite(r)]
     if not fitted:
-        return TaylorResult(name, float("nan"), PASS, rates, remainders, windows,
+        return TaylorResult(name, eps, float("nan"), PASS, rates, remainders, windows,
                             "remainder at rounding level at every step: nothing to fit")
     rate = min(fitted)
     if rate > PASS_RATE:
-        return TaylorResult(name, rate, PASS, rates, remainders, windows)
-    return TaylorResult(name, rate, FAIL, rates, remainders, windows,
+        return TaylorResult(name, eps, rate, PASS, rates, remainders, windows)
+    return TaylorResult(name, eps, rate, FAIL, rates, remainders, windows,
                         f"remainder shrinks like eps^{rate:.2f}, not eps^2: the gradient is off")
+
+
+def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping,
+                  bounds=None) -> list[TaylorResult]:
+    """The Taylor test of every output whose gradient is complete (fd's sample is not), on
+    f = <cotangent, output> by the numpy forward in float64; a full Jacobian is contracted
+    with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
+    an engine that estimates its own error (fd) is judged against that instead."""
+    cotangent = np.asarray(cotangent, dtype=np.float64)
+    s = sweep(_objective(case.graph, arrays, cotangent), arrays, case.wrt, case.name)
+    results = []
+    for name, output in outputs.items():
+        grads = _contracted(case, output.grads, cotangent)
+        errors = output.grad_err or (bounds.grads if bounds is not None else None)
+        if all(w in grads and np.isfinite(grads[w]).all() for w in case.wrt):
+            results.append(judge_engine(name, s, grads, errors and _contracted(
+                case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent))))
+    return results
+
+
+def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
+    if not case.model.jacobian:
+        return {w: np.asarray(g, dtype=np.float64) for w, g in grads.items()}
+    return {w: np.tensordot(cotangent.ravel(), np.asarray(g, np.float64), axes=1)
+            for w, g in grads.items()}
+
+
+def _objective(graph, arrays: Mapping, cotangent: np.ndarray):
+    import reference_impls
+    from ..engines.base import constants
+    fixed = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+             for k, v in arrays.items()}
+    fixed.update(constants(graph, np.float64))
+
+    def f(x: Mapping[str, np.ndarray]) -> float:
+        with np.errstate(all="ignore"):
+            env = reference_impls.forward(graph, reference_impls.OPS, {**fixed, **x})
+            return float(np.sum(env[graph.output] * cotangent))
+    return f
