@@ -35,6 +35,25 @@ class Noise:
             return x
         return np.asarray(x * (1 + self.eps * self.rng.uniform(-1, 1, x.shape)))
 
+    def of_sum(self, total, squares, count: int):
+        """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
+        rounded, so the error grows with the terms' magnitudes, however much they cancel."""
+        spread = self.eps * np.sqrt(count * np.asarray(squares))
+        return np.asarray(total + spread * self.rng.uniform(-1, 1, np.shape(total)))
+
+
+def _sum_of_squares(ufunc, method, inputs, kwargs):
+    """For a sum (add.reduce: np.sum, np.mean) or a sum of products (matmul): the same
+    sum over the terms' squares, and the number of terms in each; None for other ufuncs."""
+    if ufunc is np.add and method == "reduce":
+        x = np.asarray(inputs[0])
+        total = np.add.reduce(x * x, *inputs[1:], **kwargs)
+        return total, max(x.size // max(np.size(total), 1), 1)
+    if ufunc is np.matmul and method == "__call__" and np.ndim(inputs[0]) >= 1:
+        a, b = (np.asarray(x) for x in inputs[:2])
+        return np.matmul(a * a, b * b), a.shape[-1]
+    return None
+
 
 # Array functions whose floating result is a fresh sum of products (not a view or a copy)
 PRODUCTS = {np.dot, np.einsum, np.inner, np.vdot}
@@ -54,7 +73,11 @@ class Noisy(np.ndarray):
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = tuple(np.asarray(o) for o in out)
-        result = getattr(ufunc, method)(*(_plain(x) for x in inputs), **kwargs)
+        inputs = [_plain(x) for x in inputs]
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        squares = None if out is not None else _sum_of_squares(ufunc, method, inputs, kwargs)
+        if squares is not None and np.issubdtype(np.asarray(result).dtype, np.floating):
+            result = self.noise.of_sum(result, *squares)
         if out is not None:
             for o in kwargs["out"]:
                 o[...] = self.noise(o)
@@ -65,6 +88,9 @@ class Noisy(np.ndarray):
 
     def __array_function__(self, func, types, args, kwargs):
         result = super().__array_function__(func, types, args, kwargs)
+        if func is np.dot and len(args) == 2 and np.ndim(args[0]) >= 1:
+            a, b = (np.asarray(_plain(x)) for x in args)
+            result = self.noise.of_sum(result, np.dot(a * a, b * b), a.shape[-1])
         return noisy(result, self.noise) if func in PRODUCTS else result
 
 
