@@ -2,7 +2,7 @@
 gradient, element by element, against dtype- and pair-aware tolerances.
 
 An element passes when |a - b| <= atol + rtol * max(|a|, |b|) (+ 2 * fd error estimate
-when one side is `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
+when one side is a numerical estimate such as `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
 1 passes. `atol` is stated relative to the larger magnitude in the two tensors, so that
 large sums do not fail on rounding alone; the rows report the absolute value used.
 """
@@ -13,8 +13,10 @@ from itertools import combinations
 
 import numpy as np
 
-PASS, FAIL, ERROR, SKIP, NONDIFF, NONFINITE = "PASS", "FAIL", "ERROR", "SKIP", "NONDIFF", "NONFINITE"
-FD, EXPECT = "fd", "expect"
+
+from .verdict import Verdict
+
+EXPECT = "expect"           # the source name of a case's hand-written values
 VALUE = "(value)"           # the `param` of forward-value rows: cannot clash with an input
 
 
@@ -25,26 +27,28 @@ class Tolerance:
 
 
 # Exact pairs (backprop, autograd, hand values) agree to near machine precision; pairs with
-# `fd` are judged against its own error estimate on top of these.
+# a numerical estimate (`fd`) are judged against its own error estimate on top of these.
 EXACT = {"float64": Tolerance(rtol=1e-7, atol=1e-9), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 WITH_FD = {"float64": Tolerance(rtol=1e-6, atol=1e-8), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 FD_ERR_FACTOR = 2.0
 # When each exact engine's rounding bound is known (harness/rounding.py), it carries the
 # comparison: exact pairs keep only a floor of a few units in the last place of the element
 # and of the tensor's largest one (an engine may compute an element from a quantity of the
-# tensor's scale: x - logsumexp(x) as x - (max + log(sum))), and fd pairs
-# fd's float64 tolerance in either dtype (fd differences in float64; the float32 side's
-# rounding is in its bound). The fixed tables above serve a case that sets `tolerance`.
+# tensor's scale: x - logsumexp(x) as x - (max + log(sum))), and pairs with fd keep fd's
+# float64 tolerance in either dtype (fd differences in float64; the float32 side's rounding
+# is in its bound). The fixed tables above serve a case that sets its own `tolerance`.
 ULPS = 4
 KNOWN_ROUNDING = {d: Tolerance(rtol=ULPS * float(np.finfo(d).eps),
                                 atol=ULPS * float(np.finfo(d).eps)) for d in ("float64", "float32")}
 
 
-def tolerance_for(dtype: str, pair: tuple[str, str], override=None,
+def tolerance_for(dtype: str, numerical: bool, override=None,
                   rounding_known: bool = False) -> Tolerance:
+    """`numerical`: one side of the pair is an estimate with its own error (fd).
+    `rounding_known`: the exact sides' rounding bounds are part of the comparison."""
     if override is None and rounding_known:
-        return WITH_FD["float64"] if FD in pair else KNOWN_ROUNDING[dtype]
-    base = (WITH_FD if FD in pair else EXACT)[dtype]
+        return WITH_FD["float64"] if numerical else KNOWN_ROUNDING[dtype]
+    base = (WITH_FD if numerical else EXACT)[dtype]
     if override is None:
         return base
     return Tolerance(rtol=override.rtol if override.rtol is not None else base.rtol,
@@ -53,11 +57,11 @@ def tolerance_for(dtype: str, pair: tuple[str, str], override=None,
 
 @dataclass
 class Judgement:
-    verdict: str
+    verdict: Verdict
     max_abs_err: float
     max_rel_err: float
     tol_ratio: float
-    worst_index: str
+    worst_index: tuple | None     # None when the shapes differ
     value_a: float
     value_b: float
     atol: float
@@ -74,23 +78,23 @@ class Judgement:
 def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
           round_err=None) -> Judgement:
     """Compare two arrays: shape first, then finiteness, then values (masked by `checked`).
-    `round_err`: per element, the rounding error the pair's exact sides may carry."""
+    `round_err`: per element, the rounding error that the pair's exact sides may carry."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return _shape_mismatch(a, b, tol)
     mask = np.ones(a.shape, bool) if checked is None else np.asarray(checked, bool)
     kinks = np.zeros(a.shape, bool) if kinks is None else np.asarray(kinks, bool) & mask
     err = np.zeros(a.shape) if fd_err is None else np.where(mask, fd_err, 0.0)
-    rounding = np.broadcast_to(np.zeros(()) if round_err is None else round_err, a.shape)
+    rounding = np.broadcast_to(0.0 if round_err is None else round_err, a.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
         diff, rel, ratio, atol, bound = _errors(a, b, tol, err, mask, rounding)
     worst = _worst(ratio)
     verdict, message = _verdict(a, b, mask, ratio, kinks)
-    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), str(list(worst)),
+    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), worst,
                      _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err),
                      _at(rounding, worst), _at(bound, worst), int(mask.sum()),
                      int(kinks.sum()), message,
-                     abs_err=np.where(mask, diff, np.nan) if verdict != PASS else None)
+                     abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
 
 
 def _errors(a, b, tol: Tolerance, err, mask, rounding):
@@ -116,21 +120,34 @@ def _at(x: np.ndarray, index: tuple) -> float:
     return float(x[index]) if x.size else float("nan")
 
 
-def _verdict(a, b, mask, ratio, kinks) -> tuple[str, str]:
+def _verdict(a, b, mask, ratio, kinks) -> tuple[Verdict, str]:
     finite = np.isfinite(a) & np.isfinite(b)
     if not np.all(finite[mask]):
-        return NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s)"
+        both = "the same in both" if _same_nonfinite(a, b, mask) else "not the same in both"
+        return Verdict.NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s), {both}"
     failing = ratio > 1
     if not failing.any():
-        return PASS, ""
+        return Verdict.PASS, ""
     if not (failing & ~kinks).any():
-        return NONDIFF, f"differs only at {int(kinks.sum())} non-differentiable point(s)"
-    return FAIL, f"{int(failing.sum())} of {int(mask.sum())} element(s) out of tolerance"
+        return Verdict.NONDIFF, f"differs only at {int(kinks.sum())} non-differentiable point(s)"
+    return Verdict.FAIL, f"{int(failing.sum())} of {int(mask.sum())} element(s) out of tolerance"
+
+
+def _same_nonfinite(a, b, mask) -> bool:
+    """NaN where the other has NaN, the same infinity where it has one."""
+    odd = mask & ~(np.isfinite(a) & np.isfinite(b))
+    return bool(np.array_equal(a[odd], b[odd], equal_nan=True))
+
+
+def disagrees(verdict: str, message: str) -> bool:
+    """Whether a pair's row is evidence against one of its two sources: a FAIL, or
+    non-finite numbers that the other source does not share (shared ones are the case's)."""
+    return verdict == Verdict.FAIL or (verdict == Verdict.NONFINITE and "not the same" in message)
 
 
 def _shape_mismatch(a, b, tol) -> Judgement:
-    return Judgement(FAIL, np.nan, np.nan, np.inf, "", np.nan, np.nan, 0.0, tol.rtol, 0.0,
-                     0.0, 0.0, 0, 0, f"shape {list(a.shape)} vs {list(b.shape)}")
+    return Judgement(Verdict.FAIL, np.nan, np.nan, np.inf, None, np.nan, np.nan, 0.0, tol.rtol,
+                     0.0, 0.0, 0.0, 0, 0, f"shape {list(a.shape)} vs {list(b.shape)}")
 
 
 def _max(x) -> float:
@@ -142,8 +159,8 @@ def blame(engines: list[str], disagreeing: set[tuple[str, str]], suspects=()) ->
     """The smallest set of engines whose removal leaves the rest agreeing (a minimum vertex
     cover of the disagreement graph). Several equally small sets: the ones holding the most
     `suspects` (engines that failed a test of their own, the Taylor test), so that of two
-    engines that disagree the one whose gradient does not converge is named; if that cannot
-    tell them apart, their union, since the evidence cannot either."""
+    engines that disagree the one whose gradient does not converge is named; where that
+    cannot tell them apart either, their union."""
     if not disagreeing:
         return []
     for size in range(1, len(engines) + 1):

@@ -17,6 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
+from .verdict import Verdict
+
 EPS64 = np.finfo(np.float64).eps
 DIRECTIONS = 2
 STEPS = 28                 # eps = 0.1 * 2^-k: from 0.1 down to 7e-10 (times each input's scale)
@@ -24,7 +26,7 @@ WINDOW = 5                 # points in a fitted window: a factor 16 in eps
 LINEAR = 0.25              # the local slopes of a window may spread this much
 CLEAR = 4.0                # R must exceed rounding's share this many times
 PASS_RATE = 1.5            # halfway between a right gradient's 2 and a wrong one's 1
-PASS, FAIL = "PASS", "FAIL"
+PASS, FAIL = Verdict.PASS, Verdict.FAIL
 
 
 @dataclass
@@ -145,7 +147,7 @@ def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Ma
 
 
 def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
-    if not case.model.jacobian:
+    if not case.jacobian:
         return {w: np.asarray(g, dtype=np.float64) for w, g in grads.items()}
     return {w: np.tensordot(cotangent.ravel(), np.asarray(g, np.float64), axes=1)
             for w, g in grads.items()}
