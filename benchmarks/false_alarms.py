@@ -208,10 +208,11 @@ def measure(cases, dtypes, engines, options) -> tuple[Counter, list[dict]]:
     counts, alarms = Counter(), []
     for case in cases:
         for dtype in dtypes:
-            row = run_case(case, dtype, engines, options).case
-            counts[(case.family, dtype, row["verdict"])] += 1
+            row = vars(run_case(case, dtype, engines, options).case)
+            counts[(case.family, dtype, str(row["verdict"]))] += 1
             if row["verdict"] not in GOOD:
-                alarms.append({k: row[k] for k in ("case", "dtype", "verdict", "blame", "message")})
+                alarms.append({k: str(row[k]) for k in ("case", "dtype", "verdict", "blame",
+                                                        "message")})
     return counts, alarms
 
 
