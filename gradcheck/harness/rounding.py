@@ -1,10 +1,12 @@
 """How much rounding error each element of a value or gradient can carry in a dtype.
 
 Monte Carlo arithmetic on the numpy reference: the same graph runs forward and backward in
-float64, several times, with every array leaving every op (forward and gradient rule),
-and every tensor entering one, multiplied by (1 + d), d uniform in [-eps, eps] of the case's dtype: what
-each rounding step of a float32 (or float64) evaluation may do. The spread of the results
-around the unperturbed float64 ones is the element's rounding scale. Where terms cancel
+float64, several times, with every floating intermediate that an op (forward or gradient
+rule) computes multiplied by (1 + d), d uniform in [-eps, eps] of the case's dtype: what
+each rounding step of a float32 (or float64) evaluation may do; a sum or a matrix product
+also errs by eps * sqrt(n * the sum of its terms' squares), as its partial sums round.
+The spread of the results around the unperturbed float64 ones is the element's rounding
+scale. Where terms cancel
 (1 - tanh^2 near saturation, a sum of opposite terms, a gradient that is zero by symmetry)
 the perturbed terms no longer cancel, and the scale follows the terms' magnitudes, not the
 element's own small size. Any op works, with no rule of its own.
@@ -55,8 +57,14 @@ def _sum_of_squares(ufunc, method, inputs, kwargs):
     return None
 
 
-# Array functions whose floating result is a fresh sum of products (not a view or a copy)
-PRODUCTS = {np.dot, np.einsum, np.inner, np.vdot}
+# Ufuncs whose result is one of their arguments, or its exact negation or size: no rounding
+# (and a max must stay equal to the element it picked, which its gradient rule looks for)
+EXACT_UFUNCS = {np.maximum, np.minimum, np.fmax, np.fmin, np.absolute, np.negative,
+                np.positive, np.sign}
+# Array functions whose floating result is a fresh sum of products (not a view or a copy);
+# those of two operands also err with the magnitudes of the terms (einsum: only relatively)
+PRODUCTS = {np.dot, np.tensordot, np.inner, np.vdot, np.einsum}
+TWO_OPERANDS = {np.dot, np.tensordot, np.inner, np.vdot}
 
 
 class Noisy(np.ndarray):
@@ -75,6 +83,8 @@ class Noisy(np.ndarray):
             kwargs["out"] = tuple(np.asarray(o) for o in out)
         inputs = [_plain(x) for x in inputs]
         result = getattr(ufunc, method)(*inputs, **kwargs)
+        if ufunc in EXACT_UFUNCS:
+            return result if out is not None else _view(result, self.noise)
         squares = None if out is not None else _sum_of_squares(ufunc, method, inputs, kwargs)
         if squares is not None and np.issubdtype(np.asarray(result).dtype, np.floating):
             result = self.noise.of_sum(result, *squares)
@@ -88,9 +98,11 @@ class Noisy(np.ndarray):
 
     def __array_function__(self, func, types, args, kwargs):
         result = super().__array_function__(func, types, args, kwargs)
-        if func is np.dot and len(args) == 2 and np.ndim(args[0]) >= 1:
-            a, b = (np.asarray(_plain(x)) for x in args)
-            result = self.noise.of_sum(result, np.dot(a * a, b * b), a.shape[-1])
+        if func in TWO_OPERANDS and np.size(result):
+            a, b = (np.asarray(_plain(x)) for x in args[:2])
+            count = int(round(np.sqrt(a.size * b.size / np.size(result))))   # terms per sum
+            squares = func(a * a, b * b, *args[2:], **kwargs)
+            result = self.noise.of_sum(result, squares, max(count, 1))
         return noisy(result, self.noise) if func in PRODUCTS else result
 
 
@@ -100,25 +112,32 @@ def _plain(x):
 
 def noisy(x, noise: Noise):
     """`x` rounded at random, as a `Noisy` array that keeps rounding what is made from it."""
+    return _view(noise(x), noise)
+
+
+def _view(x, noise: Noise):
+    """`x` as it is, as a `Noisy` array (integer data stays a plain array)."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         return x
-    view = noise(x).view(Noisy)
+    view = x.view(Noisy)
     view.noise = noise
     return view
 
 
 class Perturbed:
-    """An op's forward or gradient rule evaluated in random rounding: its tensor arguments
-    and every floating intermediate and result. 0-d arguments enter exact, since they are
-    literal numbers (an exponent of 2 must stay 2) or results already rounded where made."""
+    """An op's forward or gradient rule evaluated in random rounding: every floating
+    intermediate it computes from its arguments is rounded where it is made. Arguments
+    enter as they are (each was rounded where its op made it, and a gradient rule must see
+    the very values the forward saw), and a result that only selects or moves values (a
+    max, a reshape) comes out exact, as it does in any engine."""
 
     def __init__(self, fn, noise: Noise):
         self.fn, self.noise = fn, noise
 
     def __call__(self, *args, **attrs):
-        args = [noisy(a, self.noise) if np.ndim(a) else a for a in args]
-        return np.asarray(self.noise(self.fn(*args, **attrs))).view(np.ndarray)
+        result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
+        return np.asarray(result).view(np.ndarray)
 
 
 def perturbed_ops(ops: Mapping, noise: Noise) -> dict:

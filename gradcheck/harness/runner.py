@@ -71,14 +71,16 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
 
 def _rounding_bounds(case, arrays, settings: Settings) -> EngineOutput | None:
     """Each exact engine's per-element rounding bound; None where the case sets its own
-    tolerance (it wins) or the numpy reference cannot evaluate the case."""
+    tolerance (it wins) or the numpy reference cannot bound every element."""
     if case.tolerance is not None:
         return None
     try:
         with np.errstate(all="ignore"):
-            return _run_engine(RoundingBound(case.name), case, arrays, settings)
+            bounds = _run_engine(RoundingBound(case.name), case, arrays, settings)
     except Exception:       # an op the reference lacks: the fixed tolerances still judge
         return None
+    finite = all(np.isfinite(b).all() for b in [bounds.value, *bounds.grads.values()])
+    return bounds if finite else None     # a NaN bound would pass anything
 
 
 def _taylor(case, arrays, dtype, outputs, bounds) -> list:
