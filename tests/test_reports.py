@@ -81,7 +81,7 @@ def test_read_run_round_trips_the_tables(run):
         np.testing.assert_array_equal(back.errors[key], err)
 
 
-@pytest.mark.parametrize("row_type", [CaseRow, ComparisonRow, EngineRow])
+@pytest.mark.parametrize("row_type", [CaseRow, ComparisonRow, EngineRow, TaylorRow])
 def test_readme_column_tables_are_the_row_classes(row_type):
     """The README documents each CSV file's columns, in order and with their types, exactly
     as the row dataclass defines them: adding a column is one field plus its README line."""

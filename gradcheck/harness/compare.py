@@ -31,10 +31,23 @@ class Tolerance:
 EXACT = {"float64": Tolerance(rtol=1e-7, atol=1e-9), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 WITH_FD = {"float64": Tolerance(rtol=1e-6, atol=1e-8), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 FD_ERR_FACTOR = 2.0
+# When each exact engine's rounding bound is known (harness/rounding.py), it carries the
+# comparison: exact pairs keep only a floor of a few units in the last place of the element
+# and of the tensor's largest one (an engine may compute an element from a quantity of the
+# tensor's scale: x - logsumexp(x) as x - (max + log(sum))), and pairs with fd keep fd's
+# float64 tolerance in either dtype (fd differences in float64; the float32 side's rounding
+# is in its bound). The fixed tables above serve a case that sets its own `tolerance`.
+ULPS = 4
+KNOWN_ROUNDING = {d: Tolerance(rtol=ULPS * float(np.finfo(d).eps),
+                                atol=ULPS * float(np.finfo(d).eps)) for d in ("float64", "float32")}
 
 
-def tolerance_for(dtype: str, numerical: bool, override=None) -> Tolerance:
-    """`numerical`: one side of the pair is an estimate with its own error (fd)."""
+def tolerance_for(dtype: str, numerical: bool, override=None,
+                  rounding_known: bool = False) -> Tolerance:
+    """`numerical`: one side of the pair is an estimate with its own error (fd).
+    `rounding_known`: the exact sides' rounding bounds are part of the comparison."""
+    if override is None and rounding_known:
+        return WITH_FD["float64"] if numerical else KNOWN_ROUNDING[dtype]
     base = (WITH_FD if numerical else EXACT)[dtype]
     if override is None:
         return base
@@ -54,26 +67,32 @@ class Judgement:
     atol: float
     rtol: float
     fd_err: float
+    round_err: float        # the rounding bound at the worst element (both sides together)
+    bound: float            # all that |a - b| may be at the worst element
     checked: int
     kinks: int
     message: str
     abs_err: np.ndarray | None = None     # element-wise, kept for heatmaps of failures
 
 
-def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None) -> Judgement:
-    """Compare two arrays: shape first, then finiteness, then values (masked by `checked`)."""
+def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
+          round_err=None) -> Judgement:
+    """Compare two arrays: shape first, then finiteness, then values (masked by `checked`).
+    `round_err`: per element, the rounding error that the pair's exact sides may carry."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return _shape_mismatch(a, b, tol)
     mask = np.ones(a.shape, bool) if checked is None else np.asarray(checked, bool)
     kinks = np.zeros(a.shape, bool) if kinks is None else np.asarray(kinks, bool) & mask
     err = np.zeros(a.shape) if fd_err is None else np.where(mask, fd_err, 0.0)
+    rounding = np.broadcast_to(0.0 if round_err is None else round_err, a.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
-        diff, rel, ratio, atol = _errors(a, b, tol, err, mask)
+        diff, rel, ratio, atol, bound = _errors(a, b, tol, err, mask, rounding)
     worst = _worst(ratio)
     verdict, message = _verdict(a, b, mask, ratio, kinks)
     return Judgement(verdict, _max(diff), _max(rel), _max(ratio), worst,
-                     _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err), int(mask.sum()),
+                     _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err),
+                     _at(rounding, worst), _at(bound, worst), int(mask.sum()),
                      int(kinks.sum()), message,
                      abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
 
@@ -115,15 +134,16 @@ def with_directions(j: Judgement, d: DirectionalJudgement) -> Judgement:
     return replace(j, message=f"{j.message}; {failed}", tol_ratio=max(j.tol_ratio, d.tol_ratio))
 
 
-def _errors(a, b, tol: Tolerance, err, mask):
-    """Element-wise |a - b|, relative error and tolerance ratio, and the absolute atol used."""
+def _errors(a, b, tol: Tolerance, err, mask, rounding):
+    """Element-wise |a - b|, relative error, tolerance ratio and bound, and the absolute
+    atol used."""
     magnitude = np.maximum(np.abs(a), np.abs(b))
     diff = np.where(mask, np.abs(a - b), 0.0)
     atol = tol.atol * float(np.max(np.where(mask, magnitude, 0), initial=0))
-    bound = atol + tol.rtol * magnitude + FD_ERR_FACTOR * err
+    bound = atol + tol.rtol * magnitude + FD_ERR_FACTOR * err + rounding
     ratio = np.where(mask, np.where(diff == 0, 0.0, diff / bound), 0.0)
     rel = np.where(mask, diff / np.maximum(magnitude, 1e-300), 0.0)
-    return diff, rel, ratio, atol
+    return diff, rel, ratio, atol, bound
 
 
 def _worst(ratio: np.ndarray) -> tuple[int, ...]:
@@ -163,8 +183,8 @@ def disagrees(verdict: str, message: str) -> bool:
 
 
 def _shape_mismatch(a, b, tol) -> Judgement:
-    return Judgement(Verdict.FAIL, np.nan, np.nan, np.inf, None, np.nan, np.nan, 0.0, tol.rtol, 0.0, 0, 0,
-                     f"shape {list(a.shape)} vs {list(b.shape)}")
+    return Judgement(Verdict.FAIL, np.nan, np.nan, np.inf, None, np.nan, np.nan, 0.0, tol.rtol,
+                     0.0, 0.0, 0.0, 0, 0, f"shape {list(a.shape)} vs {list(b.shape)}")
 
 
 def _max(x) -> float:
@@ -172,16 +192,19 @@ def _max(x) -> float:
     return float(np.nanmax(x)) if x.size and not np.all(np.isnan(x)) else 0.0
 
 
-def blame(engines: list[str], disagreeing: set[tuple[str, str]]) -> list[str]:
+def blame(engines: list[str], disagreeing: set[tuple[str, str]], suspects=()) -> list[str]:
     """The smallest set of engines whose removal leaves the rest agreeing (a minimum vertex
-    cover of the disagreement graph). Several equally small sets: blame their union, since
-    the evidence cannot tell them apart."""
+    cover of the disagreement graph). Several equally small sets: the ones holding the most
+    `suspects` (engines that failed a test of their own, the Taylor test), so that of two
+    engines that disagree the one whose gradient does not converge is named; where that
+    cannot tell them apart either, their union."""
     if not disagreeing:
         return []
     for size in range(1, len(engines) + 1):
         covers = [set(c) for c in combinations(engines, size)
                   if all(a in c or b in c for a, b in disagreeing)]
         if covers:
-            return sorted(set().union(*covers), key=engines.index)
+            most = max(len(c & set(suspects)) for c in covers)
+            best = [c for c in covers if len(c & set(suspects)) == most]
+            return sorted(set().union(*best), key=engines.index)
     return list(engines)
-

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .rows import FLOAT, INDEX, TEXT, CaseRow, ComparisonRow, EngineRow, column_kinds, columns
+from .rows import (FLOAT, INDEX, TEXT, CaseRow, ComparisonRow, EngineRow, TaylorRow,
+                   column_kinds, columns)
 from .verdict import FAILING, Verdict
 
 # attribute of RunResult -> (file, row type)
 TABLES = {"cases": ("cases.csv", CaseRow), "comparisons": ("comparisons.csv", ComparisonRow),
-          "engines": ("engines.csv", EngineRow)}
+          "engines": ("engines.csv", EngineRow), "taylor": ("taylor.csv", TaylorRow)}
 CSV_FILES = {attr: filename for attr, (filename, _) in TABLES.items()}
 UNCHECKED = (Verdict.SKIP,)     # not a failure, but not a check either: green needs allow_skips
 
@@ -33,6 +34,8 @@ class RunResult:
     metadata: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)      # (case, dtype, param, a, b) -> |a - b|
     details: dict = field(default_factory=dict)     # case name -> description, source, steps
+    taylor: pd.DataFrame = field(default_factory=lambda: _frame([], TaylorRow))
+    curves: dict = field(default_factory=dict)      # (case, dtype, engine) -> eps, R rows
 
     @classmethod
     def from_case_results(cls, results, metadata=None, details=None) -> "RunResult":
@@ -40,9 +43,13 @@ class RunResult:
                   for r in results for key, value in r.errors.items()}
         tables = {"cases": [r.case for r in results],
                   "comparisons": [row for r in results for row in r.comparisons],
-                  "engines": [row for r in results for row in r.engines]}
+                  "engines": [row for r in results for row in r.engines],
+                  "taylor": [row for r in results for row in r.taylor]}
+        curves = {(r.case.case, r.case.dtype, engine): curve
+                  for r in results for engine, curve in r.curves.items()}
         return cls(**{attr: _frame(rows, TABLES[attr][1]) for attr, rows in tables.items()},
-                   metadata=metadata or {}, errors=errors, details=details or {})
+                   metadata=metadata or {}, errors=errors, details=details or {},
+                   curves=curves)
 
     # --- queries --------------------------------------------------------------------------
 
@@ -95,23 +102,29 @@ class RunResult:
             {**self.metadata, "counts": self.counts(), "details": self.details},
             indent=2, sort_keys=True, default=str), encoding="utf-8", errors="backslashreplace")
         # a zip member's name must encode: a lone surrogate is escaped, as in the CSV files
-        np.savez_compressed(folder / "errors.npz", **{
-            "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
-            for k, v in self.errors.items()})
+        for filename, arrays in (("errors.npz", self.errors), ("taylor.npz", self.curves)):
+            np.savez_compressed(folder / filename, **{
+                "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
+                for k, v in arrays.items()})
 
 
 def read_run(folder: str | Path) -> RunResult:
     """Load a run folder back into a `RunResult`, without recomputing anything."""
     folder = Path(folder)
-    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()}
+    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()
+              if (folder / f).exists() or attr != "taylor"}    # folders from before taylor.csv
     meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     details = meta.pop("details", {})
     meta.pop("counts", None)
-    errors = {}
-    if (folder / "errors.npz").exists():
-        with np.load(folder / "errors.npz") as z:
-            errors = {tuple(k.split("|")): z[k] for k in z.files}
-    return RunResult(**frames, metadata=meta, errors=errors, details=details)
+    return RunResult(**frames, metadata=meta, errors=_arrays(folder / "errors.npz"),
+                     details=details, curves=_arrays(folder / "taylor.npz"))
+
+
+def _arrays(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with np.load(path) as z:
+        return {tuple(k.split("|")): z[k] for k in z.files}
 
 
 def _frame(rows: list, row_type) -> pd.DataFrame:

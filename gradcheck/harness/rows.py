@@ -50,6 +50,8 @@ class ComparisonRow:
     value_a: float
     value_b: float
     fd_err: float
+    round_err: float
+    bound: float
     checked: int
     elements: int
     kinks: int
@@ -57,6 +59,20 @@ class ComparisonRow:
     coverage: str = "full"      # how the numerical side covered the input: full, directional
     directions: int = 0         # directional checks compared (0 unless directional)
     kink_distance: float = float("nan")   # the farthest flagged kink from its element
+
+
+@dataclass
+class TaylorRow:
+    """taylor.csv: one row per case x dtype x engine whose gradient is complete."""
+    case: str
+    dtype: str
+    engine: str
+    rate: float         # the lowest over the directions; NaN when nothing rose above rounding
+    verdict: str
+    rates: str          # each direction's rate
+    eps_high: float     # the fitted window of the direction with the lowest rate
+    eps_low: float
+    message: str
 
 
 @dataclass

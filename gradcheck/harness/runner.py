@@ -13,9 +13,11 @@ from typing import Callable
 import numpy as np
 
 from ..engines import EngineOutput, EngineSkip, Settings, call_vjp
+from . import taylor
 from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
                       with_directions)
-from .rows import CaseRow, ComparisonRow, EngineRow
+from .rounding import RoundingBound
+from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
 from .verdict import Verdict
 
 OK = "ok"                   # engines.csv status of an engine that gave results
@@ -27,6 +29,7 @@ class RunOptions:
     fd_coverage: str | None = None       # auto, full or directional; None: the engine's own
     timeout: float | None = None         # seconds per case and dtype, in a worker process;
                                          # None or 0: run in this process, with no time limit
+    taylor: bool = True                  # the Taylor-remainder test of each engine
 
 
 @dataclass
@@ -35,6 +38,8 @@ class CaseResult:
     comparisons: list[ComparisonRow]
     engines: list[EngineRow]
     errors: dict = field(default_factory=dict)   # (param, a, b) -> element-wise |a - b|
+    taylor: list[TaylorRow] = field(default_factory=list)
+    curves: dict = field(default_factory=dict)   # engine -> rows: eps, then R per direction
 
 
 def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
@@ -57,10 +62,43 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     expect = _expect_output(case)
     if expect is not None:
         outputs[EXPECT] = expect
-    rows, errors = _compare_all(case, dtype, outputs)
-    summary = _summarize(case, dtype, engine_rows, rows, outputs)
+    bounds = _rounding_bounds(case, arrays, settings)
+    rows, errors = _compare_all(case, dtype, outputs, bounds)
+    checks = _taylor(case, arrays, dtype, outputs, bounds) if options.taylor else []
+    summary = _summarize(case, dtype, engine_rows, rows, outputs, checks)
     summary.seconds = round(time.perf_counter() - start, 4)
-    return CaseResult(summary, rows, engine_rows, errors)
+    return CaseResult(summary, rows, engine_rows, errors,
+                      [_taylor_row(case.name, dtype, t) for t in checks],
+                      {t.engine: np.vstack([t.eps] + t.remainders) for t in checks})
+
+
+def _rounding_bounds(case, arrays, settings: Settings) -> EngineOutput | None:
+    """Each exact engine's per-element rounding bound; None where the case sets its own
+    tolerance (it wins) or the numpy reference cannot bound every element."""
+    if case.tolerance is not None:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            bounds = _run_engine(RoundingBound(case.name), case, arrays, settings)
+    except Exception:       # an op the reference lacks: the fixed tolerances still judge
+        return None
+    finite = all(np.isfinite(b).all() for b in [bounds.value, *bounds.grads.values()])
+    return bounds if finite else None     # a NaN bound would pass anything
+
+
+def _taylor(case, arrays, dtype, outputs, bounds) -> list:
+    try:
+        return taylor.check_engines(case, arrays, case.cotangent(dtype), outputs, bounds)
+    except Exception:       # the numpy forward cannot evaluate the case: no evidence
+        return []
+
+
+def _taylor_row(case: str, dtype: str, t) -> TaylorRow:
+    lo, hi = t.windows[int(np.nanargmin(t.rates))] if np.isfinite(t.rate) else (0, 0)
+    return TaylorRow(case, dtype, t.engine, t.rate, t.verdict,
+                     " ".join(f"{r:.3f}" for r in t.rates),
+                     float(t.eps[lo]) if hi > lo else np.nan,
+                     float(t.eps[hi - 1]) if hi > lo else np.nan, t.message)
 
 
 def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOutput | None]:
@@ -126,7 +164,7 @@ def _expect_output(case) -> EngineOutput | None:
     return None if expected is None else EngineOutput(*expected)
 
 
-def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
+def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None):
     rows, errors = [], {}
     for param in [VALUE] + case.wrt:
         kinks = _kinks(outputs.values(), param)
@@ -135,14 +173,24 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
             if pair[0] is None or pair[1] is None:
                 continue
             estimate = _estimate(outputs[a], outputs[b], param)
-            tol = tolerance_for(dtype, estimate is not None, case.tolerance)
-            j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks)
+            tol = tolerance_for(dtype, estimate is not None, case.tolerance, bounds is not None)
+            j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks,
+                      round_err=_pair_rounding(bounds, (outputs[a], outputs[b]), param))
             j = _directional(j, estimate, (outputs[a], outputs[b]), param, tol)
             rows.append(_row(case.name, dtype, param, a, b, j, pair[0],
                              _coverage(estimate, param)))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
     return rows, errors
+
+
+def _pair_rounding(bounds: EngineOutput | None, pair, param: str):
+    """Each exact side of the pair may carry its rounding bound; an estimate's (fd's) error
+    is its own."""
+    if bounds is None:
+        return None
+    exact = sum(1 for o in pair if not (o.numerical and param in o.grad_err))
+    return exact * _pick(bounds, param)
 
 
 def _pick(output: EngineOutput, param: str):
@@ -193,17 +241,18 @@ def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -
     coverage, directions, kink_distance = covered
     return ComparisonRow(case, dtype, param, a, b, j.verdict, j.max_abs_err, j.max_rel_err,
                          j.tol_ratio, j.worst_index, j.atol, j.rtol, j.value_a, j.value_b,
-                         j.fd_err, j.checked, int(np.size(array)), j.kinks, j.message,
-                         coverage, directions, kink_distance)
+                         j.fd_err, j.round_err, j.bound, j.checked, int(np.size(array)),
+                         j.kinks, j.message, coverage, directions, kink_distance)
 
 
-def _summarize(case, dtype, engine_rows, rows, outputs) -> CaseRow:
+def _summarize(case, dtype, engine_rows, rows, outputs, checks=()) -> CaseRow:
     errored = [r.engine for r in engine_rows if r.status == Verdict.ERROR]
     skipped = [r.engine for r in engine_rows if r.status == Verdict.SKIP]
     bad = {(r.engine_a, r.engine_b) for r in rows if disagrees(r.verdict, r.message)}
     verdict, message = _case_verdict(errored, {r.verdict for r in rows}, outputs,
                                      engine_rows, rows)
-    blamed = errored or blame(list(outputs), bad)
+    suspects = [t.engine for t in checks if t.verdict == Verdict.FAIL]
+    blamed = errored or blame(list(outputs), bad, suspects)
     return _case_row(case, dtype, verdict, " ".join(blamed), message,
                      engines=" ".join(o for o in outputs if o != EXPECT),
                      skipped=" ".join(skipped), comparisons=len(rows),

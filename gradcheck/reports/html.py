@@ -18,9 +18,11 @@ from markupsafe import Markup
 from ..harness.compare import EXPECT
 from ..harness.verdict import Verdict
 from .heatmap import describe_layout, heatmap_png
+from .taylor_plot import remainder_png
 
 ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]   # custom engines follow in run order
 BAD_PAIR = (Verdict.FAIL, Verdict.NONFINITE)
+TAYLOR_MAX_PLOTS = 60          # curves for the worst runs first; rates for every run
 HEATMAP_MAX_ELEMENTS = 1_000_000                          # beyond: the table is enough
 
 _ENV = Environment(loader=PackageLoader("gradcheck.reports", "templates"),
@@ -133,11 +135,14 @@ def _number(x, pattern: str) -> str:
 
 def _sections(result, cases: pd.DataFrame) -> list[dict]:
     comps, engines = _by_run(result.comparisons), _by_run(result.engines)
+    taylor, plotted = _by_run(result.taylor), 0
     runs = {}
     for c in _records(cases):     # worst first, so a case's section sits where it ranks
         key = (c["case"], c["dtype"])
-        runs.setdefault(c["case"], []).append(_run(result, c, comps.get(key, []),
-                                                   engines.get(key, [])))
+        run = _run(result, c, comps.get(key, []), engines.get(key, []))
+        run["taylor"] = _taylor(result, taylor.get(key, []), plotted < TAYLOR_MAX_PLOTS)
+        plotted += bool(run["taylor"] and run["taylor"]["png"])
+        runs.setdefault(c["case"], []).append(run)
     return [{"name": name, "details": _details(result, name), "runs": items,
              "failing": any(r["failing"] for r in items)} for name, items in runs.items()]
 
@@ -156,6 +161,17 @@ def _run(result, c: dict, comps: list[dict], engines: list[dict]) -> dict:
             "engines": [{**e, "seconds_text": f"{e['seconds']:.4f}"} for e in engines],
             "matrices": _matrices(comps), "pairs": _bad_pairs(comps),
             "heatmaps": _heatmaps(result, c, comps)}
+
+
+def _taylor(result, rows: list[dict], plot: bool) -> dict | None:
+    """Every engine's Taylor rate and verdict in one run, and (`plot`) their curves."""
+    if not rows:
+        return None
+    curves = {r["engine"]: result.curves[(r["case"], r["dtype"], r["engine"])] for r in rows
+              if (r["case"], r["dtype"], r["engine"]) in result.curves}
+    rates = {r["engine"]: r["rate"] for r in rows}
+    return {"png": remainder_png(curves, rates) if plot and curves else "",
+            "rows": [{**r, "rate_text": fmt(r["rate"])} for r in rows]}
 
 
 def _by_run(frame: pd.DataFrame) -> dict[tuple[str, str], list[dict]]:

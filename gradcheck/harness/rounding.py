@@ -1,0 +1,198 @@
+"""How much rounding error each element of a value or gradient can carry in a dtype.
+
+Monte Carlo arithmetic on the numpy reference: the same graph runs forward and backward in
+float64, several times, with every floating intermediate that an op (forward or gradient
+rule) computes multiplied by (1 + d), d uniform in [-eps, eps] of the case's dtype: what
+each rounding step of a float32 (or float64) evaluation may do; a sum or a matrix product
+also errs by eps * sqrt(n * the sum of its terms' squares), as its partial sums round.
+The spread of the results around the unperturbed float64 ones is the element's rounding
+scale. Where terms cancel
+(1 - tanh^2 near saturation, a sum of opposite terms, a gradient that is zero by symmetry)
+the perturbed terms no longer cancel, and the scale follows the terms' magnitudes, not the
+element's own small size. Any op works, with no rule of its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from typing import Mapping
+
+import numpy as np
+
+from ..engines.base import EngineOutput
+from ..engines.numpy_engine import NumpyEngine
+
+SAMPLES = 8          # perturbed evaluations: the root-mean-square of 8 is a steady scale
+
+
+class Noise:
+    """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps]; integer data passes as is."""
+
+    def __init__(self, eps: float, rng: np.random.Generator):
+        self.eps, self.rng = eps, rng
+
+    def __call__(self, x):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            return x
+        return np.asarray(x * (1 + self.eps * self.rng.uniform(-1, 1, x.shape)))
+
+    def of_sum(self, total, squares, count: int):
+        """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
+        rounded, so the error grows with the terms' magnitudes, however much they cancel."""
+        spread = self.eps * np.sqrt(count * np.asarray(squares))
+        return np.asarray(total + spread * self.rng.uniform(-1, 1, np.shape(total)))
+
+
+def _sum_of_squares(ufunc, method, inputs, kwargs):
+    """For a sum (add.reduce: np.sum, np.mean) or a sum of products (matmul): the same
+    sum over the terms' squares, and the number of terms in each; None for other ufuncs."""
+    if ufunc is np.add and method == "reduce":
+        x = np.asarray(inputs[0])
+        total = np.add.reduce(x * x, *inputs[1:], **kwargs)
+        return total, max(x.size // max(np.size(total), 1), 1)
+    if ufunc is np.matmul and method == "__call__" and np.ndim(inputs[0]) >= 1:
+        a, b = (np.asarray(x) for x in inputs[:2])
+        return np.matmul(a * a, b * b), a.shape[-1]
+    return None
+
+
+# Ufuncs whose result is one of their arguments, or its exact negation or size: no rounding
+# (and a max must stay equal to the element it picked, which its gradient rule looks for)
+EXACT_UFUNCS = {np.maximum, np.minimum, np.fmax, np.fmin, np.absolute, np.negative,
+                np.positive, np.sign}
+# Array functions whose floating result is a fresh sum of products (not a view or a copy);
+# those of two operands also err with the magnitudes of the terms (einsum: only relatively)
+PRODUCTS = {np.dot, np.tensordot, np.inner, np.vdot, np.einsum}
+TWO_OPERANDS = {np.dot, np.tensordot, np.inner, np.vdot}
+
+
+class Noisy(np.ndarray):
+    """An array whose every floating ufunc result (and sum of products) inside an op is
+    rounded at random: the rounding of intermediates an op never returns (the 1 + tiny
+    inside a saturated log-sum-exp, p - 1 for a probability near 1)."""
+
+    noise: Noise | None = None
+
+    def __array_finalize__(self, obj):
+        self.noise = getattr(obj, "noise", None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(np.asarray(o) for o in out)
+        inputs = [_plain(x) for x in inputs]
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if ufunc in EXACT_UFUNCS:
+            return result if out is not None else _view(result, self.noise)
+        squares = None if out is not None else _sum_of_squares(ufunc, method, inputs, kwargs)
+        if squares is not None and np.issubdtype(np.asarray(result).dtype, np.floating):
+            result = self.noise.of_sum(result, *squares)
+        if out is not None:
+            for o in kwargs["out"]:
+                o[...] = self.noise(o)
+            return out[0] if len(out) == 1 else out
+        if isinstance(result, tuple):
+            return tuple(noisy(r, self.noise) for r in result)
+        return None if result is None else noisy(result, self.noise)
+
+    def __array_function__(self, func, types, args, kwargs):
+        result = super().__array_function__(func, types, args, kwargs)
+        if func in TWO_OPERANDS and np.size(result):
+            a, b = (np.asarray(_plain(x)) for x in args[:2])
+            count = int(round(np.sqrt(a.size * b.size / np.size(result))))   # terms per sum
+            squares = func(a * a, b * b, *args[2:], **kwargs)
+            result = self.noise.of_sum(result, squares, max(count, 1))
+        return noisy(result, self.noise) if func in PRODUCTS else result
+
+
+def _plain(x):
+    return x.view(np.ndarray) if isinstance(x, Noisy) else x
+
+
+def noisy(x, noise: Noise):
+    """`x` rounded at random, as a `Noisy` array that keeps rounding what is made from it."""
+    return _view(noise(x), noise)
+
+
+def _view(x, noise: Noise):
+    """`x` as it is, as a `Noisy` array (integer data stays a plain array)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        return x
+    view = x.view(Noisy)
+    view.noise = noise
+    return view
+
+
+class Perturbed:
+    """An op's forward or gradient rule evaluated in random rounding: every floating
+    intermediate it computes from its arguments is rounded where it is made. Arguments
+    enter as they are (each was rounded where its op made it, and a gradient rule must see
+    the very values the forward saw), and a result that only selects or moves values (a
+    max, a reshape) comes out exact, as it does in any engine."""
+
+    def __init__(self, fn, noise: Noise):
+        self.fn, self.noise = fn, noise
+
+    def __call__(self, *args, **attrs):
+        result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
+        return np.asarray(result).view(np.ndarray)
+
+
+def perturbed_ops(ops: Mapping, noise: Noise) -> dict:
+    """A copy of an op table in which every forward and gradient rule carries noise (any
+    other field of a `Primitive`, such as a joint rule, is kept as it is)."""
+    return {name: dataclasses.replace(
+                prim, forward=Perturbed(prim.forward, noise),
+                grads=tuple(None if r is None else Perturbed(r, noise) for r in prim.grads))
+            for name, prim in ops.items()}
+
+
+def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent,
+                   dtype: str, seed: str = "", ops: Mapping | None = None) -> EngineOutput:
+    """Per element of the value and of each gradient: the root-mean-square deviation of
+    noisy float64 evaluations from the exact-as-can-be float64 one, with noise at the
+    rounding unit of `dtype`. Seeded by `seed` (the case's name): the same on every run."""
+    import reference_impls
+    ops = reference_impls.OPS if ops is None else ops
+    inputs = {k: _float64(v) for k, v in inputs.items()}
+    cotangent = np.asarray(cotangent, dtype=np.float64)
+    exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
+    noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())))
+    noisy = NumpyEngine(perturbed_ops(ops, noise))
+    runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
+    return EngineOutput(_rms([r.value for r in runs], exact.value),
+                        {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
+
+
+def _rms(samples: list, exact) -> np.ndarray:
+    deviations = np.asarray(samples, dtype=np.float64) - np.asarray(exact, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.sqrt(np.mean(deviations ** 2, axis=0))
+
+
+def _float64(array) -> np.ndarray:
+    array = np.asarray(array)
+    return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
+
+
+ENGINE_FACTOR = 8.0      # an exact engine's error stays within 8 rounding scales (measured:
+                         # |numpy - torch| at most 3 scales over 1,300 random tensors)
+
+
+class RoundingBound:
+    """Engine-shaped: `vjp` returns, for the value and each gradient, the per-element bound
+    on the rounding error an exact engine may carry in the cotangent's dtype, so that the
+    runner gets it for a VJP or a full Jacobian alike."""
+
+    name = "rounding"
+
+    def __init__(self, seed: str = ""):
+        self.seed = seed
+
+    def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+        scale = rounding_scale(graph, inputs, wrt, cotangent, np.asarray(cotangent).dtype.name,
+                               self.seed)
+        return EngineOutput(ENGINE_FACTOR * scale.value,
+                            {w: ENGINE_FACTOR * g for w, g in scale.grads.items()})

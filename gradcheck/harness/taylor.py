@@ -1,0 +1,167 @@
+"""The Taylor-remainder test: judges one engine's gradient alone, by a convergence rate.
+
+For a direction u and f = <cotangent, output> (the numpy forward, in float64):
+R(eps) = |f(x + eps u) - f(x) - eps <g, u>| shrinks like eps^2 when g is the gradient and
+like eps when it is not. Over a geometric sweep of eps, the slope of log R against log eps
+is fitted over the most linear window of points that stand clear of rounding: R must be
+well above what rounding alone could give (f's own float64 noise, plus eps times the
+gradient's rounding bound along u); among windows whose local slopes agree, the one at
+the smallest eps is taken, before the nonlinearity of large steps (or a kink crossed far
+from x) bends the curve. No tolerance: the rate is dimensionless.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .verdict import Verdict
+
+EPS64 = np.finfo(np.float64).eps
+DIRECTIONS = 2
+STEPS = 28                 # eps = 0.1 * 2^-k: from 0.1 down to 7e-10 (times each input's scale)
+WINDOW = 5                 # points in a fitted window: a factor 16 in eps
+LINEAR = 0.25              # the local slopes of a window may spread this much
+CLEAR = 4.0                # R must exceed rounding's share this many times
+PASS_RATE = 1.5            # halfway between a right gradient's 2 and a wrong one's 1
+PASS, FAIL = Verdict.PASS, Verdict.FAIL
+
+
+@dataclass
+class Sweep:
+    """f along seeded directions: what every engine's remainder is computed from."""
+    eps: np.ndarray                          # the step sizes, largest first
+    directions: list[dict[str, np.ndarray]]
+    f0: float
+    f: list[np.ndarray] = field(default_factory=list)    # per direction, f(x + eps u)
+
+
+@dataclass
+class TaylorResult:
+    engine: str
+    eps: np.ndarray
+    rate: float                              # the lowest over the directions; NaN: no fit
+    verdict: str
+    rates: list[float]
+    remainders: list[np.ndarray]             # per direction, R(eps) over the sweep
+    windows: list[tuple[int, int]]           # per direction, the fitted points [lo, hi)
+    message: str = ""
+
+
+def sweep(objective, inputs: Mapping[str, np.ndarray], wrt: list[str], seed: str) -> Sweep:
+    """Evaluate `objective(arrays)` (a float) at x and along each direction's eps sweep."""
+    x = {w: np.asarray(inputs[w], dtype=np.float64) for w in wrt}
+    rng = np.random.default_rng(zlib.crc32(f"{seed}/<taylor>".encode()))
+    directions = [{w: rng.standard_normal(x[w].shape) * _scale(x[w]) for w in wrt}
+                  for _ in range(DIRECTIONS)]
+    eps = 0.1 * 2.0 ** -np.arange(STEPS)
+    result = Sweep(eps, directions, float(objective(x)))
+    for u in directions:
+        result.f.append(np.array([objective({w: x[w] + e * u[w] for w in wrt}) for e in eps]))
+    return result
+
+
+def _scale(x: np.ndarray) -> float:
+    rms = float(np.sqrt(np.mean(x ** 2))) if x.size else 0.0
+    return rms if rms > 0 and np.isfinite(rms) else 1.0
+
+
+def judge_engine(name: str, s: Sweep, grads: Mapping[str, np.ndarray],
+                 bounds: Mapping[str, np.ndarray] | None = None) -> TaylorResult:
+    """The engine's rate: per direction, the slope of its remainder's cleanest window."""
+    rates, remainders, windows = [], [], []
+    for u, f in zip(s.directions, s.f):
+        slope = sum(float(np.sum(np.asarray(grads[w], np.float64) * u[w])) for w in u)
+        remainder = np.abs(f - s.f0 - s.eps * slope)
+        floor = _rounding_floor(s, f, u, bounds)
+        rate, window = fit_rate(s.eps, remainder, floor)
+        rates.append(rate)
+        remainders.append(remainder)
+        windows.append(window)
+    return _verdict(name, s.eps, rates, remainders, windows)
+
+
+def _rounding_floor(s: Sweep, f: np.ndarray, u: Mapping, bounds) -> np.ndarray:
+    """What rounding alone could make R: f's float64 noise, and eps times the gradient's
+    rounding bound along u (its elements' errors add up like random signs, as u's do)."""
+    noise = 64 * EPS64 * np.maximum(abs(s.f0), np.abs(f))
+    along = 0.0 if bounds is None else np.sqrt(sum(float(np.sum((bounds[w] * u[w]) ** 2))
+                                                   for w in u))
+    return CLEAR * (noise + s.eps * along)
+
+
+def fit_rate(eps: np.ndarray, remainder: np.ndarray, floor: np.ndarray) -> tuple[float, tuple]:
+    """Least-squares slope of log R vs log eps over the smallest-eps window of WINDOW
+    consecutive points clear of the floor whose local slopes agree within LINEAR; failing
+    that, over the most linear such window; NaN when fewer than 3 points are clear."""
+    clear = np.isfinite(remainder) & (remainder > floor)
+    runs = [(lo, lo + WINDOW) for lo in range(len(eps) - WINDOW + 1) if clear[lo:lo + WINDOW].all()]
+    if not runs:
+        return _short_fit(eps, remainder, clear)
+    logs = np.log(eps), np.log(remainder)
+    spread = [np.ptp(np.diff(logs[1][lo:hi]) / np.diff(logs[0][lo:hi])) for lo, hi in runs]
+    linear = [w for w, sp in zip(runs, spread) if sp <= LINEAR]
+    lo, hi = linear[-1] if linear else runs[int(np.argmin(spread))]
+    return float(np.polyfit(logs[0][lo:hi], logs[1][lo:hi], 1)[0]), (lo, hi)
+
+
+def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
+    index = np.flatnonzero(clear)
+    if len(index) < 3:
+        return float("nan"), (0, 0)
+    index = index[-WINDOW:]
+    slope = np.polyfit(np.log(eps[index]), np.log(remainder[index]), 1)[0]
+    return float(slope), (int(index[0]), int(index[-1]) + 1)
+
+
+def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
+    fitted = [r for r in rates if np.isfinite(r)]
+    if not fitted:
+        return TaylorResult(name, eps, float("nan"), PASS, rates, remainders, windows,
+                            "remainder at rounding level at every step: nothing to fit")
+    rate = min(fitted)
+    if rate > PASS_RATE:
+        return TaylorResult(name, eps, rate, PASS, rates, remainders, windows)
+    return TaylorResult(name, eps, rate, FAIL, rates, remainders, windows,
+                        f"remainder shrinks like eps^{rate:.2f}, not eps^2: the gradient is off")
+
+
+def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping,
+                  bounds=None) -> list[TaylorResult]:
+    """The Taylor test of every output whose gradient is complete (fd's sample is not), on
+    f = <cotangent, output> by the numpy forward in float64; a full Jacobian is contracted
+    with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
+    an engine that estimates its own error (fd) is judged against that instead."""
+    cotangent = np.asarray(cotangent, dtype=np.float64)
+    s = sweep(_objective(case.graph, arrays, cotangent), arrays, case.wrt, case.name)
+    results = []
+    for name, output in outputs.items():
+        grads = _contracted(case, output.grads, cotangent)
+        errors = output.grad_err or (bounds.grads if bounds is not None else None)
+        if all(w in grads and np.isfinite(grads[w]).all() for w in case.wrt):
+            results.append(judge_engine(name, s, grads, errors and _contracted(
+                case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent))))
+    return results
+
+
+def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
+    if not case.jacobian:
+        return {w: np.asarray(g, dtype=np.float64) for w, g in grads.items()}
+    return {w: np.tensordot(cotangent.ravel(), np.asarray(g, np.float64), axes=1)
+            for w, g in grads.items()}
+
+
+def _objective(graph, arrays: Mapping, cotangent: np.ndarray):
+    import reference_impls
+    from ..engines.base import constants
+    fixed = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+             for k, v in arrays.items()}
+    fixed.update(constants(graph, np.float64))
+
+    def f(x: Mapping[str, np.ndarray]) -> float:
+        with np.errstate(all="ignore"):
+            env = reference_impls.forward(graph, reference_impls.OPS, {**fixed, **x})
+            return float(np.sum(env[graph.output] * cotangent))
+    return f

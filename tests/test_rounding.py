@@ -1,0 +1,94 @@
+"""Tolerances that know the numbers: exact pairs are judged against each element's rounding
+bound, which follows the terms that cancel (no false alarm where a gradient is zero by
+symmetry) and stays tight where nothing cancels (smaller bugs are caught than a fixed rtol
+could catch)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck
+import reference_impls
+from gradcheck.harness.rounding import ENGINE_FACTOR, rounding_scale
+from gradcheck.harness.runner import RunOptions, run_case
+from helpers import TANH_LAYER, engine_vjp, graph_of, load_one
+from reference_impls import Primitive
+
+# softmax over axis 0 does not change when b (one shift per column) is added: the gradient
+# of b is zero, computed as a sum of terms that cancel; a fixed rtol on the element's own
+# (zero) size fails it by a factor of ten million
+SYMMETRIC = """\
+name: softmax-axis0-bias
+tags: [softmax]
+inputs:
+  x: {shape: [4, 3], init: normal, seed: 5}
+  w: {shape: [3, 5], init: normal, seed: 6}
+  b: {shape: [5], init: normal, seed: 7}
+expr: softmax(x @ w + b, axis=0)
+dtypes: [float64, float32]
+"""
+EXACT_PAIR = [gradcheck.NumpyEngine(), gradcheck.TorchEngine()]
+NO_TAYLOR = RunOptions(taylor=False)
+
+
+def scaled_tanh(factor: float) -> gradcheck.NumpyEngine:
+    ops = dict(reference_impls.OPS)
+    rule = ops["tanh"].grads[0]
+    ops["tanh"] = Primitive(ops["tanh"].forward,
+                            (lambda g, out, x: factor * rule(g, out, x),))
+    return gradcheck.NumpyEngine(ops)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cancelling_terms_pass_and_the_bound_is_reported(tmp_path, dtype):
+    case = load_one(tmp_path, SYMMETRIC)
+    result = run_case(case, dtype, EXACT_PAIR, NO_TAYLOR)
+    assert result.case.verdict == "PASS"
+    [row] = [r for r in result.comparisons if r.param == "b"]
+    assert abs(row.value_a) < 10 * np.finfo(dtype).eps         # zero, up to rounding
+    assert 0 < row.round_err <= row.bound
+    assert abs(row.value_a - row.value_b) <= row.bound
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_case_tolerance_wins_over_the_rounding_bound(tmp_path, dtype):
+    text = SYMMETRIC.replace("dtypes:", "tolerance: {rtol: 1.0e-7}\ndtypes:")
+    result = run_case(load_one(tmp_path, text), dtype, EXACT_PAIR, NO_TAYLOR)
+    [row] = [r for r in result.comparisons if r.param == "b"]
+    assert row.round_err == 0 and row.rtol == 1e-7
+    assert result.case.verdict == "FAIL"          # the fixed rtol cannot see the cancellation
+
+
+@pytest.mark.parametrize("dtype,factor", [("float32", 1 + 3e-5), ("float64", 1 + 3e-9)])
+def test_errors_below_the_old_fixed_rtol_are_caught(tmp_path, dtype, factor):
+    """The old exact-pair rtol (1e-4 in float32, 1e-7 in float64) let these through."""
+    case = load_one(tmp_path, TANH_LAYER)
+    right = run_case(case, dtype, EXACT_PAIR, NO_TAYLOR)
+    wrong = run_case(case, dtype, [scaled_tanh(factor), gradcheck.TorchEngine()], NO_TAYLOR)
+    assert right.case.verdict == "PASS"
+    assert wrong.case.verdict == "FAIL"
+
+
+def test_the_scale_follows_the_terms_that_cancel_not_the_element():
+    """1 - tanh^2 at saturation: the gradient is tiny, but its rounding is that of 1."""
+    inputs = {"x": np.array([0.5, 9.0])}
+    graph, arrays, cotangent, exact = engine_vjp(gradcheck.NumpyEngine(), "sum(tanh(x))",
+                                                 inputs, "float32")
+    scale = rounding_scale(graph, arrays, ["x"], cotangent, "float32", "t").grads["x"]
+    eps = np.finfo(np.float32).eps
+    grad = 1 - np.tanh(arrays["x"].astype(np.float64)) ** 2
+    assert scale[0] < 4 * eps * grad[0]           # nothing cancels: a few eps of itself
+    assert scale[1] > 1e3 * eps * grad[1]         # cancels: far above its own size
+    assert scale[1] < 4 * eps                     # ... and within a few eps of 1
+    torch_grad = engine_vjp(gradcheck.TorchEngine(), "sum(tanh(x))", inputs, "float32")[3]
+    error = np.abs(torch_grad.grads["x"] - grad)
+    assert np.all(error <= 2 * ENGINE_FACTOR * scale)
+
+
+def test_the_scale_is_seeded_and_the_same_on_every_call():
+    inputs = {"x": np.linspace(-2, 2, 6).reshape(2, 3), "w": np.ones((3, 2))}
+    graph = graph_of("sum(tanh(x @ w))", inputs)
+    one = rounding_scale(graph, inputs, ["x", "w"], np.ones(()), "float32", "seed")
+    two = rounding_scale(graph, inputs, ["x", "w"], np.ones(()), "float32", "seed")
+    np.testing.assert_array_equal(one.grads["w"], two.grads["w"])
+    assert one.value > 0

@@ -1,0 +1,87 @@
+"""The Taylor-remainder test: a right gradient converges at rate 2, a wrong one at rate 1,
+and the rate names the wrong engine where two engines alone cannot."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck
+import reference_impls
+from gradcheck.harness.compare import blame
+from gradcheck.harness.result import read_table
+from gradcheck.harness.runner import RunOptions, run_case
+from gradcheck.harness.taylor import fit_rate
+from helpers import TANH_LAYER, load_one
+from reference_impls import Primitive
+
+
+def broken_tanh() -> gradcheck.NumpyEngine:
+    """The numpy engine with tanh's rule forgetting to square: g * (1 - out)."""
+    ops = dict(reference_impls.OPS)
+    ops["tanh"] = Primitive(ops["tanh"].forward, (lambda g, out, x: g * (1 - out),))
+    return gradcheck.NumpyEngine(ops, name="broken")
+
+
+@pytest.fixture(scope="module")
+def tanh_case(tmp_path_factory):
+    return load_one(tmp_path_factory.mktemp("taylor"), TANH_LAYER)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rate_is_two_for_right_engines_and_one_for_a_broken_rule(tanh_case, dtype):
+    engines = [gradcheck.NumpyEngine(), gradcheck.TorchEngine(), broken_tanh()]
+    result = run_case(tanh_case, dtype, engines)
+    rates = {row.engine: row.rate for row in result.taylor}
+    verdicts = {row.engine: row.verdict for row in result.taylor}
+    assert rates["numpy"] > 1.8 and rates["torch"] > 1.8
+    assert rates["broken"] < 1.5
+    assert rates["broken"] == pytest.approx(1.0, abs=0.1)
+    assert verdicts == {"numpy": "PASS", "torch": "PASS", "broken": "FAIL"}
+
+
+def test_two_engines_the_broken_one_is_blamed_by_its_rate(tanh_case):
+    engines = [broken_tanh(), gradcheck.TorchEngine()]
+    with_taylor = run_case(tanh_case, "float64", engines).case
+    without = run_case(tanh_case, "float64", engines, RunOptions(taylor=False)).case
+    assert with_taylor.verdict == "FAIL" and with_taylor.blame == "broken"
+    assert without.verdict == "FAIL" and without.blame == "broken torch"   # a tie without it
+
+
+def test_taylor_csv_and_curves_in_the_run_folder(tanh_case, tmp_path):
+    result = gradcheck.run([tanh_case], engines=[broken_tanh(), gradcheck.TorchEngine()])
+    out = result.write_reports(tmp_path / "run")
+    table = read_table(out / "taylor.csv")
+    assert list(table.columns[:5]) == ["case", "dtype", "engine", "rate", "verdict"]
+    assert set(table["engine"]) == {"broken", "torch"}
+    assert table.set_index(["dtype", "engine"])["verdict"].to_dict() == {
+        ("float64", "broken"): "FAIL", ("float64", "torch"): "PASS",
+        ("float32", "broken"): "FAIL", ("float32", "torch"): "PASS"}
+    with np.load(out / "taylor.npz") as curves:
+        curve = curves["tanh-layer|float64|torch"]
+    assert curve.shape == (3, 28)                    # eps, then two directions
+    html = (out / "report.html").read_text()
+    assert html.count('alt="Taylor remainder curves per engine"') == 2
+
+
+def test_fit_rate_finds_the_slope_between_rounding_and_nonlinearity():
+    eps = 0.1 * 2.0 ** -np.arange(28)
+    floor = 1e-13 * np.ones_like(eps)
+    # quadratic, bent by a cubic at large eps, drowned in noise at small eps
+    quadratic = 3 * eps ** 2 + 50 * eps ** 3 + 1e-14
+    rate, (lo, hi) = fit_rate(eps, quadratic, floor)
+    assert rate == pytest.approx(2.0, abs=0.05)
+    assert quadratic[hi - 1] > floor[hi - 1] and eps[lo] < 0.01
+    # a wrong gradient: a linear term that wins at small eps
+    wrong = 3 * eps ** 2 + 1e-4 * eps + 1e-14
+    assert fit_rate(eps, wrong, floor)[0] == pytest.approx(1.0, abs=0.05)
+    # nothing above the floor: no rate
+    assert np.isnan(fit_rate(eps, 1e-15 * np.ones_like(eps), floor)[0])
+
+
+def test_blame_prefers_the_cover_of_suspects():
+    pair = {("numpy", "torch")}
+    assert blame(["numpy", "torch"], pair) == ["numpy", "torch"]
+    assert blame(["numpy", "torch"], pair, suspects=["torch"]) == ["torch"]
+    # evidence never overrides the smallest cover: one engine against two
+    three = {("numpy", "torch"), ("numpy", "jax")}
+    assert blame(["numpy", "torch", "jax"], three, suspects=["torch"]) == ["numpy"]
