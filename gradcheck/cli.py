@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                      help="time limit per case and dtype; each case runs in a worker process "
                      f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit)")
+    run.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="worker processes running cases side by side, one BLAS thread "
+                     "each (default: the number of cores; ignored with --timeout 0)")
     run.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
     run.set_defaults(func=cmd_run)
     for name, func, text in [("validate", cmd_validate, "check case files without running"),
@@ -161,13 +164,14 @@ def _run_with_progress(cases, engines, dtypes, args):
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
-        return run_cases(cases, engines, dtypes or None, options)
+        return run_cases(cases, engines, dtypes or None, options, workers=args.workers)
     columns = [TextColumn("{task.description}", markup=False), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("checking", total=total)
         return run_cases(cases, engines, dtypes or None, options,
-                         progress=lambda label: progress.update(task, advance=1, description=label))
+                         progress=lambda label: progress.update(task, advance=1, description=label),
+                         workers=args.workers)
 
 
 def _print_result(result, quiet: bool) -> None:
