@@ -20,6 +20,9 @@ instead, with a warning and no time limit; so does everything when workers canno
 """
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import json
 import os
 import pickle
@@ -32,7 +35,7 @@ import threading
 import time
 import warnings
 from multiprocessing.connection import Connection
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -62,9 +65,29 @@ def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
     report = progress or (lambda label: None)
     timeout = options.timeout if options else None
     if not timeout or not _travels(engines):
-        return [_reported(run_case(case, dtype, engines, options), report) for case, dtype in jobs]
+        with crash_traces():
+            return [_reported(run_case(case, dtype, engines, options), report)
+                    for case, dtype in jobs]
     count = max(1, min(workers or available_cores(), len(jobs)))
     return WorkerPool(count, timeout).run(jobs, engines, options, report)
+
+
+@contextlib.contextmanager
+def crash_traces() -> Iterator[None]:
+    """In this process a framework that aborts (XLA on a failed check) ends the run, with
+    no reports: at least print the Python stack on the way, which names the engine."""
+    if faulthandler.is_enabled():
+        yield
+        return
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError, io.UnsupportedOperation):   # stderr without a file
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.disable()
 
 
 def _reported(result: CaseResult, report) -> CaseResult:
