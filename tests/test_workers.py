@@ -192,3 +192,21 @@ def test_an_abort_with_timeout_zero_ends_the_run_and_says_where():
     assert "not reached" not in proc.stdout
     assert "Fatal Python error: Aborted" in proc.stderr
     assert "fault_engines.py" in proc.stderr and "in vjp" in proc.stderr
+
+
+# --- the pytest plugin under pytest-xdist ----------------------------------------------------
+
+WRONG = "name: wrong\ninputs: {x: 0.5}\nexpr: exp(x) * x\nexpect: {grad: {x: 2.0}}\n"
+
+
+def test_the_plugin_runs_under_pytest_xdist(tmp_path):
+    pytest.importorskip("xdist")
+    files = []
+    for name, text in [("quick", QUICK), ("other", OTHER), ("wrong", WRONG)]:
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(text)
+    proc = python(["-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q",
+                   "--gradcheck-engines", "numpy,fd", *map(str, files)], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout and "1 failed" in proc.stdout
+    assert "FAIL: case wrong [float64] blame: expect" in proc.stdout     # the discrepancy table
