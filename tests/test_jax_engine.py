@@ -11,7 +11,7 @@ jax = pytest.importorskip("jax")
 
 import gradcheck  # noqa: E402
 from gradcheck import JaxEngine, NumpyEngine  # noqa: E402
-from gradcheck.engines import jax_cache, jax_engine  # noqa: E402
+from gradcheck.engines import Settings, jax_cache, jax_engine  # noqa: E402
 from gradcheck.harness.runner import _run_engine  # noqa: E402
 from gradcheck.loading import load_text  # noqa: E402
 
@@ -52,7 +52,7 @@ def softmax_jacobian(x):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_a_jacobian_is_one_batched_program_with_the_right_rows(compiles, dtype):
     case = case_of(SOFTMAX_JACOBIAN)
-    out = _run_engine(JaxEngine(cache_dir=None), case, case.arrays(dtype), dtype)
+    out = _run_engine(JaxEngine(cache_dir=None), case, case.arrays(dtype), Settings(dtype))
     x = np.array([0.5, -1.0, 2.0])
     np.testing.assert_allclose(out.grads["x"], softmax_jacobian(x), rtol=1e-12 if dtype == "float64" else 1e-5)
     assert out.grads["x"].dtype == dtype and out.value.shape == (3,)
@@ -72,7 +72,7 @@ def test_the_runner_uses_batched_vjp_when_an_engine_has_it():
             return rows[0].value, {w: np.stack([r.grads[w] for r in rows]) for w in wrt}
 
     case = case_of(SOFTMAX_JACOBIAN)
-    out = _run_engine(Batched(), case, case.arrays("float64"), "float64")
+    out = _run_engine(Batched(), case, case.arrays("float64"), Settings("float64"))
     [cotangents] = calls
     np.testing.assert_array_equal(cotangents, np.eye(3))
     np.testing.assert_allclose(out.grads["x"], softmax_jacobian(np.array([0.5, -1.0, 2.0])), rtol=1e-12)
@@ -157,9 +157,9 @@ def test_the_catalog_agrees_with_and_without_the_cache(compiles, tmp_path):
     assert len(cases) >= 4
     fresh, cached = JaxEngine(cache_dir=None), JaxEngine(cache_dir=tmp_path)
     for case in cases:
-        a = _run_engine(fresh, case, case.arrays("float64"), "float64")
-        _run_engine(cached, case, case.arrays("float64"), "float64")
+        a = _run_engine(fresh, case, case.arrays("float64"), Settings("float64"))
+        _run_engine(cached, case, case.arrays("float64"), Settings("float64"))
         jax_cache._COMPILED.clear()
-        b = _run_engine(cached, case, case.arrays("float64"), "float64")
+        b = _run_engine(cached, case, case.arrays("float64"), Settings("float64"))
         for w in case.wrt:
             np.testing.assert_array_equal(a.grads[w], b.grads[w])

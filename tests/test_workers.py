@@ -19,6 +19,7 @@ import gradcheck
 from gradcheck import FiniteDifferences, NumpyEngine, RunOptions
 from gradcheck.cli import _parser, main
 from gradcheck.harness import isolation
+from gradcheck.harness.rows import TIMING_COLUMNS
 from gradcheck.loading import load_text
 
 QUICK = "name: quick\ninputs: {a: 2.0, b: 3.0}\nexpr: tanh(a) * b\n"
@@ -113,11 +114,10 @@ def test_workers_that_cannot_start_leave_the_run_in_this_process(monkeypatch):
 
 # --- N workers give the serial run's reports -------------------------------------------------
 
-TIMING = {"seconds"}
 
 
 def _tables(folder: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_csv(folder / name, keep_default_na=False).drop(columns=list(TIMING),
+    return {name: pd.read_csv(folder / name, keep_default_na=False).drop(columns=list(TIMING_COLUMNS),
                                                                            errors="ignore")
             for name in ("cases.csv", "comparisons.csv", "engines.csv")}
 

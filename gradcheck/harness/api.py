@@ -28,13 +28,7 @@ def run(cases, engines=None, dtypes: Iterable[str] | None = None,
     jobs = [(case, dtype) for case in cases for dtype in (list(dtypes) if dtypes else case.dtypes)]
     results = run_jobs(jobs, engines, options, workers, progress)
     return RunResult.from_case_results(results, run_metadata(engines),
-                                       {c.name: case_details(c) for c in cases})
-
-
-def case_details(case) -> dict:
-    m = case.model
-    return {"description": m.description, "source": m.source or "", "tags": list(m.tags),
-            "steps": m.steps(), "wrt": case.wrt, "file": case.file, "line": case.line}
+                                       {c.name: c.details() for c in cases})
 
 
 def run_metadata(engines) -> dict:

@@ -66,7 +66,7 @@ def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
     timeout = options.timeout if options else None
     if not timeout or not _travels(engines):
         with crash_traces():
-            return [_reported(run_case(case, dtype, engines, options), report)
+            return [_reported(run_case(case, dtype, engines, options), case, dtype, report)
                     for case, dtype in jobs]
     count = max(1, min(workers or available_cores(), len(jobs)))
     return WorkerPool(count, timeout).run(jobs, engines, options, report)
@@ -90,8 +90,8 @@ def crash_traces() -> Iterator[None]:
         faulthandler.disable()
 
 
-def _reported(result: CaseResult, report) -> CaseResult:
-    report(f"{result.case['case']} [{result.case['dtype']}]")
+def _reported(result: CaseResult, case, dtype: str, report) -> CaseResult:
+    report(f"{case.name} [{dtype}]")
     return result
 
 
@@ -124,7 +124,7 @@ class WorkerPool:
                 thread.start()
             for _ in jobs:
                 i, results[i] = done.get()
-                report(f"{results[i].case['case']} [{results[i].case['dtype']}]")
+                _reported(results[i], *jobs[i], report)
         finally:
             for worker in self.workers:
                 worker.close()
