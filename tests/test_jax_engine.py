@@ -163,3 +163,17 @@ def test_the_catalog_agrees_with_and_without_the_cache(compiles, tmp_path):
         b = _run_engine(cached, case, case.arrays("float64"), Settings("float64"))
         for w in case.wrt:
             np.testing.assert_array_equal(a.grads[w], b.grads[w])
+
+
+def test_an_edited_op_table_gets_its_own_program(compiles, tmp_path, monkeypatch):
+    """A program kept for one `tanh` must not answer for another (a user's edit, or a new
+    version of the table): the key names the functions that trace the graph."""
+    from gradcheck.engines import jax_ops
+    case = case_of(TANH)
+    engine = JaxEngine(cache_dir=tmp_path)
+    engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    monkeypatch.setitem(jax_ops.OPS, "tanh", jax.numpy.sin)
+    jax_cache._COMPILED.clear()
+    out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    assert len(compiles) == 2
+    assert float(out.value) == pytest.approx(np.sin(0.45) + np.sin(-1.4))

@@ -7,7 +7,11 @@ the graph's structure, the names differentiated, and the arguments' dtypes and s
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -67,11 +71,30 @@ def _compile(jax, graph, wrt: tuple, batched: bool, args):
 
 def program_key(graph, wrt, batched: bool, device, args) -> str:
     """What the compiled program depends on: the graph's structure, what is differentiated
-    (and whether over a batch of cotangents), the device, the arguments' dtypes and shapes."""
+    (and whether over a batch of cotangents), the device, the arguments' dtypes and shapes,
+    and the code that traces it (an op table edited since, or another version of it)."""
+    from .jax_ops import OPS
     arrays, fixed, cotangent = args
     avals = [(np.shape(a), np.asarray(a).dtype.str) for a in [*arrays, cotangent]]
     avals += [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(fixed.items())]
-    return repr((graph_key(graph), tuple(wrt), batched, str(device), avals))
+    code = [_source_hash(), [(op, _function_id(OPS[op])) for op in sorted(graph.ops())]]
+    return repr((graph_key(graph), tuple(wrt), batched, str(device), avals, code))
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """This module, the op table and the graph interpreter, as they are on disk."""
+    from ..ir import graph as ir_graph
+    from . import jax_ops
+    modules = (sys.modules[__name__], jax_ops, ir_graph)
+    texts = [Path(module.__file__).read_bytes() for module in modules]
+    return hashlib.sha256(b"".join(texts)).hexdigest()
+
+
+def _function_id(fn) -> str:
+    code = getattr(fn, "__code__", None)
+    body = hashlib.sha256(code.co_code).hexdigest()[:16] if code is not None else ""
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}:{body}"
 
 
 def graph_key(graph) -> str:
