@@ -140,9 +140,12 @@ def test_two_workers_write_the_same_reports_as_one(tmp_path):
 def test_results_come_back_in_job_order_whatever_finishes_first():
     slow_first = cases(OTHER, QUICK) + cases(
         "name: big\ninputs: {x: {shape: [40, 30], init: normal}}\nexpr: sum(tanh(x))\n")
-    result = gradcheck.run(slow_first, engines=reference_engines(),
-                           options=RunOptions(timeout=60), workers=2)
+    heard, labels = [], []
+    result = gradcheck.run(slow_first, engines=reference_engines(), options=RunOptions(timeout=60),
+                           workers=2, on_result=heard.append, progress=labels.append)
     assert list(result.cases["case"]) == ["other", "quick", "big"]
+    assert sorted(r.case.case for r in heard) == ["big", "other", "quick"]    # as each ended
+    assert sorted(labels) == ["big [float64]", "other [float64]", "quick [float64]"]
 
 
 def test_cli_workers_option():

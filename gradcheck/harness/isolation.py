@@ -59,10 +59,12 @@ def available_cores() -> int:
 
 
 def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
-             workers: int | None = None, progress: Callable[[str], None] | None = None) -> list:
+             workers: int | None = None,
+             report: Callable[[CaseResult, str], None] | None = None) -> list:
     """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
-    `options.timeout` is set, else one after another in this process."""
-    report = progress or (lambda label: None)
+    `options.timeout` is set, else one after another in this process. `report(result,
+    label)` hears of each run as it ends."""
+    report = report or (lambda result, label: None)
     timeout = options.timeout if options else None
     if not timeout or not _travels(engines):
         with crash_traces():
@@ -91,7 +93,7 @@ def crash_traces() -> Iterator[None]:
 
 
 def _reported(result: CaseResult, case, dtype: str, report) -> CaseResult:
-    report(f"{case.name} [{dtype}]")
+    report(result, f"{case.name} [{dtype}]")
     return result
 
 
@@ -198,7 +200,8 @@ class CaseWorker:
             with theirs:
                 self.process = subprocess.Popen(
                     [sys.executable, "-c", WORKER_MAIN, str(theirs.fileno()), json.dumps(sys.path)],
-                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env())
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env(),
+                    start_new_session=True)     # Ctrl-C reaches the parent alone: it kills us
             self.conn = Connection(ours.detach())
             self._handshake()
         return self.conn
@@ -268,8 +271,6 @@ def _worker_env() -> dict:
 
 def serve_socket(fd: int) -> None:
     """The worker's loop: one pickled request in, engine announcements and a result out."""
-    # Ctrl-C reaches the whole process group: the parent handles it and kills this worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     conn.send(("ready", None))
     while True:
