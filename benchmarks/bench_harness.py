@@ -160,7 +160,7 @@ def cmd_workers(args) -> None:
                 start = time.perf_counter()
                 subprocess.run(command + ["--workers", str(workers)], capture_output=True, check=False)
                 times.append(time.perf_counter() - start)
-            print(f"catalog, both dtypes, {workers} worker(s): best of {args.repeat} "
+            print(f"{' '.join(args.paths)}, both dtypes, {workers} worker(s): best of {args.repeat} "
                   f"{min(times):.2f} s wall")
 
 

@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                      "elements per input (a seeded sample beyond)")
     run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                      help="time limit per case and dtype; each case runs in a worker process "
-                     f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit)")
+                     f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit and no "
+                     "protection: a framework that crashes ends the run)")
     run.add_argument("--workers", type=_positive_int, metavar="N",
                      help="worker processes running cases side by side, one BLAS thread "
                      "each (default: the number of cores; ignored with --timeout 0)")
