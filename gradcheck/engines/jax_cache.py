@@ -61,7 +61,7 @@ def compiled_program(jax, key: str, compile_, args, device, cache_dir):
     program = _COMPILED.pop(key, None)
     if program is None:
         store = None if cache_dir is None else ExecutableStore(jax, Path(cache_dir).expanduser())
-        program = store and store.load(key, device)
+        program = store.load(key, device) if store else None
         if program is None:
             program = compile_()
             if store:
@@ -114,7 +114,8 @@ class ExecutableStore:
             os.unlink(temporary)
 
     def _path(self, key: str) -> Path:
-        versions = f"{self.jax.__version__}|{_jaxlib_version()}|"
+        # what else shapes the code XLA wrote: its version and its flags (threads, say)
+        versions = f"{self.jax.__version__}|{_jaxlib_version()}|{os.environ.get('XLA_FLAGS', '')}|"
         return self.folder / (hashlib.sha256((versions + key).encode()).hexdigest() + ".pkl")
 
 
