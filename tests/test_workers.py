@@ -17,7 +17,7 @@ import pytest
 import fault_engines
 import gradcheck
 from gradcheck import FiniteDifferences, NumpyEngine, RunOptions
-from gradcheck.cli import _parser, main
+from gradcheck.cli import build_parser, main
 from gradcheck.harness import isolation
 from gradcheck.harness.rows import TIMING_COLUMNS
 from gradcheck.loading import load_text
@@ -149,7 +149,7 @@ def test_results_come_back_in_job_order_whatever_finishes_first():
 
 
 def test_cli_workers_option():
-    parse = _parser().parse_args
+    parse = build_parser().parse_args
     assert parse(["run"]).workers is None                      # the number of cores
     assert parse(["run", "--workers", "3"]).workers == 3
     for bad in ["0", "-2", "two"]:
