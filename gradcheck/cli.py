@@ -171,7 +171,11 @@ def run_options(p: argparse.ArgumentParser) -> None:
                    "sample, or by size (auto, the default); a case's fd_coverage wins")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="time limit per case and dtype; each case runs in a worker process "
-                   "(0 runs in this process, with no limit)")
+                   "(0 runs in this process, with no limit and no protection: a framework "
+                   "that crashes ends the run)")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="worker processes running cases side by side, one BLAS thread each "
+                   "(default: the number of cores; ignored with --timeout 0)")
     p.add_argument("--allow-skips", action="store_true",
                    help="exit 0 even if some case could not be checked (SKIP)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -274,7 +278,7 @@ def _run_with_progress(cases, engines, dtypes, args):
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
-        return run_cases(cases, engines, dtypes or None, options)
+        return run_cases(cases, engines, dtypes or None, options, workers=args.workers)
     columns = [TextColumn("{task.description}", markup=False), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[failed]}", markup=False),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -287,7 +291,8 @@ def _run_with_progress(cases, engines, dtypes, args):
             failed += result.case.verdict not in QUIET_VERDICTS
             progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
                             description=f"{result.case.case} [{result.case.dtype}]")
-        return run_cases(cases, engines, dtypes or None, options, on_result=advance)
+        return run_cases(cases, engines, dtypes or None, options, on_result=advance,
+                         workers=args.workers)
 
 
 def _print_result(result, args) -> None:
