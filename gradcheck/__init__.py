@@ -8,12 +8,14 @@
 from .engines import Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEngine, NumpyEngine, TorchEngine
 from .errors import CaseError, CaseErrors
 from .harness.api import run
+from .harness.own import assert_gradients, assert_loss_gradients, check, check_loss
 from .harness.result import RunResult
 from .harness.runner import RunOptions, run_case
 from .loading import Case, load_cases
 
 __version__ = "0.1.0"
 
-__all__ = ["load_cases", "run", "run_case", "RunOptions", "RunResult", "Case", "CaseError",
+__all__ = ["load_cases", "run", "check", "check_loss", "assert_gradients",
+           "assert_loss_gradients", "run_case", "RunOptions", "RunResult", "Case", "CaseError",
            "CaseErrors", "Engine", "EngineOutput", "EngineSkip", "NumpyEngine",
            "FiniteDifferences", "TorchEngine", "JaxEngine"]

@@ -48,6 +48,11 @@ class RunResult:
     def counts(self) -> dict[str, int]:
         return self.cases["verdict"].value_counts().to_dict()
 
+    def __str__(self) -> str:
+        """The discrepancy table: each case run's verdict and blame, and the failing pairs."""
+        from ..reports.text import render_text
+        return render_text(self)
+
     def write_reports(self, out_dir: str | Path) -> Path:
         from ..reports import write_reports
         return write_reports(self, Path(out_dir))
