@@ -103,6 +103,9 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", default=["cases"], help="case files or folders")
     p.add_argument("-k", dest="keyword", help="only cases whose name contains this")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, for the ops it registers (repeatable; "
+                   "the current folder is searched)")
     p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
                    help="refuse cases with an input or step of more than N elements "
                    f"(default {MAX_ELEMENTS})")
@@ -124,6 +127,7 @@ def _positive_int(text: str) -> int:
 
 def _select(args) -> list:
     from .loading import load_cases
+    _load_plugins(args.plugin)
     cases = load_cases(args.paths, max_elements=args.max_elements)
     if args.keyword:
         cases = [c for c in cases if args.keyword in c.name]
@@ -131,6 +135,14 @@ def _select(args) -> list:
         wanted = set(_split(args.tags))
         cases = [c for c in cases if wanted & set(c.tags)]
     return cases
+
+
+def _load_plugins(modules: list[str]) -> None:
+    from .engines import load_plugins
+    try:
+        load_plugins(modules)
+    except Exception as e:      # an import error, or the plugin's own register_op refusing
+        raise UsageError(f"cannot load plugin: {type(e).__name__}: {e}") from None
 
 
 def _split(text: str | None) -> list[str]:

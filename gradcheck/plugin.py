@@ -21,6 +21,22 @@ def pytest_addoption(parser):
     group = parser.getgroup("gradcheck")
     group.addoption("--gradcheck-engines", default="numpy,fd,torch,jax",
                     help="comma-separated engines for YAML cases (default: all four)")
+    group.addoption("--gradcheck-engine", action="append", default=[], metavar="MODULE:ATTR",
+                    help="add a custom engine (repeatable; the current folder is searched)")
+
+
+def pytest_configure(config):
+    """Engines are made once, here: a misspelt name is one usage error, not one per item."""
+    from .engines import BUILTIN, make_engines
+    names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown:
+        raise pytest.UsageError(f"--gradcheck-engines: unknown engine(s) {', '.join(unknown)} "
+                                f"(built in: {', '.join(BUILTIN)})")
+    try:
+        config._gradcheck_engines = make_engines(names, config.getoption("gradcheck_engine"))
+    except (ImportError, AttributeError, ValueError) as e:
+        raise pytest.UsageError(f"--gradcheck-engine: cannot load engine: {e}") from None
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -79,10 +95,6 @@ class CaseItem(pytest.Item):
 
 
 def _engines(config):
-    if not hasattr(config, "_gradcheck_engines"):
-        from .engines import make_engines
-        names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
-        config._gradcheck_engines = make_engines(names)
     return config._gradcheck_engines
 
 
