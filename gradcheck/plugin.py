@@ -99,17 +99,6 @@ def _engines(config):
 
 
 def discrepancy_table(result) -> str:
-    c = result.case
-    lines = [f"{c['verdict']}: case {c['case']} [{c['dtype']}] blame: {c['blame'] or '-'}",
-             f"  {c['message']}", "",
-             f"  {'param':<12} {'pair':<16} {'verdict':<9} {'tol_ratio':>10} {'max_abs_err':>12}"
-             f"  worst  a / b"]
-    for r in result.comparisons:
-        if r["verdict"] != PASS:
-            pair = f"{r['engine_a']}~{r['engine_b']}"
-            lines.append(f"  {r['param']:<12} {pair:<16} {r['verdict']:<9} {r['tol_ratio']:>10.3g} "
-                         f"{r['max_abs_err']:>12.3g}  {r['worst_index']}  "
-                         f"{r['value_a']:.10g} / {r['value_b']:.10g}")
-    lines += [f"  engine {e['engine']}: {e['status']} {e['message']}"
-              for e in result.engines if e["status"] != "ok"]
-    return "\n".join(lines)
+    from .harness.result import RunResult
+    from .reports.text import render_text
+    return render_text(RunResult.from_case_results([result]))

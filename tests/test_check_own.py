@@ -3,6 +3,11 @@ realistic bug FAILs on the right input with the blame on the user's code alone, 
 and float32; a wrong forward FAILs on the value row; in-place backwards are harmless."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,15 +168,15 @@ def test_the_text_is_the_discrepancy_table():
     forward, _, buggy, inputs, reference, _ = LAYERS["rnn-step"]
     text = str(gradcheck.check(forward, buggy, inputs, reference=reference))
     lines = text.splitlines()
-    assert lines[0] == "FAIL: rnn-step-backward-no-tanh-to-h [float64]  " \
+    assert lines[0] == "FAIL: case rnn-step-backward-no-tanh-to-h [float64] " \
                        "blame: rnn_step_backward_no_tanh_to_h"
     header = next(line for line in lines if line.strip().startswith("input"))
     assert header.split() == ["input", "pair", "verdict", "worst", "value", "a", "value", "b",
-                              "tol", "ratio"]
+                              "tol_ratio", "max_abs_err"]
     rows = [line.split() for line in lines if line.split()[:1] == ["prev_h"]]
     assert [r[1:4] for r in rows] == [["rnn_step_backward_no_tanh_to_h", "vs", e]
                                       for e in ("numpy", "fd", "torch", "jax")]
-    assert all(r[4] == "FAIL" and float(r[-1]) > 1 for r in rows)
+    assert all(r[4] == "FAIL" and float(r[-2]) > 1 for r in rows)
 
 
 def test_assert_gradients_returns_the_result_or_raises_with_the_table():
@@ -181,7 +186,7 @@ def test_assert_gradients_returns_the_result_or_raises_with_the_table():
     with pytest.raises(AssertionError) as failure:
         gradcheck.assert_gradients(forward, buggy, inputs, reference=reference)
     message = str(failure.value)
-    assert "FAIL: max-pool-backward-first [float64]  blame: max_pool_backward_first" in message
+    assert "FAIL: case max-pool-backward-first [float64] blame: max_pool_backward_first" in message
     assert "x      max_pool_backward_first vs numpy  FAIL" in message
 
 
@@ -200,3 +205,40 @@ def test_a_backward_returning_the_wrong_number_of_gradients_is_its_error():
                              LAYERS["affine"][3], name="short")
     assert list(result.cases["verdict"]) == ["ERROR"] and list(result.cases["blame"]) == ["short"]
     assert "returned 1 gradient(s)" in result.cases["message"][0]
+
+
+USER_TEST = '''
+import numpy as np
+import gradcheck
+
+
+def tanh_forward(x):
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward_forgot_derivative(dout, cache):
+    return dout
+
+
+def test_my_tanh():
+    gradcheck.assert_gradients(tanh_forward, tanh_backward_forgot_derivative,
+                               {"x": np.array([0.5, -1.0, 2.0])}, reference="tanh(x)")
+'''
+
+
+def test_pytest_shows_the_table_when_assert_gradients_fails(tmp_path):
+    (tmp_path / "test_mine.py").write_text(USER_TEST)
+    env = {**os.environ, "PYTHONPATH": str(Path(gradcheck.__file__).parents[1])}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "1 failed" in run.stdout
+    lines = [line.removeprefix("E").strip() for line in run.stdout.splitlines()]
+    assert "FAIL: case tanh-backward-forgot-derivative [float64] " \
+           "blame: tanh_backward_forgot_derivative" in lines
+    rows = [line.split() for line in lines if line.startswith("x ")]
+    assert [r[3] for r in rows] == ["numpy", "fd", "torch", "jax"]
+    # worst element x[2] = 2.0: the backward passes dout on, the others dout * tanh'(2)
+    assert all(r[5] == "[2]" for r in rows)
+    assert all(abs(float(r[7]) / float(r[6]) - (1 - np.tanh(2.0) ** 2)) < 1e-6 for r in rows)
+    assert "RunResult(cases=" not in run.stdout

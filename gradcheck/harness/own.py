@@ -52,15 +52,18 @@ def check_loss(fn: Callable, inputs: Mapping, *, reference: str | None = None, w
 
 def assert_gradients(forward: Callable, backward: Callable, inputs: Mapping, **options) -> RunResult:
     """`check`, raising AssertionError with the discrepancy table when it does not pass."""
+    __tracebackhide__ = True        # pytest shows the table, not this frame's arguments
     return _asserted(check(forward, backward, inputs, **options))
 
 
 def assert_loss_gradients(fn: Callable, inputs: Mapping, **options) -> RunResult:
     """`check_loss`, raising AssertionError with the discrepancy table when it does not pass."""
+    __tracebackhide__ = True
     return _asserted(check_loss(fn, inputs, **options))
 
 
 def _asserted(result: RunResult) -> RunResult:
+    __tracebackhide__ = True
     if not result.ok:
         raise AssertionError("\n" + str(result))
     return result

@@ -48,6 +48,11 @@ class RunResult:
     def counts(self) -> dict[str, int]:
         return self.cases["verdict"].value_counts().to_dict()
 
+    def __repr__(self) -> str:
+        # short: pytest prints it in a failing `assert result.ok`
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(self.counts().items()))
+        return f"<RunResult of {len(self.cases)} case run(s): {counts or 'none'}>"
+
     def __str__(self) -> str:
         """The discrepancy table: each case run's verdict and blame, and the failing pairs."""
         from ..reports.text import render_text

@@ -7,8 +7,8 @@ import math
 
 from ..harness.result import RunResult
 
-HEADER = ("input", "pair", "verdict", "worst", "value a", "value b", "tol ratio")
-RIGHT = {"value a", "value b", "tol ratio"}       # numbers line up on the right
+HEADER = ("input", "pair", "verdict", "worst", "value a", "value b", "tol_ratio", "max_abs_err")
+RIGHT = {"value a", "value b", "tol_ratio", "max_abs_err"}    # numbers line up on the right
 
 
 def render_text(result: RunResult) -> str:
@@ -17,12 +17,12 @@ def render_text(result: RunResult) -> str:
 
 
 def _block(result: RunResult, case) -> str:
-    lines = [f"{case.verdict}: {case.case} [{case.dtype}]" + _blame(case.blame)]
+    lines = [f"{case.verdict}: case {case.case} [{case.dtype}]" + _blame(case.blame)]
     rows = _rows(result.comparisons, case)
     if case.verdict == "PASS":
         worst = max(rows["tol_ratio"], default=0.0)
         return lines[0] + f"; engines {case.engines.replace(' ', ', ')} agree " \
-                          f"(worst tol ratio {worst:.3g} of 1)"
+                          f"(worst tol_ratio {worst:.3g} of 1)"
     if case.message:
         lines.append(f"  {case.message}")
     failing = rows[rows["verdict"] != "PASS"]
@@ -38,12 +38,13 @@ def _rows(frame, case):
 
 
 def _blame(blame) -> str:
-    return f"  blame: {blame}" if isinstance(blame, str) and blame else ""
+    return f" blame: {blame}" if isinstance(blame, str) and blame else ""
 
 
 def _cells(r) -> tuple[str, ...]:
     return (r.param, f"{r.engine_a} vs {r.engine_b}", r.verdict, r.worst_index or "-",
-            _number(r.value_a), _number(r.value_b), _number(r.tol_ratio, 3))
+            _number(r.value_a), _number(r.value_b), _number(r.tol_ratio, 3),
+            _number(r.max_abs_err, 3))
 
 
 def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
