@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseError
-from .harness.compare import NONDIFF, PASS, SKIP
-from .harness.result import FAILING
 from .harness.runner import run_case
+from .harness.verdict import FAILING, Verdict
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -66,7 +65,7 @@ class CaseFile(pytest.File):
 
 class CaseFailed(Exception):
     def __init__(self, result):
-        super().__init__(result.case["message"])
+        super().__init__(result.case.message)
         self.result = result
 
 
@@ -78,12 +77,12 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         result = run_case(self.case, self.dtype, _engines(self.config))
-        verdict = result.case["verdict"]
-        if verdict == SKIP:
-            pytest.skip(result.case["message"])
+        verdict = result.case.verdict
+        if verdict == Verdict.SKIP:
+            pytest.skip(result.case.message)
         if verdict in FAILING:
             raise CaseFailed(result)
-        assert verdict in (PASS, NONDIFF), verdict
+        assert verdict in (Verdict.PASS, Verdict.NONDIFF), verdict
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, CaseFailed):

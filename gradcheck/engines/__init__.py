@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from .base import Engine, EngineOutput, EngineSkip, as_output
+from .base import Engine, EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from .fd import FiniteDifferences
 from .jax_engine import JaxEngine
 from .numpy_engine import NumpyEngine
@@ -61,6 +61,7 @@ class VjpFunction:
         return self.function(graph, inputs, wrt, cotangent)
 
 
-__all__ = ["VjpFunction", "register_op", "unregister_op", "load_plugins", "Engine", "EngineOutput", "EngineSkip", "as_output", "make_engines", "load_engine",
+__all__ = ["VjpFunction", "register_op", "unregister_op", "load_plugins", "Engine", "EngineOutput",
+           "EngineSkip", "Settings", "as_output", "call_vjp", "make_engines", "load_engine",
            "BUILTIN", "DEFAULT_ENGINES", "NumpyEngine", "FiniteDifferences", "TorchEngine",
            "JaxEngine"]
