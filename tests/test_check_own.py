@@ -196,6 +196,8 @@ def test_bad_arguments_are_clear_errors():
         gradcheck.check(square, square, {"x": np.ones(2)}, wrt=["y"])
     with pytest.raises(ValueError, match="dtypes"):
         gradcheck.check(square, square, {"x": np.ones(2)}, dtypes=["float16"])
+    with pytest.raises(ValueError, match="'numpy' is taken"):
+        gradcheck.check(square, square, {"x": np.ones(2)}, name="numpy")
     with pytest.raises(ValueError, match="reference 'x @': "):
         gradcheck.check(square, square, {"x": np.ones(2)}, reference="x @")
 

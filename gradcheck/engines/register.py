@@ -98,8 +98,11 @@ def load_plugins(modules: Sequence[str]) -> None:
 
 def load_env_plugins() -> None:
     modules = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
-    if modules:
+    try:
         load_plugins(modules)
+    except Exception as e:  # noqa: BLE001 -- name the variable, or the failure is a puzzle
+        raise ImportError(f"{PLUGINS_VARIABLE}={os.environ[PLUGINS_VARIABLE]!r}: "
+                          f"{type(e).__name__}: {e}") from e
 
 
 def add_cwd_to_path() -> None:

@@ -26,6 +26,7 @@ from .api import run
 from .result import RunResult
 
 DTYPES = ("float64", "float32")
+TAKEN = ("numpy", "fd", "torch", "jax", "expect")     # the other sources' names
 
 
 def check(forward: Callable, backward: Callable, inputs: Mapping, *, reference: str | None = None,
@@ -71,6 +72,8 @@ def _asserted(result: RunResult) -> RunResult:
 
 def _run(mine, value_fn: Callable, out_shape, arrays: dict, wrt: list[str],
          reference: str | None, dtypes) -> RunResult:
+    if mine.name in TAKEN:
+        raise ValueError(f"name {mine.name!r} is taken by another engine; pass name=...")
     case = OwnCase.make(_slug(mine.name), arrays, wrt, _dtypes(dtypes), reference)
     if reference is not None:
         case.graph = _reference_graph(reference, case.graph.inputs)
