@@ -16,17 +16,17 @@ import numpy as np
 import reference_impls
 from reference_impls import Primitive
 
-from ..engines import FiniteDifferences, JaxEngine, NumpyEngine, TorchEngine
+from ..engines import BUILTIN, FiniteDifferences, make_engines
 from ..engines.own import (FunctionEngine, ValueAndGradEngine, call_forward, forward_value,
                            loss_value, split_value_and_grads)
 from ..ir.graph import FLOAT, INT, Graph, GraphError, Leaf, Node, build_graph
 from ..loading.case import Case
 from ..loading.models import CaseModel
 from .api import run
+from .compare import EXPECT
 from .result import RunResult
 
 DTYPES = ("float64", "float32")
-TAKEN = ("numpy", "fd", "torch", "jax", "expect")     # the other sources' names
 
 
 def check(forward: Callable, backward: Callable, inputs: Mapping, *, reference: str | None = None,
@@ -72,16 +72,17 @@ def _asserted(result: RunResult) -> RunResult:
 
 def _run(mine, value_fn: Callable, out_shape, arrays: dict, wrt: list[str],
          reference: str | None, dtypes) -> RunResult:
-    if mine.name in TAKEN:
+    if mine.name in set(BUILTIN) | {EXPECT}:
         raise ValueError(f"name {mine.name!r} is taken by another engine; pass name=...")
-    case = OwnCase.make(_slug(mine.name), arrays, wrt, _dtypes(dtypes), reference)
+    leaves = {k: Leaf(k, a.shape, INT if a.dtype.kind in "iub" else FLOAT)
+              for k, a in arrays.items()}
     if reference is not None:
-        case.graph = _reference_graph(reference, case.graph.inputs)
-        engines = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]
+        graph, engines = _reference_graph(reference, leaves), make_engines()
     else:
-        case.graph = _own_graph(value_fn, case.graph.inputs, tuple(out_shape))
-        op = case.graph.nodes[0].op
-        engines = [FiniteDifferences({**reference_impls.OPS, op: Primitive(value_fn, ())})]
+        graph = _own_graph(value_fn, leaves, tuple(out_shape))
+        own_op = {graph.nodes[0].op: Primitive(value_fn, ())}
+        engines = [FiniteDifferences({**reference_impls.OPS, **own_op})]
+    case = OwnCase.make(_slug(mine.name), arrays, graph, wrt, _dtypes(dtypes), reference)
     # in this process: your functions need not pickle, and may be closures
     return run([case], engines=[mine] + engines)
 
@@ -90,14 +91,12 @@ class OwnCase(Case):
     """A case whose inputs are your arrays (rounded to each dtype) instead of YAML specs."""
 
     @classmethod
-    def make(cls, name: str, arrays: dict, wrt: list[str], dtypes: list[str],
+    def make(cls, name: str, arrays: dict, graph: Graph, wrt: list[str], dtypes: list[str],
              reference: str | None) -> "OwnCase":
         model = CaseModel(name=name, inputs={k: {"shape": list(a.shape)} for k, a in arrays.items()},
                           expr=reference or f"{name}({', '.join(arrays)})", wrt=wrt,
                           dtypes=dtypes, tags=["own"], description="checked with gradcheck.check")
-        leaves = {k: Leaf(k, a.shape, INT if a.dtype.kind in "iub" else FLOAT)
-                  for k, a in arrays.items()}
-        case = cls(model, Graph(leaves), wrt, "<python>", 0)
+        case = cls(model, graph, wrt, "<python>", 0)
         case.values = arrays
         return case
 
@@ -158,4 +157,4 @@ def _own_graph(value_fn: Callable, leaves: dict[str, Leaf], out_shape: tuple) ->
 
 def _slug(name: str) -> str:
     """A case name from a function name: `affine_backward` -> `affine-backward`."""
-    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "function"
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:120] or "function"
