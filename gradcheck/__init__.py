@@ -8,7 +8,7 @@
 from .engines import (Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEngine, NumpyEngine,
                       Settings, TorchEngine)
 from .engines import load_plugins, register_op, unregister_op
-from .engines.register import load_env_plugins
+from .engines.register import load_env_plugins, load_installed_plugins
 from .errors import CaseError, CaseErrors
 from .harness.api import run
 from .harness.own import assert_gradients, assert_loss_gradients, check, check_loss
@@ -25,6 +25,8 @@ __all__ = ["load_cases", "run", "check", "check_loss", "assert_gradients",
            "EngineSkip", "Settings", "NumpyEngine", "FiniteDifferences", "TorchEngine",
            "JaxEngine", "register_op", "unregister_op", "load_plugins"]
 
-# Last, so that a plugin importing gradcheck finds everything above: the modules named in
-# GRADCHECK_PLUGINS register their ops here, in worker processes as in the main one.
+# Last, so that a plugin importing gradcheck finds everything above: installed packages'
+# `gradcheck.plugins` entry points and the modules named in GRADCHECK_PLUGINS register
+# their ops here, in worker processes as in the main one.
+load_installed_plugins()
 load_env_plugins()

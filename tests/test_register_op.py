@@ -181,3 +181,22 @@ def test_cli_engine_as_a_plain_function_from_the_current_folder(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     engines = (folder / "out" / "engines.csv").read_text()
     assert "cube-case,float64,plain_vjp,ok" in engines
+
+
+def test_an_installed_package_registers_its_ops_through_an_entry_point(tmp_path):
+    site = tmp_path / "site"
+    (site / "cube_pkg-1.0.dist-info").mkdir(parents=True)
+    (site / "cube_pkg-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: cube-pkg\nVersion: 1.0\n")
+    (site / "cube_pkg-1.0.dist-info" / "entry_points.txt").write_text(
+        "[gradcheck.plugins]\ncube = cube_pkg\n")
+    (site / "cube_pkg.py").write_text(PLUGIN)
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "cube.yaml").write_text(CUBE_CASE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
+    env.pop("GRADCHECK_PLUGINS", None)
+    run = subprocess.run([sys.executable, "-m", "gradcheck", "run", "cases", "--engines",
+                          "numpy,fd", "--timeout", "0", "--out", "out"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "cube-case,float64,PASS" in (tmp_path / "out" / "cases.csv").read_text()

@@ -6,13 +6,15 @@ the numpy table (`reference_impls.OPS`), and, when you give them, the torch and 
 SKIPs the cases that use it, naming the op.
 
 Plugins are modules imported for their `register_op` calls: `gradcheck run --plugin
-my_ops`, a `conftest.py` that imports them under pytest, or the `GRADCHECK_PLUGINS`
-environment variable (comma-separated module names), which `import gradcheck` honours, so
+my_ops`, a `conftest.py` that imports them under pytest, the `GRADCHECK_PLUGINS`
+environment variable (comma-separated module names), or, for an installed package, an
+entry point in the group `gradcheck.plugins`. `import gradcheck` loads the last two, so
 that the worker processes that run cases with a time limit know the ops too.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import re
 import sys
@@ -24,6 +26,7 @@ from reference_impls import Primitive
 from ..ir.ops import OPS as REGISTRY, OpSpec, broadcast
 
 PLUGINS_VARIABLE = "GRADCHECK_PLUGINS"
+ENTRY_POINT_GROUP = "gradcheck.plugins"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")     # what the expression parser calls
 _FROM_PYTHON: set[str] = set()      # ops registered here, which may be registered again
 
@@ -94,6 +97,16 @@ def load_plugins(modules: Sequence[str]) -> None:
         importlib.import_module(module)
     known = [m for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m]
     os.environ[PLUGINS_VARIABLE] = ",".join(dict.fromkeys(known + list(modules)))
+
+
+def load_installed_plugins() -> None:
+    """The modules that installed packages name under the `gradcheck.plugins` entry points."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as e:  # noqa: BLE001 -- name the package, or the failure is a puzzle
+            raise ImportError(f"entry point {entry.name} = {entry.value} of group "
+                              f"{ENTRY_POINT_GROUP}: {type(e).__name__}: {e}") from e
 
 
 def load_env_plugins() -> None:

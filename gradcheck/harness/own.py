@@ -25,6 +25,7 @@ from ..loading.models import CaseModel
 from .api import run
 from .compare import EXPECT
 from .result import RunResult
+from .runner import RunOptions
 
 DTYPES = ("float64", "float32")
 
@@ -83,8 +84,9 @@ def _run(mine, value_fn: Callable, out_shape, arrays: dict, wrt: list[str],
         own_op = {graph.nodes[0].op: Primitive(value_fn, ())}
         engines = [FiniteDifferences({**reference_impls.OPS, **own_op})]
     case = OwnCase.make(_slug(mine.name), arrays, graph, wrt, _dtypes(dtypes), reference)
-    # in this process: your functions need not pickle, and may be closures
-    return run([case], engines=[mine] + engines)
+    # in this process (no time limit, no worker): your functions need not pickle, and may
+    # be closures
+    return run([case], engines=[mine] + engines, options=RunOptions(timeout=None))
 
 
 class OwnCase(Case):
