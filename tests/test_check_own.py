@@ -100,6 +100,14 @@ def test_softmax_loss_value_and_gradient_in_one_call():
     assert set(result.comparisons["param"]) == {"(value)", "x"}    # y is data
 
 
+def test_svm_loss_gradients_as_a_dict_against_fd_of_its_own_value():
+    result = gradcheck.check_loss(L.svm_loss, SOFTMAX_INPUTS, dtypes=DTYPES)
+    assert _verdicts(result) == {"float64": "PASS", "float32": "PASS"}, str(result)
+    assert set(result.engines["engine"]) == {"svm_loss", "fd"}
+    grads = result.comparisons.query("param == 'x'")
+    assert len(grads) == 2 and (grads["tol_ratio"] < 1).all()
+
+
 def test_a_loss_not_divided_by_n_fails_on_the_value_row():
     result = gradcheck.check_loss(L.softmax_loss_not_divided, SOFTMAX_INPUTS,
                                   reference="softmax_cross_entropy(x, y)", dtypes=DTYPES)
