@@ -9,6 +9,7 @@ from .engines import (Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEn
                       Settings, TorchEngine)
 from .engines import load_plugins, register_op, unregister_op
 from .engines.register import load_env_plugins, load_installed_plugins
+from .engines.fd import Derivative, differentiate, differentiate_along
 from .errors import CaseError, CaseErrors
 from .harness.api import run
 from .harness.own import assert_gradients, assert_loss_gradients, check, check_loss
@@ -19,7 +20,7 @@ from .loading import Case, load_cases
 
 __version__ = "0.1.0"
 
-__all__ = ["load_cases", "run", "check", "check_loss", "assert_gradients",
+__all__ = ["load_cases", "run", "differentiate", "differentiate_along", "Derivative", "check", "check_loss", "assert_gradients",
            "assert_loss_gradients", "run_case", "RunOptions", "RunResult", "read_run",
            "read_table", "Verdict", "Case", "CaseError", "CaseErrors", "Engine", "EngineOutput",
            "EngineSkip", "Settings", "NumpyEngine", "FiniteDifferences", "TorchEngine",
