@@ -148,6 +148,9 @@ def selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", dest="keyword", metavar="TEXT",
                    help="only cases whose name contains TEXT")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, for the ops it registers (repeatable; "
+                   "the current folder is searched)")
     p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
                    help="refuse cases with an input or step of more than N elements")
 
@@ -204,6 +207,7 @@ def _select(args) -> list:
     """The cases the selection options name; selecting nothing is a usage error, since a
     run that checks nothing must not look green."""
     from .loading import load_cases
+    _load_plugins(args.plugin)
     paths = _paths(args)
     cases = load_cases(paths, max_elements=args.max_elements)
     if args.keyword:
@@ -214,6 +218,14 @@ def _select(args) -> list:
     if not cases:
         raise UsageError(f"no case selected{_filters_text(args)} in {', '.join(map(str, paths))}")
     return cases
+
+
+def _load_plugins(modules: list[str]) -> None:
+    from .engines import load_plugins
+    try:
+        load_plugins(modules)
+    except Exception as e:      # an import error, or the plugin's own register_op refusing
+        raise UsageError(f"cannot load plugin: {type(e).__name__}: {e}") from None
 
 
 def _paths(args) -> list:
