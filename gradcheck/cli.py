@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render HTML and Markdown from a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
+    _power_commands(sub)
     return parser
 
 
@@ -235,6 +236,71 @@ def cmd_report(args) -> int:
     rerender(read_run(folder), folder)
     Console().print(f"re-rendered {folder}/report.html and summary.md", highlight=False)
     return EXIT_OK
+
+
+# --- mutate and fuzz: the harness measuring its own power --------------------------------------
+
+def _power_commands(sub) -> None:
+    mutate = sub.add_parser("mutate", help="run the corpus of deliberately broken numpy "
+                            "gradients against the cases: which bugs does the catalog catch?")
+    _selection(mutate)
+    mutate.add_argument("--out", default="reports/mutants", help="output folder")
+    mutate.add_argument("--dtypes", help="comma-separated dtypes, overriding each case's own")
+    mutate.add_argument("--mutant", action="append", default=[], metavar="NAME",
+                        help="only mutants whose name starts with NAME (repeatable)")
+    mutate.add_argument("-q", "--quiet", action="store_true", help="only survivors and the rate")
+    mutate.set_defaults(func=cmd_mutate)
+    fuzz = sub.add_parser("fuzz", help="draw inputs for one case with hypothesis until the "
+                          "engines disagree; write the shrunk failure as a YAML case")
+    fuzz.add_argument("case", help="a case file, or a case name (found under cases/)")
+    fuzz.add_argument("--examples", type=_positive_int, default=100, help="inputs to try")
+    fuzz.add_argument("--engines", default="numpy,fd,torch,jax", help="built-in engines")
+    fuzz.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
+                      help="add a custom engine (repeatable)")
+    fuzz.add_argument("--out", default="reports/fuzz", help="folder for the failing case")
+    fuzz.add_argument("--max-dim", type=_positive_int, default=None, metavar="N",
+                      help="largest size of any axis drawn (default: each axis's own size)")
+    fuzz.add_argument("--seed", type=int, default=0, help="hypothesis seed")
+    fuzz.set_defaults(func=cmd_fuzz)
+
+
+def cmd_mutate(args) -> int:
+    from .power.mutate import mutate, select
+    from .reports.mutants import write_mutation_reports
+    cases, mutants = _select(args), select(args.mutant)
+    if not mutants:
+        raise UsageError(f"no mutant name starts with {', '.join(args.mutant)}")
+    announce = None if args.quiet else lambda name: print(f"mutant {name}", file=sys.stderr)
+    result = mutate(cases, mutants, _split(args.dtypes) or None, progress=announce)
+    out = write_mutation_reports(result, args.out)
+    for r in result.mutants.itertuples():
+        if r.status not in ("killed", "not applicable"):
+            print(f"{r.status:>12}  {r.mutant}: {r.description}")
+    counted = result.counted
+    print(f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
+          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s; "
+          f"report: {out}/mutants.html")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_fuzz(args) -> int:
+    from .engines import make_engines
+    from .power.fuzz import FuzzError, fuzz_case, resolve_case
+    try:
+        case = resolve_case(args.case)
+    except FuzzError as e:
+        raise UsageError(str(e)) from None
+    try:
+        engines = make_engines(_split(args.engines), args.engine)
+    except (ImportError, AttributeError, ValueError, KeyError) as e:
+        raise UsageError(f"cannot load engine: {e}") from None
+    found = fuzz_case(case, engines, examples=args.examples, max_dim=args.max_dim,
+                      seed=args.seed, out_dir=args.out)
+    if found is None:
+        print(f"{case.name}: the engines agreed on {args.examples} drawn inputs")
+        return EXIT_OK
+    print(f"{case.name}: {found.verdict} ({found.message}); shrunk case written to {found.path}")
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ numpy engine and the comparator run again: minutes, not hours.
 """
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -82,6 +84,7 @@ def mutate(cases, mutants: Iterable[Mutant] | None = None, dtypes=None, referenc
            progress: Callable[[str], None] | None = None) -> MutationResult:
     """Run every applicable mutant on the cases that use its op, beside `references`
     (default: fd, torch, jax), each engine's result computed once per case and dtype."""
+    start = time.perf_counter()
     mutants = all_mutants() if mutants is None else list(mutants)
     replays = [Replay(e) for e in (make_engines(REFERENCES) if references is None else references)]
     runs = [(c, d) for c in cases for d in (list(dtypes) if dtypes else c.dtypes)]
@@ -97,7 +100,16 @@ def mutate(cases, mutants: Iterable[Mutant] | None = None, dtypes=None, referenc
     return MutationResult(_sorted(pd.DataFrame(rows, columns=MUTANT_COLUMNS)),
                           _matrix(cells, runs), _baseline_frame(baseline),
                           {"references": [r.name for r in replays], "cases": len(cases),
-                           "runs": len(runs)})
+                           "runs": len(runs), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "command": " ".join(sys.argv),
+                           "seconds": round(time.perf_counter() - start, 1)})
+
+
+def select(names: Iterable[str] = ()) -> list[Mutant]:
+    """The corpus, or the mutants whose name starts with one of `names` (`matmul`,
+    `softmax.last-axis`)."""
+    names = tuple(names)
+    return [m for m in all_mutants() if not names or m.name.startswith(names)]
 
 
 def _run_mutant(mutant: Mutant, runs, replays) -> dict:
