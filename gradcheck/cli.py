@@ -18,12 +18,11 @@ from rich.text import Text
 from .errors import CaseErrors
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
+from .harness.verdict import FAILING, Verdict
 from .loading.load import MAX_ELEMENTS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
-VERDICT_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "bold red",
-                 "NONFINITE": "bold red", "NONDIFF": "yellow", "SKIP": "yellow"}
 
 
 class UsageError(Exception):
@@ -175,10 +174,8 @@ def _print_result(result, quiet: bool) -> None:
     """A compact table (failures first; with --quiet, failures only), each non-passing
     run's message in full below it, then the counts. Rich drops colors by itself when
     stdout is not a terminal or NO_COLOR is set."""
-    from .harness.result import FAILING
-    from .reports.markdown import blame_counts, ordered_counts, sorted_cases
     console = Console()
-    rows = sorted_cases(result)
+    rows = result.sorted_cases()
     if quiet:
         rows = rows[rows["verdict"].isin(FAILING)]
     if len(rows):
@@ -187,9 +184,8 @@ def _print_result(result, quiet: bool) -> None:
         # Whole, not cut to a column: in a CI log this line is the diagnosis.
         console.print(Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""),
                       soft_wrap=True)
-    counts = Text(", ").join(Text(f"{n} {v}", style=VERDICT_STYLE.get(v, ""))
-                             for v, n in ordered_counts(result))
-    blamed = ", ".join(f"{e} ({n})" for e, n in blame_counts(result.cases))
+    counts = Text(", ").join(Text(f"{n} {v}", style=_style(v)) for v, n in result.ordered_counts())
+    blamed = ", ".join(f"{e} ({n})" for e, n in result.blame_counts())
     console.print(counts + Text(f"; blamed: {blamed}" if blamed else ""))
 
 
@@ -200,9 +196,13 @@ def _result_table(rows) -> Table:
     table.add_column("seconds", justify="right", no_wrap=True)
     for r in rows.itertuples():
         # Text, not markup: case text such as "[b]" must print as itself.
-        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, "")),
+        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=_style(r.verdict)),
                       Text(r.blame or ""), f"{r.seconds:.2f}")
     return table
+
+
+def _style(verdict: str) -> str:
+    return Verdict(verdict).style if verdict in Verdict._value2member_map_ else ""
 
 
 def cmd_validate(args) -> int:
@@ -227,7 +227,8 @@ def cmd_schema(args) -> int:
 
 def cmd_report(args) -> int:
     from pathlib import Path
-    from .reports import read_run, rerender
+    from .harness.result import read_run
+    from .reports import rerender
     folder = Path(args.run_dir)
     missing = [f for f in ("cases.csv", "comparisons.csv", "engines.csv", "run.json")
                if not (folder / f).exists()]

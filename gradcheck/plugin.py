@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseError
-from .harness.compare import NONDIFF, PASS, SKIP
-from .harness.result import FAILING
 from .harness.runner import run_case
+from .harness.verdict import FAILING, Verdict
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -50,7 +49,7 @@ class CaseFile(pytest.File):
 
 class CaseFailed(Exception):
     def __init__(self, result):
-        super().__init__(result.case["message"])
+        super().__init__(result.case.message)
         self.result = result
 
 
@@ -62,12 +61,12 @@ class CaseItem(pytest.Item):
 
     def runtest(self):
         result = run_case(self.case, self.dtype, _engines(self.config))
-        verdict = result.case["verdict"]
-        if verdict == SKIP:
-            pytest.skip(result.case["message"])
+        verdict = result.case.verdict
+        if verdict == Verdict.SKIP:
+            pytest.skip(result.case.message)
         if verdict in FAILING:
             raise CaseFailed(result)
-        assert verdict in (PASS, NONDIFF), verdict
+        assert verdict in (Verdict.PASS, Verdict.NONDIFF), verdict
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, CaseFailed):
@@ -88,16 +87,16 @@ def _engines(config):
 
 def discrepancy_table(result) -> str:
     c = result.case
-    lines = [f"{c['verdict']}: case {c['case']} [{c['dtype']}] blame: {c['blame'] or '-'}",
-             f"  {c['message']}", "",
+    lines = [f"{c.verdict}: case {c.case} [{c.dtype}] blame: {c.blame or '-'}",
+             f"  {c.message}", "",
              f"  {'param':<12} {'pair':<16} {'verdict':<9} {'tol_ratio':>10} {'max_abs_err':>12}"
              f"  worst  a / b"]
     for r in result.comparisons:
-        if r["verdict"] != PASS:
-            pair = f"{r['engine_a']}~{r['engine_b']}"
-            lines.append(f"  {r['param']:<12} {pair:<16} {r['verdict']:<9} {r['tol_ratio']:>10.3g} "
-                         f"{r['max_abs_err']:>12.3g}  {r['worst_index']}  "
-                         f"{r['value_a']:.10g} / {r['value_b']:.10g}")
-    lines += [f"  engine {e['engine']}: {e['status']} {e['message']}"
-              for e in result.engines if e["status"] != "ok"]
+        if r.verdict != Verdict.PASS:
+            pair = f"{r.engine_a}~{r.engine_b}"
+            where = list(r.worst_index) if r.worst_index is not None else "-"
+            lines.append(f"  {r.param:<12} {pair:<16} {r.verdict:<9} {r.tol_ratio:>10.3g} "
+                         f"{r.max_abs_err:>12.3g}  {where}  {r.value_a:.10g} / {r.value_b:.10g}")
+    lines += [f"  engine {e.engine}: {e.status} {e.message}"
+              for e in result.engines if e.status != "ok"]
     return "\n".join(lines)

@@ -125,9 +125,9 @@ def test_progress_callback(catalog, engines):
 # --- run_case: pure, plain data ---------------------------------------------------------------
 
 def _without_seconds(result):
-    case = {k: v for k, v in result.case.items() if k != "seconds"}
-    engines = [{k: v for k, v in row.items() if k != "seconds"} for row in result.engines]
-    return case, result.comparisons, engines
+    case = {k: v for k, v in vars(result.case).items() if k != "seconds"}
+    engines = [{k: v for k, v in vars(row).items() if k != "seconds"} for row in result.engines]
+    return case, [vars(row) for row in result.comparisons], engines
 
 
 def _same(x, y) -> bool:
@@ -149,14 +149,14 @@ def test_run_case_results_pickle_and_repeat_exactly(catalog, engines, dtype):
     ops["tanh"] = Primitive(ops["tanh"].forward, (lambda g, out, x: g * (1 - out),))
     [case] = gradcheck.load_cases([catalog / "l2-wx"])
     runs = [gradcheck.run_case(case, dtype, [NumpyEngine(ops)] + engines[1:]) for _ in range(2)]
-    assert runs[0].case["verdict"] == "FAIL" and runs[0].errors
+    assert runs[0].case.verdict == "FAIL" and runs[0].errors
     for r in runs:
         back = pickle.loads(pickle.dumps(r))
         assert _same(_without_seconds(back), _without_seconds(r))
         assert _same(back.errors, r.errors)
     assert _same(_without_seconds(runs[0]), _without_seconds(runs[1]))
     assert _same(runs[0].errors, runs[1].errors)
-    assert isinstance(runs[0].case["seconds"], float)
+    assert isinstance(runs[0].case.seconds, float)
 
 
 def test_cases_pickle(catalog):
@@ -170,7 +170,7 @@ def test_cases_pickle(catalog):
 
 
 def test_run_result_round_trips_through_a_report_folder(catalog, engines, tmp_path):
-    from gradcheck.reports import read_run
+    from gradcheck import read_run
     result = gradcheck.run(gradcheck.load_cases([catalog]), engines=engines[:2])
     result.write_reports(tmp_path / "r")
     back = read_run(tmp_path / "r")

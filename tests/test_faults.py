@@ -76,9 +76,9 @@ def test_a_crashing_worker_costs_one_case():
     with isolation.CaseWorker(timeout=60) as worker:
         first = worker.run(cases(QUICK)[0], "float64", engines)
         second = worker.run(cases(QUICK)[0], "float64", reference_engines())
-    assert first.case["verdict"] == "ERROR" and first.case["blame"] == "crashing"
-    assert "worker process died" in first.case["message"]
-    assert second.case["verdict"] == "PASS"
+    assert first.case.verdict == "ERROR" and first.case.blame == "crashing"
+    assert "worker process died" in first.case.message
+    assert second.case.verdict == "PASS"
 
 
 def test_a_run_without_a_time_limit_stays_in_this_process(monkeypatch):
@@ -94,7 +94,7 @@ def test_a_missing_framework_is_a_skip_not_an_error():
     result = gradcheck.run(cases(QUICK), engines=reference_engines() + [fault_engines.MissingFramework()])
     assert verdicts(result) == {"quick": "PASS"}
     engine = result.engines.set_index("engine").loc["missing"]
-    assert engine["status"] == "SKIP" and "gradcheck_no_such_framework" in engine["message"]
+    assert engine.status == "SKIP" and "gradcheck_no_such_framework" in engine.message
     assert row(result, "quick")["skipped"] == "missing"
 
 

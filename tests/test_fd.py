@@ -7,7 +7,7 @@ import pytest
 
 import gradcheck
 from gradcheck.engines import FiniteDifferences, NumpyEngine
-from helpers import assert_close, engine_vjp, load_one
+from helpers import TANH_LAYER, assert_close, engine_vjp, load_one
 
 rng = np.random.default_rng(7)
 X, Y = rng.normal(size=(3, 4)), rng.normal(size=(3, 4)) * 0.5
@@ -114,11 +114,11 @@ def test_case_fd_max_elements_reaches_the_comparison(tmp_path):
         fd_max_elements: 40
         """)
     result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
-    [row] = [r for r in result.comparisons if r["param"] == "x"]
-    assert (row["checked"], row["elements"], row["verdict"]) == (40, 600, "PASS")
+    [row] = [r for r in result.comparisons if r.param == "x"]
+    assert (row.checked, row.elements, row.verdict) == (40, 600, "PASS")
     again = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
-    assert [r for r in again.comparisons if r["param"] == "x"][0]["worst_index"] == \
-        row["worst_index"]
+    assert [r for r in again.comparisons if r.param == "x"][0].worst_index == \
+        row.worst_index
 
 
 def test_run_option_fd_max_elements(tmp_path):
@@ -130,8 +130,8 @@ def test_run_option_fd_max_elements(tmp_path):
         """)
     options = gradcheck.RunOptions(fd_max_elements=7)
     result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()], options)
-    [row] = [r for r in result.comparisons if r["param"] == "x"]
-    assert (row["checked"], row["elements"]) == (7, 100)
+    [row] = [r for r in result.comparisons if r.param == "x"]
+    assert (row.checked, row.elements) == (7, 100)
 
 
 def test_sampled_fd_still_catches_a_wrong_gradient(tmp_path):
@@ -146,7 +146,7 @@ def test_sampled_fd_still_catches_a_wrong_gradient(tmp_path):
         fd_max_elements: 10
         """)
     result = gradcheck.run_case(case, "float64", [NumpyEngine(ops), FiniteDifferences()])
-    assert result.case["verdict"] == "FAIL"
+    assert result.case.verdict == "FAIL"
 
 
 # --- dtype ------------------------------------------------------------------------------------
@@ -186,3 +186,23 @@ def test_kinks_are_flagged_where_the_function_is_not_differentiable(expr, x, kin
 def test_no_false_kinks_on_smooth_points(expr, x):
     _, _, _, out = engine_vjp(FiniteDifferences(), expr, dict(x=np.array(x)))
     assert not out.kinks["x"].any()
+
+
+def test_a_renamed_sampling_fd_is_judged_as_an_estimate_by_its_output_not_its_name(tmp_path):
+    """The role travels with the output: unsampled elements (NaN) are never compared,
+    whatever the oracle is called."""
+    case = load_one(tmp_path, TANH_LAYER)
+    oracle = gradcheck.FiniteDifferences(name="fd-sample", max_elements=4)
+    result = gradcheck.run([case], engines=[gradcheck.NumpyEngine(), oracle])
+    assert set(result.cases["verdict"]) == {"PASS"}, result.cases["message"].tolist()
+    rows = result.comparisons[result.comparisons["param"] == "x"]
+    assert rows["checked"].tolist() == [4, 4] and rows["elements"].tolist() == [12, 12]
+    assert (rows["fd_err"] > 0).all()
+
+
+def test_per_case_sample_size_reaches_the_oracle_as_an_argument(tmp_path):
+    case = load_one(tmp_path, TANH_LAYER.replace("dtypes:", "fd_max_elements: 3\ndtypes:"))
+    oracle = gradcheck.FiniteDifferences()
+    result = gradcheck.run([case], engines=[gradcheck.NumpyEngine(), oracle], dtypes=["float64"])
+    assert result.comparisons.query("param == 'x'")["checked"].tolist() == [3]
+    assert oracle.max_elements == 256           # the engine itself is left as it was

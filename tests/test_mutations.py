@@ -68,9 +68,9 @@ def test_mutant_is_caught_and_blamed_on_numpy(op, index, catalog, references):
     assert cases, f"no catalog case differentiates through argument {index + 1} of {op}"
     engines = [mutant_engine(op, index)] + references
     verdicts = [run_case(c, "float64", engines).case for c in cases]
-    caught = [v for v in verdicts if v["verdict"] == "FAIL" and v["blame"] == "numpy"]
+    caught = [v for v in verdicts if v.verdict == "FAIL" and v.blame == "numpy"]
     assert caught, f"mutant {op} arg {index + 1} passed every case: " + \
-        ", ".join(f"{v['case']}={v['verdict']}/{v['blame']}" for v in verdicts)
+        ", ".join(f"{v.case}={v.verdict}/{v.blame}" for v in verdicts)
 
 
 # --- `gradcheck mutate`: the corpus of realistic bugs ------------------------------------------

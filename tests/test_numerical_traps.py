@@ -45,17 +45,17 @@ def fd_kinks(case, dtype="float64", fd=None) -> dict[str, np.ndarray]:
 ])
 def test_nan_or_inf_is_nonfinite_never_pass(expr, inputs):
     for result in run_all(case_of(expr, inputs, "[float64, float32]")):
-        assert result.case["verdict"] == "NONFINITE", result.case
-        assert "NONFINITE" in {r["verdict"] for r in result.comparisons if r["param"] == "x"}
+        assert result.case.verdict == "NONFINITE", result.case
+        assert "NONFINITE" in {r.verdict for r in result.comparisons if r.param == "x"}
 
 
 def test_an_engine_with_nan_gradients_is_nonfinite_and_blamed():
     engines = [NumpyEngine(), FiniteDifferences(), fault_engines.NanGrads()]
     [result] = run_all(case_of("sum(tanh(x) * y)", "{x: [0.5, 1.0], y: [2.0, 3.0]}"), engines)
-    assert result.case["verdict"] == "NONFINITE"
-    assert result.case["blame"] == "nan-grads"
-    bad = {r["verdict"] for r in result.comparisons if "nan-grads" in (r["engine_a"], r["engine_b"])
-           and r["param"] != "(value)"}
+    assert result.case.verdict == "NONFINITE"
+    assert result.case.blame == "nan-grads"
+    bad = {r.verdict for r in result.comparisons if "nan-grads" in (r.engine_a, r.engine_b)
+           and r.param != "(value)"}
     assert bad == {"NONFINITE"}
 
 
@@ -81,8 +81,8 @@ def test_an_input_on_a_kink_is_nondiff_never_fail(name):
     expr, inputs, param, where = KINKS[name]
     case = case_of(expr, inputs, "[float64, float32]")
     for result in run_all(case):
-        assert result.case["verdict"] == "NONDIFF", result.case
-        assert {r["verdict"] for r in result.comparisons} <= {"PASS", "NONDIFF"}
+        assert result.case.verdict == "NONDIFF", result.case
+        assert {r.verdict for r in result.comparisons} <= {"PASS", "NONDIFF"}
     flagged = np.flatnonzero(fd_kinks(case)[param])
     assert flagged.tolist() == where
 
@@ -99,7 +99,7 @@ def test_an_input_near_a_kink_passes_neither_flagged_nor_failed(name):
     expr, inputs = NEAR_KINKS[name]
     case = case_of(expr, inputs, "[float64, float32]")
     for result in run_all(case):
-        assert result.case["verdict"] == "PASS", result.case
+        assert result.case.verdict == "PASS", result.case
     assert not any(k.any() for k in fd_kinks(case).values())
 
 
@@ -146,7 +146,7 @@ def test_smooth_functions_are_never_flagged_as_kinks(expr, x, y):
     kinks = fd_kinks(case)
     assert not any(k.any() for k in kinks.values()), (expr, kinks)
     [result] = run_all(case, [NumpyEngine(), FiniteDifferences()])
-    assert result.case["verdict"] == "PASS", (expr, result.case["message"])
+    assert result.case.verdict == "PASS", (expr, result.case.message)
 
 
 # --- float32 --------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_each_op_runs_and_agrees_on_all_four_engines(tmp_path, op):
         result = gradcheck.run_case(case, dtype, ALL_ENGINES)
         statuses = {r["engine"]: r["status"] for r in result.engines}
         assert statuses == {"numpy": "ok", "fd": "ok", "torch": "ok", "jax": "ok"}, result.engines
-        assert result.case["verdict"] == "PASS", (dtype, result.case["message"])
+        assert result.case.verdict == "PASS", (dtype, result.case.message)
         pairs = {(r["engine_a"], r["engine_b"]) for r in result.comparisons}
         assert len(pairs) == 6          # every pair of the four engines was compared
 
@@ -146,10 +146,10 @@ def test_numpy_engine_lacking_an_op_is_skipped_not_compared(tanh_case):
     result = gradcheck.run_case(tanh_case, "float64", [lacking, TorchEngine(), JaxEngine()])
     status, message = _status(result, "numpy")
     assert status == "SKIP" and "tanh" in message
-    assert result.case["skipped"] == "numpy"
+    assert result.case.skipped == "numpy"
     assert all("numpy" not in (r["engine_a"], r["engine_b"]) for r in result.comparisons)
-    assert result.case["verdict"] == "PASS"          # torch and jax still agree
-    assert result.case["engines"] == "torch jax"
+    assert result.case.verdict == "PASS"          # torch and jax still agree
+    assert result.case.engines == "torch jax"
 
 
 def test_only_engine_lacking_the_op_gives_skip_never_pass(tanh_case):
@@ -157,9 +157,9 @@ def test_only_engine_lacking_the_op_gives_skip_never_pass(tanh_case):
     fd_lacking = FiniteDifferences(without(reference_impls.OPS, "tanh"))
     for engines in ([lacking], [lacking, fd_lacking], [lacking, FiniteDifferences()]):
         result = gradcheck.run_case(tanh_case, "float64", engines)
-        assert result.case["verdict"] == "SKIP", (engines, result.case)
+        assert result.case.verdict == "SKIP", (engines, result.case)
         assert result.comparisons == []
-        assert result.case["blame"] == ""
+        assert result.case.blame == ""
 
 
 def test_expect_alone_does_not_make_a_pass(tmp_path):
@@ -167,7 +167,7 @@ def test_expect_alone_does_not_make_a_pass(tmp_path):
     case = load_one(tmp_path, COLAH_E)
     lacking = NumpyEngine(without(reference_impls.OPS, "mul"), name="numpy")
     result = gradcheck.run_case(case, "float64", [lacking])
-    assert result.case["verdict"] == "SKIP"
+    assert result.case.verdict == "SKIP"
 
 
 @pytest.mark.parametrize("module", ["torch_ops", "jax_ops"])
@@ -179,7 +179,7 @@ def test_framework_table_lacking_an_op_skips(tanh_case, monkeypatch, module):
     result = gradcheck.run_case(tanh_case, "float64", [engine, NumpyEngine()])
     status, message = _status(result, engine.name)
     assert status == "SKIP" and "tanh" in message
-    assert result.case["verdict"] == "SKIP"           # numpy alone is not a comparison
+    assert result.case.verdict == "SKIP"           # numpy alone is not a comparison
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
@@ -189,14 +189,14 @@ def test_framework_not_installed_skips(tanh_case, monkeypatch, framework):
     result = gradcheck.run_case(tanh_case, "float64", [engine, NumpyEngine(), FiniteDifferences()])
     status, message = _status(result, framework)
     assert status == "SKIP" and framework in message
-    assert result.case["verdict"] == "PASS"
-    assert result.case["skipped"] == framework
+    assert result.case.verdict == "PASS"
+    assert result.case.skipped == framework
 
 
 def test_missing_gradient_rule_is_an_error_naming_op_and_argument(tanh_case):
     ops = dict(reference_impls.OPS)
     ops["tanh"] = reference_impls.Primitive(ops["tanh"].forward, ())
     result = gradcheck.run_case(tanh_case, "float64", [NumpyEngine(ops), TorchEngine()])
-    assert result.case["verdict"] == "ERROR"
-    assert result.case["blame"] == "numpy"
-    assert "tanh" in result.case["message"] and "argument 1" in result.case["message"]
+    assert result.case.verdict == "ERROR"
+    assert result.case.blame == "numpy"
+    assert "tanh" in result.case.message and "argument 1" in result.case.message

@@ -15,10 +15,10 @@ from pandas.api.types import is_float_dtype, is_integer_dtype, is_string_dtype
 
 import gradcheck
 from gradcheck.cli import main
-from gradcheck.harness.result import CASE_COLUMNS, COMPARISON_COLUMNS, ENGINE_COLUMNS, TIMING_COLUMNS
-from gradcheck.reports import CSV_FILES, read_run
+from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
+from gradcheck.harness.rows import (FLOAT, INT, TIMING_COLUMNS, CaseRow, ComparisonRow, EngineRow,
+                                    column_kinds)
 from gradcheck.reports.heatmap import grid_position, to_grid
-from gradcheck.reports.tables import COLUMN_TYPES, FLOAT, INT, TEXT
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DESCRIPTION = "<script>alert(1)</script> & <b>bold</b>"
@@ -81,12 +81,14 @@ def test_read_run_round_trips_the_tables(run):
         np.testing.assert_array_equal(back.errors[key], err)
 
 
-def test_every_column_has_a_type_and_a_readme_entry():
-    section = README.read_text().split("## Reports", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M))
-    for column in CASE_COLUMNS + COMPARISON_COLUMNS + ENGINE_COLUMNS:
-        assert COLUMN_TYPES.get(column) in (TEXT, FLOAT, INT), column
-        assert column in documented, f"README ## Reports does not document {column!r}"
+@pytest.mark.parametrize("row_type", [CaseRow, ComparisonRow, EngineRow])
+def test_readme_column_tables_are_the_row_classes(row_type):
+    """The README documents each CSV file's columns, in order and with their types, exactly
+    as the row dataclass defines them: adding a column is one field plus its README line."""
+    filename = next(f for f, t in gradcheck.harness.result.TABLES.values() if t is row_type)
+    section = README.read_text().split(f"`{filename}`, one row per", 1)[1].split("\n\n", 2)[1]
+    documented = re.findall(r"^\| `([a-z_]+)` \| ([a-z]+) \|", section, flags=re.M)
+    assert documented == [(c, k) for c, k in column_kinds(row_type).items()]
 
 
 # --- summary.md ----------------------------------------------------------------------------------

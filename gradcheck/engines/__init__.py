@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineOutput, EngineSkip, as_output
+from .base import Engine, EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from .fd import FiniteDifferences
 from .jax_engine import JaxEngine
 from .numpy_engine import NumpyEngine
@@ -38,6 +38,6 @@ def load_engine(spec: str):
     return engine
 
 
-__all__ = ["Engine", "EngineOutput", "EngineSkip", "as_output", "make_engines", "load_engine",
+__all__ = ["Engine", "EngineOutput", "EngineSkip", "Settings", "as_output", "call_vjp", "make_engines", "load_engine",
            "BUILTIN", "DEFAULT_ENGINES", "NumpyEngine", "FiniteDifferences", "TorchEngine",
            "JaxEngine"]

@@ -4,10 +4,14 @@
 inputs already in the case's dtype, integer data as int64), the names to differentiate
 and the cotangent of the output (in the case's dtype), and returns the output value and
 one gradient per name in `wrt` -- as an `EngineOutput`, or as a plain `(value, grads)`.
+An engine whose `vjp` also takes a keyword `settings` receives the case's `Settings`
+(dtype, sample sizes): per-case choices travel as arguments, never as engine attributes.
+An engine's own options (device, dtype policy) are arguments of its constructor.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, runtime_checkable
 
@@ -22,14 +26,33 @@ class Engine(Protocol):
             cotangent: np.ndarray) -> Any: ...
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one case asks of the engines, in one dtype."""
+    dtype: str
+    fd_max_elements: int | None = None   # a numerical oracle's per-input sample size
+
+
 @dataclass
 class EngineOutput:
     value: np.ndarray
     grads: dict[str, np.ndarray]
-    # Only the finite-difference oracle fills these, per input and element:
+    # A numerical estimate (finite differences) fills these, per input and element; their
+    # presence, not the engine's name, makes the comparator judge it as an estimate:
     grad_err: dict[str, np.ndarray] = field(default_factory=dict)   # error estimate
     checked: dict[str, np.ndarray] = field(default_factory=dict)    # elements computed
     kinks: dict[str, np.ndarray] = field(default_factory=dict)      # non-differentiable points
+
+    @property
+    def numerical(self) -> bool:
+        return bool(self.grad_err)
+
+
+def call_vjp(engine, graph, inputs, wrt, cotangent, settings: Settings) -> EngineOutput:
+    """`engine.vjp`, handing over `settings` where the engine takes them."""
+    if "settings" in inspect.signature(engine.vjp).parameters:
+        return as_output(engine.vjp(graph, inputs, wrt, cotangent, settings=settings))
+    return as_output(engine.vjp(graph, inputs, wrt, cotangent))
 
 
 class EngineSkip(Exception):

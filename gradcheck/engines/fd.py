@@ -26,7 +26,7 @@ import numpy as np
 import reference_impls
 from reference_impls import Primitive
 
-from .base import EngineOutput, constants, require_ops
+from .base import EngineOutput, Settings, constants, require_ops
 
 EPS = np.finfo(np.float64).eps
 KINK_FACTOR = 10.0      # a slope jump this many times the in-side curvature is a kink
@@ -39,12 +39,13 @@ class FiniteDifferences:
         self.ops = reference_impls.OPS if ops is None else ops
         self.step, self.max_elements, self.seed, self.name = step, max_elements, seed, name
 
-    def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+    def vjp(self, graph, inputs, wrt, cotangent, settings: Settings | None = None) -> EngineOutput:
         require_ops(self.name, graph, self.ops)
+        limit = settings.fd_max_elements if settings and settings.fd_max_elements else None
         with np.errstate(all="ignore"):     # NaN and Inf are judged (NONFINITE), not warned
-            return self._vjp(graph, inputs, wrt, cotangent)
+            return self._vjp(graph, inputs, wrt, cotangent, limit or self.max_elements)
 
-    def _vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+    def _vjp(self, graph, inputs, wrt, cotangent, max_elements: int) -> EngineOutput:
         env = {k: _float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
         env = reference_impls.forward(graph, self.ops, env)
@@ -53,7 +54,7 @@ class FiniteDifferences:
         f0 = float(np.sum(env[graph.output] * weights))
         for name in wrt:
             self._differentiate(self._objective(graph, env, name, weights), f0, name,
-                                env[name], result)
+                                env[name], result, max_elements)
         return result
 
     def _objective(self, graph, env: dict, name: str, weights: np.ndarray):
@@ -69,22 +70,22 @@ class FiniteDifferences:
         return f
 
     def _differentiate(self, f, f0: float, name: str, x: np.ndarray,
-                       result: EngineOutput) -> None:
+                       result: EngineOutput, max_elements: int) -> None:
         grad = np.full(x.shape, np.nan)
         err = np.full(x.shape, np.nan)
         kink = np.zeros(x.shape, dtype=bool)
         checked = np.zeros(x.shape, dtype=bool)
-        for index in self._coordinates(name, x):
+        for index in self._coordinates(name, x, max_elements):
             grad[index], err[index], kink[index] = self._element(f, f0, x, index)
             checked[index] = True
         result.grads[name], result.grad_err[name] = grad, err
         result.kinks[name], result.checked[name] = kink, checked
 
-    def _coordinates(self, name: str, x: np.ndarray) -> list[tuple]:
+    def _coordinates(self, name: str, x: np.ndarray, max_elements: int) -> list[tuple]:
         flat = np.arange(x.size)
-        if x.size > self.max_elements:
+        if x.size > max_elements:
             rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size])
-            flat = np.sort(rng.choice(x.size, self.max_elements, replace=False))
+            flat = np.sort(rng.choice(x.size, max_elements, replace=False))
         return [tuple(int(i) for i in np.unravel_index(k, x.shape)) for k in flat]
 
     def _element(self, f, f0: float, x: np.ndarray, index: tuple) -> tuple[float, float, bool]:

@@ -29,13 +29,7 @@ def run(cases, engines=None, dtypes: Iterable[str] | None = None,
                 if progress:
                     progress(f"{case.name} [{dtype}]")
     return RunResult.from_case_results(results, run_metadata(engines),
-                                       {c.name: case_details(c) for c in cases})
-
-
-def case_details(case) -> dict:
-    m = case.model
-    return {"description": m.description, "source": m.source or "", "tags": list(m.tags),
-            "steps": m.steps(), "wrt": case.wrt, "file": case.file, "line": case.line}
+                                       {c.name: c.details() for c in cases})
 
 
 def run_metadata(engines) -> dict:

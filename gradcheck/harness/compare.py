@@ -2,7 +2,7 @@
 gradient, element by element, against dtype- and pair-aware tolerances.
 
 An element passes when |a - b| <= atol + rtol * max(|a|, |b|) (+ 2 * fd error estimate
-when one side is `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
+when one side is a numerical estimate such as `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
 1 passes. `atol` is stated relative to the larger magnitude in the two tensors, so that
 large sums do not fail on rounding alone; the rows report the absolute value used.
 """
@@ -13,8 +13,10 @@ from itertools import combinations
 
 import numpy as np
 
-PASS, FAIL, ERROR, SKIP, NONDIFF, NONFINITE = "PASS", "FAIL", "ERROR", "SKIP", "NONDIFF", "NONFINITE"
-FD, EXPECT = "fd", "expect"
+
+from .verdict import Verdict
+
+EXPECT = "expect"           # the source name of a case's hand-written values
 VALUE = "(value)"           # the `param` of forward-value rows: cannot clash with an input
 
 
@@ -25,14 +27,15 @@ class Tolerance:
 
 
 # Exact pairs (backprop, autograd, hand values) agree to near machine precision; pairs with
-# `fd` are judged against its own error estimate on top of these.
+# a numerical estimate (`fd`) are judged against its own error estimate on top of these.
 EXACT = {"float64": Tolerance(rtol=1e-7, atol=1e-9), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 WITH_FD = {"float64": Tolerance(rtol=1e-6, atol=1e-8), "float32": Tolerance(rtol=1e-4, atol=2e-5)}
 FD_ERR_FACTOR = 2.0
 
 
-def tolerance_for(dtype: str, pair: tuple[str, str], override=None) -> Tolerance:
-    base = (WITH_FD if FD in pair else EXACT)[dtype]
+def tolerance_for(dtype: str, numerical: bool, override=None) -> Tolerance:
+    """`numerical`: one side of the pair is an estimate with its own error (fd)."""
+    base = (WITH_FD if numerical else EXACT)[dtype]
     if override is None:
         return base
     return Tolerance(rtol=override.rtol if override.rtol is not None else base.rtol,
@@ -41,11 +44,11 @@ def tolerance_for(dtype: str, pair: tuple[str, str], override=None) -> Tolerance
 
 @dataclass
 class Judgement:
-    verdict: str
+    verdict: Verdict
     max_abs_err: float
     max_rel_err: float
     tol_ratio: float
-    worst_index: str
+    worst_index: tuple | None     # None when the shapes differ
     value_a: float
     value_b: float
     atol: float
@@ -69,10 +72,10 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None) -> Judgem
         diff, rel, ratio, atol = _errors(a, b, tol, err, mask)
     worst = _worst(ratio)
     verdict, message = _verdict(a, b, mask, ratio, kinks)
-    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), str(list(worst)),
+    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), worst,
                      _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err), int(mask.sum()),
                      int(kinks.sum()), message,
-                     abs_err=np.where(mask, diff, np.nan) if verdict != PASS else None)
+                     abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
 
 
 def _errors(a, b, tol: Tolerance, err, mask):
@@ -97,20 +100,33 @@ def _at(x: np.ndarray, index: tuple) -> float:
     return float(x[index]) if x.size else float("nan")
 
 
-def _verdict(a, b, mask, ratio, kinks) -> tuple[str, str]:
+def _verdict(a, b, mask, ratio, kinks) -> tuple[Verdict, str]:
     finite = np.isfinite(a) & np.isfinite(b)
     if not np.all(finite[mask]):
-        return NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s)"
+        both = "the same in both" if _same_nonfinite(a, b, mask) else "not the same in both"
+        return Verdict.NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s), {both}"
     failing = ratio > 1
     if not failing.any():
-        return PASS, ""
+        return Verdict.PASS, ""
     if not (failing & ~kinks).any():
-        return NONDIFF, f"differs only at {int(kinks.sum())} non-differentiable point(s)"
-    return FAIL, f"{int(failing.sum())} of {int(mask.sum())} element(s) out of tolerance"
+        return Verdict.NONDIFF, f"differs only at {int(kinks.sum())} non-differentiable point(s)"
+    return Verdict.FAIL, f"{int(failing.sum())} of {int(mask.sum())} element(s) out of tolerance"
+
+
+def _same_nonfinite(a, b, mask) -> bool:
+    """NaN where the other has NaN, the same infinity where it has one."""
+    odd = mask & ~(np.isfinite(a) & np.isfinite(b))
+    return bool(np.array_equal(a[odd], b[odd], equal_nan=True))
+
+
+def disagrees(verdict: str, message: str) -> bool:
+    """Whether a pair's row is evidence against one of its two sources: a FAIL, or
+    non-finite numbers that the other source does not share (shared ones are the case's)."""
+    return verdict == Verdict.FAIL or (verdict == Verdict.NONFINITE and "not the same" in message)
 
 
 def _shape_mismatch(a, b, tol) -> Judgement:
-    return Judgement(FAIL, np.nan, np.nan, np.inf, "", np.nan, np.nan, 0.0, tol.rtol, 0.0, 0, 0,
+    return Judgement(Verdict.FAIL, np.nan, np.nan, np.inf, None, np.nan, np.nan, 0.0, tol.rtol, 0.0, 0, 0,
                      f"shape {list(a.shape)} vs {list(b.shape)}")
 
 

@@ -1,22 +1,27 @@
-"""A run's results as tables (pandas DataFrames), plus the run's metadata."""
+"""A run's results: the tables (pandas DataFrames), their storage in a run folder, and the
+queries that every front end and report asks of them.
+
+Reports only render a `RunResult`; they never import this module, so the dependency runs one
+way (this module -> reports, for `write_reports`).
+"""
 from __future__ import annotations
 
+import csv
+import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .compare import ERROR, FAIL, NONFINITE
+from .rows import FLOAT, INDEX, TEXT, CaseRow, ComparisonRow, EngineRow, column_kinds, columns
+from .verdict import FAILING, Verdict
 
-FAILING = (FAIL, ERROR, NONFINITE)
-
-CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message", "family", "tags",
-                "file", "engines", "skipped", "comparisons", "failed"]
-COMPARISON_COLUMNS = ["case", "dtype", "param", "engine_a", "engine_b", "verdict",
-                      "max_abs_err", "max_rel_err", "tol_ratio", "worst_index", "atol", "rtol",
-                      "value_a", "value_b", "fd_err", "checked", "elements", "kinks", "message"]
-ENGINE_COLUMNS = ["case", "dtype", "engine", "status", "seconds", "message"]
-TIMING_COLUMNS = ("seconds",)
+# attribute of RunResult -> (file, row type)
+TABLES = {"cases": ("cases.csv", CaseRow), "comparisons": ("comparisons.csv", ComparisonRow),
+          "engines": ("engines.csv", EngineRow)}
+CSV_FILES = {attr: filename for attr, (filename, _) in TABLES.items()}
 
 
 @dataclass
@@ -30,12 +35,15 @@ class RunResult:
 
     @classmethod
     def from_case_results(cls, results, metadata=None, details=None) -> "RunResult":
-        errors = {(r.case["case"], r.case["dtype"]) + key: value
+        errors = {(r.case.case, r.case.dtype) + key: value
                   for r in results for key, value in r.errors.items()}
-        return cls(_frame([r.case for r in results], CASE_COLUMNS),
-                   _frame([row for r in results for row in r.comparisons], COMPARISON_COLUMNS),
-                   _frame([row for r in results for row in r.engines], ENGINE_COLUMNS),
-                   metadata or {}, errors, details or {})
+        tables = {"cases": [r.case for r in results],
+                  "comparisons": [row for r in results for row in r.comparisons],
+                  "engines": [row for r in results for row in r.engines]}
+        return cls(**{attr: _frame(rows, TABLES[attr][1]) for attr, rows in tables.items()},
+                   metadata=metadata or {}, errors=errors, details=details or {})
+
+    # --- queries --------------------------------------------------------------------------
 
     @property
     def ok(self) -> bool:
@@ -46,13 +54,100 @@ class RunResult:
         return 0 if self.ok else 1
 
     def counts(self) -> dict[str, int]:
-        return self.cases["verdict"].value_counts().to_dict()
+        return {str(k): int(v) for k, v in self.cases["verdict"].value_counts().items()}
+
+    def ordered_counts(self) -> list[tuple[str, int]]:
+        """(verdict, count) pairs, the worst verdicts first."""
+        return sorted(self.counts().items(), key=lambda item: (Verdict.rank_of(item[0]), item[0]))
+
+    def sorted_cases(self) -> pd.DataFrame:
+        """Case runs, the worst verdicts first, then by name and dtype."""
+        rank = self.cases["verdict"].map(Verdict.rank_of)
+        return (self.cases.assign(_rank=rank).sort_values(["_rank", "case", "dtype"], kind="stable")
+                .drop(columns="_rank"))
+
+    def failing_cases(self) -> pd.DataFrame:
+        cases = self.sorted_cases()
+        return cases[cases["verdict"].isin(FAILING)]
+
+    def blame_counts(self) -> list[tuple[str, int]]:
+        """How many failing case runs blame each engine, most blamed first."""
+        counts = Counter(e for blame in self.failing_cases()["blame"] for e in str(blame).split())
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+    # --- storage ----------------------------------------------------------------------------
 
     def write_reports(self, out_dir: str | Path) -> Path:
         from ..reports import write_reports
         return write_reports(self, Path(out_dir))
 
+    def save_data(self, folder: Path) -> None:
+        """The machine-readable files: the CSV tables, run.json and errors.npz."""
+        for attr, filename in CSV_FILES.items():
+            write_table(getattr(self, attr), folder / filename)
+        (folder / "run.json").write_text(json.dumps(
+            {**self.metadata, "counts": self.counts(), "details": self.details},
+            indent=2, sort_keys=True, default=str), encoding="utf-8", errors="backslashreplace")
+        np.savez_compressed(folder / "errors.npz",
+                            **{"|".join(map(str, k)): v for k, v in self.errors.items()})
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=columns)
+
+def read_run(folder: str | Path) -> RunResult:
+    """Load a run folder back into a `RunResult`, without recomputing anything."""
+    folder = Path(folder)
+    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()}
+    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    details = meta.pop("details", {})
+    meta.pop("counts", None)
+    errors = {}
+    if (folder / "errors.npz").exists():
+        with np.load(folder / "errors.npz") as z:
+            errors = {tuple(k.split("|")): z[k] for k in z.files}
+    return RunResult(**frames, metadata=meta, errors=errors, details=details)
+
+
+def _frame(rows: list, row_type) -> pd.DataFrame:
+    return pd.DataFrame([vars(r) for r in rows], columns=columns(row_type))
+
+
+# --- CSV files ------------------------------------------------------------------------------
+# Plain `DataFrame.to_csv` output, so `pandas.read_csv` loads the numbers as float64 / int64
+# without help. `read_table` also knows that an empty text cell is '' rather than a missing
+# number, and turns index cells back into tuples, so a folder reads back into its tables.
+
+KINDS = {name: kind for _, row_type in TABLES.values()
+         for name, kind in column_kinds(row_type).items()}
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    frame = frame.copy()
+    for column in [c for c in frame if KINDS.get(c) == INDEX]:
+        frame[column] = frame[column].map(_index_text)
+    # a surrogate or other unencodable character in case text must not cost the table
+    with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
+        frame.to_csv(f, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """One CSV of a run folder: text as strings ('' stays ''), numbers as numbers, indices as
+    tuples. Columns this module does not know are left to pandas' own inference."""
+    header = _header(Path(path))
+    text = {c: str for c in header if KINDS.get(c) in (TEXT, INDEX)}
+    floats = {c: [""] for c in header if KINDS.get(c) == FLOAT}
+    frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=floats)
+    for column in [c for c in header if KINDS.get(c) == INDEX]:
+        frame[column] = frame[column].map(_index_value)
     return frame
+
+
+def _index_text(index) -> str:
+    return "" if index is None else json.dumps([int(i) for i in index])
+
+
+def _index_value(text: str):
+    return tuple(json.loads(text)) if text else None
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])

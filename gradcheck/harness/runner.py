@@ -1,11 +1,10 @@
 """Run cases through engines and judge them.
 
 `run_case` is a pure function of a case, a dtype, the engines and the options, and
-returns plain data (`CaseResult`), so that cases can later run in worker processes.
+returns plain data (`CaseResult`), so that cases can run in worker processes.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -13,25 +12,27 @@ from typing import Callable
 
 import numpy as np
 
-from ..engines import EngineOutput, EngineSkip, as_output
-from .compare import (ERROR, EXPECT, FAIL, FD, NONDIFF, NONFINITE, PASS, SKIP, VALUE, blame,
-                      judge, tolerance_for)
+from ..engines import EngineOutput, EngineSkip, Settings, call_vjp
+from .compare import EXPECT, VALUE, blame, disagrees, judge, tolerance_for
+from .rows import CaseRow, ComparisonRow, EngineRow
+from .verdict import Verdict
 
 MAX_JACOBIAN_ROWS = 4096
+OK = "ok"                   # engines.csv status of an engine that gave results
 
 
 @dataclass
 class RunOptions:
     fd_max_elements: int | None = None   # None: the fd engine's own default
     timeout: float | None = None         # seconds per case and dtype, in a worker process;
-                                         # None: run in this process, with no time limit
+                                         # None or 0: run in this process, with no time limit
 
 
 @dataclass
 class CaseResult:
-    case: dict                           # one row of cases.csv
-    comparisons: list[dict]              # rows of comparisons.csv
-    engines: list[dict]                  # rows of engines.csv
+    case: CaseRow
+    comparisons: list[ComparisonRow]
+    engines: list[EngineRow]
     errors: dict = field(default_factory=dict)   # (param, a, b) -> element-wise |a - b|
 
 
@@ -41,13 +42,14 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     which engine to blame when the time limit passes)."""
     options = options or RunOptions()
     start = time.perf_counter()
+    settings = Settings(dtype, case.fd_max_elements or options.fd_max_elements)
     arrays = case.arrays(dtype)
     outputs, engine_rows = {}, []
     for engine in engines:
         if announce is not None:
             announce(engine.name)
-        row, output = _call(_configured(engine, case, options), case, arrays, dtype)
-        engine_rows.append({"case": case.name, "dtype": dtype, **row})
+        row, output = _call(engine, case, arrays, settings)
+        engine_rows.append(row)
         if output is not None:
             outputs[engine.name] = output
     expect = _expect_output(case)
@@ -55,41 +57,32 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
         outputs[EXPECT] = expect
     rows, errors = _compare_all(case, dtype, outputs)
     summary = _summarize(case, dtype, engine_rows, rows, outputs)
-    summary["seconds"] = round(time.perf_counter() - start, 4)
+    summary.seconds = round(time.perf_counter() - start, 4)
     return CaseResult(summary, rows, engine_rows, errors)
 
 
-def _configured(engine, case, options: RunOptions):
-    """The fd engine's sample size may be set per run and per case."""
-    limit = case.model.fd_max_elements or options.fd_max_elements
-    if limit is None or not hasattr(engine, "max_elements"):
-        return engine
-    engine = copy.copy(engine)
-    engine.max_elements = limit
-    return engine
-
-
-def _call(engine, case, arrays, dtype) -> tuple[dict, EngineOutput | None]:
+def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOutput | None]:
     start = time.perf_counter()
     try:
-        output = _run_engine(engine, case, arrays, dtype)
+        output = _run_engine(engine, case, arrays, settings)
         _check_output(output, case)
-        status, message = "ok", ""
+        status, message = OK, ""
     except EngineSkip as e:
-        output, status, message = None, SKIP, str(e)
+        output, status, message = None, Verdict.SKIP, str(e)
     except Exception as e:  # an engine's failure stays in its case
-        output, status, message = None, ERROR, f"{type(e).__name__}: {e}"
+        output, status, message = None, Verdict.ERROR, f"{type(e).__name__}: {e}"
     seconds = round(time.perf_counter() - start, 4)
-    return {"engine": engine.name, "status": status, "seconds": seconds, "message": message}, output
+    return EngineRow(case.name, settings.dtype, engine.name, status, seconds, message), output
 
 
-def _run_engine(engine, case, arrays, dtype) -> EngineOutput:
-    if not case.model.jacobian:
-        return as_output(engine.vjp(case.graph, arrays, case.wrt, case.cotangent(dtype)))
-    return _jacobian(engine, case, arrays, dtype)
+def _run_engine(engine, case, arrays, settings: Settings) -> EngineOutput:
+    if not case.jacobian:
+        return call_vjp(engine, case.graph, arrays, case.wrt, case.cotangent(settings.dtype),
+                        settings)
+    return _jacobian(engine, case, arrays, settings)
 
 
-def _jacobian(engine, case, arrays, dtype) -> EngineOutput:
+def _jacobian(engine, case, arrays, settings: Settings) -> EngineOutput:
     """The full Jacobian, one VJP per output element, stacked: (outputs, *input shape)."""
     shape = case.graph.output_shape
     size = int(np.prod(shape))
@@ -97,9 +90,10 @@ def _jacobian(engine, case, arrays, dtype) -> EngineOutput:
         raise EngineSkip(f"Jacobian of {size} rows exceeds {MAX_JACOBIAN_ROWS}")
     rows = []
     for i in range(size):
-        cotangent = np.zeros(size, dtype=dtype)
+        cotangent = np.zeros(size, dtype=settings.dtype)
         cotangent[i] = 1
-        rows.append(as_output(engine.vjp(case.graph, arrays, case.wrt, cotangent.reshape(shape))))
+        rows.append(call_vjp(engine, case.graph, arrays, case.wrt, cotangent.reshape(shape),
+                             settings))
     parts = [_stacked(rows, part) for part in ("grads", "grad_err", "checked", "kinks")]
     return EngineOutput(rows[0].value, *parts)
 
@@ -117,7 +111,7 @@ def _check_output(output: EngineOutput, case) -> None:
         if name not in output.grads:
             raise ValueError(f"no gradient returned for {name!r}")
         expected = case.graph.inputs[name].shape
-        if case.model.jacobian:
+        if case.jacobian:
             expected = (int(np.prod(want)),) + expected
         if np.shape(output.grads[name]) != expected:
             raise ValueError(f"gradient for {name!r} has shape "
@@ -125,25 +119,22 @@ def _check_output(output: EngineOutput, case) -> None:
 
 
 def _expect_output(case) -> EngineOutput | None:
-    expect = case.model.expect
-    if expect is None:
-        return None
-    value = None if expect.value is None else np.asarray(expect.value, dtype=np.float64)
-    return EngineOutput(value, {k: np.asarray(v, dtype=np.float64) for k, v in expect.grad.items()})
+    expected = case.expected()
+    return None if expected is None else EngineOutput(*expected)
 
 
 def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput]):
     rows, errors = [], {}
-    fd = outputs.get(FD)
     for param in [VALUE] + case.wrt:
-        kinks = fd.kinks.get(param) if fd is not None else None
+        kinks = _kinks(outputs.values(), param)
         for a, b in combinations(outputs, 2):
             pair = _pick(outputs[a], param), _pick(outputs[b], param)
             if pair[0] is None or pair[1] is None:
                 continue
-            j = judge(*pair, tolerance_for(dtype, (a, b), case.model.tolerance),
-                      **_fd_extras(outputs, (a, b), param), kinks=kinks)
-            rows.append(_row(case, dtype, param, a, b, j, pair[0]))
+            estimate = _estimate(outputs[a], outputs[b], param)
+            tol = tolerance_for(dtype, estimate is not None, case.tolerance)
+            j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks)
+            rows.append(_row(case.name, dtype, param, a, b, j, pair[0]))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
     return rows, errors
@@ -153,75 +144,85 @@ def _pick(output: EngineOutput, param: str):
     return output.value if param == VALUE else output.grads.get(param)
 
 
-def _fd_extras(outputs, pair, param) -> dict:
-    if FD not in pair or param == VALUE:
+def _kinks(outputs, param: str):
+    """Elements that some numerical estimate found on a non-differentiable point."""
+    found = [o.kinks[param] for o in outputs if param in o.kinks]
+    return np.logical_or.reduce(found) if found else None
+
+
+def _estimate(a: EngineOutput, b: EngineOutput, param: str) -> EngineOutput | None:
+    """The side of a gradient pair that is a numerical estimate (its error is part of the
+    tolerance, and only its checked elements are compared), if any."""
+    if param == VALUE:
+        return None
+    return next((o for o in (a, b) if o.numerical and param in o.grad_err), None)
+
+
+def _estimate_extras(estimate: EngineOutput | None, param: str) -> dict:
+    if estimate is None:
         return {}
-    fd = outputs[FD]
-    return {"fd_err": fd.grad_err.get(param), "checked": fd.checked.get(param)}
+    return {"fd_err": estimate.grad_err.get(param), "checked": estimate.checked.get(param)}
 
 
-def _row(case, dtype, param, a, b, j, array) -> dict:
-    return {"case": case.name, "dtype": dtype, "param": param, "engine_a": a, "engine_b": b,
-            "verdict": j.verdict, "max_abs_err": j.max_abs_err, "max_rel_err": j.max_rel_err,
-            "tol_ratio": j.tol_ratio, "worst_index": j.worst_index, "atol": j.atol,
-            "rtol": j.rtol, "value_a": j.value_a, "value_b": j.value_b, "fd_err": j.fd_err,
-            "checked": j.checked, "elements": int(np.size(array)), "kinks": j.kinks,
-            "message": j.message}
+def _row(case: str, dtype: str, param: str, a: str, b: str, j, array) -> ComparisonRow:
+    return ComparisonRow(case, dtype, param, a, b, j.verdict, j.max_abs_err, j.max_rel_err,
+                         j.tol_ratio, j.worst_index, j.atol, j.rtol, j.value_a, j.value_b,
+                         j.fd_err, j.checked, int(np.size(array)), j.kinks, j.message)
 
 
-def _summarize(case, dtype, engine_rows, rows, outputs) -> dict:
-    errored = [r["engine"] for r in engine_rows if r["status"] == ERROR]
-    skipped = [r["engine"] for r in engine_rows if r["status"] == SKIP]
-    bad = {(r["engine_a"], r["engine_b"]) for r in rows if r["verdict"] in (FAIL, NONFINITE)}
-    verdicts = {r["verdict"] for r in rows}
-    verdict, message = _case_verdict(errored, verdicts, outputs, engine_rows, rows)
+def _summarize(case, dtype, engine_rows, rows, outputs) -> CaseRow:
+    errored = [r.engine for r in engine_rows if r.status == Verdict.ERROR]
+    skipped = [r.engine for r in engine_rows if r.status == Verdict.SKIP]
+    bad = {(r.engine_a, r.engine_b) for r in rows if disagrees(r.verdict, r.message)}
+    verdict, message = _case_verdict(errored, {r.verdict for r in rows}, outputs,
+                                     engine_rows, rows)
     blamed = errored or blame(list(outputs), bad)
-    return {"case": case.name, "dtype": dtype, "verdict": verdict, "blame": " ".join(blamed),
-            "seconds": 0.0, "message": message, "family": case.family,
-            "tags": " ".join(case.tags), "file": case.file,
-            "engines": " ".join(o for o in outputs if o != EXPECT),
-            "skipped": " ".join(skipped), "comparisons": len(rows),
-            "failed": sum(r["verdict"] != PASS for r in rows)}
+    return _case_row(case, dtype, verdict, " ".join(blamed), message,
+                     engines=" ".join(o for o in outputs if o != EXPECT),
+                     skipped=" ".join(skipped), comparisons=len(rows),
+                     failed=sum(r.verdict != Verdict.PASS for r in rows))
 
 
-def _case_verdict(errored, verdicts, outputs, engine_rows, rows) -> tuple[str, str]:
+def _case_row(case, dtype, verdict, blamed, message, engines="", skipped="", comparisons=0,
+              failed=0) -> CaseRow:
+    return CaseRow(case.name, dtype, verdict, blamed, 0.0, message, case.family,
+                   " ".join(case.tags), case.file, engines, skipped, comparisons, failed)
+
+
+def _case_verdict(errored, verdicts, outputs, engine_rows, rows) -> tuple[Verdict, str]:
     if errored:
-        first = next(r for r in engine_rows if r["status"] == ERROR)
-        return ERROR, f"{first['engine']}: {first['message']}"
-    for verdict in (NONFINITE, FAIL):
+        first = next(r for r in engine_rows if r.status == Verdict.ERROR)
+        return Verdict.ERROR, f"{first.engine}: {first.message}"
+    for verdict in (Verdict.NONFINITE, Verdict.FAIL):
         if verdict in verdicts:
             return verdict, _first_message(rows, verdict)
-    kinks = max((r["kinks"] for r in rows), default=0)
-    if NONDIFF in verdicts or kinks:
-        return NONDIFF, f"input on a non-differentiable point ({kinks} element(s))"
+    kinks = max((r.kinks for r in rows), default=0)
+    if Verdict.NONDIFF in verdicts or kinks:
+        return Verdict.NONDIFF, f"input on a non-differentiable point ({kinks} element(s))"
     if len(outputs) < 2:
-        return SKIP, "fewer than two engines produced results"
-    return PASS, ""
+        return Verdict.SKIP, "fewer than two engines produced results"
+    return Verdict.PASS, ""
 
 
 def _first_message(rows, verdict) -> str:
-    r = max((r for r in rows if r["verdict"] == verdict), key=lambda r: r["tol_ratio"])
-    return (f"{r['param']}: {r['engine_a']} vs {r['engine_b']}: {r['message']} "
-            f"(tol ratio {r['tol_ratio']:.3g} at {r['worst_index']})")
+    r = max((r for r in rows if r.verdict == verdict), key=lambda r: r.tol_ratio)
+    where = list(r.worst_index) if r.worst_index is not None else "-"
+    return (f"{r.param}: {r.engine_a} vs {r.engine_b}: {r.message} "
+            f"(tol ratio {r.tol_ratio:.3g} at {where})")
 
 
 def error_result(case, dtype: str, engines: list, message: str, culprit: str | None,
                  done: tuple[str, ...] = ()) -> CaseResult:
     """An ERROR result for a case that produced none (it timed out, or its worker died):
     `culprit` is the engine that was running, `done` the engines that had finished."""
-    rows = [{"case": case.name, "dtype": dtype, "engine": e.name, **_status(e.name, culprit,
-                                                                            done, message)}
+    rows = [EngineRow(case.name, dtype, e.name, *_status(e.name, culprit, done, message))
             for e in engines]
-    summary = {"case": case.name, "dtype": dtype, "verdict": ERROR, "blame": culprit or "",
-               "seconds": 0.0, "message": message, "family": case.family,
-               "tags": " ".join(case.tags), "file": case.file, "engines": "",
-               "skipped": "", "comparisons": 0, "failed": 0}
-    return CaseResult(summary, [], rows)
+    return CaseResult(_case_row(case, dtype, Verdict.ERROR, culprit or "", message), [], rows)
 
 
-def _status(name: str, culprit: str | None, done: tuple[str, ...], message: str) -> dict:
+def _status(name: str, culprit: str | None, done: tuple[str, ...], message: str) -> tuple:
     if name == culprit:
-        return {"status": ERROR, "seconds": 0.0, "message": message}
+        return Verdict.ERROR, 0.0, message
     if name in done:
-        return {"status": "ok", "seconds": 0.0, "message": ""}
-    return {"status": SKIP, "seconds": 0.0, "message": "not run: the case was stopped"}
+        return OK, 0.0, ""
+    return Verdict.SKIP, 0.0, "not run: the case was stopped"

@@ -43,6 +43,33 @@ class Case:
     def dtypes(self) -> list[str]:
         return list(self.model.dtypes)
 
+    @property
+    def tolerance(self):
+        """The case's own `tolerance` override (rtol and/or atol), or None."""
+        return self.model.tolerance
+
+    @property
+    def jacobian(self) -> bool:
+        return self.model.jacobian
+
+    @property
+    def fd_max_elements(self) -> int | None:
+        return self.model.fd_max_elements
+
+    def expected(self) -> tuple[np.ndarray | None, dict[str, np.ndarray]] | None:
+        """The hand-written `expect` values as float64 arrays: (value or None, grads)."""
+        expect = self.model.expect
+        if expect is None:
+            return None
+        value = None if expect.value is None else np.asarray(expect.value, dtype=np.float64)
+        return value, {k: np.asarray(v, dtype=np.float64) for k, v in expect.grad.items()}
+
+    def details(self) -> dict:
+        """What a report shows about the case beside its numbers."""
+        m = self.model
+        return {"description": m.description, "source": m.source or "", "tags": list(m.tags),
+                "steps": m.steps(), "wrt": self.wrt, "file": self.file, "line": self.line}
+
     def arrays(self, dtype: str) -> dict[str, np.ndarray]:
         """The inputs: made in float64 from their seeds, then rounded to `dtype`."""
         return {name: _cast(make_array(self.name, name, spec), dtype)

@@ -21,10 +21,10 @@ from hypothesis.extra.numpy import arrays
 
 from ..errors import CaseError
 from ..harness.runner import run_case
+from ..harness.verdict import FAILING
 from ..loading import load_cases, load_text
 from ..loading.case import make_array
 
-FAILING = ("FAIL", "ERROR", "NONFINITE")
 VALUES = (-3.0, 3.0)                          # where no op asks for less
 POSITIVE = (0.1, 3.0)
 # op -> argument -> the interval its values are drawn from, for an input fed straight in
@@ -80,9 +80,8 @@ def failures(document: dict, engines) -> dict[str, tuple[str, str]]:
     found = {}
     for dtype in case.dtypes:
         row = run_case(case, dtype, engines).case
-        get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
-        if str(get("verdict")) in FAILING:
-            found[dtype] = (str(get("verdict")), str(get("message")))
+        if row.verdict in FAILING:
+            found[dtype] = (str(row.verdict), row.message)
     return found
 
 

@@ -14,12 +14,12 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from ..engines import NumpyEngine, as_output, make_engines
+from ..engines import NumpyEngine, call_vjp, make_engines
 from ..harness.runner import run_case
+from ..harness.verdict import FAILING
 from .corpus import Mutant, all_mutants
 
 REFERENCES = ("fd", "torch", "jax")
-FAILING = ("FAIL", "ERROR", "NONFINITE")
 KILLED, SHARED, SURVIVED = "killed", "blame shared", "survived"
 EQUIVALENT, UNEXERCISED, NOT_APPLICABLE = "equivalent", "unexercised", "not applicable"
 MUTANT_COLUMNS = ["mutant", "description", "killed", "blamed_alone", "cases", "op", "status",
@@ -35,7 +35,7 @@ class Replay:
         self.engine, self.name = engine, engine.name
         self.recorded: dict = {}
 
-    def vjp(self, graph, inputs, wrt, cotangent, settings=None):
+    def vjp(self, graph, inputs, wrt, cotangent, settings):
         key = (id(graph), tuple(wrt), cotangent.dtype.str, cotangent.tobytes())
         if key not in self.recorded:
             self.recorded[key] = self._run(graph, inputs, wrt, cotangent, settings)
@@ -46,16 +46,9 @@ class Replay:
 
     def _run(self, graph, inputs, wrt, cotangent, settings):
         try:
-            return _call_vjp(self.engine, graph, inputs, wrt, cotangent, settings), None
+            return call_vjp(self.engine, graph, inputs, wrt, cotangent, settings), None
         except Exception as e:  # replayed to every mutant as the engine's own ERROR/SKIP
             return None, e
-
-
-def _call_vjp(engine, graph, inputs, wrt, cotangent, settings):
-    if settings is None:
-        return as_output(engine.vjp(graph, inputs, wrt, cotangent))
-    from ..engines import call_vjp
-    return call_vjp(engine, graph, inputs, wrt, cotangent, settings)
 
 
 @dataclass
@@ -121,9 +114,7 @@ def _run_mutant(mutant: Mutant, runs, replays) -> dict:
 
 
 def _outcome(result) -> tuple[str, str]:
-    row = result.case
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
-    return str(get("verdict")), str(get("blame"))
+    return str(result.case.verdict), result.case.blame
 
 
 def _cell(outcome: tuple[str, str]) -> str:

@@ -6,23 +6,19 @@ half-written report that looks complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from ..harness.result import RunResult
 from .html import render_html
 from .markdown import render_markdown
-from .tables import CSV_FILES, read_table, write_table
 
-__all__ = ["write_reports", "rerender", "read_run", "read_table", "CSV_FILES"]
+__all__ = ["write_reports", "rerender"]
 
 
-def write_reports(result: RunResult, out_dir: Path) -> Path:
+def write_reports(result, out_dir: Path) -> Path:
+    """Write a `RunResult`'s data files and rendered reports into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -36,18 +32,12 @@ def write_reports(result: RunResult, out_dir: Path) -> Path:
     return out_dir
 
 
-def _write_all(result: RunResult, folder: Path) -> None:
-    for attr, filename in CSV_FILES.items():
-        write_table(getattr(result, attr), folder / filename)
-    (folder / "run.json").write_text(json.dumps(
-        {**result.metadata, "counts": result.counts(), "details": result.details},
-        indent=2, sort_keys=True, default=str), encoding="utf-8")
-    np.savez_compressed(folder / "errors.npz",
-                        **{"|".join(map(str, k)): v for k, v in result.errors.items()})
+def _write_all(result, folder: Path) -> None:
+    result.save_data(folder)
     rerender(result, folder)
 
 
-def rerender(result: RunResult, folder: Path) -> None:
+def rerender(result, folder: Path) -> None:
     """The human-facing files, made from the tables alone (used by `gradcheck report`)."""
     folder = Path(folder)
     _write_atomic(folder / "summary.md", render_markdown(result))
@@ -59,7 +49,8 @@ def _write_atomic(path: Path, text: str) -> None:
     old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # a lone surrogate in case text is shown escaped rather than costing the report
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
         os.chmod(tmp, _default_mode(0o666))    # mkstemp's 0600, as a plain open() would not
         os.replace(tmp, path)
@@ -82,17 +73,3 @@ def _swap(new: Path, target: Path) -> None:
     os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def read_run(folder: str | Path) -> RunResult:
-    """Load a run folder back into a `RunResult`, without recomputing anything."""
-    folder = Path(folder)
-    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()}
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    details = meta.pop("details", {})
-    meta.pop("counts", None)
-    errors = {}
-    if (folder / "errors.npz").exists():
-        with np.load(folder / "errors.npz") as z:
-            errors = {tuple(k.split("|")): z[k] for k in z.files}
-    return RunResult(**frames, metadata=meta, errors=errors, details=details)

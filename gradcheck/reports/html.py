@@ -9,20 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from ast import literal_eval
 
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from ..harness.compare import EXPECT, FAIL, FD, NONFINITE
-from ..harness.result import FAILING, RunResult
+from ..harness.compare import EXPECT
+from ..harness.verdict import Verdict
 from .heatmap import describe_layout, heatmap_png
-from .markdown import VERDICT_ORDER, blame_counts, ordered_counts, sorted_cases
 
 ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]   # custom engines follow in run order
-BAD_PAIR = (FAIL, NONFINITE)
+BAD_PAIR = (Verdict.FAIL, Verdict.NONFINITE)
 HEATMAP_MAX_ELEMENTS = 1_000_000                          # beyond: the table is enough
 
 _ENV = Environment(loader=PackageLoader("gradcheck.reports", "templates"),
@@ -32,13 +30,14 @@ _SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
 
 
-def render_html(result: RunResult) -> str:
-    cases = sorted_cases(result)
+def render_html(result) -> str:
+    """`result`: a `RunResult` (rendering asks it for its tables and queries)."""
+    cases = result.sorted_cases()
     worst = result.comparisons.groupby(["case", "dtype"])["tol_ratio"].max().to_dict()
     return _ENV.get_template("report.html.j2").render(
         meta=result.metadata, command=_command(result.metadata), versions=_versions(result.metadata),
-        ok=result.ok, counts=ordered_counts(result),
-        blamed=blame_counts(result.cases), rows=[_row(c, worst) for c in _records(cases)],
+        ok=result.ok, counts=result.ordered_counts(),
+        blamed=result.blame_counts(), rows=[_row(c, worst) for c in _records(cases)],
         filters=_filters(result, cases), sections=_sections(result, cases),
         script=Markup(_SCRIPT), script_hash=_SCRIPT_HASH)
 
@@ -63,9 +62,15 @@ def _versions(meta: dict) -> list[tuple[str, str]]:
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    """Rows as dicts with '' for missing text, so templates never print 'nan'."""
-    return [{k: ("" if _missing(v) else v) for k, v in row.items()}
-            for row in frame.to_dict("records")]
+    """Rows as dicts with '' for missing text, so templates never print 'nan', and indices
+    as lists, which print as [1, 2]."""
+    return [{k: _cell_value(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _cell_value(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return "" if value is None else value
 
 
 def _missing(value) -> bool:
@@ -78,17 +83,18 @@ def anchor(case: str, dtype: str) -> str:
 
 def _row(c: dict, worst: dict) -> dict:
     ratio = worst.get((c["case"], c["dtype"]), float("nan"))
-    return {**c, "anchor": anchor(c["case"], c["dtype"]), "rank": _rank(c["verdict"]),
+    return {**c, "anchor": anchor(c["case"], c["dtype"]), "rank": Verdict.rank_of(c["verdict"]),
+            "failing": _failing(c["verdict"]),
             "ratio": ratio, "ratio_text": fmt(ratio), "seconds_text": f"{c['seconds']:.3f}"}
 
 
-def _rank(verdict: str) -> int:
-    return VERDICT_ORDER.index(verdict) if verdict in VERDICT_ORDER else len(VERDICT_ORDER)
+def _failing(verdict: str) -> bool:
+    return verdict in Verdict._value2member_map_ and Verdict(verdict).failing
 
 
-def _filters(result: RunResult, cases: pd.DataFrame) -> dict:
+def _filters(result, cases: pd.DataFrame) -> dict:
     words = lambda column: sorted({w for text in cases[column] for w in str(text).split()})
-    return {"verdict": [v for v, _ in ordered_counts(result)],
+    return {"verdict": [v for v, _ in result.ordered_counts()],
             "family": sorted({str(f) for f in cases["family"] if str(f)}),
             "tag": words("tags"),
             "blame": engine_order(words("blame"))}
@@ -101,22 +107,31 @@ def engine_order(names) -> list[str]:
 
 
 def fmt(x) -> str:
-    """A tolerance ratio or error, short: 0, 3.2e-05, 1.98e+06, inf; '' when absent."""
-    if _missing(x):
-        return ""
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return "0" if x == 0 else f"{x:.3g}"
+    """A tolerance ratio or error, short: 0, 3.2e-05, 1.98e+06, ∞, NaN; '' when absent."""
+    return _number(x, "{:.3g}")
 
 
 def fmt_value(x) -> str:
     """A gradient element, with enough digits to see where two engines part."""
-    return "" if _missing(x) else f"{x:.10g}"
+    return _number(x, "{:.10g}")
+
+
+def _number(x, pattern: str) -> str:
+    """Any number a run can produce (NaN, ±inf, -0.0, 1e308), or '' for an absent one
+    (an empty cell read back from a CSV)."""
+    if x is None or isinstance(x, str):
+        return str(x or "")
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return "0" if x == 0 else pattern.format(x)
 
 
 # --- per-case sections ------------------------------------------------------------------
 
-def _sections(result: RunResult, cases: pd.DataFrame) -> list[dict]:
+def _sections(result, cases: pd.DataFrame) -> list[dict]:
     comps, engines = _by_run(result.comparisons), _by_run(result.engines)
     runs = {}
     for c in _records(cases):     # worst first, so a case's section sits where it ranks
@@ -127,7 +142,7 @@ def _sections(result: RunResult, cases: pd.DataFrame) -> list[dict]:
              "failing": any(r["failing"] for r in items)} for name, items in runs.items()]
 
 
-def _details(result: RunResult, name: str) -> dict:
+def _details(result, name: str) -> dict:
     d = dict(result.details.get(name) or {})
     d["steps"] = [tuple(step) for step in d.get("steps") or []]
     d.setdefault("tags", [])
@@ -135,8 +150,9 @@ def _details(result: RunResult, name: str) -> dict:
     return d
 
 
-def _run(result: RunResult, c: dict, comps: list[dict], engines: list[dict]) -> dict:
-    return {**c, "anchor": anchor(c["case"], c["dtype"]), "failing": c["verdict"] in FAILING,
+def _run(result, c: dict, comps: list[dict], engines: list[dict]) -> dict:
+    return {**c, "anchor": anchor(c["case"], c["dtype"]),
+            "failing": _failing(c["verdict"]),
             "engines": [{**e, "seconds_text": f"{e['seconds']:.4f}"} for e in engines],
             "matrices": _matrices(comps), "pairs": _bad_pairs(comps),
             "heatmaps": _heatmaps(result, c, comps)}
@@ -180,7 +196,7 @@ def _bad_pairs(comps: list[dict]) -> list[dict]:
             for r in comps if r["verdict"] in BAD_PAIR]
 
 
-def _heatmaps(result: RunResult, c: dict, comps: list[dict]) -> list[dict]:
+def _heatmaps(result, c: dict, comps: list[dict]) -> list[dict]:
     """One heatmap per failing tensor input, of the pair that best shows the blamed
     engine's error: blamed vs the most trusted engine that is not blamed."""
     blamed = set(str(c["blame"]).split())
@@ -192,7 +208,7 @@ def _heatmaps(result: RunResult, c: dict, comps: list[dict]) -> list[dict]:
         if err is not None and 1 < err.size <= HEATMAP_MAX_ELEMENTS:
             maps.append({**r, "shape": " × ".join(map(str, err.shape)),
                          "unchecked": int(np.isnan(err).sum()), "layout": describe_layout(err.shape),
-                         "png": heatmap_png(err, _index(r["worst_index"]))})
+                         "png": heatmap_png(err, tuple(r["worst_index"] or ()))})
     return maps
 
 
@@ -201,8 +217,8 @@ def _heatmap_pair(rows: list[dict], blamed: set[str]) -> dict:
         a, b = r["engine_a"], r["engine_b"]
         one_blamed = (a in blamed) != (b in blamed)
         other = b if a in blamed else a
-        # fd last: it may check only a sample, and its own error blurs the picture.
-        return (not one_blamed, other == FD, _trust(other), -r["tol_ratio"])
+        # estimates last: they may check only a sample, and their own error blurs the picture
+        return (not one_blamed, _estimated(r), _trust(other), -r["tol_ratio"])
     return min(rows, key=key)
 
 
@@ -210,8 +226,6 @@ def _trust(engine: str) -> int:
     return ENGINE_ORDER.index(engine) if engine in ENGINE_ORDER else len(ENGINE_ORDER)
 
 
-def _index(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(i) for i in literal_eval(text or "[]"))
-    except (ValueError, SyntaxError, TypeError):
-        return ()
+def _estimated(r: dict) -> bool:
+    """The pair has a numerical estimate on one side: it carries an error or a sample."""
+    return r["fd_err"] > 0 or r["checked"] < r["elements"]

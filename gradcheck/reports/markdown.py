@@ -1,40 +1,12 @@
 """summary.md: short enough for a CI job summary; failures and the engines blamed first."""
 from __future__ import annotations
 
-from collections import Counter
-
-import pandas as pd
-
-from ..harness.result import FAILING, RunResult
-
-VERDICT_ORDER = ["ERROR", "NONFINITE", "FAIL", "NONDIFF", "SKIP", "PASS"]
 
 
-def sorted_cases(result: RunResult) -> pd.DataFrame:
-    """Case runs, the worst verdicts first, then by name and dtype."""
-    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    cases = result.cases.copy()
-    cases["_rank"] = cases["verdict"].map(order).fillna(len(order))
-    return cases.sort_values(["_rank", "case", "dtype"], kind="stable").drop(columns="_rank")
-
-
-def ordered_counts(result: RunResult) -> list[tuple[str, int]]:
-    """(verdict, count) pairs, failures first; verdicts this module does not know last."""
-    counts = result.counts()
-    known = [(v, counts[v]) for v in VERDICT_ORDER if counts.get(v)]
-    return known + sorted((v, n) for v, n in counts.items() if v not in VERDICT_ORDER)
-
-
-def blame_counts(cases: pd.DataFrame) -> list[tuple[str, int]]:
-    """How many failing case runs blame each engine, most blamed first."""
-    failing = cases[cases["verdict"].isin(FAILING)]
-    counts = Counter(e for blame in failing["blame"] for e in _words(blame))
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-
-
-def render_markdown(result: RunResult) -> str:
-    cases = sorted_cases(result)
-    failing = cases[cases["verdict"].isin(FAILING)]
+def render_markdown(result) -> str:
+    """`result`: a `RunResult` (rendering asks it for its tables and queries)."""
+    cases = result.sorted_cases()
+    failing = result.failing_cases()
     lines = [_title(result, len(cases), len(failing)), "", _counts_line(result), ""]
     if len(failing):
         lines += ["| case | dtype | verdict | blame | message |", "|---|---|---|---|---|"]
@@ -50,7 +22,7 @@ def render_markdown(result: RunResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _title(result: RunResult, total: int, failing: int) -> str:
+def _title(result, total: int, failing: int) -> str:
     if not total:
         return "## gradcheck: no case runs"
     if result.ok:
@@ -58,14 +30,10 @@ def _title(result: RunResult, total: int, failing: int) -> str:
     return f"## gradcheck: {failing} of {total} case runs failed"
 
 
-def _counts_line(result: RunResult) -> str:
-    counts = ", ".join(f"{n} {v}" for v, n in ordered_counts(result)) or "no case runs"
-    blamed = ", ".join(f"`{e}` ({n})" for e, n in blame_counts(result.cases))
+def _counts_line(result) -> str:
+    counts = ", ".join(f"{n} {v}" for v, n in result.ordered_counts()) or "no case runs"
+    blamed = ", ".join(f"`{e}` ({n})" for e, n in result.blame_counts())
     return counts + (f". Blamed: {blamed}." if blamed else ".")
-
-
-def _words(text) -> list[str]:
-    return str(text).split() if isinstance(text, str) else []
 
 
 def _cell(text) -> str:

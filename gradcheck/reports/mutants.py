@@ -9,7 +9,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from .html import _ENV, _command
-from .tables import write_table
+from ..harness.result import write_table
 
 MUTATION_FILES = {"mutants": "mutants.csv", "matrix": "matrix.csv", "baseline": "baseline.csv"}
 # The status of a mutant as the report's verdict badges show it.

@@ -1,0 +1,83 @@
+"""The rows of a run's tables: each dataclass is the one definition of a CSV file's columns,
+their order and their types (`str`, `float`, `int`).
+
+Adding a column is one field here (and its line in the README's column table, which a test
+holds against these classes). Text columns that hold lists (`tags`, `blame`, `engines`,
+`skipped`) separate their items with spaces.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+TEXT, FLOAT, INT, INDEX = "text", "float", "int", "index"
+# an INDEX is a tuple of ints in memory and JSON text in a file: "[1, 2]", "[]" for a scalar
+_KINDS = {"str": TEXT, "float": FLOAT, "int": INT, "tuple": INDEX}
+
+
+@dataclass
+class CaseRow:
+    """cases.csv: one row per case x dtype, in the order they ran."""
+    case: str
+    dtype: str
+    verdict: str
+    blame: str
+    seconds: float
+    message: str
+    family: str
+    tags: str
+    file: str
+    engines: str
+    skipped: str
+    comparisons: int
+    failed: int
+
+
+@dataclass
+class ComparisonRow:
+    """comparisons.csv: one row per case x dtype x input x engine pair."""
+    case: str
+    dtype: str
+    param: str
+    engine_a: str
+    engine_b: str
+    verdict: str
+    max_abs_err: float
+    max_rel_err: float
+    tol_ratio: float
+    worst_index: tuple          # None when the shapes differ
+    atol: float
+    rtol: float
+    value_a: float
+    value_b: float
+    fd_err: float
+    checked: int
+    elements: int
+    kinks: int
+    message: str
+
+
+@dataclass
+class EngineRow:
+    """engines.csv: one row per case x dtype x engine."""
+    case: str
+    dtype: str
+    engine: str
+    status: str
+    seconds: float
+    message: str
+
+
+TIMING_COLUMNS = ("seconds",)     # the only columns that change between identical runs
+
+
+def columns(row_type) -> list[str]:
+    return [f.name for f in fields(row_type)]
+
+
+def column_kinds(row_type) -> dict[str, str]:
+    """Column name -> TEXT, FLOAT, INT or INDEX, from the field annotations."""
+    return {f.name: _KINDS[f.type] for f in fields(row_type)}
+
+
+def as_dict(row) -> dict:
+    return asdict(row)
