@@ -286,7 +286,10 @@ def cmd_mutate(args) -> int:
 
 def cmd_fuzz(args) -> int:
     from .engines import make_engines
-    from .power.fuzz import FuzzError, fuzz_case, resolve_case
+    try:
+        from .power.fuzz import FuzzError, fuzz_case, resolve_case
+    except ImportError as e:
+        raise UsageError(f"gradcheck fuzz needs hypothesis (pip install 'gradcheck[fuzz]'): {e}")
     try:
         case = resolve_case(args.case)
     except FuzzError as e:

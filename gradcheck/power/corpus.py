@@ -8,15 +8,15 @@ vocabulary before each op exists. Broken rules that need the correct rule look i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy.special import erf
 
 import reference_impls
-from reference_impls import Primitive, backprop, unbroadcast
+from reference_impls import backprop
 
 from ..engines import NumpyEngine
 from ..ir.ops import OPS as REGISTRY
@@ -52,9 +52,7 @@ class Mutant:
             grads = list(ops[self.op].grads)
             for index, rule in self.rules.items():
                 grads[index] = rule
-            # a fresh Primitive: whatever else the op carries (a joint backward) must not
-            # bypass the broken rule
-            ops[self.op] = Primitive(ops[self.op].forward, tuple(grads))
+            ops[self.op] = replace(ops[self.op], grads=tuple(grads))
         executor = self.executor or backprop
         if isinstance(executor, type):      # a stateful executor: fresh state per engine
             executor = executor()
@@ -199,8 +197,11 @@ def _softplus_sign(g, out, x):
     return g / (1 + np.exp(x))
 
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
 def _gelu_no_density(g, out, x):
-    return g * 0.5 * (1 + erf(x / np.sqrt(2)))
+    return g * 0.5 * (1 + _erf(x / np.sqrt(2)))
 
 
 def _leaky_relu_no_slope(g, out, x, slope=0.01):
@@ -247,6 +248,120 @@ def _logsumexp_unnormalised(g, out, x, axis=-1, keepdims=False):
 def _logsumexp_last_axis(g, out, x, axis=-1, keepdims=False):
     p = np.exp(x - np.max(x, axis=-1, keepdims=True))
     return p / np.sum(p, axis=-1, keepdims=True) * _expand(g, x, axis, keepdims)
+
+
+def _einsum_sorted_letters(i, g, out, *operands, subscripts):
+    """The gradient written to operand i's letters in sorted order, not its own order (a
+    transposed gradient wherever an operand's letters are not alphabetical)."""
+    terms, result = subscripts.split("->")
+    terms = terms.split(",")
+    others = [t for j, t in enumerate(terms) if j != i]
+    kept = "".join(sorted(terms[i]))
+    return np.einsum(",".join([result] + others) + "->" + kept, g,
+                     *(op for j, op in enumerate(operands) if j != i))
+
+
+# --- second vocabulary: indexing and assembling ---------------------------------------------
+
+def _index_to_first_elements(g, out, x, key=()):
+    dx = np.zeros_like(x)
+    dx.flat[:g.size] = np.ravel(g)
+    return dx
+
+
+def _concat_equal_parts(i, g, out, *xs, axis=0):
+    return np.array_split(g, len(xs), axis=axis)[i]
+
+
+def _concat_axis0(i, g, out, *xs, axis=0):
+    return _correct("concat", 0)(i, g, out, *xs, axis=0)
+
+
+def _stack_axis0(i, g, out, *xs, axis=0):
+    return np.take(g, i, axis=0)
+
+
+def _expand_dims_squeeze_all(g, out, x, axis=()):
+    return np.squeeze(g)
+
+
+def _squeeze_axes_at_end(g, out, x, axis=()):
+    return np.reshape(g, g.shape + (1,) * (x.ndim - g.ndim))
+
+
+def _take_overwrites_repeats(g, out, x, indices, axis=0):
+    k = np.ndim(indices)
+    dx = np.zeros_like(np.moveaxis(x, axis, 0))
+    dx[indices] = np.moveaxis(g, range(axis, axis + k), range(k))
+    return np.moveaxis(dx, 0, axis)
+
+
+def _take_along_axis_overwrites(g, out, x, indices, axis=0):
+    dx = np.zeros(np.broadcast_shapes(x.shape[:axis] + (1,) + x.shape[axis + 1:], g.shape)
+                  [:axis] + x.shape[axis:axis + 1] + g.shape[axis + 1:], g.dtype)
+    np.put_along_axis(dx, np.broadcast_to(indices, g.shape), g, axis=axis)
+    return dx
+
+
+# --- second vocabulary: normalisation layers and lstm ---------------------------------------
+
+def _norm_axes(x):
+    return (0,) if x.ndim < 4 else (0, 2, 3)
+
+
+def _per_channel(p, x):
+    return p if x.ndim < 4 else p[:, None, None]
+
+
+def _standardized(x, axes, eps):
+    inv_std = 1 / np.sqrt(np.var(x, axis=axes, keepdims=True) + eps)
+    return (x - np.mean(x, axis=axes, keepdims=True)) * inv_std, inv_std
+
+
+def _batchnorm_dx_constant_stats(g, out, x, gamma, beta, eps=1e-5):
+    # the mean and variance treated as constants: only the direct path x -> xhat
+    return g * _per_channel(gamma, x) * _standardized(x, _norm_axes(x), eps)[1]
+
+
+def _batchnorm_dgamma_raw_x(g, out, x, gamma, beta, eps=1e-5):
+    return np.sum(g * x, axis=_norm_axes(x))
+
+
+def _batchnorm_dbeta_mean(g, out, x, gamma, beta, eps=1e-5):
+    return np.mean(g, axis=_norm_axes(x))
+
+
+def _layernorm_dx_batch_axis(g, out, x, gamma, beta, eps=1e-5):
+    """The batch-norm backward pasted in: sums over the batch axis, not the feature axis."""
+    xhat, inv_std = _standardized(x, (-1,), eps)
+    dxhat, m = g * gamma, x.shape[0]
+    total = np.sum(dxhat, axis=0, keepdims=True)
+    along = np.sum(dxhat * xhat, axis=0, keepdims=True)
+    return inv_std / m * (m * dxhat - total - xhat * along)
+
+
+def _layernorm_dx_constant_stats(g, out, x, gamma, beta, eps=1e-5):
+    return g * gamma * _standardized(x, (-1,), eps)[1]
+
+
+def _zeros_for(index: int) -> Callable:
+    return partial(_zeros_like_arg, index)
+
+
+def _zeros_like_arg(index, g, out, *args, **attrs):
+    return np.zeros_like(args[index])
+
+
+def _lstm_torch_gate_order(index: int) -> Callable:
+    return partial(_call_lstm_torch_order, index)
+
+
+def _call_lstm_torch_order(index, g, out, *args, **attrs):
+    """A weight gradient with its gate blocks laid out i, f, g, o (torch's order) while the
+    forward reads them i, f, o, g."""
+    grad = _correct("lstm", index)(g, out, *args, **attrs)
+    i, f, o, c = np.split(grad, 4, axis=-1)
+    return np.concatenate([i, f, c, o], axis=-1)
 
 
 # --- matmul --------------------------------------------------------------------------------
@@ -606,6 +721,8 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
            {0: _with_attrs("conv2d", 0, dilation=1)}, needs_attrs=("dilation",)),
         _m("conv2d", "dw-ignores-dilation", "dw correlated as if the dilation were 1",
            {1: _with_attrs("conv2d", 1, dilation=1)}, needs_attrs=("dilation",)),
+        _m("conv2d", "dx-ignores-groups", "dx computed as if every filter saw every channel",
+           {0: _with_attrs("conv2d", 0, groups=1)}, needs_attrs=("groups",)),
     ),
     "maxpool2d": (
         _m("maxpool2d", "routes-to-all", "each window's gradient sent to all its elements",
@@ -653,6 +770,38 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
                      "the axis", {0: _logsumexp_last_axis})),
     "avgpool2d": (_m("avgpool2d", "divides-by-size", "each window's gradient divided by size, "
                      "not size^2", {0: _avgpool_divides_by_size}),),
+    "einsum": (_m("einsum", "sorted-letters", "an operand's gradient written in alphabetical "
+                  "letter order, not its own (transposed)", {0: _einsum_sorted_letters}),),
+    "index": (_m("index", "first-elements", "the picked gradient written to x's first "
+                 "elements, not where the key picked", {0: _index_to_first_elements}),),
+    "concat": (_m("concat", "equal-parts", "the gradient split into equal parts, whatever "
+                  "each operand's size", {0: _concat_equal_parts}),
+               _m("concat", "axis-0", "the gradient split along axis 0, whatever the axis",
+                  {0: _concat_axis0})),
+    "stack": (_m("stack", "axis-0", "each operand's gradient taken along axis 0, whatever "
+                 "the axis", {0: _stack_axis0}),),
+    "expand_dims": (_m("expand_dims", "squeeze-all", "np.squeeze(g) without the axis: other "
+                       "size-1 axes lost too", {0: _expand_dims_squeeze_all}),),
+    "squeeze": (_m("squeeze", "axes-at-end", "the squeezed axes put back at the end, not "
+                   "where they were", {0: _squeeze_axes_at_end}),),
+    "take": (_m("take", "overwrite-repeats", "a repeated index keeps one gradient "
+                "(dx[idx] = g, not np.add.at)", {0: _take_overwrites_repeats}),),
+    "take_along_axis": (_m("take_along_axis", "overwrite-repeats", "np.put_along_axis: a "
+                           "repeated index keeps one gradient", {0: _take_along_axis_overwrites}),),
+    "batchnorm": (_m("batchnorm", "dx-constant-stats", "dx without the paths through the "
+                     "batch mean and variance", {0: _batchnorm_dx_constant_stats}),
+                  _m("batchnorm", "dgamma-raw-x", "dgamma = sum(g x) instead of sum(g xhat)",
+                     {1: _batchnorm_dgamma_raw_x}),
+                  _m("batchnorm", "dbeta-mean", "dbeta averaged over the batch, not summed",
+                     {2: _batchnorm_dbeta_mean})),
+    "layernorm": (_m("layernorm", "dx-batch-axis", "batch norm's backward pasted in: sums "
+                     "over the batch axis", {0: _layernorm_dx_batch_axis}),
+                  _m("layernorm", "dx-constant-stats", "dx without the paths through the "
+                     "mean and variance", {0: _layernorm_dx_constant_stats})),
+    "lstm": (_m("lstm", "dc0-dropped", "the cell state's gradient not carried back to c0",
+                {2: _zeros_for(2)}),
+             _m("lstm", "torch-gate-order", "weight gradients laid out i, f, g, o against a "
+                "forward that reads i, f, o, g", {i: _lstm_torch_gate_order(i) for i in (3, 4, 5)})),
 }
 
 
