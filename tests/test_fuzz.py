@@ -331,3 +331,51 @@ def test_numpy_and_torch_agree_on_drawn_inputs(name, catalog_by_name):
     def check(doc):
         assert not failures(doc, engines), doc
     check()
+
+
+# --- reports render whatever a run can hold -------------------------------------------------
+
+odd_text = st.text(alphabet=st.characters(categories=["L", "N", "P", "S", "Z", "Cc", "Cs", "Co"]),
+                   max_size=12)
+odd_numbers = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324]))
+shapes = st.lists(st.integers(0, 3), max_size=3).map(tuple)
+
+
+@st.composite
+def run_results(draw):
+    """A RunResult whose cells hold any number (NaN, ±inf, -0.0, 1e308) and any text (lone
+    surrogates, control characters, markup), with error arrays of any shape, empty included."""
+    from gradcheck.harness.result import RunResult
+    from gradcheck.harness.rows import CaseRow, ComparisonRow, EngineRow
+    from gradcheck.harness.runner import CaseResult
+    from gradcheck.harness.verdict import Verdict
+    results = []
+    for i in range(draw(st.integers(1, 3))):
+        name, dtype, verdict = f"c{i}-{draw(odd_text)}", draw(st.sampled_from(["float64", "float32"])), draw(st.sampled_from(list(Verdict)))
+        shape = draw(shapes)
+        index = draw(st.one_of(st.none(), st.just(tuple(0 for _ in shape))))
+        comparison = ComparisonRow(name, dtype, draw(odd_text), "numpy", draw(odd_text), verdict,
+                                   *[draw(odd_numbers) for _ in range(3)], index,
+                                   *[draw(odd_numbers) for _ in range(5)], 1, 1, 0, draw(odd_text))
+        case = CaseRow(name, dtype, verdict, draw(odd_text), draw(odd_numbers), draw(odd_text),
+                       draw(odd_text), draw(odd_text), draw(odd_text), "numpy", "", 1, 1)
+        engine = EngineRow(name, dtype, "numpy", "ok", draw(odd_numbers), draw(odd_text))
+        errors = {(comparison.param, "numpy", comparison.engine_b):
+                  np.full(shape, draw(odd_numbers))}
+        results.append(CaseResult(case, [comparison], [engine], errors))
+    details = {r.case.case: {"description": draw(odd_text), "tags": [draw(odd_text)],
+                             "steps": [("out", draw(odd_text))]} for r in results}
+    return RunResult.from_case_results(results, {"command": draw(odd_text)}, details)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(run_results())
+def test_reports_render_any_numbers_and_any_text(tmp_path_factory, result):
+    from gradcheck.harness.result import read_run
+    from gradcheck.reports import rerender
+    out = result.write_reports(tmp_path_factory.mktemp("run") / "out")
+    assert (out / "report.html").stat().st_size and (out / "summary.md").stat().st_size
+    back = read_run(out)                      # and a folder reads back and renders again
+    assert back.cases["case"].tolist() == [
+        c.encode("utf-8", "backslashreplace").decode("utf-8") for c in result.cases["case"]]
+    rerender(back, out)

@@ -123,9 +123,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     frame = frame.copy()
     for column in [c for c in frame if KINDS.get(c) == INDEX]:
         frame[column] = frame[column].map(_index_text)
-    # a surrogate or other unencodable character in case text must not cost the table
+    # a surrogate or other unencodable character in case text must not cost the table, and
+    # CRLF line ends (RFC 4180) make the writer quote a lone CR inside a cell
     with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
-        frame.to_csv(f, index=False)
+        frame.to_csv(f, index=False, lineterminator="\r\n")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

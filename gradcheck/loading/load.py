@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -17,6 +19,8 @@ from .yaml_lines import YamlError, documents
 
 MAX_ELEMENTS = 10_000_000        # per input or step; refused before anything is allocated
 MAX_FILE_BYTES = 4_000_000       # far above any real case; bounds what the YAML parser reads
+MAX_INPUTS = 1000                # per case: fd differentiates each one; a real case has a few
+MAX_JACOBIAN_ROWS = 4096         # output elements of a `jacobian: true` case, one VJP each
 SUFFIXES = (".yaml", ".yml")
 
 
@@ -39,8 +43,8 @@ def discover(paths: Iterable[str | Path], errors: list[CaseError]) -> list[Path]
     for path in map(Path, [paths] if isinstance(paths, (str, Path)) else paths):
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES))
-        elif path.is_file():
-            files.append(path)
+        elif path.exists():
+            files.append(path)      # read_case_file refuses what is not a regular file
         else:
             errors.append(CaseError("no such file or folder", path))
     return files
@@ -49,12 +53,28 @@ def discover(paths: Iterable[str | Path], errors: list[CaseError]) -> list[Path]
 def load_file(file: Path, max_elements: int = MAX_ELEMENTS) -> list[Case]:
     file = Path(file)
     try:
-        if file.stat().st_size > MAX_FILE_BYTES:
-            raise CaseError(f"the file is larger than {MAX_FILE_BYTES} bytes", file)
-        text = file.read_text(encoding="utf-8")
+        text = read_case_file(file).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise CaseError(f"cannot read: {e}", file) from None
     return load_text(text, file, max_elements)
+
+
+def read_case_file(file: Path) -> bytes:
+    """The bytes of a regular file, at most MAX_FILE_BYTES of them. A named pipe, a device
+    or a link to one is refused before it is opened (opening a pipe would wait for a
+    writer), and the limit holds on the bytes read, whatever `stat` claimed."""
+    # O_NONBLOCK: should the file be swapped for a pipe after the check, open still returns
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not stat.S_ISREG(os.stat(file).st_mode):
+        raise CaseError("not a regular file (a pipe, a device or a folder)", file)
+    fd = os.open(file, flags)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CaseError("not a regular file (a pipe, a device or a folder)", file)
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise CaseError(f"the file is larger than {MAX_FILE_BYTES} bytes", file)
+    return data
 
 
 def load_text(text: str, file: str | Path = "<text>",
@@ -84,12 +104,16 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
         model = CaseModel.model_validate(data)
     except ValidationError as e:
         raise fail(*_first_problem(e)) from None
+    if len(model.inputs) > MAX_INPUTS:
+        raise fail(f"the case has {len(model.inputs)} inputs; the limit is {MAX_INPUTS} "
+                   "(stack scalars into one tensor input)", ("inputs",))
     leaves = {k: _leaf(k, spec, max_elements, fail) for k, spec in model.inputs.items()}
     try:
         graph = build_graph(model.steps(), leaves)
     except GraphError as e:
         raise fail(str(e), _step_path(model, e.step)) from None
     _check_sizes(model, graph, max_elements, fail)
+    _check_jacobian(model, graph, fail)
     wrt = _wrt(model, leaves, fail)
     _check_expect(model, graph, wrt, fail)
     return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
@@ -128,6 +152,14 @@ def _check_sizes(model: CaseModel, graph, max_elements: int, fail) -> None:
             raise fail(f"step {node.step!r}: {node.op} makes an array of shape "
                        f"{_dims(node.shape)} ({_count(size)} elements); the limit is {max_elements}",
                        _step_path(model, node.step))
+
+
+def _check_jacobian(model: CaseModel, graph, fail) -> None:
+    rows = math.prod(graph.output_shape)
+    if model.jacobian and rows > MAX_JACOBIAN_ROWS:
+        raise fail(f"jacobian: true asks for {_count(rows)} rows (one per output element); the "
+                   f"limit is {MAX_JACOBIAN_ROWS}: check a VJP instead (drop `jacobian`)",
+                   ("jacobian",))
 
 
 def _count(size: int) -> str:
@@ -238,8 +270,8 @@ def _nested_number(loc: tuple) -> bool:
 def _got(value) -> str:
     text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     if isinstance(value, str) and _is_float(value):
-        # YAML 1.1 needs a dot in a float: 1e-3 is text, 1.0e-3 is a number
-        return f"the text {text} (write it with a dot, as in 1.0e-3)"
+        # YAML 1.1 needs a dot and a signed exponent: 1e-3 and 1.0e308 are text, 1.0e-3 a number
+        return f"the text {text} (YAML wants a dot and a signed exponent, as in 1.0e-3 or 1.0e+308)"
     return "null" if value is None else f"{type(value).__name__} {text}"
 
 
