@@ -135,14 +135,16 @@ def test_never_zeroed_buffers_add_up_across_calls():
 def test_an_equivalent_mutant_is_not_a_survivor(tmp_path):
     """relu'(0) = 1 is a valid subgradient: the run at the kink is NONDIFF, not a kill, and
     the mutant is reported as equivalent, not counted."""
-    case = load_one(tmp_path, "name: relu-kink\ninputs: {x: [-1.0, 0.0, 2.0], w: [1.0, 3.0, -0.5]}\n"
+    case = load_one(tmp_path, "name: relu-kink\n"
+                              "inputs: {x: [-1.0, 0.0, 2.0], w: [1.0, 3.0, -0.5]}\n"
                               "expr: sum(relu(x) * w)\nwrt: [x]\n")
     result = mutate([case], [m for m in all_mutants() if m.op == "relu"],
                     references=[gradcheck.TorchEngine(), gradcheck.FiniteDifferences()])
     status = result.mutants.set_index("mutant")["status"]
     assert status["relu.one-at-zero"] == "equivalent"
     assert status["relu.gated-by-upstream"] == "killed"
-    assert result.matrix.set_index("mutant").at["relu.one-at-zero", "relu-kink[float64]"] == "survived"
+    cells = result.matrix.set_index("mutant")
+    assert cells.at["relu.one-at-zero", "relu-kink[float64]"] == "survived"
     assert result.ok
 
 

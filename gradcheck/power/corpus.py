@@ -639,7 +639,8 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
     "minimum": (_m("minimum", "to-larger", "minimum's gradient routed to the larger operand",
                    {0: _to_larger}),),
     "matmul": (
-        _m("matmul", "a-untransposed", "dA = G @ B instead of G @ B^T", {0: _matmul_a_untransposed}),
+        _m("matmul", "a-untransposed", "dA = G @ B instead of G @ B^T",
+           {0: _matmul_a_untransposed}),
         _m("matmul", "b-transposed", "dB = (A^T G)^T: the weight gradient transposed",
            {1: _matmul_b_transposed}),
         _m("matmul", "matrix-vector-elementwise", "A @ v: dA written as G * v instead of the "
@@ -801,7 +802,8 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
     "lstm": (_m("lstm", "dc0-dropped", "the cell state's gradient not carried back to c0",
                 {2: _zeros_for(2)}),
              _m("lstm", "torch-gate-order", "weight gradients laid out i, f, g, o against a "
-                "forward that reads i, f, o, g", {i: _lstm_torch_gate_order(i) for i in (3, 4, 5)})),
+                "forward that reads i, f, o, g",
+                {i: _lstm_torch_gate_order(i) for i in (3, 4, 5)})),
 }
 
 

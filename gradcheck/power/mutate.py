@@ -92,10 +92,13 @@ def mutate(cases, mutants: Iterable[Mutant] | None = None, dtypes=None, referenc
         rows.append(_summary(mutant, outcomes, {d for _, d in runs}))
     return MutationResult(_sorted(pd.DataFrame(rows, columns=MUTANT_COLUMNS)),
                           _matrix(cells, runs), _baseline_frame(baseline),
-                          {"references": [r.name for r in replays], "cases": len(cases),
-                           "runs": len(runs), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                           "command": " ".join(sys.argv),
-                           "seconds": round(time.perf_counter() - start, 1)})
+                          _metadata(replays, cases, runs, start))
+
+
+def _metadata(replays, cases, runs, start: float) -> dict:
+    return {"references": [r.name for r in replays], "cases": len(cases), "runs": len(runs),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
+            "seconds": round(time.perf_counter() - start, 1)}
 
 
 def select(names: Iterable[str] = ()) -> list[Mutant]:
