@@ -261,6 +261,7 @@ def _power_commands(sub) -> None:
     fuzz.add_argument("--out", default="reports/fuzz", help="folder for the failing case")
     fuzz.add_argument("--max-dim", type=_positive_int, default=None, metavar="N",
                       help="largest size of any axis drawn (default: each axis's own size)")
+    fuzz.add_argument("--dtypes", help="comma-separated dtypes, overriding the case's own")
     fuzz.add_argument("--seed", type=int, default=0, help="hypothesis seed")
     fuzz.set_defaults(func=cmd_fuzz)
 
@@ -299,7 +300,7 @@ def cmd_fuzz(args) -> int:
     except (ImportError, AttributeError, ValueError, KeyError) as e:
         raise UsageError(f"cannot load engine: {e}") from None
     found = fuzz_case(case, engines, examples=args.examples, max_dim=args.max_dim,
-                      seed=args.seed, out_dir=args.out)
+                      seed=args.seed, out_dir=args.out, dtypes=_split(args.dtypes) or None)
     if found is None:
         print(f"{case.name}: the engines agreed on {args.examples} drawn inputs")
         return EXIT_OK

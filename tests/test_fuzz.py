@@ -310,7 +310,9 @@ def test_drawn_values_stay_in_each_ops_domain(tmp_path):
 
 
 # The same machinery as a property test of the catalog: on drawn inputs (shapes and values),
-# numpy's backprop agrees with torch's autograd on cases that exercise each op family.
+# numpy's backprop agrees with torch's autograd on cases that exercise each op family. In
+# float64: in float32, a saturated tanh (1 - h^2 of h near 1) loses more digits than the
+# exact-pair tolerance allows, a false alarm that this fuzzing found in rnn-vjp.
 PROPERTY_CASES = ["reduce-axes", "transpose-3d-cycle", "vector-matrix-vjp",
                   "log-softmax-axis0-vjp", "cross-entropy-inside-loss", "conv2d-s2-p1",
                   "maxpool-3x3-s2", "rnn-vjp"]
@@ -328,7 +330,7 @@ def test_numpy_and_torch_agree_on_drawn_inputs(name, catalog_by_name):
     engines = [NumpyEngine(), TorchEngine()]
 
     @QUICK_FEW
-    @given(variants(catalog_by_name[name]))
+    @given(variants(catalog_by_name[name], dtypes=["float64"]))
     def check(doc):
         assert not failures(doc, engines), doc
     check()

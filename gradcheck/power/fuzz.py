@@ -55,10 +55,10 @@ def resolve_case(spec: str, catalog: str = "cases"):
 
 
 def fuzz_case(case, engines, examples: int = 100, max_dim: int | None = None, seed: int = 0,
-              out_dir: str | Path = "reports/fuzz") -> FuzzFailure | None:
-    """Draw up to `examples` variants of `case`; None when the engines agree on all of
-    them, else the shrunk failure, written to `out_dir/<name>.yaml`."""
-    strategy = variants(case, max_dim)
+              out_dir: str | Path = "reports/fuzz", dtypes=None) -> FuzzFailure | None:
+    """Draw up to `examples` variants of `case` (in its dtypes, or `dtypes`); None when the
+    engines agree on all of them, else the shrunk failure, written to `out_dir/<name>.yaml`."""
+    strategy = variants(case, max_dim, dtypes)
     config = settings(max_examples=examples, database=None, deadline=None,
                       suppress_health_check=list(HealthCheck))
     try:
@@ -99,13 +99,16 @@ def write_case(document: dict, out_dir: str | Path) -> Path:
 
 # --- the strategy ---------------------------------------------------------------------------
 
-def variants(case, max_dim: int | None = None) -> st.SearchStrategy[dict]:
+def variants(case, max_dim: int | None = None, dtypes=None) -> st.SearchStrategy[dict]:
     """Documents of cases like `case`, with drawn shapes and values; only valid ones."""
     originals = {name: make_array(case.name, name, spec)
                  for name, spec in case.model.inputs.items()}
     sizes = sorted({d for a in originals.values() for d in a.shape if d > 1})
     new_sizes = st.fixed_dictionaries({d: st.integers(1, max_dim or d) for d in sizes})
-    return new_sizes.flatmap(lambda m: _documents(case, originals, m)).filter(_compiles)
+    documents = new_sizes.flatmap(lambda m: _documents(case, originals, m))
+    if dtypes:
+        documents = documents.map(lambda doc: {**doc, "dtypes": list(dtypes)})
+    return documents.filter(_compiles)
 
 
 def _documents(case, originals: dict, resize: dict) -> st.SearchStrategy[dict]:
