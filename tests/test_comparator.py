@@ -274,8 +274,8 @@ def test_wrong_tanh_backward_fails_and_is_blamed_on_numpy_alone(tmp_path, engine
         rows = {(r.param, r.engine_a, r.engine_b): r for r in result.comparisons}
         for param in ("x", "w"):
             for other in ("fd", "torch", "jax"):
-                assert rows[(param, "numpy", other)]["verdict"] == "FAIL"
-                assert rows[(param, "numpy", other)]["tol_ratio"] > 10
+                assert rows[(param, "numpy", other)].verdict == "FAIL"
+                assert rows[(param, "numpy", other)].tol_ratio > 10
         # the forward value is right, and the other engines agree among themselves
         assert all(r.verdict == "PASS" for k, r in rows.items()
                    if k[0] == "(value)" or "numpy" not in k)

@@ -177,8 +177,8 @@ def test_run_case_twice_gives_identical_comparison_rows(expr, inputs):
     for dtype in case.dtypes:
         first, second = (run_case(case, dtype, make_engines()) for _ in range(2))
         assert pd.DataFrame(first.comparisons).equals(pd.DataFrame(second.comparisons))
-        assert {k: v for k, v in first.case.items() if k != "seconds"} == \
-            {k: v for k, v in second.case.items() if k != "seconds"}
+        assert {k: v for k, v in vars(first.case).items() if k != "seconds"} == \
+            {k: v for k, v in vars(second.case).items() if k != "seconds"}
         assert first.errors.keys() == second.errors.keys()
         for key in first.errors:
             np.testing.assert_array_equal(first.errors[key], second.errors[key])

@@ -111,10 +111,10 @@ def test_each_op_runs_and_agrees_on_all_four_engines(tmp_path, op):
     assert case.graph.ops() == {op}
     for dtype in ("float64", "float32"):
         result = gradcheck.run_case(case, dtype, ALL_ENGINES)
-        statuses = {r["engine"]: r["status"] for r in result.engines}
+        statuses = {r.engine: r.status for r in result.engines}
         assert statuses == {"numpy": "ok", "fd": "ok", "torch": "ok", "jax": "ok"}, result.engines
         assert result.case.verdict == "PASS", (dtype, result.case.message)
-        pairs = {(r["engine_a"], r["engine_b"]) for r in result.comparisons}
+        pairs = {(r.engine_a, r.engine_b) for r in result.comparisons}
         assert len(pairs) == 6          # every pair of the four engines was compared
 
 
@@ -137,8 +137,8 @@ def tanh_case(tmp_path):
 
 
 def _status(result, engine):
-    [row] = [r for r in result.engines if r["engine"] == engine]
-    return row["status"], row["message"]
+    [row] = [r for r in result.engines if r.engine == engine]
+    return row.status, row.message
 
 
 def test_numpy_engine_lacking_an_op_is_skipped_not_compared(tanh_case):
@@ -147,7 +147,7 @@ def test_numpy_engine_lacking_an_op_is_skipped_not_compared(tanh_case):
     status, message = _status(result, "numpy")
     assert status == "SKIP" and "tanh" in message
     assert result.case.skipped == "numpy"
-    assert all("numpy" not in (r["engine_a"], r["engine_b"]) for r in result.comparisons)
+    assert all("numpy" not in (r.engine_a, r.engine_b) for r in result.comparisons)
     assert result.case.verdict == "PASS"          # torch and jax still agree
     assert result.case.engines == "torch jax"
 

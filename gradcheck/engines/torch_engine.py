@@ -8,11 +8,16 @@ from .base import EngineOutput, constants, require, require_ops
 
 
 class TorchEngine:
-    def __init__(self, device: str = "cpu", name: str = "torch"):
-        self.device, self.name = device, name
+    """`device`: where tensors live ("cpu", "cuda", "cuda:1"). `allow_tf32`: on a GPU, float32
+    matmuls and convolutions may use TF32's 10-bit mantissa; a reference wants the full
+    dtype, so it is off unless asked for."""
+
+    def __init__(self, device: str = "cpu", name: str = "torch", allow_tf32: bool = False):
+        self.device, self.name, self.allow_tf32 = device, name, allow_tf32
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         torch = require("torch")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allow_tf32
         from .torch_ops import OPS
         require_ops(self.name, graph, OPS)
         leaves = {k: self._tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
