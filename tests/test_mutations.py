@@ -163,3 +163,27 @@ def test_mutate_cli_writes_the_folder_and_exits_1_on_a_survivor(tmp_path):
     assert "softmax.last-axis" in html and "survived" in html
     assert main(["mutate", str(CATALOG / "softmax" / "softmax-vjp.yaml"), "--mutant",
                  "softmax.diag", "--out", str(out), "-q"]) == 0
+
+
+class CountingTorch:
+    """torch's autograd, counting its calls."""
+    name = "torch"
+
+    def __init__(self):
+        self.engine, self.calls = gradcheck.TorchEngine(), 0
+
+    def vjp(self, graph, inputs, wrt, cotangent):
+        self.calls += 1
+        return self.engine.vjp(graph, inputs, wrt, cotangent)
+
+
+def test_reference_engines_run_once_per_case_and_dtype_whatever_the_mutants(catalog):
+    cases = [c for c in catalog if c.name in ("softmax-vjp", "softmax-axis0-vjp")]
+    counting = CountingTorch()
+    mutants = [m for m in all_mutants() if m.op in ("softmax", "log_softmax", EXECUTOR)]
+    result = mutate(cases, mutants, dtypes=["float64", "float32"],
+                    references=[counting, gradcheck.FiniteDifferences()])
+    assert len(mutants) > 5 and counting.calls == 2 * 2
+    runs = result.mutants.set_index("mutant")["runs"]
+    assert runs["softmax.last-axis"] == 4 and runs["log_softmax.last-axis"] == 0
+    assert result.mutants.set_index("mutant").at["log_softmax.last-axis", "status"] == "unexercised"
