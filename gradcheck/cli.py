@@ -269,11 +269,13 @@ def _power_commands(sub) -> None:
 def cmd_mutate(args) -> int:
     from .power.mutate import mutate, select
     from .reports.mutants import write_mutation_reports
-    cases, mutants = _select(args), select(args.mutant)
+    cases, mutants, dtypes = _select(args), select(args.mutant), _split(args.dtypes)
     if not mutants:
         raise UsageError(f"no mutant name starts with {', '.join(args.mutant)}")
+    if set(dtypes) - {"float64", "float32"}:
+        raise UsageError(f"unknown dtype in {args.dtypes!r}")
     announce = None if args.quiet else lambda name: print(f"mutant {name}", file=sys.stderr)
-    result = mutate(cases, mutants, _split(args.dtypes) or None, progress=announce)
+    result = mutate(cases, mutants, dtypes or None, progress=announce)
     out = write_mutation_reports(result, args.out)
     for r in result.mutants.itertuples():
         if r.status not in ("killed", "not applicable"):
