@@ -282,7 +282,8 @@ def cmd_mutate(args) -> int:
             print(f"{r.status:>12}  {r.mutant}: {r.description}")
     counted = result.counted
     print(f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
-          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s; "
+          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s "
+          f"({result.metadata['reference_seconds']} s for the unmutated engines); "
           f"report: {out}/mutants.html")
     return EXIT_OK if result.ok else EXIT_FAILED
 
