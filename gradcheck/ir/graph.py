@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..errors import did_you_mean
 from .expr import Call, Expr, ExprError, Num, Ref, parse
 from .ops import OPS, OpSpec, Shape, ShapeError
 
@@ -120,7 +121,9 @@ class _Lowering:
 
     def _ref(self, expr: Ref) -> str:
         if expr.name not in self.kinds:
-            raise GraphError(f"name {expr.name!r} is not defined", self.step, expr.col)
+            defined = [k for k in self.kinds if "#" not in k]       # not the hidden nodes
+            raise GraphError(f"name {expr.name!r} is not defined{did_you_mean(expr.name, defined, 20)}",
+                             self.step, expr.col)
         return expr.name
 
     def _const(self, expr: Num) -> str:
@@ -132,7 +135,8 @@ class _Lowering:
     def _call(self, expr: Call, final: bool) -> str:
         spec = OPS.get(expr.op)
         if spec is None:
-            raise GraphError(f"unknown op {expr.op!r}", self.step, expr.col)
+            raise GraphError(f"unknown op {expr.op!r}{did_you_mean(expr.op, OPS, 100)}",
+                             self.step, expr.col)
         if len(expr.args) != spec.arity:
             raise GraphError(f"{spec.name} takes {spec.arity} argument(s), got {len(expr.args)}",
                              self.step, expr.col)
@@ -157,8 +161,9 @@ class _Lowering:
         unknown = sorted(set(given) - set(spec.attrs))
         if unknown:
             allowed = ", ".join(spec.attrs) or "none"
-            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r} "
-                             f"(allowed: {allowed})", self.step, expr.col)
+            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], spec.attrs)} (allowed: {allowed})",
+                             self.step, expr.col)
         return {**spec.attrs, **given}
 
     def _check_kinds(self, spec: OpSpec, args: tuple[str, ...], expr: Call) -> None:
