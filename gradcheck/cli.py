@@ -164,7 +164,11 @@ def run_options(p: argparse.ArgumentParser) -> None:
                    help="report folder: a new folder, an empty one, or one that gradcheck "
                    "wrote before (it is replaced)")
     p.add_argument("--fd-max-elements", type=_positive_int, metavar="N",
-                   help="fd checks at most N elements per input (a seeded sample beyond)")
+                   help="fd checks every element of an input up to this size (default: by "
+                   "cost, at least 10000); directional checks and a seeded sample beyond")
+    p.add_argument("--fd-coverage", choices=["auto", "full", "directional"],
+                   help="how fd covers every input: each element, random directions plus a "
+                   "sample, or by size (auto, the default); a case's fd_coverage wins")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="time limit per case and dtype; each case runs in a worker process "
                    "(0 runs in this process, with no limit)")
@@ -265,7 +269,8 @@ def cmd_run(args) -> int:
 
 def _run_with_progress(cases, engines, dtypes, args):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None)
+    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
+                         fd_coverage=args.fd_coverage)
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
@@ -390,6 +395,24 @@ def cmd_report(args) -> int:
         raise UsageError(f"{folder} is not a run folder (no {', '.join(missing)})")
     rerender(read_run(folder), folder)
     Console().print(f"re-rendered {folder}/report.html and summary.md", highlight=False)
+    return EXIT_OK
+
+
+def ops_markdown_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+
+
+@command("ops", "list the ops an expression may use", ops_markdown_flag)
+def cmd_ops(args) -> int:
+    """The vocabulary of the expression language, from the op registry."""
+    from .ir.ops import describe_ops, ops_markdown
+    if args.markdown:
+        print(ops_markdown(), end="")
+        return EXIT_OK
+    rows = describe_ops()
+    width = max(len(sig) for _, sig, _ in rows)
+    for _, sig, doc in rows:
+        print(f"{sig:<{width}}  {doc}")
     return EXIT_OK
 
 

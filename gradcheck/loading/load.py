@@ -14,6 +14,7 @@ from ..errors import CaseError, CaseErrors, did_you_mean
 from ..ir.graph import FLOAT, INT, GraphError, Leaf, build_graph
 from .case import Case
 from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
+from .uses import check_uses
 from .yaml_lines import YamlError, documents
 
 MAX_ELEMENTS = 10_000_000        # per input or step; refused before anything is allocated
@@ -121,6 +122,8 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     _check_sizes(model, graph, max_elements, fail)
     _check_jacobian(model, graph, fail)
     wrt = _wrt(model, leaves, fail)
+    check_uses(model, graph, wrt, lambda message, step: fail(f"step {step!r}: {message}",
+                                                              _step_path(model, step)))
     _check_expect(model, graph, wrt, fail)
     return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
 

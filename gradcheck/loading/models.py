@@ -8,6 +8,8 @@ from typing_extensions import TypeAliasType
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, Tag,
                       field_validator, model_validator)
 
+from ..ir.ops import expression_help
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Number = Union[StrictInt, StrictFloat]
@@ -25,11 +27,13 @@ INT64_MAX = 2 ** 63 - 1
 
 
 class RandomInput(Strict):
-    """A seeded random tensor; `randint` makes integer data (labels)."""
+    """A seeded random tensor; `randint` makes integer data (labels); `bernoulli` floats 0
+    and 1, each 1 with probability `p` (a fixed dropout mask)."""
     shape: list[Annotated[int, Field(ge=0)]] = Field(description="the tensor's shape, e.g. [2, 3]")
-    init: Literal["normal", "uniform", "zeros", "ones", "randint"] = Field(
+    init: Literal["normal", "uniform", "zeros", "ones", "randint", "bernoulli"] = Field(
         "normal", description="how to fill it: normal (times scale), uniform in [low, high), "
-        "zeros, ones (times scale), or randint in [low, high) as int64 data")
+        "zeros, ones (times scale), randint in [low, high) as int64 data, or bernoulli: "
+        "floats 0 and 1, each 1 with probability p")
     seed: Optional[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(
         None, description="random seed; default: derived from the case and input names")
     scale: Finite = Field(1.0, description="standard deviation for normal, value for ones")
@@ -37,9 +41,13 @@ class RandomInput(Strict):
     high: Finite = Field(1.0, description="upper bound (excluded) for uniform and randint")
     dtype: Literal["float", "int64"] = Field(
         "float", description="int64 marks integer data (labels), never differentiated")
+    p: Optional[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+        None, description="for bernoulli: the probability of a 1")
 
     @model_validator(mode="after")
     def _check(self):
+        if (self.p is not None) != (self.init == "bernoulli"):
+            raise ValueError("init: bernoulli takes p (the probability of a 1), and only it does")
         if self.init == "randint" and self.dtype != "int64":
             object.__setattr__(self, "dtype", "int64")
         if self.dtype == "int64" and self.init != "randint":
@@ -97,7 +105,7 @@ class CaseModel(Strict):
         description="input name -> a literal number or nested list, {value, dtype}, or a "
         "seeded random tensor {shape, init, ...}")
     expr: Optional[Union[str, Number]] = Field(
-        None, description="the output as one expression (instead of graph)")
+        None, description="the output as one expression (instead of graph). " + expression_help())
     graph: Optional[dict[str, Union[str, Number]]] = Field(
         None, description="ordered named steps, each an expression; the last is the output "
         "(instead of expr)")
@@ -110,7 +118,11 @@ class CaseModel(Strict):
     jacobian: bool = Field(False, description="check the full Jacobian instead of a VJP "
                            "with a seeded random cotangent")
     fd_max_elements: Optional[Annotated[int, Field(ge=1)]] = Field(
-        None, description="fd checks at most this many elements of each input (a sample)")
+        None, description="fd checks every element of an input up to this size; beyond, "
+        "directional checks and a seeded sample")
+    fd_coverage: Optional[Literal["auto", "full", "directional"]] = Field(
+        None, description="how fd covers each input: every element, random directions plus "
+        "a sample, or by size (auto)")
 
     @field_validator("inputs", "graph")
     @classmethod
