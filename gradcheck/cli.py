@@ -433,5 +433,82 @@ def cmd_ops(args) -> int:
     return EXIT_OK
 
 
+# --- gradcheck mutate and fuzz: the harness measuring its own power ----------------------------
+
+def mutate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="reports/mutants", metavar="DIR", help="output folder")
+    p.add_argument("--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), "
+                   "overriding each case's own")
+    p.add_argument("--mutant", action="append", default=[], metavar="NAME",
+                   help="only mutants whose name starts with NAME (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only survivors and the rate")
+
+
+@command("mutate", "run a corpus of deliberately broken numpy gradients against the cases: "
+         "which bugs does the catalog catch?", selection, mutate_options)
+def cmd_mutate(args) -> int:
+    from .power.mutate import mutate, select
+    from .reports.mutants import write_mutation_reports
+    dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
+    mutants = select(args.mutant)
+    if not mutants:
+        raise UsageError(f"no mutant name starts with {', '.join(args.mutant)}")
+    announce = None if args.quiet else lambda name: print(f"mutant {name}", file=sys.stderr)
+    result = mutate(_select(args), mutants, dtypes or None, progress=announce)
+    out = write_mutation_reports(result, args.out)
+    for r in result.mutants.itertuples():
+        if r.status not in ("killed", "not applicable"):
+            print(f"{r.status:>12}  {r.mutant}: {r.description}")
+    counted = result.counted
+    print(f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
+          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s "
+          f"({result.metadata['reference_seconds']} s for the unmutated engines); "
+          f"report: {out}/mutants.html")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def fuzz_options(p: argparse.ArgumentParser) -> None:
+    from .engines import DEFAULT_ENGINES
+    p.add_argument("case", help="a case file, or a case name (found under cases/)")
+    p.add_argument("--examples", type=_positive_int, default=100, help="inputs to try")
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                   help="comma-separated built-in engines")
+    p.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
+                   help="add a custom engine (repeatable)")
+    p.add_argument("--dtypes", help="comma-separated dtypes, overriding the case's own")
+    p.add_argument("--out", default="reports/fuzz", metavar="DIR",
+                   help="folder for the failing case")
+    p.add_argument("--max-dim", type=_positive_int, default=None, metavar="N",
+                   help="largest size of any axis drawn (default: each axis's own size)")
+    p.add_argument("--seed", type=int, default=0, help="hypothesis seed")
+
+
+@command("fuzz", "draw inputs for one case with hypothesis until the engines disagree; "
+         "write the shrunk failure as a YAML case", fuzz_options)
+def cmd_fuzz(args) -> int:
+    from .engines import BUILTIN, make_engines
+    names = _choices("engine", _split(args.engines), BUILTIN)
+    dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
+    try:
+        from .power.fuzz import FuzzError, fuzz_case, resolve_case
+    except ImportError as e:
+        raise UsageError(f"gradcheck fuzz needs hypothesis (pip install 'gradcheck[fuzz]'): "
+                         f"{e}") from None
+    try:
+        case = resolve_case(args.case)
+        engines = make_engines(names, args.engine)
+    except FuzzError as e:
+        raise UsageError(str(e)) from None
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"cannot load engine: {e}") from None
+    found = fuzz_case(case, engines, examples=args.examples, max_dim=args.max_dim,
+                      seed=args.seed, out_dir=args.out, dtypes=dtypes or None)
+    if found is None:
+        print(f"{case.name}: the engines agreed on {args.examples} drawn inputs")
+        return EXIT_OK
+    print(f"{case.name}: {found.verdict} ({found.message}); shrunk case written to {found.path}")
+    return EXIT_FAILED
+
+
 if __name__ == "__main__":
     sys.exit(main())
