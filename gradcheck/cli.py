@@ -448,7 +448,7 @@ def mutate_options(p: argparse.ArgumentParser) -> None:
          "which bugs does the catalog catch?", selection, mutate_options)
 def cmd_mutate(args) -> int:
     from .power.mutate import mutate, select
-    from .reports.mutants import write_mutation_reports
+    from .power.mutate import write_mutation_reports
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     mutants = select(args.mutant)
     if not mutants:

@@ -17,7 +17,7 @@ import gradcheck
 from gradcheck.cli import main
 from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
 from gradcheck.harness.rows import (FLOAT, INT, TIMING_COLUMNS, CaseRow, ComparisonRow, EngineRow,
-                                    column_kinds)
+                                    TaylorRow, column_kinds)
 from gradcheck.reports.heatmap import grid_position, to_grid
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -141,7 +141,7 @@ def test_report_command_rerenders_the_same_files_from_the_folder(run):
     assert main(["report", str(out)]) == 0
     assert {name: (out / name).read_text() for name in before} == before
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
+        [".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz", "taylor.csv", "taylor.npz",
          "run.json", "report.html", "summary.md"])   # no temporary files left behind
 
 

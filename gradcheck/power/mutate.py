@@ -12,12 +12,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from pathlib import Path
+
 import pandas as pd
 
 from ..engines import NumpyEngine, call_vjp, make_engines
+from ..harness.result import write_table
 from ..harness.runner import run_case
 from ..harness.verdict import FAILING
+from ..reports.mutants import render_mutants_html
 from .corpus import Mutant, all_mutants
+
+MUTATION_FILES = {"mutants": "mutants.csv", "matrix": "matrix.csv", "baseline": "baseline.csv"}
 
 REFERENCES = ("fd", "torch", "jax")
 KILLED, SHARED, SURVIVED = "killed", "blame shared", "survived"
@@ -170,3 +176,12 @@ def _matrix(cells: dict, runs) -> pd.DataFrame:
 def _baseline_frame(baseline: dict) -> pd.DataFrame:
     return pd.DataFrame([{"case": c, "dtype": d, "verdict": v, "blame": b}
                          for (c, d), (v, b) in baseline.items()])
+
+
+def write_mutation_reports(result, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for attr, filename in MUTATION_FILES.items():
+        write_table(getattr(result, attr), out / filename)
+    (out / "mutants.html").write_text(render_mutants_html(result), encoding="utf-8")
+    return out

@@ -9,23 +9,12 @@ from pathlib import Path
 from markupsafe import Markup
 
 from .html import _ENV, _command
-from ..harness.result import write_table
 
-MUTATION_FILES = {"mutants": "mutants.csv", "matrix": "matrix.csv", "baseline": "baseline.csv"}
 # The status of a mutant as the report's verdict badges show it.
 STATUS_BADGE = {"killed": "PASS", "survived": "FAIL", "unexercised": "FAIL",
                 "blame shared": "NONDIFF", "equivalent": "SKIP", "not applicable": "SKIP"}
 # A matrix cell: (css class, symbol) by what the mutant did on that case run.
 CELL = {"killed": ("pass", "✓"), "survived": ("none-run", "·"), "": ("", "")}
-
-
-def write_mutation_reports(result, out_dir) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for attr, filename in MUTATION_FILES.items():
-        write_table(getattr(result, attr), out / filename)
-    (out / "mutants.html").write_text(render_mutants_html(result), encoding="utf-8")
-    return out
 
 
 def render_mutants_html(result) -> str:
