@@ -17,7 +17,7 @@ import gradcheck
 from gradcheck.cli import main
 from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
 from gradcheck.harness.rows import (FLOAT, INT, TIMING_COLUMNS, CaseRow, ComparisonRow, EngineRow,
-                                    column_kinds)
+                                    TaylorRow, column_kinds)
 from gradcheck.reports.heatmap import grid_position, to_grid
 
 README = Path(__file__).resolve().parents[1] / "README.md"
