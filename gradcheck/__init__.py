@@ -7,6 +7,7 @@
 """
 from .engines import (Engine, EngineOutput, EngineSkip, FiniteDifferences, JaxEngine, NumpyEngine,
                       Settings, TorchEngine)
+from .engines.fd import Derivative, differentiate, differentiate_along
 from .errors import CaseError, CaseErrors
 from .harness.api import run
 from .harness.result import RunResult, read_run, read_table
@@ -16,7 +17,7 @@ from .loading import Case, load_cases
 
 __version__ = "0.1.0"
 
-__all__ = ["load_cases", "run", "run_case", "RunOptions", "RunResult", "read_run", "read_table",
+__all__ = ["load_cases", "run", "differentiate", "differentiate_along", "Derivative", "run_case", "RunOptions", "RunResult", "read_run", "read_table",
            "Verdict", "Case", "CaseError", "CaseErrors", "Engine", "EngineOutput", "EngineSkip",
            "Settings", "NumpyEngine",
            "FiniteDifferences", "TorchEngine", "JaxEngine"]

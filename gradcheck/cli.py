@@ -1,52 +1,89 @@
 """`gradcheck run|validate|list|schema|report`: a thin front end over the Python API.
 
-Exit codes: 0 everything passed, 1 a case failed (FAIL, ERROR or NONFINITE), 2 invalid
-cases or usage, 3 an internal error of gradcheck itself.
+Exit codes: 0 everything was checked and passed, 1 a case failed (FAIL, ERROR or
+NONFINITE) or could not be checked (SKIP, unless --allow-skips), 2 invalid cases or usage,
+3 an internal error of gradcheck itself, 130 interrupted (Ctrl-C).
+
+A subcommand is one function registered with `@command(name, help, *arguments)`, where
+each of `arguments` adds options to its parser; `--debug` and the exit-code handling come
+with every command.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-from .errors import CaseErrors
+from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
 from .harness.runner import RunOptions
-from .harness.verdict import FAILING, Verdict
+from .harness.verdict import Verdict
 from .loading.load import MAX_ELEMENTS
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DTYPES = ("float64", "float32")
 DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
+QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)     # rows the final table leaves out without -v
 
 
 class UsageError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Command:
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: tuple[Callable[[argparse.ArgumentParser], None], ...]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, *arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register `gradcheck NAME`; each of `arguments` adds options to its parser."""
+    def register(func):
+        COMMANDS[name] = Command(func, help, arguments)
+        return func
+    return register
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = argparse.Namespace(debug=False)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except CaseErrors as e:
-        _debug_trace(args)
-        for error in e.errors:
-            _complain("error", error)
+    except (KeyboardInterrupt, Exception) as error:   # not SystemExit: argparse's exit 2
+        if args.debug:
+            traceback.print_exception(error)
+        return _failure(error)
+
+
+def _failure(error: BaseException) -> int:
+    """One line per problem on stderr, and the exit code that says what kind it was."""
+    if isinstance(error, KeyboardInterrupt):
+        _complain("interrupted", "stopped by Ctrl-C")
+        return EXIT_INTERRUPTED
+    if isinstance(error, CaseErrors):
+        for problem in error.errors:
+            _complain("error", problem)
         return EXIT_INVALID
-    except UsageError as e:
-        _debug_trace(args)
-        _complain("usage error", e)
+    if isinstance(error, (UsageError, ReportDirError)):
+        _complain("usage error", error)
         return EXIT_INVALID
-    except Exception as e:
-        _debug_trace(args)
-        _complain("internal error", f"{type(e).__name__}: {e}")
-        return EXIT_INTERNAL
+    _complain("internal error", f"{type(error).__name__}: {error}")
+    return EXIT_INTERNAL
 
 
 def _complain(label: str, message) -> None:
@@ -56,55 +93,91 @@ def _complain(label: str, message) -> None:
     Console(stderr=True, soft_wrap=True).print(text, highlight=False)
 
 
-def _debug_trace(args) -> None:
-    if args.debug:
-        traceback.print_exc()
+# --- the parser ---------------------------------------------------------------------------------
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one worth showing (not None, False or [])."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, []) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gradcheck",
+        prog="gradcheck", formatter_class=_HelpFormatter,
         description="Check gradients: YAML cases through numpy backprop, finite "
                     "differences, PyTorch and JAX, compared element by element.",
-        epilog="exit codes: 0 all passed, 1 a case failed, 2 invalid cases or usage, "
-               "3 internal error")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run cases and write reports")
-    _selection(run)
-    run.add_argument("--engines", default="numpy,fd,torch,jax",
-                     help="comma-separated built-in engines (default: all four)")
-    run.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
-                     help="add a custom engine (repeatable)")
-    run.add_argument("--dtypes", help="comma-separated dtypes, overriding each case's own")
-    run.add_argument("--out", default="reports/latest", help="report folder")
-    run.add_argument("--fd-max-elements", type=int, help="fd checks at most this many "
-                     "elements per input (a seeded sample beyond)")
-    run.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                     help="time limit per case and dtype; each case runs in a worker process "
-                     f"(default {DEFAULT_TIMEOUT:g}; 0 runs in this process, with no limit)")
-    run.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
-    run.set_defaults(func=cmd_run)
-    for name, func, text in [("validate", cmd_validate, "check case files without running"),
-                             ("list", cmd_list, "list cases")]:
-        p = sub.add_parser(name, help=text)
-        _selection(p)
-        p.set_defaults(func=func)
-    schema = sub.add_parser("schema", help="print the JSON Schema of the case format")
-    schema.set_defaults(func=cmd_schema)
-    report = sub.add_parser("report", help="re-render HTML and Markdown from a run folder")
-    report.add_argument("run_dir")
-    report.set_defaults(func=cmd_report)
+        epilog="exit codes: 0 all checked and passed, 1 a case failed or was not checked, "
+               "2 invalid cases or usage, 3 internal error, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"gradcheck {_installed_version()}")
+    _debug_option(parser, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help,
+                           formatter_class=_HelpFormatter)
+        # SUPPRESS: a subcommand without --debug keeps what the main parser read
+        _debug_option(p, default=argparse.SUPPRESS)
+        for add_arguments in cmd.arguments:
+            add_arguments(p)
+        p.set_defaults(func=cmd.run)
     return parser
 
 
-def _selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", default=["cases"], help="case files or folders")
-    p.add_argument("-k", dest="keyword", help="only cases whose name contains this")
+def _installed_version() -> str:
+    # from the installed metadata: the package's __init__ imports this module, not back
+    from importlib import metadata
+    try:
+        return metadata.version("gradcheck")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _debug_option(p: argparse.ArgumentParser, default) -> None:
+    """--debug before or after the command."""
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks of errors")
+
+
+def selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="case files or folders (default: cases, unless --catalog)")
+    p.add_argument("--catalog", action="store_true",
+                   help="the catalog of cases that ships with gradcheck")
+    p.add_argument("-k", dest="keyword", metavar="TEXT",
+                   help="only cases whose name contains TEXT")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
     p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
-                   help="refuse cases with an input or step of more than N elements "
-                   f"(default {MAX_ELEMENTS})")
+                   help="refuse cases with an input or step of more than N elements")
+
+
+def run_options(p: argparse.ArgumentParser) -> None:
+    from .engines import DEFAULT_ENGINES
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                   help="comma-separated built-in engines")
+    p.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
+                   help="add a custom engine (repeatable)")
+    p.add_argument("--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), "
+                   "overriding each case's own")
+    p.add_argument("--out", default="reports/latest", metavar="DIR",
+                   help="report folder: a new folder, an empty one, or one that gradcheck "
+                   "wrote before (it is replaced)")
+    p.add_argument("--fd-max-elements", type=_positive_int, metavar="N",
+                   help="fd checks every element of an input up to this size (default: by "
+                   "cost, at least 10000); directional checks and a seeded sample beyond")
+    p.add_argument("--fd-coverage", choices=["auto", "full", "directional"],
+                   help="how fd covers every input: each element, random directions plus a "
+                   "sample, or by size (auto, the default); a case's fd_coverage wins")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="time limit per case and dtype; each case runs in a worker process "
+                   "(0 runs in this process, with no limit)")
+    p.add_argument("--allow-skips", action="store_true",
+                   help="exit 0 even if some case could not be checked (SKIP)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no table: only failures and the counts")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="every case run in the final table, not only the ones that did not pass")
 
 
 def _seconds(text: str) -> float:
@@ -121,64 +194,111 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# --- shared steps -------------------------------------------------------------------------------
+
 def _select(args) -> list:
+    """The cases the selection options name; selecting nothing is a usage error, since a
+    run that checks nothing must not look green."""
     from .loading import load_cases
-    cases = load_cases(args.paths, max_elements=args.max_elements)
+    paths = _paths(args)
+    cases = load_cases(paths, max_elements=args.max_elements)
     if args.keyword:
         cases = [c for c in cases if args.keyword in c.name]
     if args.tags:
         wanted = set(_split(args.tags))
         cases = [c for c in cases if wanted & set(c.tags)]
+    if not cases:
+        raise UsageError(f"no case selected{_filters_text(args)} in {', '.join(map(str, paths))}")
     return cases
+
+
+def _paths(args) -> list:
+    """The paths named, plus the packaged catalog with --catalog; else `cases`."""
+    from .loading.catalog import CATALOG
+    if args.paths or args.catalog:
+        return list(args.paths) + ([CATALOG] if args.catalog else [])
+    if not Path("cases").exists():
+        raise UsageError("no cases/ folder here: name case files or folders, or use --catalog "
+                         "for the catalog that ships with gradcheck")
+    return ["cases"]
+
+
+def _filters_text(args) -> str:
+    parts = [f"-k {args.keyword!r}" if args.keyword else "",
+             f"--tags {args.tags!r}" if args.tags else ""]
+    return "".join(f" by {p}" for p in parts if p)
 
 
 def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def _choices(kind: str, given: list[str], allowed) -> list[str]:
+    for word in given:
+        if word not in allowed:
+            hint = did_you_mean(word, allowed)
+            raise UsageError(f"unknown {kind} {word!r}{hint}; valid: {', '.join(allowed)}")
+    return given
+
+
+# --- gradcheck run ------------------------------------------------------------------------------
+
+@command("run", "run cases and write reports", selection, run_options)
 def cmd_run(args) -> int:
     from .engines import BUILTIN, make_engines
+    from .reports import check_out_dir
+    names = _choices("engine", _split(args.engines), BUILTIN)
+    dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     cases = _select(args)
-    names, dtypes = _split(args.engines), _split(args.dtypes)
-    unknown = [n for n in names if n not in BUILTIN] + [d for d in dtypes if d not in ("float64", "float32")]
-    if unknown:
-        raise UsageError(f"unknown engine or dtype: {', '.join(unknown)}")
     try:
         engines = make_engines(names, args.engine)
     except (ImportError, AttributeError, ValueError) as e:
         raise UsageError(f"cannot load engine: {e}") from None
+    check_out_dir(args.out)              # before the run, not after it
     result = _run_with_progress(cases, engines, dtypes, args)
-    out = result.write_reports(args.out)
-    _print_result(result, args.quiet)
-    Console().print(f"reports: {out}/report.html", highlight=False)
-    return result.exit_code
+    try:
+        out = result.write_reports(args.out)
+    except ReportRenderError as e:       # the CSV files are written: say where they are
+        _print_result(result, args)
+        _complain("report error", e)
+        return EXIT_INTERNAL
+    _print_result(result, args)
+    Console(soft_wrap=True).print(f"reports: {out}/report.html", highlight=False)
+    return EXIT_OK if result.passed(args.allow_skips) else EXIT_FAILED
 
 
 def _run_with_progress(cases, engines, dtypes, args):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None)
+    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
+                         fd_coverage=args.fd_coverage)
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
         return run_cases(cases, engines, dtypes or None, options)
     columns = [TextColumn("{task.description}", markup=False), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn()]
+               MofNCompleteColumn(), TextColumn("{task.fields[failed]}", markup=False),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    failed = 0
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("checking", total=total)
-        return run_cases(cases, engines, dtypes or None, options,
-                         progress=lambda label: progress.update(task, advance=1, description=label))
+        task = progress.add_task("checking", total=total, failed="")
+
+        def advance(result) -> None:
+            nonlocal failed
+            failed += result.case.verdict not in QUIET_VERDICTS
+            progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
+                            description=f"{result.case.case} [{result.case.dtype}]")
+        return run_cases(cases, engines, dtypes or None, options, on_result=advance)
 
 
-def _print_result(result, quiet: bool) -> None:
-    """A compact table (failures first; with --quiet, failures only), each non-passing
-    run's message in full below it, then the counts. Rich drops colors by itself when
+def _print_result(result, args) -> None:
+    """The runs that did not pass in a compact table (every run with -v; none with -q),
+    each such run's message in full, then the counts. Rich drops colors by itself when
     stdout is not a terminal or NO_COLOR is set."""
     console = Console()
     rows = result.sorted_cases()
-    if quiet:
-        rows = rows[rows["verdict"].isin(FAILING)]
-    if len(rows):
-        console.print(_result_table(rows))
+    shown = rows if args.verbose else rows[~rows["verdict"].isin(QUIET_VERDICTS)]
+    if len(shown) and not args.quiet:
+        console.print(_result_table(shown))
     for r in rows[rows["verdict"] != "PASS"].itertuples():
         # Whole, not cut to a column: in a CI log this line is the diagnosis.
         console.print(Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""),
@@ -204,28 +324,68 @@ def _style(verdict: str) -> str:
     return Verdict(verdict).style if verdict in Verdict._value2member_map_ else ""
 
 
+# --- validate, list, schema, report -------------------------------------------------------------
+
+@command("validate", "check case files without running", selection)
 def cmd_validate(args) -> int:
     cases = _select(args)
     Console().print(f"{len(cases)} case(s) valid", highlight=False)
     return EXIT_OK
 
 
+def list_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=list(LIST_FORMATS), default="table",
+                   help="table for people, csv or json for scripts")
+
+
+def _case_record(case) -> dict:
+    return {"name": case.name, "dtypes": case.dtypes, "tags": case.tags,
+            "file": case.file, "line": case.line, "description": case.model.description}
+
+
+def _list_table(records: list[dict]) -> str:
+    # plain text, not rich: rich would wrap long paths at the console width
+    rows = [["name", "dtypes", "tags", "file"]] + [
+        [r["name"], ",".join(r["dtypes"]), " ".join(r["tags"]), f"{r['file']}:{r['line']}"]
+        for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[3]])
+                     for row in rows)
+
+
+def _list_csv(records: list[dict]) -> str:
+    import io
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "dtypes", "tags", "file", "line", "description"])
+    writer.writerows([r["name"], " ".join(r["dtypes"]), " ".join(r["tags"]), r["file"],
+                      r["line"], r["description"]] for r in records)
+    return buffer.getvalue().rstrip("\n")
+
+
+LIST_FORMATS = {"table": _list_table, "csv": _list_csv,
+                "json": lambda records: json.dumps(records, indent=2)}
+
+
+@command("list", "list cases", selection, list_format)
 def cmd_list(args) -> int:
-    # plain tab-separated lines for scripts (`cut -f1`): rich would expand the tabs and
-    # wrap long paths at the console width
-    for case in _select(args):
-        print(f"{case.name}\t{','.join(case.dtypes)}\t{' '.join(case.tags)}\t{case.file}")
+    print(LIST_FORMATS[args.format]([_case_record(c) for c in _select(args)]))
     return EXIT_OK
 
 
+@command("schema", "print the JSON Schema of the case format (for editors)")
 def cmd_schema(args) -> int:
-    from .loading import CaseModel
-    print(json.dumps(CaseModel.model_json_schema(), indent=2))
+    from .loading.models import case_json_schema
+    print(json.dumps(case_json_schema(), indent=2))
     return EXIT_OK
 
 
+def run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="a folder that `gradcheck run` wrote")
+
+
+@command("report", "re-render HTML and Markdown from a run folder", run_dir)
 def cmd_report(args) -> int:
-    from pathlib import Path
     from .harness.result import read_run
     from .reports import rerender
     folder = Path(args.run_dir)
@@ -235,6 +395,24 @@ def cmd_report(args) -> int:
         raise UsageError(f"{folder} is not a run folder (no {', '.join(missing)})")
     rerender(read_run(folder), folder)
     Console().print(f"re-rendered {folder}/report.html and summary.md", highlight=False)
+    return EXIT_OK
+
+
+def ops_markdown_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+
+
+@command("ops", "list the ops an expression may use", ops_markdown_flag)
+def cmd_ops(args) -> int:
+    """The vocabulary of the expression language, from the op registry."""
+    from .ir.ops import describe_ops, ops_markdown
+    if args.markdown:
+        print(ops_markdown(), end="")
+        return EXIT_OK
+    rows = describe_ops()
+    width = max(len(sig) for _, sig, _ in rows)
+    for _, sig, doc in rows:
+        print(f"{sig:<{width}}  {doc}")
     return EXIT_OK
 
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .primitive import Primitive, unbroadcast
+from .primitive import JointPart, Primitive, unbroadcast
 
 
 class MissingGradRule(NotImplementedError):
@@ -65,14 +65,25 @@ def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent):
 
 def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:
     args = [env[a] for a in node.args]
+    passes: dict = {}                   # joint backward -> its gradients, computed once here
     for i, arg in enumerate(node.args):
         if arg not in needs:
             continue
-        rule = prim.grads[i] if i < len(prim.grads) else None
+        rule = prim.rule(i)
         if rule is None:
             raise MissingGradRule(f"no gradient rule for argument {i + 1} of {node.op!r}")
-        contribution = unbroadcast(rule(g, env[node.name], *args, **node.attrs), np.shape(env[arg]))
+        grad = _apply(rule, passes, g, env[node.name], args, node.attrs)
+        contribution = unbroadcast(grad, np.shape(env[arg]))
         grads[arg] = grads[arg] + contribution if arg in grads else contribution
+
+
+def _apply(rule, passes: dict, g, out, args, attrs):
+    """One rule's gradient; the parts of one joint backward share a single pass."""
+    if not isinstance(rule, JointPart):
+        return rule(g, out, *args, **attrs)
+    if rule.joint not in passes:
+        passes[rule.joint] = rule.joint(g, out, *args, **attrs)
+    return passes[rule.joint][rule.index]
 
 
 def _final(grads, value, name):

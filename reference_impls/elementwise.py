@@ -5,9 +5,11 @@ shape with `unbroadcast`, so no rule repeats that logic.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .primitive import Primitive
+from .primitive import Primitive, unbroadcast
 
 
 def _sigmoid(x):
@@ -27,15 +29,47 @@ def _tie_share(a, b):
 
 
 def _matmul_grad_a(g, out, a, b):
-    if b.ndim == 1:
-        return np.multiply.outer(g, b) if a.ndim == 2 else g * b
-    return g @ b.T
+    # 1-d operands are a row (a) or a column (b) of the product, as numpy's matmul says;
+    # batch axes that a was broadcast over are summed back
+    da = _as_product(g, a, b) @ np.swapaxes(_as_matrix_col(b), -1, -2)
+    return unbroadcast(da, _as_matrix_row(a).shape).reshape(a.shape)
 
 
 def _matmul_grad_b(g, out, a, b):
-    if a.ndim == 1:
-        return np.multiply.outer(a, g) if b.ndim == 2 else g * a
-    return a.T @ g
+    db = np.swapaxes(_as_matrix_row(a), -1, -2) @ _as_product(g, a, b)
+    return unbroadcast(db, _as_matrix_col(b).shape).reshape(b.shape)
+
+
+def _as_product(g, a, b):
+    """g with the axes that a 1-d operand dropped from the product put back."""
+    g = g[..., None] if b.ndim == 1 else g
+    return np.expand_dims(g, -2) if a.ndim == 1 else g
+
+
+def _as_matrix_row(a):
+    return a[None, :] if a.ndim == 1 else a
+
+
+def _as_matrix_col(b):
+    return b[:, None] if b.ndim == 1 else b
+
+
+def _einsum(*operands, subscripts):
+    return np.einsum(subscripts, *operands)
+
+
+def _einsum_grad(i, g, out, *operands, subscripts):
+    """The gradient of operand i is an einsum of g with the other operands, written to
+    operand i's letters; a letter summed within operand i alone reaches every element."""
+    terms, result = subscripts.split("->")
+    terms = terms.split(",")
+    others = [t for j, t in enumerate(terms) if j != i]
+    known = set(result).union(*others)
+    kept = "".join(c for c in terms[i] if c in known)
+    part = np.einsum(",".join([result] + others) + "->" + kept, g,
+                     *(op for j, op in enumerate(operands) if j != i))
+    lone = [k for k, c in enumerate(terms[i]) if c not in known]
+    return np.broadcast_to(np.expand_dims(part, lone), operands[i].shape).copy()
 
 
 # --- gradient rules: rule(g, out, *args) -> the gradient of one argument ----------------
@@ -112,6 +146,87 @@ def _abs_grad(g, out, x):
     return g * np.sign(x)
 
 
+def _sqrt_grad(g, out, x):
+    return g / (2 * out)
+
+
+def _square(x):
+    return x * x
+
+
+def _square_grad(g, out, x):
+    return 2 * g * x
+
+
+def _sin_grad(g, out, x):
+    return g * np.cos(x)
+
+
+def _cos_grad(g, out, x):
+    return -g * np.sin(x)
+
+
+def _log1p_grad(g, out, x):
+    return g / (1 + x)
+
+
+def _softplus(x):
+    # log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): exp never overflows, and small
+    # e^-|x| keeps its digits through log1p
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _softplus_grad(g, out, x):
+    return g * _sigmoid(x)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])     # numpy has no erf of its own
+
+
+def _normal_cdf(x):
+    return (0.5 * (1 + _erf(x / math.sqrt(2)))).astype(x.dtype)
+
+
+def _gelu(x):
+    return x * _normal_cdf(x)
+
+
+def _gelu_grad(g, out, x):
+    # d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density
+    return g * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+
+
+def _leaky_relu(x, slope=0.01):
+    return np.where(x > 0, x, slope * x)
+
+
+def _leaky_relu_grad(g, out, x, slope=0.01):
+    return g * np.where(x > 0, 1.0, slope).astype(x.dtype)
+
+
+def _elu(x, alpha=1.0):
+    # expm1 only where it is used: exp of a large positive x would overflow
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _elu_grad(g, out, x, alpha=1.0):
+    return g * np.where(x > 0, 1.0, out + alpha).astype(x.dtype)
+
+
+def _clip(x, low=None, high=None):
+    return np.clip(x, low, high)
+
+
+def _clip_grad(g, out, x, low=None, high=None):
+    # the gradient passes on the closed interval [low, high], bounds included, as torch's
+    inside = np.ones(x.shape, dtype=bool)
+    if low is not None:
+        inside &= x >= low
+    if high is not None:
+        inside &= x <= high
+    return g * inside
+
+
 # Named functions, not lambdas: a table that pickles can be sent to a worker process.
 OPS = {
     "add": Primitive(np.add, (_pass, _pass)),
@@ -129,4 +244,15 @@ OPS = {
     "sigmoid": Primitive(_sigmoid, (_sigmoid_grad,)),
     "relu": Primitive(_relu, (_relu_grad,)),
     "abs": Primitive(np.abs, (_abs_grad,)),
+    "sqrt": Primitive(np.sqrt, (_sqrt_grad,)),
+    "square": Primitive(_square, (_square_grad,)),
+    "sin": Primitive(np.sin, (_sin_grad,)),
+    "cos": Primitive(np.cos, (_cos_grad,)),
+    "log1p": Primitive(np.log1p, (_log1p_grad,)),
+    "softplus": Primitive(_softplus, (_softplus_grad,)),
+    "gelu": Primitive(_gelu, (_gelu_grad,)),
+    "leaky_relu": Primitive(_leaky_relu, (_leaky_relu_grad,)),
+    "elu": Primitive(_elu, (_elu_grad,)),
+    "clip": Primitive(_clip, (_clip_grad,)),
+    "einsum": Primitive(_einsum, (_einsum_grad,), variadic=True),
 }

@@ -7,12 +7,9 @@ previous hidden states, the probabilities) is recomputed from `out` and the argu
 """
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from .primitive import Primitive
+from .primitive import Primitive, joint_rules
 
 
 # --- softmax family -----------------------------------------------------------------------
@@ -55,76 +52,132 @@ def _cross_entropy_grad(g, out, scores, labels):
     return np.asarray(g)[..., None, None] * (_softmax(scores) - onehot) / n
 
 
-# --- windows: shared by conv2d and maxpool2d ----------------------------------------------
+# --- window offsets: shared by max- and average-pooling ------------------------------------
 
-def _windows(x, kh, kw, stride, pad):
-    """A strided view (..., C, OH, OW, KH, KW) of the zero-padded input: im2col without a copy."""
-    x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(pad, pad)] * 2)
-    return sliding_window_view(x, (kh, kw), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+def _window_offsets(size, oh, ow, stride):
+    """For each offset (i, j) inside a window: the strided slice of x it reads in every window.
 
-
-def _col2im(dcols, shape, stride, pad):
-    """Adjoint of `_windows`: add each window's gradient back where that window read x.
-
-    One strided slice per kernel offset; inside one offset the slices never overlap, and
-    overlapping windows (stride < kernel) accumulate across offsets.
+    One slice per offset, never one per window; inside one offset the windows' reads never
+    overlap, so `dx[slice] += ...` scatters a gradient with no collision, and overlapping
+    windows (stride < size) add up across offsets.
     """
-    oh, ow, kh, kw = dcols.shape[-4:]
-    dx = np.zeros(shape[:-2] + (shape[-2] + 2 * pad, shape[-1] + 2 * pad), dcols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dx[..., i:i + stride * (oh - 1) + 1:stride,
-               j:j + stride * (ow - 1) + 1:stride] += dcols[..., i, j]
-    return dx[..., pad:pad + shape[-2], pad:pad + shape[-1]]
+    for i in range(size):
+        for j in range(size):
+            yield (..., slice(i, i + stride * (oh - 1) + 1, stride),
+                   slice(j, j + stride * (ow - 1) + 1, stride))
 
 
 # --- conv2d -------------------------------------------------------------------------------
+# The shifted-rows form: in the zero-padded image laid out as rows of channels (NHWC, one
+# block per group), kernel tap (i, j) of the window whose corner is row k reads row
+# k + offset(i, j). So the im2col matrix is the contiguous row slices of the taps side by
+# side (copies of whole blocks, no gather per window), and the convolution is one matrix
+# product with the taps' weights stacked the same way. Rows are computed for every corner
+# position of the padded image (about 13% more work at 32 x 32 with pad 1); the stride and
+# the rows whose window runs off the image are cropped afterwards, and their gradient
+# enters as zeros.
 
-def _conv2d(x, w, b, stride=1, pad=0):
-    cols = _windows(x, w.shape[2], w.shape[3], stride, pad)          # ..., C, OH, OW, KH, KW
-    out = np.tensordot(cols, w, axes=([-5, -2, -1], [1, 2, 3]))      # ..., OH, OW, F
-    return np.moveaxis(out, -1, -3) + b[:, None, None]
+def _padded_rows(x, w, pad, dilation, groups):
+    """(G, rows, Cg) of the padded image, the tap offsets, and the (N, HP, WP) grid."""
+    n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
+    xg = x.reshape(n, groups, c // groups, h, wd).transpose(1, 0, 3, 4, 2)
+    xg = np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+    grid = xg.shape[1:4]
+    offsets = [dilation * (i * grid[2] + j) for i in range(w.shape[2]) for j in range(w.shape[3])]
+    return xg.reshape(groups, -1, c // groups), offsets, grid
 
 
-def _conv2d_grad_x(g, out, x, w, b, stride=1, pad=0):
-    dcols = np.tensordot(g, w, axes=([1], [0]))                      # N, OH, OW, C, KH, KW
-    return _col2im(np.moveaxis(dcols, 3, 1), x.shape, stride, pad)
+def _tap_weights(w, groups):
+    """w (F, Cg, KH, KW) -> (G, KH * KW * Cg, F / G), rows in the order of `_shifted_cols`."""
+    f, cg, kh, kw = w.shape
+    return w.reshape(groups, f // groups, cg, kh * kw).transpose(0, 3, 2, 1).reshape(
+        groups, kh * kw * cg, f // groups)
 
 
-def _conv2d_grad_w(g, out, x, w, b, stride=1, pad=0):
-    cols = _windows(x, w.shape[2], w.shape[3], stride, pad)
-    return np.tensordot(g, cols, axes=([0, 2, 3], [0, 2, 3]))       # F, C, KH, KW
+def _shifted_cols(rows, offsets):
+    """The (G, corners, KH * KW * Cg) im2col matrix: each tap's rows, shifted, side by side."""
+    length = rows.shape[1] - offsets[-1]                 # corners whose every tap is in range
+    return np.concatenate([rows[:, o:o + length] for o in offsets], axis=-1)
 
 
-def _conv2d_grad_b(g, out, x, w, b, stride=1, pad=0):
-    return np.sum(g, axis=(0, 2, 3))
+def _corners(grid, out_hw, stride):
+    """Index of the padded-grid rows that are output positions (window corners)."""
+    (oh, ow), s = out_hw, stride
+    return (slice(None), slice(None), slice(0, s * (oh - 1) + 1, s), slice(0, s * (ow - 1) + 1, s))
+
+
+def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
+    out = _shifted_cols(rows, offsets) @ _tap_weights(w, groups)
+    full = np.zeros(rows.shape[:2] + out.shape[2:], out.dtype)
+    full[:, :out.shape[1]] = out
+    out_hw = _conv_out_hw(x, w, stride, pad, dilation)
+    out = full.reshape(rows.shape[:1] + grid + out.shape[2:])[_corners(grid, out_hw, stride)]
+    out = out.transpose(1, 0, 4, 2, 3).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
+    return out + b[:, None, None]
+
+
+def _conv_out_hw(x, w, stride, pad, dilation):
+    return tuple((size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+                 for size, k in zip(x.shape[-2:], w.shape[2:]))
+
+
+def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    """Gradients of (x, w, b) in one pass: both products share g laid out on the grid.
+    Per tap, since each tap's slice of rows is already a contiguous matrix."""
+    rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
+    length = rows.shape[1] - offsets[-1]
+    n, f, oh, ow = g.shape
+    dout = np.zeros((groups,) + grid + (f // groups,), g.dtype)   # zero off the corners
+    dout[_corners(grid, (oh, ow), stride)] = \
+        g.reshape(n, groups, f // groups, oh, ow).transpose(1, 0, 3, 4, 2)
+    dout = dout.reshape(groups, -1, f // groups)[:, :length]
+    taps = _tap_weights(w, groups).reshape(groups, len(offsets), -1, f // groups)
+    drows, dtaps = np.zeros_like(rows), np.empty_like(taps)
+    for k, o in enumerate(offsets):
+        drows[:, o:o + length] += dout @ taps[:, k].transpose(0, 2, 1)
+        dtaps[:, k] = rows[:, o:o + length].transpose(0, 2, 1) @ dout
+    dx = drows.reshape((groups,) + grid + (-1,))[:, :, pad:grid[1] - pad, pad:grid[2] - pad]
+    dw = dtaps.transpose(0, 3, 2, 1).reshape(w.shape)
+    return dx.transpose(1, 0, 4, 2, 3).reshape(x.shape), dw, np.sum(g, axis=(0, 2, 3))
 
 
 # --- maxpool2d ----------------------------------------------------------------------------
 
-def _pool_windows(x, size, stride):
-    win = _windows(x, size, size, stride, 0)
-    return win.reshape(win.shape[:-2] + (size * size,))              # ..., OH, OW, size*size
+def _pool_geometry(x, size, stride):
+    return (x.shape[-2] - size) // stride + 1, (x.shape[-1] - size) // stride + 1
 
 
 def _maxpool2d(x, size=2, stride=2):
-    return np.max(_pool_windows(x, size, stride), axis=-1)
+    oh, ow = _pool_geometry(x, size, stride)
+    first, *rest = _window_offsets(size, oh, ow, stride)
+    out = x[first].copy()
+    for window in rest:
+        np.maximum(out, x[window], out=out)
+    return out
 
 
 def _maxpool2d_grad(g, out, x, size=2, stride=2):
-    # each window sends its whole gradient to one element: the first argmax, as torch does
-    win = _pool_windows(x, size, stride)
-    winner = np.arange(size * size) == np.argmax(win, axis=-1)[..., None]
-    dcols = (g[..., None] * winner).reshape(g.shape + (size, size))
-    return _col2im(dcols, x.shape, stride, 0)
+    # each window sends its whole gradient to one element: the first argmax in row-major
+    # order, as torch and jax do; `free` marks the windows whose winner is still unknown
+    oh, ow = _pool_geometry(x, size, stride)
+    dx, free = np.zeros_like(x), np.ones(out.shape, bool)
+    wins, share = np.empty_like(free), np.empty_like(out)       # reused by every tap
+    for window in _window_offsets(size, oh, ow, stride):
+        np.equal(x[window], out, out=wins)
+        wins &= free
+        free ^= wins
+        dx[window] += np.multiply(g, wins, out=share)
+    return dx
 
 
 # --- rnn ----------------------------------------------------------------------------------
 
 def _rnn(x, h0, wx, wh, b):
+    xw = x @ wx + b                                   # the input's share of every step at once
     h, hs = h0, []
     for t in range(x.shape[-2]):
-        h = np.tanh(x[..., t, :] @ wx + h @ wh + b)
+        h = np.tanh(xw[..., t, :] + h @ wh)
         hs.append(h)
     return np.stack(hs, axis=-2)
 
@@ -141,19 +194,20 @@ def _rnn_bptt(g, out, x, h0, wx, wh, b):
         da[:, t] = (g[:, t] + dh) * (1 - out[:, t] ** 2)
         dh = da[:, t] @ wh.T
     prev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)         # h_{t-1} for every t
-    return (da @ wx.T, dh, np.tensordot(x, da, axes=([0, 1], [0, 1])),
-            np.tensordot(prev, da, axes=([0, 1], [0, 1])), np.sum(da, axis=(0, 1)))
+    return (da @ wx.T, dh, _flat(x).T @ _flat(da), _flat(prev).T @ _flat(da),
+            np.sum(da, axis=(0, 1)))
 
 
-def _rnn_pick(i, g, out, *args):
-    return _rnn_bptt(g, out, *args)[i]
+def _flat(a):
+    """N x T x K -> NT x K: a sum over batch and time as one matrix product."""
+    return a.reshape(-1, a.shape[-1])
 
 
 OPS = {
     "softmax": Primitive(_softmax, (_softmax_grad,)),
     "log_softmax": Primitive(_log_softmax, (_log_softmax_grad,)),
     "softmax_cross_entropy": Primitive(_cross_entropy, (_cross_entropy_grad, None)),
-    "conv2d": Primitive(_conv2d, (_conv2d_grad_x, _conv2d_grad_w, _conv2d_grad_b)),
+    "conv2d": Primitive(_conv2d, joint_rules(_conv2d_backward, 3)),
     "maxpool2d": Primitive(_maxpool2d, (_maxpool2d_grad,)),
-    "rnn": Primitive(_rnn, tuple(partial(_rnn_pick, i) for i in range(5))),
+    "rnn": Primitive(_rnn, joint_rules(_rnn_bptt, 5)),
 }

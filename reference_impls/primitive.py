@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import numpy as np
@@ -14,8 +15,39 @@ GradRule = Optional[Callable[..., np.ndarray]]
 
 @dataclass(frozen=True)
 class Primitive:
+    """`grads` holds one rule per argument. A variadic op (concat, stack, einsum) takes any
+    number of operands: its `grads` holds one rule that serves every operand, called with
+    the operand's position first, `rule(i, g, out, *args, **attrs)`."""
     forward: Callable[..., np.ndarray]
     grads: tuple[GradRule, ...]
+    variadic: bool = False
+
+    def rule(self, i: int) -> GradRule:
+        """The gradient rule of argument `i`, as `rule(g, out, *args, **attrs)`."""
+        if self.variadic:
+            return partial(self.grads[0], i)
+        return self.grads[i] if i < len(self.grads) else None
+
+
+@dataclass(frozen=True)
+class JointPart:
+    """The rule for argument `index`, read off a joint backward that computes the gradients
+    of every argument in one pass (backprop through time runs once, not once per input).
+
+    It is an ordinary rule: called alone it runs the whole pass and keeps its part. The
+    backprop executor runs the pass once per node for all the parts it needs, so replacing
+    one entry of `grads` by any other rule changes that argument's gradient and no other.
+    """
+    joint: Callable[..., tuple]          # joint(g, out, *args, **attrs) -> one gradient per arg
+    index: int
+
+    def __call__(self, g, out, *args, **attrs):
+        return self.joint(g, out, *args, **attrs)[self.index]
+
+
+def joint_rules(joint: Callable[..., tuple], arity: int) -> tuple[JointPart, ...]:
+    """One `JointPart` per argument: the `grads` of a primitive with a joint backward."""
+    return tuple(JointPart(joint, i) for i in range(arity))
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

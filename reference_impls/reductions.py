@@ -1,4 +1,8 @@
-"""Reductions and shape ops: each forward beside its gradient rule."""
+"""Reductions and shape ops: each forward beside its gradient rule.
+
+Attributes arrive clean (the graph builder normalises them once): `axis` of a reduction
+is a tuple of non-negative axes, `keepdims` a bool, `axes` and `shape` tuples.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,71 +10,91 @@ import numpy as np
 from .primitive import Primitive
 
 
-def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    return tuple(a % ndim for a in (axis if isinstance(axis, (list, tuple)) else [axis]))
-
-
-def _expand(g, x, axis, keepdims):
+def _expand(g, axis, keepdims):
     """Give a reduced gradient back its reduced axes, so it broadcasts against x."""
-    if not keepdims:
-        g = np.expand_dims(g, _axes(axis, x.ndim))
-    return g
+    return g if keepdims else np.expand_dims(g, axis)
 
 
-def _sum(x, axis=None, keepdims=False):
-    return np.sum(x, axis=_tuple(axis), keepdims=keepdims)
+def _sum(x, axis=(), keepdims=False):
+    return np.sum(x, axis=axis, keepdims=keepdims)
 
 
-def _mean(x, axis=None, keepdims=False):
-    return np.mean(x, axis=_tuple(axis), keepdims=keepdims)
+def _mean(x, axis=(), keepdims=False):
+    return np.mean(x, axis=axis, keepdims=keepdims)
 
 
-def _max(x, axis=None, keepdims=False):
-    return np.max(x, axis=_tuple(axis), keepdims=keepdims)
+def _max(x, axis=(), keepdims=False):
+    return np.max(x, axis=axis, keepdims=keepdims)
 
 
-def _tuple(axis):
-    return tuple(axis) if isinstance(axis, list) else axis
+def _min(x, axis=(), keepdims=False):
+    return np.min(x, axis=axis, keepdims=keepdims)
 
 
-def _sum_grad(g, out, x, axis=None, keepdims=False):
-    return np.broadcast_to(_expand(g, x, axis, keepdims), x.shape).copy()
+def _var(x, axis=(), keepdims=False):
+    return np.var(x, axis=axis, keepdims=keepdims)
 
 
-def _mean_grad(g, out, x, axis=None, keepdims=False):
-    count = np.prod([x.shape[a] for a in _axes(axis, x.ndim)])
-    return _sum_grad(g, out, x, axis, keepdims) / count
+def _logsumexp(x, axis=-1, keepdims=False):
+    # shifted by the max, exp never overflows and the largest term is exactly 1
+    top = np.max(x, axis=axis, keepdims=True)
+    out = top + np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis)
 
 
-def _max_grad(g, out, x, axis=None, keepdims=False):
-    # ties share the gradient evenly, as torch and jax do
-    winners = x == _expand(out, x, axis, keepdims)
-    share = winners / np.sum(winners, axis=_axes(axis, x.ndim), keepdims=True)
-    return share * _expand(g, x, axis, keepdims)
+def _count(x, axis):
+    return np.prod([x.shape[a] for a in axis], dtype=np.int64)
 
 
-def _transpose(x, axes=None):
+def _sum_grad(g, out, x, axis=(), keepdims=False):
+    return np.broadcast_to(_expand(g, axis, keepdims), x.shape).copy()
+
+
+def _mean_grad(g, out, x, axis=(), keepdims=False):
+    return _sum_grad(g, out, x, axis, keepdims) / _count(x, axis)
+
+
+def _extreme_grad(g, out, x, axis=(), keepdims=False):
+    """max and min: ties share the gradient evenly, as torch and jax do."""
+    winners = x == _expand(out, axis, keepdims)
+    share = winners / np.sum(winners, axis=axis, keepdims=True)
+    return share * _expand(g, axis, keepdims)
+
+
+def _var_grad(g, out, x, axis=(), keepdims=False):
+    # var = mean((x - mean)^2); the mean's own gradient term sums to zero
+    centered = x - np.mean(x, axis=axis, keepdims=True)
+    return 2 * centered * _expand(g, axis, keepdims) / _count(x, axis)
+
+
+def _logsumexp_grad(g, out, x, axis=-1, keepdims=False):
+    # d/dx logsumexp(x) = softmax(x) = exp(x - out)
+    return np.exp(x - _expand(out, axis, keepdims)) * _expand(g, axis, keepdims)
+
+
+def _transpose(x, axes=()):
     return np.transpose(x, axes)
 
 
-def _transpose_grad(g, out, x, axes=None):
-    return np.transpose(g, None if axes is None else np.argsort([a % x.ndim for a in axes]))
+def _transpose_grad(g, out, x, axes=()):
+    return np.transpose(g, np.argsort(axes))
 
 
-def _reshape(x, shape=None):
+def _reshape(x, shape=()):
     return np.reshape(x, shape)
 
 
-def _reshape_grad(g, out, x, shape=None):
+def _reshape_grad(g, out, x, shape=()):
     return np.reshape(g, x.shape)
 
 
 OPS = {
     "sum": Primitive(_sum, (_sum_grad,)),
     "mean": Primitive(_mean, (_mean_grad,)),
-    "max": Primitive(_max, (_max_grad,)),
+    "max": Primitive(_max, (_extreme_grad,)),
+    "min": Primitive(_min, (_extreme_grad,)),
+    "var": Primitive(_var, (_var_grad,)),
+    "logsumexp": Primitive(_logsumexp, (_logsumexp_grad,)),
     "transpose": Primitive(_transpose, (_transpose_grad,)),
     "reshape": Primitive(_reshape, (_reshape_grad,)),
 }

@@ -3,6 +3,7 @@ filtering, custom engines; in-process through `gradcheck.cli.main`, and as real 
 (the console script next to this interpreter, and `python -m gradcheck`)."""
 from __future__ import annotations
 
+import io
 import json
 import platform
 import subprocess
@@ -88,7 +89,8 @@ def test_run_passes_and_writes_every_report(catalog, tmp_path, capsys):
 
     summary = (out / "summary.md").read_text()
     assert "colah-e" in summary and "tanh-layer" in summary
-    assert "colah-e" in capsys.readouterr().out
+    printed = capsys.readouterr().out      # compact: counts, no row for a passing run
+    assert "3 PASS" in printed and "colah-e" not in printed
 
 
 def test_one_wrong_expect_number_exits_1_and_blames_expect(catalog, tmp_path):
@@ -109,12 +111,13 @@ def test_one_wrong_expect_number_exits_1_and_blames_expect(catalog, tmp_path):
     assert np.allclose(bad["max_abs_err"], 0.5)
 
 
-def test_run_into_an_existing_folder_replaces_it(catalog, tmp_path):
+def test_run_into_a_folder_it_wrote_replaces_it(catalog, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    assert run_cli("run", catalog, "--out", out, "-k", "colah", "--engines", "numpy,fd") == 0
     (out / "stale.txt").write_text("old")
-    assert run_cli("run", catalog, "--out", out, "-k", "colah") == 0
-    assert not (out / "stale.txt").exists() and (out / "cases.csv").exists()
+    assert run_cli("run", catalog, "--out", out, "-k", "tanh", "--engines", "numpy,fd") == 0
+    assert not (out / "stale.txt").exists()
+    assert list(read_cases(out)["case"].unique()) == ["tanh-layer"]
 
 
 # --- usage errors: exit 2 -------------------------------------------------------------------------
@@ -259,14 +262,28 @@ def test_validate(catalog, capsys):
 
 def test_list_with_filters(catalog, capsys):
     assert run_cli("list", catalog) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert sorted(line.split("\t")[0] for line in lines) == ["colah-e", "tanh-layer"]
-    tanh = next(line for line in lines if line.startswith("tanh-layer")).split("\t")
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["name", "dtypes", "tags", "file"]
+    assert sorted(line.split()[0] for line in lines) == ["colah-e", "tanh-layer"]
+    tanh = next(line for line in lines if line.startswith("tanh-layer")).split()
     assert tanh[1] == "float64,float32" and tanh[2] == "l2-wx"
+    assert tanh[3] == f"{catalog / 'l2-wx' / 'tanh-layer.yaml'}:1"
     assert run_cli("list", catalog, "--tags", "seed") == 0
-    assert capsys.readouterr().out.split("\t")[0] == "colah-e"
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["name", "colah-e"]
     assert run_cli("list", catalog, "-k", "tanh") == 0
-    assert capsys.readouterr().out.split("\t")[0] == "tanh-layer"
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["name", "tanh-layer"]
+
+
+def test_list_formats_for_scripts(catalog, capsys):
+    assert run_cli("list", catalog, "--format", "csv") == 0
+    listed = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
+    assert list(listed.columns) == ["name", "dtypes", "tags", "file", "line", "description"]
+    assert sorted(listed["name"]) == ["colah-e", "tanh-layer"]
+    assert set(listed.loc[listed["name"] == "colah-e", "description"]) == {"e = (a+b)*(b+1)"}
+    assert run_cli("list", catalog, "--format", "json", "-k", "tanh") == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert record["name"] == "tanh-layer" and record["dtypes"] == ["float64", "float32"]
+    assert record["tags"] == ["l2-wx"] and record["line"] == 1
 
 
 def test_schema_is_json_schema_of_the_case_format(capsys):

@@ -14,7 +14,7 @@ import fault_engines
 import gradcheck
 import reference_impls
 from gradcheck import FiniteDifferences, NumpyEngine, RunOptions
-from gradcheck.cli import DEFAULT_TIMEOUT, _parser, main
+from gradcheck.cli import DEFAULT_TIMEOUT, build_parser, main
 from gradcheck.engines import make_engines
 from gradcheck.harness import isolation
 from gradcheck.loading import load_text
@@ -151,7 +151,7 @@ def test_a_case_result_pickles():
 # --- the CLI option -------------------------------------------------------------------------
 
 def test_cli_timeout_option():
-    parse = _parser().parse_args
+    parse = build_parser().parse_args
     assert parse(["run"]).timeout == DEFAULT_TIMEOUT
     assert parse(["run", "--timeout", "2.5"]).timeout == 2.5
     assert parse(["run", "--timeout", "0"]).timeout == 0          # 0: in this process
@@ -183,17 +183,34 @@ def test_a_worker_gives_the_same_rows_as_this_process():
 
 # --- reports are written atomically ---------------------------------------------------------
 
-def test_a_failure_while_writing_reports_leaves_the_previous_report_intact(tmp_path, monkeypatch):
-    from gradcheck import reports
+def test_a_failure_while_writing_data_leaves_the_previous_report_intact(tmp_path, monkeypatch):
+    from gradcheck.harness.result import RunResult
     out = tmp_path / "latest"
     gradcheck.run(cases(QUICK), engines=reference_engines()).write_reports(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(self, folder):
+        raise OSError("disk full while writing cases.csv")
+    monkeypatch.setattr(RunResult, "save_data", broken)
+    second = gradcheck.run(cases(SLOW), engines=reference_engines())
+    with pytest.raises(OSError, match="disk full"):
+        second.write_reports(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]    # no temporary folder left
+
+
+def test_a_failure_while_rendering_keeps_the_new_data_files(tmp_path, monkeypatch):
+    from gradcheck import reports
+    from gradcheck.errors import ReportRenderError
+    out = tmp_path / "latest"
+    gradcheck.run(cases(QUICK), engines=reference_engines()).write_reports(out)
 
     def broken(result):
         raise RuntimeError("disk full while rendering")
     monkeypatch.setattr(reports, "render_html", broken)
     second = gradcheck.run(cases(SLOW), engines=reference_engines())
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(ReportRenderError, match="disk full while rendering.*CSV files and run.json"):
         second.write_reports(out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert set(pd.read_csv(out / "cases.csv")["case"]) == set(second.cases["case"])
+    assert not (out / "report.html").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]    # no temporary folder left

@@ -33,8 +33,16 @@ EXPRESSIONS = [
     "open('{marker}', 'w')",
     "x.__class__.__base__.__subclasses__()",
     "x.real",
-    "x[0]",
-    "x[::-1]",
+    "x[x]",                                   # indices are constants only
+    "x[open('{marker}', 'w')]",
+    "x[0.5]",
+    "x[[0, 1]]",
+    "x['a']",
+    "einsum('i->i', x, open('{marker}', 'w'))",
+    "einsum(open('{marker}', 'w'), x)",
+    "einsum('__import__', x)",
+    "exp('i->i', x)",                         # the einsum string goes to einsum alone
+    "einsum(x, 'i->i')",
     "(lambda: __import__('os').system('touch {marker}'))()",
     "[open('{marker}', 'w') for _ in x]",
     "{{k: 1 for k in x}}",

@@ -1,5 +1,5 @@
 """The neural-network ops on all three tables: softmax, log_softmax, softmax_cross_entropy,
-conv2d, maxpool2d, rnn.
+conv2d (with dilation and groups), maxpool2d, avgpool2d, batchnorm, layernorm, rnn, lstm.
 
 Hand-worked numbers first (numpy forward and every gradient rule), then the numpy backprop
 of a one-op graph against torch autograd on seeded float64 inputs, then the jax table
@@ -113,6 +113,19 @@ def _rnn(seed, n, t, d, h):
                          "wh": _normal(seed + 3, h, h, scale=0.5), "b": _normal(seed + 4, h)})
 
 
+def _lstm(seed, n, t, d, h):
+    return _case("lstm", {"x": _normal(seed, n, t, d), "h0": _normal(seed + 1, n, h),
+                          "c0": _normal(seed + 2, n, h),
+                          "wx": _normal(seed + 3, d, 4 * h, scale=0.5),
+                          "wh": _normal(seed + 4, h, 4 * h, scale=0.5),
+                          "b": _normal(seed + 5, 4 * h)})
+
+
+def _norm(op, seed, x_shape, features, **attrs):
+    return _case(op, {"x": _normal(seed, *x_shape, scale=2), "gamma": _normal(seed + 1, features),
+                      "beta": _normal(seed + 2, features)}, **attrs)
+
+
 CASES = {
     "softmax-rows": _case("softmax", {"x": _normal(0, 3, 5, scale=3)}),
     "softmax-axis1": _case("softmax", {"x": _normal(1, 4, 3, 2)}, axis=1),
@@ -132,6 +145,18 @@ CASES = {
     "maxpool-odd": _case("maxpool2d", {"x": _normal(62, 1, 2, 5, 7)}, size=2, stride=2),
     "rnn-T1": _rnn(70, 3, 1, 4, 5),
     "rnn-T5": _rnn(80, 3, 5, 4, 5),
+    "conv-dilated": _conv(90, (2, 3, 9, 8), (4, 3, 3, 2), stride=1, pad=2, dilation=2),
+    "conv-groups": _conv(95, (2, 4, 7, 6), (6, 2, 3, 3), stride=2, pad=1, groups=2),
+    "conv-depthwise": _conv(100, (3, 3, 6, 5), (3, 1, 2, 3), stride=1, pad=1, dilation=2,
+                            groups=3),
+    "avgpool-2-2": _case("avgpool2d", {"x": _normal(105, 2, 3, 6, 8)}, size=2, stride=2),
+    "avgpool-3-2": _case("avgpool2d", {"x": _normal(106, 2, 3, 7, 9)}, size=3, stride=2),
+    "batchnorm-2d": _norm("batchnorm", 110, (6, 4), 4),
+    "batchnorm-spatial": _norm("batchnorm", 115, (2, 3, 4, 5), 3, eps=1e-3),
+    "layernorm-2d": _norm("layernorm", 120, (4, 7), 7),
+    "layernorm-3d": _norm("layernorm", 125, (2, 3, 5), 5, eps=1e-3),
+    "lstm-T1": _lstm(130, 3, 1, 4, 2),
+    "lstm-T5": _lstm(140, 2, 5, 3, 4),
 }
 
 
@@ -268,7 +293,67 @@ def test_rnn_single_step_is_one_tanh_layer():
     op, inputs, attrs, wrt = CASES["rnn-T1"]
     x, h0, wx, wh, b = inputs.values()
     want = np.tanh(x[:, 0] @ wx + h0 @ wh + b)
-    np.testing.assert_allclose(NP["rnn"].forward(x, h0, wx, wh, b)[:, 0], want, rtol=1e-15)
+    # the forward adds the three terms in another order: equal up to rounding
+    np.testing.assert_allclose(NP["rnn"].forward(x, h0, wx, wh, b)[:, 0], want, rtol=1e-14)
+
+
+def test_avgpool2d_hand():
+    np.testing.assert_allclose(NP["avgpool2d"].forward(POOL_X)[0, 0], [[13 / 4, 11 / 4],
+                                                                      [12 / 4, 21 / 4]])
+    # overlapping 3 x 3 windows, stride 1: each pixel gets 1/9 per window covering it
+    dx = rule("avgpool2d", 0, np.ones((1, 1, 2, 2)), POOL_X, size=3, stride=1)
+    np.testing.assert_allclose(dx[0, 0] * 9, np.outer([1, 2, 2, 1], [1, 2, 2, 1]))
+
+
+def test_batchnorm_hand_and_invariances():
+    x, gamma, beta = np.array([[1.0], [3.0]]), np.array([2.0]), np.array([0.5])
+    # mean 2, biased variance 1, eps 3: 1 / sqrt(1 + 3) = 0.5
+    np.testing.assert_allclose(NP["batchnorm"].forward(x, gamma, beta, eps=3.0), [[-0.5], [1.5]])
+    g = np.array([[1.0], [3.0]])
+    np.testing.assert_allclose(rule("batchnorm", 0, g, x, gamma, beta, eps=3.0), [[-0.75], [0.75]])
+    np.testing.assert_allclose(rule("batchnorm", 1, g, x, gamma, beta, eps=3.0), [1.0])
+    np.testing.assert_allclose(rule("batchnorm", 2, g, x, gamma, beta, eps=3.0), [4.0])
+    # shifting a channel or scaling it (eps aside) changes nothing: dx sums to zero per
+    # channel and is orthogonal to the channel's values
+    op, inputs, attrs, _ = CASES["batchnorm-spatial"]
+    x = inputs["x"]
+    dx = rule(op, 0, _normal(7, *x.shape), *inputs.values(), **attrs)
+    np.testing.assert_allclose(dx.sum(axis=(0, 2, 3)), 0, atol=1e-12)
+
+
+def test_layernorm_normalises_each_row():
+    op, inputs, attrs, _ = CASES["layernorm-3d"]
+    ones, zeros = np.ones(5), np.zeros(5)
+    out = NP["layernorm"].forward(inputs["x"], ones, zeros, eps=0.0 + 1e-12)
+    np.testing.assert_allclose(out.mean(axis=-1), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=-1), 1, rtol=1e-9)
+    dx = rule(op, 0, _normal(8, 2, 3, 5), *inputs.values(), **attrs)
+    np.testing.assert_allclose(dx.sum(axis=-1), 0, atol=1e-12)
+
+
+def test_lstm_hand_one_step():
+    zeros4 = np.zeros((1, 4))
+    args = (np.ones((1, 1, 1)), np.zeros((1, 1)), np.array([[1.0]]), zeros4, zeros4, np.zeros(4))
+    # every pre-activation 0: i = f = o = 1/2, g = 0, c = c0 / 2, h = tanh(c) / 2
+    assert NP["lstm"].forward(*args).item() == pytest.approx(0.5 * math.tanh(0.5), rel=1e-15)
+    grads = [rule("lstm", k, [[[1.0]]], *args) for k in range(6)]
+    dc = 0.5 * (1 - math.tanh(0.5) ** 2)
+    # da = (di, df, do, dg) = (dc g i', dc c0 f', tanh(c) o', dc i g') with s' = 1/4, tanh' = 1
+    da = [0.0, dc * 0.25, math.tanh(0.5) * 0.25, dc * 0.5]
+    np.testing.assert_allclose(grads[3], [da], rtol=1e-14)            # dwx = x da
+    np.testing.assert_allclose(grads[5], da, rtol=1e-14)              # db
+    assert grads[2].item() == pytest.approx(dc * 0.5, rel=1e-14)      # dc0 = dc f
+
+
+def test_lstm_single_step_matches_the_cell_formula():
+    op, inputs, attrs, wrt = CASES["lstm-T1"]
+    x, h0, c0, wx, wh, b = inputs.values()
+    a = x[:, 0] @ wx + h0 @ wh + b
+    i, f, o, g = np.split(a, 4, axis=1)
+    sig = lambda v: 1 / (1 + np.exp(-v))                              # noqa: E731
+    c = sig(f) * c0 + sig(i) * np.tanh(g)
+    np.testing.assert_allclose(NP["lstm"].forward(*inputs.values())[:, 0],
+                               sig(o) * np.tanh(c), rtol=1e-14)
 
 
 # --- numpy backprop vs torch autograd, jax vs torch ---------------------------------------
@@ -349,8 +434,8 @@ def _scaled(good):
     return lambda *args, **attrs: 1.1 * good(*args, **attrs)
 
 
-def _flipped_kernel(g, out, x, w, b, stride=1, pad=0):      # convolution, not correlation
-    return NP["conv2d"].grads[1](g, out, x, w, b, stride, pad)[..., ::-1, ::-1]
+def _flipped_kernel(g, out, x, w, b, **attrs):              # convolution, not correlation
+    return NP["conv2d"].grads[1](g, out, x, w, b, **attrs)[..., ::-1, ::-1]
 
 
 def _softmax_no_centering(g, out, x, axis=-1):              # forgot the -p.g term
@@ -375,12 +460,33 @@ def _rnn_truncated(g, out, x, h0, wx, wh, b):               # dh not carried bac
     return da @ wx.T
 
 
+def _batchnorm_no_mean_path(g, out, x, gamma, beta, eps=1e-5):   # forgot x's path via mu
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    dxhat = g * gamma
+    return (dxhat - xhat * np.mean(dxhat * xhat, axis=axes, keepdims=True)) / np.sqrt(
+        x.var(axis=axes, keepdims=True) + eps)
+
+
+def _lstm_torch_gate_order(dout, out, x, h0, c0, wx, wh, b):    # i, f, g, o blocks swapped
+    dwx = NP["lstm"].grads[3](dout, out, x, h0, c0, wx, wh, b)
+    i, f, o, g = np.split(dwx, 4, axis=1)
+    return np.concatenate([i, f, g, o], axis=1)
+
+
 # (case, argument index, broken rule); every differentiable argument gets a scaled rule
 MUTANTS = [(name, i, "scaled", None) for name, i in [
     ("softmax-rows", 0), ("log_softmax-rows", 0), ("cross_entropy", 0),
     ("conv-s2-p1", 0), ("conv-s2-p1", 1), ("conv-s2-p1", 2), ("maxpool-3-2", 0),
     ("rnn-T5", 0), ("rnn-T5", 1), ("rnn-T5", 2), ("rnn-T5", 3), ("rnn-T5", 4),
+    ("conv-groups", 0), ("conv-groups", 1), ("conv-dilated", 1), ("avgpool-3-2", 0),
+    ("batchnorm-spatial", 0), ("batchnorm-spatial", 1), ("batchnorm-spatial", 2),
+    ("layernorm-3d", 0), ("layernorm-3d", 1), ("layernorm-3d", 2),
+    ("lstm-T5", 0), ("lstm-T5", 1), ("lstm-T5", 2), ("lstm-T5", 3), ("lstm-T5", 4),
+    ("lstm-T5", 5),
 ]] + [
+    ("batchnorm-2d", 0, "no path through the mean", _batchnorm_no_mean_path),
+    ("lstm-T5", 3, "torch gate order", _lstm_torch_gate_order),
     ("conv-s1-p1", 1, "flipped kernel", _flipped_kernel),
     ("softmax-axis1", 0, "no centering", _softmax_no_centering),
     ("maxpool-2-2", 0, "spread over window", _pool_spread),

@@ -115,6 +115,76 @@ def test_other_yaml_files_are_not_collected(pytester):
     assert "ci.yaml" not in result.stdout.str()
 
 
+UNRELATED_TEST = """\
+import yaml
+
+def test_users_fixture():
+    assert yaml.safe_load(open("tests/cases/get_users.yaml"))["request"]["path"] == "/users"
+"""
+
+
+def test_an_unrelated_project_with_a_cases_folder_collects_as_before(pytester):
+    """An API project keeps request fixtures in tests/cases/*.yaml: not gradcheck cases."""
+    write_case(pytester.path / "tests" / "cases", "get_users.yaml",
+               "name: get users\nrequest: {method: GET, path: /users}\nexpect: {status: 200}\n")
+    write_case(pytester.path / "tests", "test_users_endpoint.py", UNRELATED_TEST)
+    for args in ([], ["tests"], ["--strict-markers"]):
+        result = pytester.runpytest("-q", *args)
+        result.assert_outcomes(passed=1)
+        assert result.ret == 0 and "get_users" not in result.stdout.str(), args
+    result = pytester.runpytest("-q", "tests/cases")
+    assert result.ret == 5 and "error" not in result.stdout.str().lower()    # nothing, no error
+
+
+def test_a_folder_named_on_the_command_line_is_collected(pytester):
+    write_case(pytester.path / "mycases", "colah.yaml", COLAH_E)
+    write_case(pytester.path / "mycases" / "l2", "tanh.yaml", TANH_LAYER)
+    result = pytester.runpytest("-v", "mycases", *ENGINES)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines_random(["*mycases/colah.yaml::colah-e[[]float64[]] PASSED*",
+                                        "*mycases/l2/tanh.yaml::tanh-layer[[]float32[]] PASSED*"])
+    assert pytester.runpytest("-q", *ENGINES).ret == 5         # not named, not listed: none
+
+
+def test_the_ini_option_lists_the_case_folders(pytester):
+    write_case(pytester.path / "checks" / "grads", "colah.yaml", COLAH_E)
+    make_catalog(pytester)
+    pytester.makeini("[pytest]\ngradcheck_paths = checks\n")
+    result = pytester.runpytest("-v", *ENGINES)
+    result.assert_outcomes(passed=1)              # checks/ only: cases/ is no longer listed
+    result.stdout.fnmatch_lines(["*checks/grads/colah.yaml::colah-e[[]float64[]] PASSED*"])
+
+
+def test_tags_are_markers_accepted_by_strict_markers(pytester):
+    make_catalog(pytester)
+    result = pytester.runpytest("-v", "-m", "l2-wx", "--strict-markers", *ENGINES)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines_random(["*tanh-layer[[]float64[]] PASSED*",
+                                        "*tanh-layer[[]float32[]] PASSED*"])
+    result = pytester.runpytest("-q", "-m", "seed and not l2-wx", "--strict-markers", *ENGINES)
+    result.assert_outcomes(passed=1)
+
+
+def test_engines_are_made_once_and_kept_in_the_config_stash(pytester):
+    make_catalog(pytester)
+    pytester.makeconftest("""
+        from gradcheck.plugin import ENGINES_KEY, _engines
+        seen = []
+
+        def pytest_runtest_teardown(item):
+            seen.append(id(_engines(item.config)))
+
+        def pytest_sessionfinish(session):
+            assert len(seen) == 3 and len(set(seen)) == 1
+            assert [e.name for e in session.config.stash[ENGINES_KEY]] == ["numpy", "fd"]
+            assert not hasattr(session.config, "_gradcheck_engines")
+            print("stash checked")
+    """)
+    result = pytester.runpytest("-q", "-s", "--gradcheck-engines", "numpy,fd")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*stash checked*"])
+
+
 def test_invalid_yaml_is_a_collection_error_naming_the_file(pytester):
     root = make_catalog(pytester)
     write_case(root / "scalar", "broken.yaml", "name: broken\ninputs:\n  x: [1.0, 2.0\nexpr: x\n")

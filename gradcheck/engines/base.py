@@ -30,7 +30,8 @@ class Engine(Protocol):
 class Settings:
     """What one case asks of the engines, in one dtype."""
     dtype: str
-    fd_max_elements: int | None = None   # a numerical oracle's per-input sample size
+    fd_max_elements: int | None = None   # a numerical oracle's per-input full-coverage limit
+    fd_coverage: str | None = None       # "auto", "full" or "directional"
 
 
 @dataclass
@@ -42,10 +43,23 @@ class EngineOutput:
     grad_err: dict[str, np.ndarray] = field(default_factory=dict)   # error estimate
     checked: dict[str, np.ndarray] = field(default_factory=dict)    # elements computed
     kinks: dict[str, np.ndarray] = field(default_factory=dict)      # non-differentiable points
+    kink_distance: dict[str, np.ndarray] = field(default_factory=dict)  # how far, where flagged
+    coverage: dict[str, str] = field(default_factory=dict)          # "full" or "directional"
+    directions: dict[str, "Directions"] = field(default_factory=dict)   # directional checks
 
     @property
     def numerical(self) -> bool:
         return bool(self.grad_err)
+
+
+@dataclass
+class Directions:
+    """Directional checks of one input: k seeded directions and the estimate of the
+    directional derivative <grad, v> along each, which any engine's gradient must match."""
+    vectors: np.ndarray         # (k, *input shape)
+    slopes: np.ndarray          # (k,)
+    err: np.ndarray             # (k,) estimated absolute error of each slope
+    kinks: np.ndarray           # (k,) bool: a kink along that direction
 
 
 def call_vjp(engine, graph, inputs, wrt, cotangent, settings: Settings) -> EngineOutput:

@@ -5,28 +5,73 @@ import torch
 import torch.nn.functional as F
 
 
-def _dims(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    return tuple(axis) if isinstance(axis, (list, tuple)) else (axis,)
-
+# Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
+# as bools, a reshape's -1 resolved.
 
 def _reduction(fn):
-    # bool(): torch refuses keepdim=1, which the expression language may hand over
-    return lambda x, axis=None, keepdims=False: fn(x, dim=_dims(axis, x.ndim),
-                                                   keepdim=bool(keepdims))
+    def reduce(x, axis=(), keepdims=False):
+        return fn(x, dim=axis, keepdim=keepdims)
+    return reduce
 
 
-def _transpose(x, axes=None):
-    return x.permute(*(reversed(range(x.ndim)) if axes is None else axes))
+def _var(x, axis=(), keepdims=False):
+    return torch.var(x, dim=axis, correction=0, keepdim=keepdims)
 
 
-def _conv2d(x, w, b, stride=1, pad=0):
-    return F.conv2d(x, w, b, stride=int(stride), padding=int(pad))
+def _transpose(x, axes=()):
+    return x.permute(*axes)
+
+
+def _index(x, key=()):
+    """torch slices only forwards: a backward slice is read forwards, then flipped."""
+    forward, flips, axis = [], [], 0
+    for k in key:
+        if isinstance(k, slice) and k.step < 0:
+            picked = range(k.start, -1 if k.stop is None else k.stop, k.step)
+            k = slice(picked[-1], picked[0] + 1, -k.step) if picked else slice(0, 0)
+            flips.append(axis)
+        forward.append(k)
+        axis += not isinstance(k, int)
+    out = x[tuple(forward)]
+    return out.flip(flips) if flips else out
+
+
+def _expand_dims(x, axis=()):
+    for a in axis:                      # ascending, so each lands where it is named
+        x = x.unsqueeze(a)
+    return x
+
+
+def _take(x, indices, axis=0):
+    picked = torch.index_select(x, axis, indices.reshape(-1))
+    return picked.reshape(x.shape[:axis] + indices.shape + x.shape[axis + 1:])
+
+
+def _einsum(*operands, subscripts):
+    return torch.einsum(subscripts, *operands)
+
+
+# --- layers (attributes arrive cleaned: plain Python ints and floats) ----------------------
+
+def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    return F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dilation, groups=groups)
 
 
 def _maxpool2d(x, size=2, stride=2):
-    return F.max_pool2d(x, int(size), int(stride))
+    return F.max_pool2d(x, size, stride)
+
+
+def _avgpool2d(x, size=2, stride=2):
+    return F.avg_pool2d(x, size, stride)
+
+
+def _batchnorm(x, gamma, beta, eps=1e-5):
+    # no running statistics: training mode normalises with the batch's own biased variance
+    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+def _layernorm(x, gamma, beta, eps=1e-5):
+    return F.layer_norm(x, x.shape[-1:], gamma, beta, eps=eps)
 
 
 def _rnn(x, h0, wx, wh, b):
@@ -36,6 +81,31 @@ def _rnn(x, h0, wx, wh, b):
         h = torch.tanh(x[:, t] @ wx + h @ wh + b)
         hs.append(h)
     return torch.stack(hs, dim=1)
+
+
+def _torch_gate_order(a):
+    """Gate blocks along the last axis from the registry's i, f, o, g to torch's i, f, g, o."""
+    i, f, o, g = a.chunk(4, dim=-1)
+    return torch.cat([i, f, g, o], dim=-1)
+
+
+def _lstm(x, h0, c0, wx, wh, b):
+    # torch's own multi-step LSTM (one layer, batch first), weights as it stores them
+    params = [_torch_gate_order(wx).T, _torch_gate_order(wh).T, _torch_gate_order(b),
+              torch.zeros_like(b)]
+    out, _, _ = torch.lstm(x, (h0[None], c0[None]), params, True, 1, 0.0, True, False, True)
+    return out
+
+
+LAYER_OPS = {
+    "conv2d": _conv2d,
+    "maxpool2d": _maxpool2d,
+    "avgpool2d": _avgpool2d,
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "rnn": _rnn,
+    "lstm": _lstm,
+}
 
 
 OPS = {
@@ -54,15 +124,34 @@ OPS = {
     "sigmoid": torch.sigmoid,
     "relu": F.relu,
     "abs": torch.abs,
+    "sqrt": torch.sqrt,
+    "square": torch.square,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "log1p": torch.log1p,
+    "softplus": F.softplus,
+    "gelu": F.gelu,
+    "leaky_relu": lambda x, slope=0.01: F.leaky_relu(x, negative_slope=slope),
+    "elu": lambda x, alpha=1.0: F.elu(x, alpha=alpha),
+    "clip": lambda x, low=None, high=None: torch.clamp(x, min=low, max=high),
+    "einsum": _einsum,
     "sum": _reduction(torch.sum),
     "mean": _reduction(torch.mean),
     "max": _reduction(torch.amax),
+    "min": _reduction(torch.amin),
+    "var": _var,
+    "logsumexp": lambda x, axis=-1, keepdims=False: torch.logsumexp(x, dim=axis, keepdim=keepdims),
     "transpose": _transpose,
-    "reshape": lambda x, shape=None: torch.reshape(x, tuple(shape)),
+    "reshape": lambda x, shape=(): torch.reshape(x, shape),
+    "index": _index,
+    "concat": lambda *xs, axis=0: torch.cat(xs, dim=axis),
+    "stack": lambda *xs, axis=0: torch.stack(xs, dim=axis),
+    "expand_dims": _expand_dims,
+    "squeeze": lambda x, axis=(): torch.squeeze(x, dim=axis),
+    "take": _take,
+    "take_along_axis": lambda x, indices, axis=0: torch.take_along_dim(x, indices, dim=axis),
     "softmax": lambda x, axis=-1: F.softmax(x, dim=axis),
     "log_softmax": lambda x, axis=-1: F.log_softmax(x, dim=axis),
     "softmax_cross_entropy": lambda scores, labels: F.cross_entropy(scores, labels.long()),
-    "conv2d": _conv2d,
-    "maxpool2d": _maxpool2d,
-    "rnn": _rnn,
+    **LAYER_OPS,
 }

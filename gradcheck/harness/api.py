@@ -10,22 +10,26 @@ from typing import Callable, Iterable
 from ..engines import make_engines
 from .result import RunResult
 from .isolation import case_runner
-from .runner import RunOptions
+from .runner import CaseResult, RunOptions
 
 SEED = 0   # random inputs and cotangents are seeded per case; this names the scheme's version
 
 
 def run(cases, engines=None, dtypes: Iterable[str] | None = None,
         options: RunOptions | None = None,
-        progress: Callable[[str], None] | None = None) -> RunResult:
+        progress: Callable[[str], None] | None = None,
+        on_result: Callable[[CaseResult], None] | None = None) -> RunResult:
     """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all
-    four built-in ones) and return the tables."""
+    four built-in ones) and return the tables. `progress` hears each run's label as it
+    ends, `on_result` its `CaseResult` (a progress bar that counts failures)."""
     engines = make_engines() if engines is None else list(engines)
     results = []
     with case_runner(options) as run_one:     # in this process, or in a worker with a time limit
         for case in cases:
             for dtype in (list(dtypes) if dtypes else case.dtypes):
                 results.append(run_one(case, dtype, engines, options))
+                if on_result:
+                    on_result(results[-1])
                 if progress:
                     progress(f"{case.name} [{dtype}]")
     return RunResult.from_case_results(results, run_metadata(engines),

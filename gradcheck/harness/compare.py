@@ -8,7 +8,7 @@ large sums do not fail on rounding alone; the rows report the absolute value use
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
@@ -95,6 +95,42 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
                      _at(rounding, worst), _at(bound, worst), int(mask.sum()),
                      int(kinks.sum()), message,
                      abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
+
+
+@dataclass
+class DirectionalJudgement:
+    tol_ratio: float        # the worst |<g, v> - J v| / bound over the directions
+    failing: int            # directions out of tolerance
+    count: int              # directions compared (those without a kink along them)
+
+
+def judge_directions(g, directions, tol: Tolerance) -> DirectionalJudgement:
+    """A gradient g against a numerical estimate's directional derivatives J v (`Directions`).
+    The bound is the element-wise tolerance carried through the dot product, so that a g
+    within tolerance at every element cannot fail here: atol * sum|v| + rtol * sum|g v|,
+    plus twice the estimate's own error."""
+    g = np.asarray(g, dtype=np.float64)
+    v = np.asarray(directions.vectors, dtype=np.float64)
+    smooth = ~np.asarray(directions.kinks, bool)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.abs(np.tensordot(v, g, axes=g.ndim) - directions.slopes)
+        atol = tol.atol * float(np.max(np.abs(g), initial=0)) * np.abs(v).reshape(len(v), -1).sum(1)
+        bound = (atol + tol.rtol * np.tensordot(np.abs(v), np.abs(g), axes=g.ndim)
+                 + FD_ERR_FACTOR * directions.err)
+        ratio = np.where(diff == 0, 0.0, np.nan_to_num(diff / bound, nan=np.inf))
+    ratio = np.where(smooth, ratio, 0.0)
+    return DirectionalJudgement(float(np.max(ratio, initial=0)), int(np.sum(ratio > 1)),
+                                int(smooth.sum()))
+
+
+def with_directions(j: Judgement, d: DirectionalJudgement) -> Judgement:
+    """A judgement of sampled elements, completed by the directional checks."""
+    if not d.failing:
+        return replace(j, tol_ratio=max(j.tol_ratio, d.tol_ratio))
+    failed = f"{d.failing} of {d.count} direction(s) out of tolerance"
+    if j.verdict in (Verdict.PASS, Verdict.NONDIFF):
+        return replace(j, verdict=Verdict.FAIL, message=failed, tol_ratio=d.tol_ratio)
+    return replace(j, message=f"{j.message}; {failed}", tol_ratio=max(j.tol_ratio, d.tol_ratio))
 
 
 def _errors(a, b, tol: Tolerance, err, mask, rounding):

@@ -77,7 +77,8 @@ class CaseWorker:
             conn, child = context.Pipe()
             process = context.Process(target=serve, args=(child,), daemon=True,
                                       name="gradcheck-worker")
-            process.start()
+            with _sigint_ignored():      # inherited: the worker starts deaf to Ctrl-C
+                process.start()
             child.close()
             self.process, self.conn = process, conn
             self._handshake()
@@ -126,6 +127,22 @@ class CaseWorker:
     def _exit_code(self):
         self.process.join(timeout=5)
         return self.process.exitcode
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ctrl-C reaches the whole process group; the parent handles it and kills the worker.
+    A worker still importing its modules would print a traceback of its own, so it is
+    started with SIGINT ignored (a disposition that survives exec, unlike a handler)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:           # not the main thread: signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def serve(conn) -> None:

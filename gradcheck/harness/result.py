@@ -23,6 +23,7 @@ from .verdict import FAILING, Verdict
 TABLES = {"cases": ("cases.csv", CaseRow), "comparisons": ("comparisons.csv", ComparisonRow),
           "engines": ("engines.csv", EngineRow), "taylor": ("taylor.csv", TaylorRow)}
 CSV_FILES = {attr: filename for attr, (filename, _) in TABLES.items()}
+UNCHECKED = (Verdict.SKIP,)     # not a failure, but not a check either: green needs allow_skips
 
 
 @dataclass
@@ -54,7 +55,12 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.cases["verdict"].isin(FAILING).any()
+        """Every case run was checked (compared by two sources or more) and agreed."""
+        return self.passed()
+
+    def passed(self, allow_skips: bool = False) -> bool:
+        bad = FAILING if allow_skips else FAILING + UNCHECKED
+        return not self.cases["verdict"].isin(bad).any()
 
     @property
     def exit_code(self) -> int:
@@ -95,10 +101,11 @@ class RunResult:
         (folder / "run.json").write_text(json.dumps(
             {**self.metadata, "counts": self.counts(), "details": self.details},
             indent=2, sort_keys=True, default=str), encoding="utf-8", errors="backslashreplace")
-        np.savez_compressed(folder / "errors.npz",
-                            **{"|".join(map(str, k)): v for k, v in self.errors.items()})
-        np.savez_compressed(folder / "taylor.npz",
-                            **{"|".join(map(str, k)): v for k, v in self.curves.items()})
+        # a zip member's name must encode: a lone surrogate is escaped, as in the CSV files
+        for filename, arrays in (("errors.npz", self.errors), ("taylor.npz", self.curves)):
+            np.savez_compressed(folder / filename, **{
+                "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
+                for k, v in arrays.items()})
 
 
 def read_run(folder: str | Path) -> RunResult:

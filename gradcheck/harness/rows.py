@@ -56,6 +56,9 @@ class ComparisonRow:
     elements: int
     kinks: int
     message: str
+    coverage: str = "full"      # how the numerical side covered the input: full, directional
+    directions: int = 0         # directional checks compared (0 unless directional)
+    kink_distance: float = float("nan")   # the farthest flagged kink from its element
 
 
 @dataclass

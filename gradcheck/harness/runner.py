@@ -14,7 +14,8 @@ import numpy as np
 
 from ..engines import EngineOutput, EngineSkip, Settings, call_vjp
 from . import taylor
-from .compare import EXPECT, VALUE, blame, disagrees, judge, tolerance_for
+from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
+                      with_directions)
 from .rounding import RoundingBound
 from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
 from .verdict import Verdict
@@ -25,6 +26,7 @@ OK = "ok"                   # engines.csv status of an engine that gave results
 @dataclass
 class RunOptions:
     fd_max_elements: int | None = None   # None: the fd engine's own default
+    fd_coverage: str | None = None       # auto, full or directional; None: the engine's own
     timeout: float | None = None         # seconds per case and dtype, in a worker process;
                                          # None or 0: run in this process, with no time limit
     taylor: bool = True                  # the Taylor-remainder test of each engine
@@ -46,7 +48,8 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     which engine to blame when the time limit passes)."""
     options = options or RunOptions()
     start = time.perf_counter()
-    settings = Settings(dtype, case.fd_max_elements or options.fd_max_elements)
+    settings = Settings(dtype, case.fd_max_elements or options.fd_max_elements,
+                        case.fd_coverage or options.fd_coverage)
     arrays = case.arrays(dtype)
     outputs, engine_rows = {}, []
     for engine in engines:
@@ -130,8 +133,10 @@ def _jacobian(engine, case, arrays, settings: Settings) -> EngineOutput:
         cotangent[i] = 1
         rows.append(call_vjp(engine, case.graph, arrays, case.wrt, cotangent.reshape(shape),
                              settings))
-    parts = [_stacked(rows, part) for part in ("grads", "grad_err", "checked", "kinks")]
-    return EngineOutput(rows[0].value, *parts)
+    parts = [_stacked(rows, part)
+             for part in ("grads", "grad_err", "checked", "kinks", "kink_distance")]
+    # one row's directional checks do not apply to the stacked rows: elements only
+    return EngineOutput(rows[0].value, *parts, coverage=rows[0].coverage)
 
 
 def _stacked(rows: list[EngineOutput], part: str) -> dict:
@@ -171,7 +176,11 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
             tol = tolerance_for(dtype, estimate is not None, case.tolerance, bounds is not None)
             j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks,
                       round_err=_pair_rounding(bounds, (outputs[a], outputs[b]), param))
-            rows.append(_row(case.name, dtype, param, a, b, j, pair[0]))
+            # directions are judged as fd judges them: the fixed tables, no rounding bound
+            j = _directional(j, estimate, (outputs[a], outputs[b]), param,
+                             tolerance_for(dtype, estimate is not None, case.tolerance))
+            rows.append(_row(case.name, dtype, param, a, b, j, pair[0],
+                             _coverage(estimate, param)))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
     return rows, errors
@@ -210,11 +219,32 @@ def _estimate_extras(estimate: EngineOutput | None, param: str) -> dict:
     return {"fd_err": estimate.grad_err.get(param), "checked": estimate.checked.get(param)}
 
 
-def _row(case: str, dtype: str, param: str, a: str, b: str, j, array) -> ComparisonRow:
+def _directional(j, estimate: EngineOutput | None, pair, param: str, tol):
+    """Where the estimate covered `param` by directions, the other side's <g, v> must match."""
+    found = estimate.directions.get(param) if estimate is not None else None
+    other = next((o for o in pair if o is not estimate), None)
+    if found is None or other is None or other.numerical:
+        return j
+    return with_directions(j, judge_directions(other.grads[param], found, tol))
+
+
+def _coverage(estimate: EngineOutput | None, param: str) -> tuple[str, int, float]:
+    """How the estimate covered `param`, its number of directions, the farthest kink."""
+    if estimate is None:
+        return "full", 0, float("nan")
+    found, distance = estimate.directions.get(param), estimate.kink_distance.get(param)
+    flagged = np.asarray(estimate.kinks.get(param, False)) & estimate.checked.get(param, True)
+    farthest = np.max(distance[flagged]) if distance is not None and flagged.any() else np.nan
+    return (estimate.coverage.get(param, "full"), 0 if found is None else len(found.slopes),
+            float(farthest))
+
+
+def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -> ComparisonRow:
+    coverage, directions, kink_distance = covered
     return ComparisonRow(case, dtype, param, a, b, j.verdict, j.max_abs_err, j.max_rel_err,
                          j.tol_ratio, j.worst_index, j.atol, j.rtol, j.value_a, j.value_b,
                          j.fd_err, j.round_err, j.bound, j.checked, int(np.size(array)),
-                         j.kinks, j.message)
+                         j.kinks, j.message, coverage, directions, kink_distance)
 
 
 def _summarize(case, dtype, engine_rows, rows, outputs, checks=()) -> CaseRow:

@@ -1,8 +1,10 @@
 """The expression language of cases: parsed into a small tree, never evaluated.
 
 Python's own parser reads the text (`ast.parse` only builds a tree; nothing runs), then a
-whitelist walk turns the few node types we accept into `Ref`, `Num` and `Call`. Anything
-else -- attribute access, subscripts, lambdas, comprehensions, strings, comparisons --
+whitelist walk turns the few node types we accept into `Ref`, `Num` and `Call`: constant
+basic indexing `x[0, 1:3, ..., None]` becomes the `index` op, and einsum's subscripts
+string, the only string admitted, becomes its `subscripts` attribute. Anything else --
+attribute access, other strings, computed indices, lambdas, comprehensions, comparisons --
 is refused with the column where it starts. Limits on length and depth come first, so
 hostile text cannot exhaust the parser or our recursion.
 """
@@ -18,6 +20,8 @@ from .ops import BINARY_OPERATORS, UNARY_OPERATORS
 
 MAX_LENGTH = 2000
 MAX_DEPTH = 64
+MAX_SUBSCRIPTS = 100
+SUBSCRIPT_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ,-> ")
 
 
 class ExprError(ValueError):
@@ -157,7 +161,48 @@ def _lower_call(node: ast.Call) -> Call:
             raise ExprError(f"keyword argument {kw.arg!r} is repeated", _col(kw.value))
         seen.add(kw.arg)
     kwargs = tuple((kw.arg, _constant(kw.value)) for kw in node.keywords)
-    return Call(node.func.id, tuple(_lower(a) for a in node.args), kwargs, _col(node))
+    args = node.args
+    if node.func.id == "einsum" and args and _is_string(args[0]):
+        kwargs += (("subscripts", _subscripts(args[0])),)
+        args = args[1:]
+    return Call(node.func.id, tuple(_lower(a) for a in args), kwargs, _col(node))
+
+
+def _is_string(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _subscripts(node: ast.Constant) -> str:
+    """einsum's subscripts, the one string the language admits: letters, commas, '->'."""
+    if len(node.value) > MAX_SUBSCRIPTS or not set(node.value) <= SUBSCRIPT_CHARS:
+        raise ExprError(f"einsum subscripts take letters, commas, spaces and '->' "
+                        f"(at most {MAX_SUBSCRIPTS} characters), got {_short(node.value)}",
+                        _col(node))
+    return node.value
+
+
+def _lower_subscript(node: ast.Subscript) -> Call:
+    """x[i, 1:3, ..., None]: constant basic indexing, as the `index` op."""
+    entries = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    key = tuple(_index_entry(e) for e in entries)
+    return Call("index", (_lower(node.value),), (("key", key),), _col(node))
+
+
+def _index_entry(node: ast.AST):
+    if isinstance(node, ast.Slice):
+        return slice(*(None if part is None else _index_int(part)
+                       for part in (node.lower, node.upper, node.step)))
+    if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis):
+        return node.value
+    return _index_int(node)
+
+
+def _index_int(node: ast.AST) -> int:
+    value = _lower(node)
+    if not isinstance(value, Num) or not value.value.is_integer():
+        raise ExprError("an index takes constant integers, slices of them, ... and None",
+                        _col(node))
+    return int(value.value)
 
 
 def _constant(node: ast.AST):
@@ -174,7 +219,7 @@ def _constant(node: ast.AST):
 
 
 def _describe(node: ast.AST) -> str:
-    names = {ast.Attribute: "attribute access", ast.Subscript: "subscripting",
+    names = {ast.Attribute: "attribute access",
              ast.Lambda: "lambda", ast.ListComp: "a comprehension",
              ast.GeneratorExp: "a comprehension", ast.DictComp: "a comprehension",
              ast.SetComp: "a comprehension", ast.Compare: "a comparison",
@@ -187,4 +232,4 @@ def _describe(node: ast.AST) -> str:
 
 
 _LOWER = {ast.Name: _lower_name, ast.Constant: _lower_constant, ast.BinOp: _lower_binop,
-          ast.UnaryOp: _lower_unaryop, ast.Call: _lower_call}
+          ast.UnaryOp: _lower_unaryop, ast.Call: _lower_call, ast.Subscript: _lower_subscript}

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from ..errors import did_you_mean
 from .expr import Call, Expr, ExprError, Num, Ref, parse
-from .ops import OPS, OpSpec, Shape, ShapeError
+from .ops import OPS, REQUIRED, OpSpec, Shape, ShapeError
 
 FLOAT, INT = "float", "int"
 MAX_NODES = 5000     # shape inference and every engine walk the node list; keep it bounded
@@ -59,6 +60,18 @@ class Graph:
 
     def ops(self) -> set[str]:
         return {n.op for n in self.nodes}
+
+    def dependents(self, names) -> set[str]:
+        """`names` and every node computed, directly or not, from one of them."""
+        found = set(names)
+        for node in self.nodes:
+            if found.intersection(node.args):
+                found.add(node.name)
+        return found
+
+
+def _constant(num: Num):
+    return int(num.value) if num.value.is_integer() else num.value
 
 
 class GraphError(ValueError):
@@ -120,7 +133,9 @@ class _Lowering:
 
     def _ref(self, expr: Ref) -> str:
         if expr.name not in self.kinds:
-            raise GraphError(f"name {expr.name!r} is not defined", self.step, expr.col)
+            defined = [k for k in self.kinds if "#" not in k]       # not the hidden nodes
+            raise GraphError(f"name {expr.name!r} is not defined{did_you_mean(expr.name, defined, 20)}",
+                             self.step, expr.col)
         return expr.name
 
     def _const(self, expr: Num) -> str:
@@ -132,34 +147,54 @@ class _Lowering:
     def _call(self, expr: Call, final: bool) -> str:
         spec = OPS.get(expr.op)
         if spec is None:
-            raise GraphError(f"unknown op {expr.op!r}", self.step, expr.col)
-        if len(expr.args) != spec.arity:
-            raise GraphError(f"{spec.name} takes {spec.arity} argument(s), got {len(expr.args)}",
+            raise GraphError(f"unknown op {expr.op!r}{did_you_mean(expr.op, OPS, 100)}",
                              self.step, expr.col)
-        attrs = self._attrs(spec, expr)
-        args = tuple(self.lower(a) for a in expr.args)
+        operands, attrs = self._split(spec, expr)
+        args = tuple(self.lower(a) for a in operands)
         self._check_kinds(spec, args, expr)
+        shapes = [self.graph.shape_of(a) for a in args]
         try:
-            shape = spec.shape(*(self.graph.shape_of(a) for a in args), **attrs)
+            shape = spec.shape(*shapes, **attrs)
+            attrs = spec.cleaned(attrs, *shapes)
         except ShapeError as e:
             raise GraphError(f"{spec.name}: {e}", self.step, expr.col) from None
         except (ArithmeticError, TypeError, ValueError) as e:
             # hostile attributes (shape=[1e300]) can break a shape rule's arithmetic itself
             raise GraphError(f"{spec.name}: invalid arguments ({type(e).__name__}: {e})",
                              self.step, expr.col) from None
-        attrs = spec.cleaned(attrs, *(self.graph.shape_of(a) for a in args))
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
         return self._add(name, spec.name, args, attrs, shape)
 
-    def _attrs(self, spec: OpSpec, expr: Call) -> dict:
-        given = dict(expr.kwargs)
+    def _split(self, spec: OpSpec, expr: Call) -> tuple[tuple[Expr, ...], dict]:
+        """Operands, and the attributes: keywords, or constants written after the operands
+        of a fixed-arity op (`expand_dims(x, 0)`, `take_along_axis(s, y, 1)`)."""
+        operands, extra = expr.args, ()
+        if not spec.variadic:
+            operands, extra = expr.args[:spec.arity], expr.args[spec.arity:]
+        names = [k for k in spec.attrs if k not in dict(expr.kwargs)]
+        if (not spec.takes(len(operands)) or len(extra) > len(names)
+                or not all(isinstance(e, Num) for e in extra)):
+            least = "at least " if spec.variadic else ""
+            raise GraphError(f"{spec.name} takes {least}{spec.arity} argument(s), got "
+                             f"{len(expr.args)}", self.step, expr.col)
+        positional = {k: _constant(e) for k, e in zip(names, extra)}
+        return operands, self._attrs(spec, expr, positional)
+
+    def _attrs(self, spec: OpSpec, expr: Call, positional: dict) -> dict:
+        given = {**dict(expr.kwargs), **positional}
         unknown = sorted(set(given) - set(spec.attrs))
         if unknown:
             allowed = ", ".join(spec.attrs) or "none"
-            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r} "
-                             f"(allowed: {allowed})", self.step, expr.col)
-        return {**spec.attrs, **given}
+            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], spec.attrs)} (allowed: {allowed})",
+                             self.step, expr.col)
+        attrs = {**spec.attrs, **given}
+        missing = [k for k, v in attrs.items() if v is REQUIRED]
+        if missing:
+            raise GraphError(f"{spec.name} needs {missing[0]}= (as in {spec.signature})",
+                             self.step, expr.col)
+        return attrs
 
     def _check_kinds(self, spec: OpSpec, args: tuple[str, ...], expr: Call) -> None:
         for i, arg in enumerate(args):

@@ -56,6 +56,10 @@ class Case:
     def fd_max_elements(self) -> int | None:
         return self.model.fd_max_elements
 
+    @property
+    def fd_coverage(self) -> str | None:
+        return self.model.fd_coverage
+
     def expected(self) -> tuple[np.ndarray | None, dict[str, np.ndarray]] | None:
         """The hand-written `expect` values as float64 arrays: (value or None, grads)."""
         expect = self.model.expect
@@ -104,5 +108,6 @@ def _random(spec: RandomInput, rng: np.random.Generator) -> np.ndarray:
         "zeros": lambda: np.zeros(spec.shape),
         "ones": lambda: np.ones(spec.shape) * spec.scale,
         "randint": lambda: rng.integers(int(spec.low), int(spec.high), spec.shape),
+        "bernoulli": lambda: (rng.random(spec.shape) < spec.p).astype(np.float64),
     }
     return np.asarray(makers[spec.init](), dtype=np.int64 if spec.dtype == "int64" else np.float64)

@@ -1,7 +1,6 @@
 """Load case files: YAML -> validated model -> compiled graph, or one clear error per case."""
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import stat
@@ -11,10 +10,11 @@ from typing import Iterable
 import numpy as np
 from pydantic import ValidationError
 
-from ..errors import CaseError, CaseErrors
+from ..errors import CaseError, CaseErrors, did_you_mean
 from ..ir.graph import FLOAT, INT, GraphError, Leaf, build_graph
 from .case import Case
 from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
+from .uses import check_uses
 from .yaml_lines import YamlError, documents
 
 MAX_ELEMENTS = 10_000_000        # per input or step; refused before anything is allocated
@@ -31,7 +31,7 @@ def load_cases(paths: Iterable[str | Path] = ("cases",), max_elements: int = MAX
         try:
             cases.extend(load_file(file, max_elements))
         except CaseError as e:
-            errors.append(e)
+            errors.extend(e.problems)
     errors.extend(_duplicates(cases))
     if errors:
         raise CaseErrors(errors)
@@ -86,8 +86,15 @@ def load_text(text: str, file: str | Path = "<text>",
         raise CaseError(e.message, file, e.case, e.line) from None
     if not docs:
         raise CaseError("the file holds no case (it is empty or only comments)", file)
-    return [compile_case(data, lines, Path(file), first, max_elements)
-            for data, lines, first in docs]
+    cases, errors = [], []
+    for data, lines, first in docs:          # every case's problems, not only the first's
+        try:
+            cases.append(compile_case(data, lines, Path(file), first, max_elements))
+        except CaseError as e:
+            errors.extend(e.problems)
+    if errors:
+        raise CaseErrors.of(errors)
+    return cases
 
 
 def compile_case(data, lines: dict, file: Path, first_line: int,
@@ -103,7 +110,7 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     try:
         model = CaseModel.model_validate(data)
     except ValidationError as e:
-        raise fail(*_first_problem(e)) from None
+        raise CaseErrors.of([fail(*problem) for problem in _problems(e)]) from None
     if len(model.inputs) > MAX_INPUTS:
         raise fail(f"the case has {len(model.inputs)} inputs; the limit is {MAX_INPUTS} "
                    "(stack scalars into one tensor input)", ("inputs",))
@@ -115,6 +122,8 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     _check_sizes(model, graph, max_elements, fail)
     _check_jacobian(model, graph, fail)
     wrt = _wrt(model, leaves, fail)
+    check_uses(model, graph, wrt, lambda message, step: fail(f"step {step!r}: {message}",
+                                                              _step_path(model, step)))
     _check_expect(model, graph, wrt, fail)
     return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
 
@@ -239,9 +248,15 @@ def _line(lines: dict, path: tuple) -> int | None:
     return lines.get(path)
 
 
-def _first_problem(error: ValidationError) -> tuple[str, tuple]:
-    """One readable message from pydantic's errors, and the YAML path it points at."""
-    problem = _deepest(error.errors())
+def _problems(error: ValidationError) -> list[tuple[str, tuple]]:
+    """A readable message for each key pydantic refused, and the YAML path it points at."""
+    groups: dict[tuple, list[dict]] = {}
+    for problem in error.errors():
+        groups.setdefault(_clean_loc(tuple(problem["loc"]))[:2], []).append(problem)
+    return [_message(_deepest(group)) for group in groups.values()]
+
+
+def _message(problem: dict) -> tuple[str, tuple]:
     path = _clean_loc(tuple(problem["loc"]))
     where = ".".join(map(str, path)) or "case"
     if problem["type"] == "extra_forbidden":
@@ -257,9 +272,8 @@ def _first_problem(error: ValidationError) -> tuple[str, tuple]:
 
 def _deepest(problems: list[dict]) -> dict:
     """A number in a list fails every branch of the union; the longest location among the
-    first problem's siblings names the element itself ([1.0, '1e-3'] -> index 1)."""
-    first = problems[0]["loc"][:2]
-    return max((p for p in problems if p["loc"][:2] == first), key=lambda p: len(p["loc"]))
+    siblings names the element itself ([1.0, '1e-3'] -> index 1)."""
+    return max(problems, key=lambda p: len(p["loc"]))
 
 
 def _nested_number(loc: tuple) -> bool:
@@ -284,8 +298,7 @@ def _is_float(text: str) -> bool:
 
 
 def _suggestion(path: tuple, problem) -> str:
-    close = difflib.get_close_matches(str(path[-1]), _fields_at(path[:-1]), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(str(path[-1]), _fields_at(path[:-1]))
 
 
 def _fields_at(path: tuple) -> list[str]:

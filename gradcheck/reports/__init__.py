@@ -2,39 +2,116 @@
 
 A run folder is written whole or not at all: everything goes to a temporary folder
 beside it, which then replaces the old one, so an interrupted run never leaves a
-half-written report that looks complete.
+half-written report that looks complete. Only a folder that gradcheck wrote (it holds
+the `.gradcheck-run` marker) is ever replaced; anything else is refused, before a run
+when the caller asks `check_out_dir` first.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
+from ..errors import ReportDirError, ReportRenderError
 from .html import render_html
 from .markdown import render_markdown
 
-__all__ = ["write_reports", "rerender"]
+__all__ = ["write_reports", "rerender", "check_out_dir", "MARKER", "ReportDirError",
+           "ReportRenderError"]
+
+MARKER = ".gradcheck-run"
+LEGACY_KEYS = {"seed", "versions", "counts"}   # run.json of a folder written before the marker
+LEGACY_RUN_JSON_BYTES = 64_000_000
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """`out_dir` if reports can go there: a new folder under a writable one, an empty folder,
+    or a folder that gradcheck wrote. Anything else raises `ReportDirError` saying why."""
+    out_dir = Path(out_dir)
+    if out_dir.is_symlink() or out_dir.exists():
+        _check_replaceable(out_dir)
+    _check_writable(_nearest_existing(out_dir.parent))
+    return out_dir
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.is_symlink():
+        raise ReportDirError(f"{out_dir} is a symbolic link; name a real folder")
+    if not out_dir.is_dir():
+        raise ReportDirError(f"{out_dir} is a file, not a report folder; it is left as it is")
+    entries = set(os.listdir(out_dir))
+    if entries and MARKER not in entries and not _legacy_run_folder(out_dir, entries):
+        raise ReportDirError(
+            f"{out_dir} holds files that gradcheck did not write (no {MARKER} marker); "
+            "its files are left as they are: name a new or empty folder")
+
+
+def _legacy_run_folder(out_dir: Path, entries: set[str]) -> bool:
+    run_json = out_dir / "run.json"
+    if "run.json" not in entries or not run_json.is_file() or \
+            run_json.stat().st_size > LEGACY_RUN_JSON_BYTES:
+        return False
+    try:
+        meta = json.loads(run_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and LEGACY_KEYS <= meta.keys()
+
+
+def _nearest_existing(folder: Path) -> Path:
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _check_writable(folder: Path) -> None:
+    """Try it: permission bits do not tell (root, read-only mounts, ACLs)."""
+    if not folder.is_dir():
+        raise ReportDirError(f"cannot write reports under {folder}: it is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gradcheck-probe.", dir=folder))
+    except OSError as e:
+        raise ReportDirError(f"cannot write reports under {folder}: {e.strerror or e}") from None
 
 
 def write_reports(result, out_dir: Path) -> Path:
-    """Write a `RunResult`'s data files and rendered reports into `out_dir`."""
-    out_dir = Path(out_dir)
+    """Write the run folder. The data files come first: if report.html or summary.md
+    cannot be rendered, the folder is still put in place and `ReportRenderError` says so."""
+    out_dir = check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         tmp.chmod(_default_mode(0o777))    # mkdtemp's 0700 would hide the reports from others
-        _write_all(result, tmp)
-        _swap(tmp, out_dir)
+        _write_data(result, tmp)
+        problem = _try_render(result, tmp)
+        with _turn_at(out_dir.parent):
+            check_out_dir(out_dir)          # again: the folder may have appeared meanwhile
+            _swap(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if problem:
+        raise ReportRenderError(f"{problem}; the CSV files and run.json are in {out_dir}")
     return out_dir
 
 
-def _write_all(result, folder: Path) -> None:
+def _write_data(result, folder: Path) -> None:
+    (folder / MARKER).write_text("written by gradcheck run; gradcheck may replace this folder\n",
+                                 encoding="utf-8")
     result.save_data(folder)
-    rerender(result, folder)
+
+
+def _try_render(result, folder: Path) -> str:
+    try:
+        rerender(result, folder)
+    except Exception as e:  # noqa: BLE001 -- whatever breaks a renderer, the data is kept
+        return f"report.html / summary.md could not be rendered ({type(e).__name__}: {e})"
+    return ""
 
 
 def rerender(result, folder: Path) -> None:
@@ -65,10 +142,28 @@ def _default_mode(mode: int) -> int:
     return mode & ~umask
 
 
+@contextlib.contextmanager
+def _turn_at(folder: Path):
+    """Writers into one parent folder take turns at the swap: renaming a folder over one
+    that another writer has just put in place fails ("Directory not empty"). The lock is
+    on the folder itself, so no lock file is left behind."""
+    try:
+        import fcntl
+    except ImportError:         # no flock (Windows): the swap is unguarded
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)             # closing releases the lock
+
+
 def _swap(new: Path, target: Path) -> None:
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
         os.replace(target, old)
     os.replace(new, target)
     if old is not None:

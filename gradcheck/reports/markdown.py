@@ -27,6 +27,8 @@ def _title(result, total: int, failing: int) -> str:
         return "## gradcheck: no case runs"
     if result.ok:
         return f"## gradcheck: all {total} case runs passed"
+    if not failing:         # nothing failed, but some run had fewer than two sources (SKIP)
+        return f"## gradcheck: {total} case runs, not all of them checked"
     return f"## gradcheck: {failing} of {total} case runs failed"
 
 

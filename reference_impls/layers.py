@@ -1,0 +1,190 @@
+"""Layers of the second vocabulary, CS231n-style: average pooling, batch and layer norm, LSTM.
+
+As in `nn.py`, rules are stateless: what a forward pass would cache (the normalised input,
+the gates and cell states) is recomputed from the arguments. The LSTM's rules are parts of
+one backprop-through-time pass (`joint_rules`), run once per node for all its inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .nn import _pool_geometry, _window_offsets
+from .primitive import Primitive, joint_rules
+
+
+# --- avgpool2d ----------------------------------------------------------------------------
+
+def _avgpool2d(x, size=2, stride=2):
+    oh, ow = _pool_geometry(x, size, stride)
+    return sum(x[w] for w in _window_offsets(size, oh, ow, stride)) / (size * size)
+
+
+def _avgpool2d_grad(g, out, x, size=2, stride=2):
+    # every element of a window gets an equal share of that window's gradient
+    oh, ow = _pool_geometry(x, size, stride)
+    dx, share = np.zeros_like(x), g / (size * size)
+    for window in _window_offsets(size, oh, ow, stride):
+        dx[window] += share
+    return dx
+
+
+# --- batchnorm and layernorm --------------------------------------------------------------
+# Both standardise x over some axes with the biased variance, then scale and shift per
+# feature: y = xhat * gamma + beta. They differ only in the axes and in where gamma sits.
+
+def _batch_axes(x):
+    """Batch norm of N x D averages over N; of N x C x H x W over N, H and W (C stays).
+
+    Counted from the end, so one extra leading axis (stacked perturbed inputs) is a batch."""
+    return (-2,) if x.ndim < 4 else (-4, -2, -1)
+
+
+def _channel(p, x):
+    """gamma or beta shaped to broadcast against x's feature axis."""
+    return p if x.ndim < 4 else p[:, None, None]
+
+
+def _standardize(x, axes, eps):
+    mu = np.mean(x, axis=axes, keepdims=True)
+    inv_std = 1 / np.sqrt(np.var(x, axis=axes, keepdims=True) + eps)
+    return (x - mu) * inv_std, inv_std
+
+
+def _standardize_grad(dxhat, xhat, inv_std, axes):
+    """CS231n's compact batch-norm backward: x reaches xhat directly, through the mean and
+    through the variance; with m the count averaged over,
+    dx = inv_std / m * (m dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))."""
+    m = np.prod([xhat.shape[a] for a in axes])
+    total = np.sum(dxhat, axis=axes, keepdims=True)
+    along = np.sum(dxhat * xhat, axis=axes, keepdims=True)
+    return inv_std / m * (m * dxhat - total - xhat * along)
+
+
+def _batchnorm(x, gamma, beta, eps=1e-5):
+    xhat, _ = _standardize(x, _batch_axes(x), eps)
+    return xhat * _channel(gamma, x) + _channel(beta, x)
+
+
+def _batchnorm_grad_x(g, out, x, gamma, beta, eps=1e-5):
+    axes = _batch_axes(x)
+    xhat, inv_std = _standardize(x, axes, eps)
+    return _standardize_grad(g * _channel(gamma, x), xhat, inv_std, axes)
+
+
+def _batchnorm_grad_gamma(g, out, x, gamma, beta, eps=1e-5):
+    axes = _batch_axes(x)
+    return np.sum(g * _standardize(x, axes, eps)[0], axis=axes)
+
+
+def _batchnorm_grad_beta(g, out, x, gamma, beta, eps=1e-5):
+    return np.sum(g, axis=_batch_axes(x))
+
+
+def _layernorm(x, gamma, beta, eps=1e-5):
+    return _standardize(x, (-1,), eps)[0] * gamma + beta
+
+
+def _layernorm_grad_x(g, out, x, gamma, beta, eps=1e-5):
+    xhat, inv_std = _standardize(x, (-1,), eps)
+    return _standardize_grad(g * gamma, xhat, inv_std, (-1,))
+
+
+def _layernorm_grad_gamma(g, out, x, gamma, beta, eps=1e-5):
+    return g * _standardize(x, (-1,), eps)[0]           # unbroadcast sums the leading axes
+
+
+def _layernorm_grad_beta(g, out, x, gamma, beta, eps=1e-5):
+    return g
+
+
+# --- lstm ---------------------------------------------------------------------------------
+
+def _sigmoid(a):
+    # exp overflows to inf for a < -709, and 1 / inf is the right limit; unlike the tanh
+    # form, nothing cancels for very negative a
+    with np.errstate(over="ignore"):
+        e = np.exp(-a)
+    e += 1
+    return np.reciprocal(e, out=e)
+
+
+def _lstm(x, h0, c0, wx, wh, b):
+    hdim = h0.shape[-1]
+    xw = x @ wx + b                                   # the input's share of every step at once
+    h, c, hs = h0, c0, []
+    for t in range(x.shape[-2]):
+        a = xw[..., t, :] + h @ wh
+        ifo, g = _sigmoid(a[..., :3 * hdim]), np.tanh(a[..., 3 * hdim:])
+        c = ifo[..., hdim:2 * hdim] * c + ifo[..., :hdim] * g
+        h = ifo[..., 2 * hdim:] * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs, axis=-2)
+
+
+def _lstm_recompute(out, x, h0, c0, wx, wh, b):
+    """What a forward pass would have cached, time-major: the gates (i, f, o, g after their
+    nonlinearities), the cell states and their tanh. Every h_{t-1} is in `out`, so the
+    pre-activations of all steps are one matrix product; only c's recurrence is a loop."""
+    hdim = h0.shape[-1]
+    prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
+    gates = np.moveaxis(x, 1, 0) @ wx + prev_h @ wh + b
+    gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
+    np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
+    i, f, _, g = _gate_blocks(gates)
+    cells, c = np.empty_like(prev_h), c0
+    ig = i * g
+    for t in range(len(cells)):
+        c = cells[t] = f[t] * c + ig[t]
+    return prev_h, gates, cells, np.tanh(cells)
+
+
+def _gate_blocks(a):
+    hdim = a.shape[-1] // 4
+    return tuple(a[..., k * hdim:(k + 1) * hdim] for k in range(4))
+
+
+def _lstm_local_derivatives(gates, cells, tanh_cells, c0):
+    """Per step, what the pre-activations a = (a_i, a_f, a_o, a_g) contribute, as factors of
+    dc (for i, f, g) or dh (for o), and dh's path into c: everything except the
+    (dh, dc) recurrence, computed for every step at once."""
+    i, f, o, g = _gate_blocks(gates)
+    prev_c = np.concatenate([c0[None], cells[:-1]])
+    factors = np.empty_like(gates)
+    blocks = _gate_blocks(factors)
+    for block, gate, times in zip(blocks, (i, f, o), (g, prev_c, tanh_cells)):
+        np.multiply(gate, 1 - gate, out=block)        # sigmoid' = s (1 - s)
+        block *= times
+    np.multiply(i, 1 - g * g, out=blocks[3])
+    return factors, o * (1 - tanh_cells * tanh_cells), f
+
+
+def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
+    """Backprop through time (CS231n's lstm_step_backward in a loop); returns the gradients
+    of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
+    input gradients are one matrix product each over every step."""
+    prev_h, gates, cells, tanh_cells = _lstm_recompute(out, x, h0, c0, wx, wh, b)
+    factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
+    n, hdim = h0.shape
+    da = np.empty_like(factors)                       # gradient of the pre-activations
+    dh, dc = np.zeros_like(h0), np.zeros_like(c0)
+    for t in reversed(range(x.shape[1])):
+        dh += dout[:, t]
+        dc += dh * dc_dh[t]                           # h = o * tanh(c)
+        blocks = da[t].reshape(n, 4, hdim)
+        np.multiply(factors[t].reshape(n, 4, hdim), dc[:, None], out=blocks)
+        blocks[:, 2] = factors[t, :, 2 * hdim:3 * hdim] * dh      # o acts on h, not on c
+        dh, dc = da[t] @ wh.T, dc * forget[t]
+    flat = da.reshape(-1, 4 * hdim)
+    return (np.moveaxis(da, 0, 1) @ wx.T, dh, dc,
+            np.moveaxis(x, 1, 0).reshape(-1, x.shape[-1]).T @ flat,
+            prev_h.reshape(-1, hdim).T @ flat, np.sum(flat, axis=0))
+
+
+OPS = {
+    "avgpool2d": Primitive(_avgpool2d, (_avgpool2d_grad,)),
+    "batchnorm": Primitive(_batchnorm, (_batchnorm_grad_x, _batchnorm_grad_gamma,
+                                        _batchnorm_grad_beta)),
+    "layernorm": Primitive(_layernorm, (_layernorm_grad_x, _layernorm_grad_gamma,
+                                        _layernorm_grad_beta)),
+    "lstm": Primitive(_lstm, joint_rules(_lstm_bptt, 6)),
+}

@@ -1,0 +1,61 @@
+"""Kinks inside fd's stencil but not at the point: a relu input or a max-pool's top two
+values closer than the stencil is wide. Such a point is differentiable and must PASS; a
+point on the kink is NONDIFF, with how far the kink was."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import gradcheck
+from gradcheck.engines import FiniteDifferences, NumpyEngine
+from helpers import load_one
+
+RELU = """\
+    name: relu-near-kink
+    inputs:
+      x: [{x}]
+      w: [[0.5, -1.0, 2.0]]
+    wrt: [x]
+    expr: sum(tanh(w @ relu(x - 1)) * 3)
+    """
+# the top two values of the max-pool window are `gap` apart
+MAXPOOL = """\
+    name: maxpool-near-tie
+    inputs:
+      x: [{x}]
+    expr: sum(maxpool2d(reshape(x, shape=[1, 1, 2, 2]), size=2, stride=2) * 3)
+    """
+
+
+def verdict_of(tmp_path, text: str):
+    """The case's verdict, and its comparison row of numpy against fd for input x."""
+    case = load_one(tmp_path, text)
+    result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
+    [row] = [r for r in result.comparisons if r.param == "x" and "fd" in (r.engine_a, r.engine_b)]
+    return result.case.verdict, row
+
+
+@pytest.mark.parametrize("x, verdict, kinks, distance", [
+    ("1.000001, 3.0, 0.2", "PASS", 0, None),          # only x[0]'s stencil straddles the kink
+    ("1.0, 3.0, 0.2", "NONDIFF", 1, 0.0),             # x[0] sits on it
+    ("1.0000000000001, 3.0, 0.2", "NONDIFF", 1, 1e-13),   # closer than any stencil resolves
+])
+def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks, distance):
+    case_verdict, row = verdict_of(tmp_path, RELU.format(x=x))
+    assert (case_verdict, row.kinks) == (verdict, kinks)
+    if distance is None:
+        assert math.isnan(row.kink_distance)
+    else:
+        # estimated from the slopes: curvature downstream blurs it by about 1e-14
+        assert row.kink_distance == pytest.approx(distance, abs=3e-14)
+
+
+@pytest.mark.parametrize("x, verdict, kinks", [
+    ("1.0, 0.9999, 0.2, -0.3", "PASS", 0),    # top two 1e-4 apart
+    ("1.0, 1.0, 0.2, -0.3", "NONDIFF", 2),    # tied
+])
+def test_maxpool_near_a_tie(tmp_path, x, verdict, kinks):
+    case_verdict, row = verdict_of(tmp_path, MAXPOOL.format(x=x))
+    assert (case_verdict, row.kinks) == (verdict, kinks)
+    assert row.kink_distance == 0.0 if kinks else math.isnan(row.kink_distance)
