@@ -148,6 +148,9 @@ def selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", dest="keyword", metavar="TEXT",
                    help="only cases whose name contains TEXT")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, for the ops it registers (repeatable; "
+                   "the current folder is searched)")
     p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
                    help="refuse cases with an input or step of more than N elements")
 
@@ -171,7 +174,11 @@ def run_options(p: argparse.ArgumentParser) -> None:
                    "sample, or by size (auto, the default); a case's fd_coverage wins")
     p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help="time limit per case and dtype; each case runs in a worker process "
-                   "(0 runs in this process, with no limit)")
+                   "(0 runs in this process, with no limit and no protection: a framework "
+                   "that crashes ends the run)")
+    p.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="worker processes running cases side by side, one BLAS thread each "
+                   "(default: the number of cores; ignored with --timeout 0)")
     p.add_argument("--allow-skips", action="store_true",
                    help="exit 0 even if some case could not be checked (SKIP)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -200,6 +207,7 @@ def _select(args) -> list:
     """The cases the selection options name; selecting nothing is a usage error, since a
     run that checks nothing must not look green."""
     from .loading import load_cases
+    _load_plugins(args.plugin)
     paths = _paths(args)
     cases = load_cases(paths, max_elements=args.max_elements)
     if args.keyword:
@@ -210,6 +218,14 @@ def _select(args) -> list:
     if not cases:
         raise UsageError(f"no case selected{_filters_text(args)} in {', '.join(map(str, paths))}")
     return cases
+
+
+def _load_plugins(modules: list[str]) -> None:
+    from .engines import load_plugins
+    try:
+        load_plugins(modules)
+    except Exception as e:      # an import error, or the plugin's own register_op refusing
+        raise UsageError(f"cannot load plugin: {type(e).__name__}: {e}") from None
 
 
 def _paths(args) -> list:
@@ -274,7 +290,7 @@ def _run_with_progress(cases, engines, dtypes, args):
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
-        return run_cases(cases, engines, dtypes or None, options)
+        return run_cases(cases, engines, dtypes or None, options, workers=args.workers)
     columns = [TextColumn("{task.description}", markup=False), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[failed]}", markup=False),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -287,7 +303,8 @@ def _run_with_progress(cases, engines, dtypes, args):
             failed += result.case.verdict not in QUIET_VERDICTS
             progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
                             description=f"{result.case.case} [{result.case.dtype}]")
-        return run_cases(cases, engines, dtypes or None, options, on_result=advance)
+        return run_cases(cases, engines, dtypes or None, options, on_result=advance,
+                         workers=args.workers)
 
 
 def _print_result(result, args) -> None:
@@ -414,6 +431,83 @@ def cmd_ops(args) -> int:
     for _, sig, doc in rows:
         print(f"{sig:<{width}}  {doc}")
     return EXIT_OK
+
+
+# --- gradcheck mutate and fuzz: the harness measuring its own power ----------------------------
+
+def mutate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="reports/mutants", metavar="DIR", help="output folder")
+    p.add_argument("--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), "
+                   "overriding each case's own")
+    p.add_argument("--mutant", action="append", default=[], metavar="NAME",
+                   help="only mutants whose name starts with NAME (repeatable)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only survivors and the rate")
+
+
+@command("mutate", "run a corpus of deliberately broken numpy gradients against the cases: "
+         "which bugs does the catalog catch?", selection, mutate_options)
+def cmd_mutate(args) -> int:
+    from .power.mutate import mutate, select
+    from .reports.mutants import write_mutation_reports
+    dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
+    mutants = select(args.mutant)
+    if not mutants:
+        raise UsageError(f"no mutant name starts with {', '.join(args.mutant)}")
+    announce = None if args.quiet else lambda name: print(f"mutant {name}", file=sys.stderr)
+    result = mutate(_select(args), mutants, dtypes or None, progress=announce)
+    out = write_mutation_reports(result, args.out)
+    for r in result.mutants.itertuples():
+        if r.status not in ("killed", "not applicable"):
+            print(f"{r.status:>12}  {r.mutant}: {r.description}")
+    counted = result.counted
+    print(f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
+          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s "
+          f"({result.metadata['reference_seconds']} s for the unmutated engines); "
+          f"report: {out}/mutants.html")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def fuzz_options(p: argparse.ArgumentParser) -> None:
+    from .engines import DEFAULT_ENGINES
+    p.add_argument("case", help="a case file, or a case name (found under cases/)")
+    p.add_argument("--examples", type=_positive_int, default=100, help="inputs to try")
+    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
+                   help="comma-separated built-in engines")
+    p.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
+                   help="add a custom engine (repeatable)")
+    p.add_argument("--dtypes", help="comma-separated dtypes, overriding the case's own")
+    p.add_argument("--out", default="reports/fuzz", metavar="DIR",
+                   help="folder for the failing case")
+    p.add_argument("--max-dim", type=_positive_int, default=None, metavar="N",
+                   help="largest size of any axis drawn (default: each axis's own size)")
+    p.add_argument("--seed", type=int, default=0, help="hypothesis seed")
+
+
+@command("fuzz", "draw inputs for one case with hypothesis until the engines disagree; "
+         "write the shrunk failure as a YAML case", fuzz_options)
+def cmd_fuzz(args) -> int:
+    from .engines import BUILTIN, make_engines
+    names = _choices("engine", _split(args.engines), BUILTIN)
+    dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
+    try:
+        from .power.fuzz import FuzzError, fuzz_case, resolve_case
+    except ImportError as e:
+        raise UsageError(f"gradcheck fuzz needs hypothesis (pip install 'gradcheck[fuzz]'): "
+                         f"{e}") from None
+    try:
+        case = resolve_case(args.case)
+        engines = make_engines(names, args.engine)
+    except FuzzError as e:
+        raise UsageError(str(e)) from None
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UsageError(f"cannot load engine: {e}") from None
+    found = fuzz_case(case, engines, examples=args.examples, max_dim=args.max_dim,
+                      seed=args.seed, out_dir=args.out, dtypes=dtypes or None)
+    if found is None:
+        print(f"{case.name}: the engines agreed on {args.examples} drawn inputs")
+        return EXIT_OK
+    print(f"{case.name}: {found.verdict} ({found.message}); shrunk case written to {found.path}")
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -34,8 +34,24 @@ def pytest_addoption(parser):
     group = parser.getgroup("gradcheck")
     group.addoption("--gradcheck-engines", default="numpy,fd,torch,jax",
                     help="comma-separated engines for YAML cases (default: all four)")
+    group.addoption("--gradcheck-engine", action="append", default=[], metavar="MODULE:ATTR",
+                    help="add a custom engine (repeatable; the current folder is searched)")
     parser.addini("gradcheck_paths", type="paths", default=["cases"],
                   help="folders whose YAML files are gradcheck cases (default: cases)")
+
+
+def pytest_configure(config):
+    """Engines are made once, here: a misspelt name is one usage error, not one per item."""
+    from .engines import BUILTIN, make_engines
+    names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILTIN]
+    if unknown:
+        raise pytest.UsageError(f"--gradcheck-engines: unknown engine(s) {', '.join(unknown)} "
+                                f"(built in: {', '.join(BUILTIN)})")
+    try:
+        config.stash[ENGINES_KEY] = make_engines(names, config.getoption("gradcheck_engine"))
+    except (ImportError, AttributeError, ValueError) as e:
+        raise pytest.UsageError(f"--gradcheck-engine: cannot load engine: {e}") from None
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -120,26 +136,11 @@ class CaseItem(pytest.Item):
 
 
 def _engines(config) -> list:
-    """Made once per session, on first use, and kept in the config's stash."""
-    if ENGINES_KEY not in config.stash:
-        from .engines import make_engines
-        names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
-        config.stash[ENGINES_KEY] = make_engines(names)
+    """Made once per session in `pytest_configure`, kept in the config's stash."""
     return config.stash[ENGINES_KEY]
 
 
 def discrepancy_table(result) -> str:
-    c = result.case
-    lines = [f"{c.verdict}: case {c.case} [{c.dtype}] blame: {c.blame or '-'}",
-             f"  {c.message}", "",
-             f"  {'param':<12} {'pair':<16} {'verdict':<9} {'tol_ratio':>10} {'max_abs_err':>12}"
-             f"  worst  a / b"]
-    for r in result.comparisons:
-        if r.verdict != Verdict.PASS:
-            pair = f"{r.engine_a}~{r.engine_b}"
-            where = list(r.worst_index) if r.worst_index is not None else "-"
-            lines.append(f"  {r.param:<12} {pair:<16} {r.verdict:<9} {r.tol_ratio:>10.3g} "
-                         f"{r.max_abs_err:>12.3g}  {where}  {r.value_a:.10g} / {r.value_b:.10g}")
-    lines += [f"  engine {e.engine}: {e.status} {e.message}"
-              for e in result.engines if e.status != "ok"]
-    return "\n".join(lines)
+    from .harness.result import RunResult
+    from .reports.text import render_text
+    return render_text(RunResult.from_case_results([result]))

@@ -50,8 +50,13 @@ def dependents(order, names) -> set[str]:
     return found
 
 
-def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent):
-    """Return (output value, {name: gradient}) for the names in `wrt`."""
+def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent,
+             combine=np.add, reduce=unbroadcast):
+    """Return (output value, {name: gradient}) for the names in `wrt`.
+
+    `combine` adds the gradients of a value that fans out, `reduce` sums a gradient back to
+    its input's shape: arguments, so that a variant executor (a mutant with one of these
+    steps wrong) is a call away and never a second copy of this loop."""
     order = topological_order(graph)
     env = forward(graph, ops, env)
     needs = dependents(order, wrt)
@@ -59,11 +64,11 @@ def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent):
     for node in reversed(order):
         g = grads.pop(node.name, None)
         if g is not None:
-            _accumulate(node, ops[node.op], g, env, needs, grads)
+            _accumulate(node, ops[node.op], g, env, needs, grads, combine, reduce)
     return env[graph.output], {name: _final(grads, env[name], name) for name in wrt}
 
 
-def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:
+def _accumulate(node, prim: Primitive, g, env, needs, grads, combine, reduce) -> None:
     args = [env[a] for a in node.args]
     passes: dict = {}                   # joint backward -> its gradients, computed once here
     for i, arg in enumerate(node.args):
@@ -73,8 +78,8 @@ def _accumulate(node, prim: Primitive, g, env, needs, grads) -> None:
         if rule is None:
             raise MissingGradRule(f"no gradient rule for argument {i + 1} of {node.op!r}")
         grad = _apply(rule, passes, g, env[node.name], args, node.attrs)
-        contribution = unbroadcast(grad, np.shape(env[arg]))
-        grads[arg] = grads[arg] + contribution if arg in grads else contribution
+        contribution = reduce(grad, np.shape(env[arg]))
+        grads[arg] = combine(grads[arg], contribution) if arg in grads else contribution
 
 
 def _apply(rule, passes: dict, g, out, args, attrs):

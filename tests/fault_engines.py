@@ -71,3 +71,17 @@ class Unpicklable:
 
     def vjp(self, graph, inputs, wrt, cotangent):
         return self.inner.vjp(graph, inputs, wrt, cotangent)
+
+
+class Aborting:
+    """Calls abort(), as XLA does on a failed CHECK: SIGABRT, no Python exception."""
+    name = "aborting"
+
+    def vjp(self, graph, inputs, wrt, cotangent):
+        os.abort()
+
+
+def BrokenTanh():
+    """The numpy engine with tanh' = 1 - tanh (a corpus mutant), under its usual name."""
+    from gradcheck.power.corpus import CORPUS
+    return next(m for m in CORPUS["tanh"] if m.name == "tanh.unsquared").engine()

@@ -35,7 +35,7 @@ def test_version(capsys):
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_debug_is_accepted_before_and_after_every_command(command):
     parser = build_parser()
-    extra = ["somewhere"] if command == "report" else []
+    extra = ["somewhere"] if command in ("report", "fuzz") else []   # a required argument
     assert parser.parse_args([command, *extra]).debug is False
     assert parser.parse_args(["--debug", command, *extra]).debug is True
     assert parser.parse_args([command, "--debug", *extra]).debug is True

@@ -1,34 +1,105 @@
-"""The `jax` engine: jax.vjp over jax.numpy / jax.lax ops, float64 enabled."""
+"""The `jax` engine: jax.vjp over jax.numpy / jax.lax ops, float64 enabled.
+
+Compiling, not running, is what costs on a catalog of small graphs, so a graph is compiled
+once: one program gives the value and the VJP (every row of a Jacobian at once, under
+`vmap`), and it is kept by `jax_cache` in memory and in the user's cache folder, keyed by
+the graph's structure, the names differentiated, and the arguments' dtypes and shapes.
+"""
 from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from ..ir.graph import interpret
 from .base import EngineOutput, constants, require, require_ops
+from .jax_cache import compiled_program, default_cache_dir, use_persistent_cache
 
 
 class JaxEngine:
-    def __init__(self, device: str = "cpu", name: str = "jax"):
+    """`cache_dir`: the folder of compiled programs (JAX's persistent compilation cache
+    among them). "auto", the default, reads $GRADCHECK_JAX_CACHE (a folder, or "off"),
+    else uses the platform's user cache folder; None turns it off. JAX's cache folder is
+    process-wide: the engine that runs last sets it."""
+
+    def __init__(self, device: str = "cpu", name: str = "jax",
+                 cache_dir: str | os.PathLike | None = "auto"):
         self.device, self.name = device, name
+        self.cache_dir = default_cache_dir() if cache_dir == "auto" else cache_dir
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+        return self._run(graph, inputs, wrt, cotangent, batched=False)
+
+    def batched_vjp(self, graph, inputs, wrt, cotangents) -> EngineOutput:
+        """One VJP per row of `cotangents` (stacked along a first axis) in one program:
+        each gradient gains that first axis; the value is the output, once."""
+        return self._run(graph, inputs, wrt, cotangents, batched=True)
+
+    def _run(self, graph, inputs, wrt, cotangent, batched: bool) -> EngineOutput:
         jax = require("jax")
         # x64 must be on before any array is made, or float64 inputs silently become float32
         jax.config.update("jax_enable_x64", True)
+        use_persistent_cache(jax, self.cache_dir)
         from .jax_ops import OPS
         require_ops(self.name, graph, OPS)
         fixed = {k: v for k, v in inputs.items() if k not in wrt}
         fixed.update(constants(graph, cotangent.dtype))
-
-        def forward(arrays, fixed):
-            return interpret(graph, OPS, {**fixed, **dict(zip(wrt, arrays))})[graph.output]
-
-        def value_and_vjp(arrays, fixed, cotangent):
-            out, pullback = jax.vjp(lambda *a: forward(a, fixed), *arrays)
-            return out, pullback(cotangent)
-
-        # one compiled program per case instead of one per primitive and shape: compiling
-        # is what dominates on a catalog of small graphs
-        with jax.default_device(jax.devices(self.device)[0]):
-            out, grads = jax.jit(value_and_vjp)([inputs[w] for w in wrt], fixed, cotangent)
+        args = ([inputs[w] for w in wrt], fixed, cotangent)
+        device = jax.devices(self.device)[0]
+        with jax.default_device(device):
+            program = compiled_program(jax, program_key(graph, wrt, batched, device, args),
+                                       lambda: _compile(jax, graph, tuple(wrt), batched, args),
+                                       args, device, self.cache_dir)
+            out, grads = program(*args)
         return EngineOutput(np.asarray(out), {w: np.asarray(g) for w, g in zip(wrt, grads)})
+
+
+def _compile(jax, graph, wrt: tuple, batched: bool, args):
+    from .jax_ops import OPS
+
+    def value_and_vjp(arrays, fixed, cotangent):
+        def forward(*a):
+            return interpret(graph, OPS, {**fixed, **dict(zip(wrt, a))})[graph.output]
+        out, pullback = jax.vjp(forward, *arrays)
+        return out, (jax.vmap(pullback) if batched else pullback)(cotangent)
+    return jax.jit(value_and_vjp).lower(*args).compile()
+
+
+def program_key(graph, wrt, batched: bool, device, args) -> str:
+    """What the compiled program depends on: the graph's structure, what is differentiated
+    (and whether over a batch of cotangents), the device, the arguments' dtypes and shapes,
+    and the code that traces it (an op table edited since, or another version of it)."""
+    from .jax_ops import OPS
+    arrays, fixed, cotangent = args
+    avals = [(np.shape(a), np.asarray(a).dtype.str) for a in [*arrays, cotangent]]
+    avals += [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(fixed.items())]
+    code = [_source_hash(), [(op, _function_id(OPS[op])) for op in sorted(graph.ops())]]
+    return repr((graph_key(graph), tuple(wrt), batched, str(device), avals, code))
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """This module, the op table and the graph interpreter, as they are on disk."""
+    from ..ir import graph as ir_graph
+    from . import jax_ops
+    modules = (sys.modules[__name__], jax_ops, ir_graph)
+    texts = [Path(module.__file__).read_bytes() for module in modules]
+    return hashlib.sha256(b"".join(texts)).hexdigest()
+
+
+def _function_id(fn) -> str:
+    code = getattr(fn, "__code__", None)
+    body = hashlib.sha256(code.co_code).hexdigest()[:16] if code is not None else ""
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}:{body}"
+
+
+def graph_key(graph) -> str:
+    """The graph's structure: leaves (name, shape, kind), the constants' names (their values
+    are arguments), the nodes with their attributes, the output."""
+    leaves = [(leaf.name, leaf.shape, leaf.kind) for leaf in graph.inputs.values()]
+    nodes = [(n.name, n.op, n.args, sorted(n.attrs.items())) for n in graph.nodes]
+    return repr((leaves, sorted(graph.consts), nodes, graph.output))

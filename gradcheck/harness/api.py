@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 from ..engines import make_engines
 from .result import RunResult
-from .isolation import case_runner
+from .isolation import run_jobs
 from .runner import CaseResult, RunOptions
 
 SEED = 0   # random inputs and cotangents are seeded per case; this names the scheme's version
@@ -17,23 +17,29 @@ SEED = 0   # random inputs and cotangents are seeded per case; this names the sc
 
 def run(cases, engines=None, dtypes: Iterable[str] | None = None,
         options: RunOptions | None = None,
-        progress: Callable[[str], None] | None = None,
+        progress: Callable[[str], None] | None = None, workers: int | None = None,
         on_result: Callable[[CaseResult], None] | None = None) -> RunResult:
     """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all
-    four built-in ones) and return the tables. `progress` hears each run's label as it
-    ends, `on_result` its `CaseResult` (a progress bar that counts failures)."""
+    four built-in ones) and return the tables. With a time limit (`options.timeout`, in
+    seconds) cases run in `workers` worker processes (default: one per core); without one
+    (None or 0), one after another in this process. The rows come in the same order
+    either way. As each run ends, `progress` hears its label and `on_result` its
+    `CaseResult` (a progress bar that counts failures)."""
     engines = make_engines() if engines is None else list(engines)
-    results = []
-    with case_runner(options) as run_one:     # in this process, or in a worker with a time limit
-        for case in cases:
-            for dtype in (list(dtypes) if dtypes else case.dtypes):
-                results.append(run_one(case, dtype, engines, options))
-                if on_result:
-                    on_result(results[-1])
-                if progress:
-                    progress(f"{case.name} [{dtype}]")
+    cases = list(cases)
+    jobs = [(case, dtype) for case in cases for dtype in (list(dtypes) if dtypes else case.dtypes)]
+    results = run_jobs(jobs, engines, options, workers, _listeners(progress, on_result))
     return RunResult.from_case_results(results, run_metadata(engines),
                                        {c.name: c.details() for c in cases})
+
+
+def _listeners(progress, on_result) -> Callable[[CaseResult, str], None]:
+    def heard(result: CaseResult, label: str) -> None:
+        if on_result:
+            on_result(result)
+        if progress:
+            progress(label)
+    return heard
 
 
 def run_metadata(engines) -> dict:

@@ -1,43 +1,164 @@
-"""Cases in a worker process, so that a hung or crashing engine costs one case, not the run.
+"""Cases in worker processes, so that a hung or crashing engine costs one case, not the run,
+and so that cases run side by side on several cores.
 
-One reusable worker (multiprocessing 'spawn': no inherited locks or framework threads)
-runs cases one at a time with `run_case`, telling the parent as each engine starts. When
-a case's time limit passes, the parent kills the worker, blames the engine that was
-running, and starts a fresh worker for the next case.
+`run_jobs` runs case x dtype jobs in this process (no time limit) or over `workers`
+reusable worker processes, each fed by a thread of this process, and returns the results
+in the jobs' order whatever order they finished in. A worker runs one case at a time with
+`run_case`, telling the parent as each engine starts. When a case's time limit passes, the
+parent kills that worker, blames the engine that was running, and starts a fresh one.
+
+A worker is a fresh interpreter started with `python -c` on a socket: it imports gradcheck
+and nothing of the caller's script, so a script without an `if __name__ == "__main__":`
+guard, `python -`, a notebook or a REPL can all use workers. It runs one BLAS thread (and
+one XLA thread), so that workers do not compete for cores and every worker computes the
+same numbers as any other.
 
 Requests travel pickled: cases, options and the built-in engines are plain data, and op
-tables are named functions. An engine that does not pickle (a lambda in a user's table)
-runs in this process instead, with a warning and no time limit.
+tables are named functions. An engine that does not pickle (a lambda in a user's table), or
+that a worker cannot import (a class defined in the caller's script), runs in this process
+instead, with a warning and no time limit; so does everything when workers cannot start.
 """
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import faulthandler
+import io
+import json
+import os
 import pickle
+import queue
 import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 import warnings
+from multiprocessing.connection import Connection
 from typing import Callable, Iterator
+
+import numpy as np
 
 from .runner import CaseResult, RunOptions, error_result, run_case
 
 STARTUP_SECONDS = 120       # importing gradcheck in a fresh process; not a case's time
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+WORKER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+               "from gradcheck.harness.isolation import serve_socket; serve_socket(int(sys.argv[1]))")
+
+
+_HERE = threading.Lock()     # cases that fall back to this process run one at a time
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                   # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
+             workers: int | None = None,
+             report: Callable[[CaseResult, str], None] | None = None) -> list:
+    """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
+    `options.timeout` is set, else one after another in this process. `report(result,
+    label)` hears of each run as it ends."""
+    report = report or (lambda result, label: None)
+    timeout = options.timeout if options else None
+    if not timeout or not _travels(engines):
+        with crash_traces():
+            return [_reported(run_case(case, dtype, engines, options), case, dtype, report)
+                    for case, dtype in jobs]
+    count = max(1, min(workers or available_cores(), len(jobs)))
+    return WorkerPool(count, timeout).run(jobs, engines, options, report)
 
 
 @contextlib.contextmanager
-def case_runner(options: RunOptions | None) -> Iterator[Callable[..., CaseResult]]:
-    """`run_case` itself when there is no time limit, else a worker's `run`."""
-    if options is None or options.timeout is None:
-        yield run_case
+def crash_traces() -> Iterator[None]:
+    """In this process a framework that aborts (XLA on a failed check) ends the run, with
+    no reports: at least print the Python stack on the way, which names the engine."""
+    if faulthandler.is_enabled():
+        yield
         return
-    with CaseWorker(options.timeout) as worker:
-        yield worker.run
+    try:
+        faulthandler.enable()
+    except (AttributeError, ValueError, io.UnsupportedOperation):   # stderr without a file
+        yield
+        return
+    try:
+        yield
+    finally:
+        faulthandler.disable()
+
+
+def _reported(result: CaseResult, case, dtype: str, report) -> CaseResult:
+    report(result, f"{case.name} [{dtype}]")
+    return result
+
+
+def _travels(engines) -> bool:
+    try:
+        pickle.dumps(engines)
+        return True
+    except Exception as e:  # noqa: BLE001 -- any object may refuse to pickle, any way
+        warnings.warn(f"engines cannot be sent to a worker process ({e}); running in this "
+                      "process without a time limit", RuntimeWarning, stacklevel=4)
+        return False
+
+
+class WorkerPool:
+    """`count` workers, each driven by a thread that takes the next job when it is free."""
+
+    def __init__(self, count: int, timeout: float):
+        self.workers = [CaseWorker(timeout) for _ in range(count)]
+
+    def run(self, jobs, engines, options, report) -> list:
+        todo, done = queue.SimpleQueue(), queue.SimpleQueue()
+        for i in _biggest_first(jobs):            # the long cases do not start last
+            todo.put(i)
+        threads = [threading.Thread(target=self._drive, daemon=True, name="gradcheck-feeder",
+                                    args=(worker, jobs, todo, done, engines, options))
+                   for worker in self.workers]
+        results = [None] * len(jobs)
+        try:
+            for thread in threads:
+                thread.start()
+            for _ in jobs:
+                i, results[i] = done.get()
+                _reported(results[i], *jobs[i], report)
+        finally:
+            for worker in self.workers:
+                worker.close()
+        return results
+
+    @staticmethod
+    def _drive(worker, jobs, todo, done, engines, options) -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            case, dtype = jobs[i]
+            try:
+                done.put((i, worker.run(case, dtype, engines, options)))
+            except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this case only
+                done.put((i, error_result(case, dtype, engines, f"{type(e).__name__}: {e}", None)))
+
+
+def _biggest_first(jobs) -> list[int]:
+    def size(i):
+        return sum(int(np.prod(leaf.shape)) for leaf in jobs[i][0].graph.inputs.values())
+    return sorted(range(len(jobs)), key=lambda i: -size(i))
 
 
 class CaseWorker:
+    """One worker process, started when first needed and again after it was stopped."""
+
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.process = self.conn = None
+        self.in_process = None           # why cases run here instead, once they must
         self._warned = False
 
     def __enter__(self) -> "CaseWorker":
@@ -49,38 +170,39 @@ class CaseWorker:
     def run(self, case, dtype: str, engines: list, options: RunOptions | None = None) -> CaseResult:
         try:
             request = pickle.dumps((case, dtype, engines, options))
-        except Exception as e:  # noqa: BLE001 -- any object may refuse to pickle, any way
-            return self._in_process(e, case, dtype, engines, options)
-        conn = self._started()
+            conn = self._started() if self.in_process is None else None
+        except Exception as e:  # noqa: BLE001 -- unpicklable engines, a worker that will not start
+            self.in_process = self.in_process or str(e)
+        if self.in_process is not None:
+            return self._here(case, dtype, engines, options)
         conn.send_bytes(request)
-        return self._await(conn, case, dtype, engines)
+        return self._await(conn, case, dtype, engines, options)
 
     def close(self) -> None:
         if self.process is not None:
             self.conn.close()
             self.process.kill()
-            self.process.join()
+            self.process.wait()
         self.process = self.conn = None
 
-    def _in_process(self, error, case, dtype, engines, options) -> CaseResult:
-        # a user's engine with lambdas in it cannot reach a worker: run it here, unguarded
+    def _here(self, case, dtype, engines, options) -> CaseResult:
         if not self._warned:
-            warnings.warn(f"engines cannot be sent to a worker process ({error}); running "
-                          "in this process without a time limit", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"cases cannot run in a worker process ({self.in_process}); running "
+                          "in this process without a time limit", RuntimeWarning, stacklevel=4)
             self._warned = True
-        return run_case(case, dtype, engines, options)
+        with _HERE:                      # one case at a time, as a serial run would
+            return run_case(case, dtype, engines, options)
 
-    def _started(self):
-        if self.process is None or not self.process.is_alive():
+    def _started(self) -> Connection:
+        if self.process is None or self.process.poll() is not None:
             self.close()
-            context = multiprocessing.get_context("spawn")
-            conn, child = context.Pipe()
-            process = context.Process(target=serve, args=(child,), daemon=True,
-                                      name="gradcheck-worker")
-            with _sigint_ignored():      # inherited: the worker starts deaf to Ctrl-C
-                process.start()
-            child.close()
-            self.process, self.conn = process, conn
+            ours, theirs = socket.socketpair()
+            with theirs:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-c", WORKER_MAIN, str(theirs.fileno()), json.dumps(sys.path)],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env(),
+                    start_new_session=True)     # Ctrl-C reaches the parent alone: it kills us
+            self.conn = Connection(ours.detach())
             self._handshake()
         return self.conn
 
@@ -90,12 +212,11 @@ class CaseWorker:
         except (EOFError, OSError):
             ready = False
         if not ready:
+            code = self._exit_code()
             self.close()
-            raise RuntimeError(
-                "the worker process did not start (a script that runs cases with a time "
-                "limit needs the `if __name__ == '__main__':` guard of multiprocessing)")
+            raise RuntimeError(f"the worker process did not start ({_ended(code)})")
 
-    def _await(self, conn, case, dtype, engines) -> CaseResult:
+    def _await(self, conn, case, dtype, engines, options) -> CaseResult:
         deadline, started = time.monotonic() + self.timeout, []
         while True:
             left = deadline - time.monotonic()
@@ -106,9 +227,12 @@ class CaseWorker:
                 kind, payload = conn.recv()
             except (EOFError, OSError):
                 return self._stopped(case, dtype, engines, started,
-                                     f"worker process died (exit code {self._exit_code()})")
+                                     f"worker process died ({_ended(self._exit_code())})")
             if kind == "engine":
                 started.append(payload)
+            elif kind == "unloadable":          # the worker cannot import what was sent
+                self.in_process = payload
+                return self._here(case, dtype, engines, options)
             else:
                 return payload if kind == "result" else self._failed(case, dtype, engines,
                                                                       started, payload)
@@ -125,36 +249,40 @@ class CaseWorker:
         return error_result(case, dtype, engines, message, None, tuple(started))
 
     def _exit_code(self):
-        self.process.join(timeout=5)
-        return self.process.exitcode
+        try:
+            return self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
 
 
-@contextlib.contextmanager
-def _sigint_ignored():
-    """Ctrl-C reaches the whole process group; the parent handles it and kills the worker.
-    A worker still importing its modules would print a traceback of its own, so it is
-    started with SIGINT ignored (a disposition that survives exec, unlike a handler)."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:           # not the main thread: signals are not ours to change
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _ended(code) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
-def serve(conn) -> None:
+def _worker_env() -> dict:
+    env = {**os.environ, **ONE_THREAD}
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_ONE_THREAD}".strip()
+    return env
+
+
+def serve_socket(fd: int) -> None:
     """The worker's loop: one pickled request in, engine announcements and a result out."""
-    # Ctrl-C reaches the whole process group: the parent handles it and kills this worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
     conn.send(("ready", None))
     while True:
         try:
-            case, dtype, engines, options = pickle.loads(conn.recv_bytes())
+            request = conn.recv_bytes()
         except EOFError:
             return
+        try:
+            case, dtype, engines, options = pickle.loads(request)
+        except Exception as e:  # noqa: BLE001 -- e.g. a class only the caller's script defines
+            conn.send(("unloadable", f"{type(e).__name__}: {e}"))
+            continue
         conn.send(_answer(conn, case, dtype, engines, options))
 
 

@@ -90,6 +90,16 @@ class RunResult:
 
     # --- storage ----------------------------------------------------------------------------
 
+    def __repr__(self) -> str:
+        # short: pytest prints it in a failing `assert result.ok`
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(self.counts().items()))
+        return f"<RunResult of {len(self.cases)} case run(s): {counts or 'none'}>"
+
+    def __str__(self) -> str:
+        """The discrepancy table: each case run's verdict and blame, and the failing pairs."""
+        from ..reports.text import render_text
+        return render_text(self)
+
     def write_reports(self, out_dir: str | Path) -> Path:
         from ..reports import write_reports
         return write_reports(self, Path(out_dir))

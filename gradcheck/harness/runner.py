@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..engines import EngineOutput, EngineSkip, Settings, call_vjp
+from ..engines import EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from . import taylor
 from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
                       with_directions)
@@ -127,12 +127,10 @@ def _jacobian(engine, case, arrays, settings: Settings) -> EngineOutput:
     The loader bounds the number of rows."""
     shape = case.graph.output_shape
     size = int(np.prod(shape))
-    rows = []
-    for i in range(size):
-        cotangent = np.zeros(size, dtype=settings.dtype)
-        cotangent[i] = 1
-        rows.append(call_vjp(engine, case.graph, arrays, case.wrt, cotangent.reshape(shape),
-                             settings))
+    cotangents = np.eye(size, dtype=settings.dtype).reshape((size, *shape))
+    if hasattr(engine, "batched_vjp"):        # every row in one call (one compiled program)
+        return as_output(engine.batched_vjp(case.graph, arrays, case.wrt, cotangents))
+    rows = [call_vjp(engine, case.graph, arrays, case.wrt, c, settings) for c in cotangents]
     parts = [_stacked(rows, part)
              for part in ("grads", "grad_err", "checked", "kinks", "kink_distance")]
     # one row's directional checks do not apply to the stacked rows: elements only

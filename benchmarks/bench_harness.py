@@ -1,0 +1,185 @@
+"""The whole harness against the one-engine checkers people run today, in one process, one
+thread per library, warm, best of 3.
+
+    .venv/bin/python benchmarks/bench_harness.py cases     # catalog cases with >= 100 inputs
+    .venv/bin/python benchmarks/bench_harness.py scaling   # L2 of W x, n = 8 .. 1024
+    .venv/bin/python benchmarks/bench_harness.py workers   # catalog wall time, 1 and 2 workers
+
+`cases`: per catalog case (float64) with at least 100 differentiated elements, one harness
+run of the case (numpy, fd, torch, jax, comparisons) against torch.autograd.gradcheck in
+its slow mode (every element's column of the Jacobian by finite differences) and its fast
+mode (one random direction), and jax.test_util.check_grads (reverse mode, a random
+direction), each on the same function, built from the case's graph with the engines' own
+op tables: the case's output contracted with its seeded cotangent (the VJP the harness
+checks), or the output itself for a Jacobian case. `coverage` is how many elements each
+checks one by one. Read the ratios: the machine is shared.
+"""
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"          # before numpy, torch and jax start their thread pools
+os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import gradcheck  # noqa: E402
+from gradcheck.engines import make_engines  # noqa: E402
+from gradcheck.engines.base import constants  # noqa: E402
+from gradcheck.ir.graph import interpret  # noqa: E402
+from gradcheck.loading import load_text  # noqa: E402
+
+MIN_INPUTS = 100
+SLOW_MODE_LIMIT = 20_000      # elements: torch's slow mode above this takes minutes
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    fn()                                      # warm: imports, compiled programs
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def framework_function(case, table, to_array, contract):
+    """The case's function of its differentiated inputs, interpreted with one engine's op
+    table; the output contracted with the case's cotangent unless it asks for a Jacobian."""
+    arrays = case.arrays("float64")
+    fixed = {k: to_array(v) for k, v in arrays.items() if k not in case.wrt}
+    fixed.update({k: to_array(v) for k, v in constants(case.graph, "float64").items()})
+    cotangent = None if case.jacobian else to_array(case.cotangent("float64"))
+
+    def f(*xs):
+        out = interpret(case.graph, table, {**fixed, **dict(zip(case.wrt, xs))})[case.graph.output]
+        return out if cotangent is None else contract(out, cotangent)
+    return f, [arrays[w] for w in case.wrt]
+
+
+def torch_check(case, fast: bool) -> float:
+    import torch
+    from gradcheck.engines.torch_ops import OPS
+    f, xs = framework_function(case, OPS, torch.from_numpy, lambda out, c: (out * c).sum())
+    leaves = [torch.tensor(x, requires_grad=True) for x in xs]
+    return best_of(lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False))
+
+
+def jax_check(case) -> float:
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+    from gradcheck.engines.jax_ops import OPS
+    jax.config.update("jax_enable_x64", True)
+    f, xs = framework_function(case, OPS, jnp.asarray, lambda out, c: jnp.sum(out * c))
+    args = [jnp.asarray(x) for x in xs]
+
+    def check():
+        try:
+            check_grads(f, args, order=1, modes=["rev"])
+        except AssertionError:          # a kink in the direction: timed all the same
+            pass
+    return best_of(check)
+
+
+def harness_run(case, engines) -> tuple[float, int, dict]:
+    """Seconds of one harness run of the case, how many elements fd checked, and each
+    engine's seconds in that run."""
+    seconds = best_of(lambda: gradcheck.run_case(case, "float64", engines))
+    result = gradcheck.run_case(case, "float64", engines)
+    checked = {r.param: r.checked for r in result.comparisons
+               if "fd" in (r.engine_a, r.engine_b) and r.param in case.wrt}
+    return seconds, sum(checked.values()), {r.engine: r.seconds for r in result.engines}
+
+
+def inputs_of(case) -> int:
+    return sum(int(np.prod(case.graph.inputs[w].shape)) for w in case.wrt)
+
+
+def compare_case(case, engines) -> dict:
+    n = inputs_of(case)
+    harness, fd_checked, split = harness_run(case, engines)
+    slow = torch_check(case, fast=False) if n <= SLOW_MODE_LIMIT else float("nan")
+    return {"case": case.name, "inputs": n, "harness": harness, "fd_checked": fd_checked,
+            "torch_slow": slow, "torch_fast": torch_check(case, fast=True),
+            "jax_check_grads": jax_check(case), "ratio": harness / slow, "split": split}
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"{'case':<28}{'inputs':>8}{'fd checks':>10}{'harness':>10}{'torch slow':>12}"
+          f"{'torch fast':>12}{'jax check':>11}{'harness/slow':>14}   harness: ms per engine")
+    for r in rows:
+        print(f"{r['case']:<28}{r['inputs']:>8}{r['fd_checked']:>10}{r['harness'] * 1e3:>8.1f}ms"
+              f"{r['torch_slow'] * 1e3:>10.1f}ms{r['torch_fast'] * 1e3:>10.1f}ms"
+              f"{r['jax_check_grads'] * 1e3:>9.1f}ms{r['ratio']:>13.2f}x   "
+              + " ".join(f"{e} {t * 1e3:.1f}" for e, t in r["split"].items()))
+    print("coverage, elements checked one by one: harness = numpy, torch, jax every element, "
+          "fd as shown; torch slow = every element; torch fast and jax = one random direction")
+
+
+def cmd_cases(args) -> None:
+    engines = make_engines()
+    cases = [c for c in gradcheck.load_cases(args.paths) if inputs_of(c) >= MIN_INPUTS
+             and "float64" in c.dtypes]
+    print_rows([compare_case(case, engines) for case in cases])
+
+
+L2_WX = """\
+name: l2-wx-{n}
+inputs:
+  W: {{shape: [{n}, {n}], init: normal, seed: 1}}
+  x: {{shape: [{n}], init: normal, seed: 2}}
+expr: sum((W @ x) ** 2)
+"""
+
+
+def cmd_scaling(args) -> None:
+    engines = make_engines()
+    rows = []
+    for n in args.sizes:
+        [case] = load_text(L2_WX.format(n=n))
+        rows.append(compare_case(case, engines))
+    print_rows(rows)
+
+
+def cmd_workers(args) -> None:
+    """The README's catalog command, warm (a first run fills the compile cache)."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "gradcheck", "run", *args.paths, "-q", "--out", out]
+        subprocess.run(command + ["--workers", "2"], capture_output=True, check=False)
+        for workers in (1, 2):
+            times = []
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                subprocess.run(command + ["--workers", str(workers)], capture_output=True, check=False)
+                times.append(time.perf_counter() - start)
+            print(f"{' '.join(args.paths)}, both dtypes, {workers} worker(s): best of {args.repeat} "
+                  f"{min(times):.2f} s wall")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    cases = sub.add_parser("cases")
+    cases.add_argument("paths", nargs="*", default=["cases"])
+    cases.set_defaults(func=cmd_cases)
+    scaling = sub.add_parser("scaling")
+    scaling.add_argument("--sizes", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256, 512, 1024])
+    scaling.set_defaults(func=cmd_scaling)
+    workers = sub.add_parser("workers")
+    workers.add_argument("paths", nargs="*", default=["cases"])
+    workers.add_argument("--repeat", type=int, default=3)
+    workers.set_defaults(func=cmd_workers)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

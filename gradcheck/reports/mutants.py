@@ -1,0 +1,68 @@
+"""The folder `gradcheck mutate` writes: mutants.csv, matrix.csv, baseline.csv and
+mutants.html (one self-contained page in the style of report.html, whose stylesheet it
+borrows rather than copies)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from markupsafe import Markup
+
+from .html import _ENV, _command
+from ..harness.result import write_table
+
+MUTATION_FILES = {"mutants": "mutants.csv", "matrix": "matrix.csv", "baseline": "baseline.csv"}
+# The status of a mutant as the report's verdict badges show it.
+STATUS_BADGE = {"killed": "PASS", "survived": "FAIL", "unexercised": "FAIL",
+                "blame shared": "NONDIFF", "equivalent": "SKIP", "not applicable": "SKIP"}
+# A matrix cell: (css class, symbol) by what the mutant did on that case run.
+CELL = {"killed": ("pass", "✓"), "survived": ("none-run", "·"), "": ("", "")}
+
+
+def write_mutation_reports(result, out_dir) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for attr, filename in MUTATION_FILES.items():
+        write_table(getattr(result, attr), out / filename)
+    (out / "mutants.html").write_text(render_mutants_html(result), encoding="utf-8")
+    return out
+
+
+def render_mutants_html(result) -> str:
+    rows = result.mutants.fillna("").to_dict("records")
+    return _ENV.get_template("mutants.html.j2").render(
+        style=Markup(_report_style()), meta=result.metadata,
+        command=_command(result.metadata), rate=f"{100 * result.kill_rate:.1f}%",
+        ok=result.ok, counts=_counts(result), rows=[_row(r) for r in rows],
+        matrix=_matrix(result))
+
+
+def _report_style() -> str:
+    """report.html's stylesheet, so both pages look alike and it lives in one place."""
+    source = _ENV.loader.get_source(_ENV, "report.html.j2")[0]
+    return re.search(r"<style>(.*?)</style>", source, re.S).group(1)
+
+
+def _counts(result) -> list[tuple[str, str, int]]:
+    counts = result.mutants["status"].value_counts()
+    return [(status, STATUS_BADGE[status], int(counts[status]))
+            for status in STATUS_BADGE if status in counts]
+
+
+def _row(r: dict) -> dict:
+    return {**r, "badge": STATUS_BADGE.get(r["status"], "SKIP")}
+
+
+def _matrix(result) -> dict:
+    """Applicable mutants x case runs; a cell says whether that run killed the mutant."""
+    frame = result.matrix.set_index("mutant")
+    shown = [m for m in result.mutants["mutant"] if m in frame.index
+             and (frame.loc[m] != "").any()]
+    columns = [c for c in frame.columns if (frame.loc[shown, c] != "").any()] if shown else []
+    return {"columns": columns,
+            "rows": [(m, [_cell(frame.at[m, c]) for c in columns]) for m in shown]}
+
+
+def _cell(value: str) -> dict:
+    cls, text = CELL.get(value, ("NONDIFF", "b"))
+    return {"cls": cls, "text": text, "title": value}
