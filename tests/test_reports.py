@@ -141,8 +141,9 @@ def test_report_command_rerenders_the_same_files_from_the_folder(run):
     assert main(["report", str(out)]) == 0
     assert {name: (out / name).read_text() for name in before} == before
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz", "taylor.csv", "taylor.npz",
-         "run.json", "report.html", "summary.md"])   # no temporary files left behind
+        [".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
+         "run.json", "report.html", "summary.md", "taylor.csv", "taylor.npz"])
+    # no temporary files left behind
 
 
 # --- heatmap layout ------------------------------------------------------------------------------

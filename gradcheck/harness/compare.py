@@ -97,7 +97,6 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
                      abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
 
 
-
 @dataclass
 class DirectionalJudgement:
     tol_ratio: float        # the worst |<g, v> - J v| / bound over the directions

@@ -35,7 +35,10 @@ class Noise:
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             return x
-        return np.asarray(x * (1 + self.eps * self.rng.uniform(-1, 1, x.shape)))
+        d = self.eps * self.rng.uniform(-1, 1, x.shape)
+        # whole numbers below 2^24 are exact in every float (an exponent k - 1 must stay 1)
+        exact = (x == np.round(x)) & (np.abs(x) < 2.0 ** 24)
+        return np.asarray(x * (1 + np.where(exact, 0.0, d)))
 
     def of_sum(self, total, squares, count: int):
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is

@@ -174,7 +174,9 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
             tol = tolerance_for(dtype, estimate is not None, case.tolerance, bounds is not None)
             j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks,
                       round_err=_pair_rounding(bounds, (outputs[a], outputs[b]), param))
-            j = _directional(j, estimate, (outputs[a], outputs[b]), param, tol)
+            # directions are judged as fd judges them: the fixed tables, no rounding bound
+            j = _directional(j, estimate, (outputs[a], outputs[b]), param,
+                             tolerance_for(dtype, estimate is not None, case.tolerance))
             rows.append(_row(case.name, dtype, param, a, b, j, pair[0],
                              _coverage(estimate, param)))
             if j.abs_err is not None:
