@@ -106,7 +106,11 @@ class Noisy(np.ndarray):
             count = int(round(np.sqrt(a.size * b.size / np.size(result))))   # terms per sum
             squares = func(a * a, b * b, *args[2:], **kwargs)
             result = self.noise.of_sum(result, squares, max(count, 1))
-        return noisy(result, self.noise) if func in PRODUCTS else result
+        if func in PRODUCTS:
+            return noisy(result, self.noise)
+        # a function that only moves or selects values (pad, concatenate, stack) is exact,
+        # but what is later computed from its result must still round
+        return _view(result, self.noise) if isinstance(result, np.ndarray) else result
 
 
 def _plain(x):
