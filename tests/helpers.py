@@ -77,6 +77,11 @@ def assert_close(actual, expected, rtol: float, atol: float = 0.0, what: str = "
                     f"actual   {np.asarray(actual)!r}\nexpected {np.asarray(expected)!r}")
 
 
+# Every file of a complete run folder, and nothing else (no temporary file left behind).
+RUN_FILES = sorted([".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
+                    "run.json", "report.html", "summary.md", "taylor.csv", "taylor.npz"])
+
+
 # Case texts reused by several test modules.
 
 COLAH_E = """\

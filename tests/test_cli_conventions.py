@@ -12,18 +12,10 @@ import pytest
 from gradcheck import __version__
 from gradcheck.cli import COMMANDS, build_parser, main
 from gradcheck.loading.catalog import CATALOG
-from helpers import COLAH_E, TANH_LAYER, write_case
-from test_cli import read_cases, run_cli
+from helpers import COLAH_E, write_case
+from test_cli import catalog, read_cases, run_cli  # noqa: F401 (a fixture)
 
 REPO_CASES = Path(__file__).resolve().parent.parent / "cases"
-
-
-@pytest.fixture
-def catalog(tmp_path) -> Path:
-    root = tmp_path / "cases"
-    write_case(root / "scalar", "colah-e.yaml", COLAH_E)
-    write_case(root / "l2-wx", "tanh-layer.yaml", TANH_LAYER)
-    return root
 
 
 def test_version(capsys):

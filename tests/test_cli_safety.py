@@ -17,16 +17,8 @@ import gradcheck
 import gradcheck.cli
 import gradcheck.reports
 from gradcheck.reports import MARKER
-from helpers import COLAH_E, TANH_LAYER, write_case
-from test_cli import console_script, read_cases, run_cli
-
-
-@pytest.fixture
-def catalog(tmp_path) -> Path:
-    root = tmp_path / "cases"
-    write_case(root / "scalar", "colah-e.yaml", COLAH_E)
-    write_case(root / "l2-wx", "tanh-layer.yaml", TANH_LAYER)
-    return root
+from helpers import RUN_FILES, write_case
+from test_cli import catalog, console_script, read_cases, run_cli  # noqa: F401 (a fixture)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -132,9 +124,7 @@ def test_concurrent_writers_in_threads_each_leave_a_complete_folder(catalog, tmp
         t.join()
     assert errors == []
     assert [p.name for p in out.parent.iterdir()] == ["latest"]       # nothing hidden left
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MARKER, "cases.csv", "comparisons.csv", "engines.csv", "run.json", "errors.npz",
-         "summary.md", "report.html"])
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
     assert len(read_cases(out)) == 3
 
 

@@ -19,6 +19,7 @@ from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
 from gradcheck.harness.rows import (FLOAT, INT, TIMING_COLUMNS, CaseRow, ComparisonRow, EngineRow,
                                     TaylorRow, column_kinds)
 from gradcheck.reports.heatmap import grid_position, to_grid
+from helpers import RUN_FILES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 DESCRIPTION = "<script>alert(1)</script> & <b>bold</b>"
@@ -140,10 +141,7 @@ def test_report_command_rerenders_the_same_files_from_the_folder(run):
         (out / name).unlink()
     assert main(["report", str(out)]) == 0
     assert {name: (out / name).read_text() for name in before} == before
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
-         "run.json", "report.html", "summary.md", "taylor.csv", "taylor.npz"])
-    # no temporary files left behind
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES     # nothing temporary left
 
 
 # --- heatmap layout ------------------------------------------------------------------------------
