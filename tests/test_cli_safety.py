@@ -153,7 +153,9 @@ def test_ctrl_c_while_a_worker_runs_prints_one_line_and_exits_130(catalog, tmp_p
     assert run_cli("run", catalog, "--out", previous, "--engines", "numpy,fd", "-k", "colah") == 0
     before = snapshot(tmp_path)
     # the terminal sends SIGINT to the whole process group: a session of its own here
-    run = subprocess.Popen([str(console_script()), "run", str(catalog), "--out", str(previous)],
+    # the whole repository catalog: still running a second after its workers started
+    whole = Path(__file__).resolve().parents[1] / "cases"
+    run = subprocess.Popen([str(console_script()), "run", str(whole), "--out", str(previous)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
     deadline = time.monotonic() + 300

@@ -357,9 +357,13 @@ def run_results(draw):
         name, dtype, verdict = f"c{i}-{draw(odd_text)}", draw(st.sampled_from(["float64", "float32"])), draw(st.sampled_from(list(Verdict)))
         shape = draw(shapes)
         index = draw(st.one_of(st.none(), st.just(tuple(0 for _ in shape))))
-        comparison = ComparisonRow(name, dtype, draw(odd_text), "numpy", draw(odd_text), verdict,
-                                   *[draw(odd_numbers) for _ in range(3)], index,
-                                   *[draw(odd_numbers) for _ in range(5)], 1, 1, 0, draw(odd_text))
+        numbers = {f: draw(odd_numbers) for f in ("max_abs_err", "max_rel_err", "tol_ratio", "atol",
+                                                  "rtol", "value_a", "value_b", "fd_err",
+                                                  "round_err", "bound", "kink_distance")}
+        comparison = ComparisonRow(case=name, dtype=dtype, param=draw(odd_text), engine_a="numpy",
+                                   engine_b=draw(odd_text), verdict=verdict, worst_index=index,
+                                   checked=1, elements=1, kinks=0, message=draw(odd_text),
+                                   **numbers)
         case = CaseRow(name, dtype, verdict, draw(odd_text), draw(odd_numbers), draw(odd_text),
                        draw(odd_text), draw(odd_text), draw(odd_text), "numpy", "", 1, 1)
         engine = EngineRow(name, dtype, "numpy", "ok", draw(odd_numbers), draw(odd_text))
