@@ -5,11 +5,11 @@ ratio measured in the same process.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 import reference_impls
+from timing import best_of
 
 CONV = reference_impls.OPS["conv2d"]
 
@@ -29,16 +29,6 @@ def naive_conv(x, w, b, stride=1, pad=0):
     return out
 
 
-def best_of(fn, repeat=5) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     rng = np.random.default_rng(0)
     x, w, b = rng.normal(size=(8, 3, 32, 32)), rng.normal(size=(16, 3, 3, 3)), rng.normal(size=16)
@@ -47,7 +37,7 @@ def main() -> None:
         out = CONV.forward(x, w, b, stride=1, pad=1)
         return [rule(np.ones_like(out), out, x, w, b, stride=1, pad=1) for rule in CONV.grads]
 
-    fast = best_of(reference)
+    fast = best_of(reference, repeat=5)
     naive = best_of(lambda: naive_conv(x, w, b, 1, 1), repeat=1)
     assert np.allclose(naive_conv(x, w, b, 1, 1), CONV.forward(x, w, b, stride=1, pad=1))
     print(f"reference conv2d forward + 3 gradients, 8x3x32x32 * 16x3x3x3: {fast * 1e3:.1f} ms")

@@ -35,19 +35,10 @@ from gradcheck.engines import make_engines  # noqa: E402
 from gradcheck.engines.base import constants  # noqa: E402
 from gradcheck.ir.graph import interpret  # noqa: E402
 from gradcheck.loading import load_text  # noqa: E402
+from timing import best_of  # noqa: E402
 
 MIN_INPUTS = 100
 SLOW_MODE_LIMIT = 20_000      # elements: torch's slow mode above this takes minutes
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    fn()                                      # warm: imports, compiled programs
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def framework_function(case, table, to_array, contract):
