@@ -245,7 +245,8 @@ def main(argv=None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--engines", default="numpy,fd,torch")
-    parser.add_argument("--fd-max-elements", type=int, default=32)
+    parser.add_argument("--fd-max-elements", type=int, default=None,
+                        help="fd elements per input checked one by one (default: fd's own)")
     parser.add_argument("--no-taylor", action="store_true", help="skip the Taylor test (it "
                         "only informs blame, never a verdict)")
     parser.add_argument("--seed", type=int, default=0)

@@ -123,7 +123,8 @@ def test_html_is_self_contained(run):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
     assert "<link" not in html
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert images and all(src.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,"))
+                          for src in images)
 
 
 def test_html_shows_the_failing_case(run):

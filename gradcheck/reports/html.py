@@ -18,7 +18,7 @@ from markupsafe import Markup
 from ..harness.compare import EXPECT
 from ..harness.verdict import Verdict
 from .heatmap import describe_layout, heatmap_png
-from .taylor_plot import remainder_png
+from .taylor_plot import remainder_svg
 
 ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]   # custom engines follow in run order
 BAD_PAIR = (Verdict.FAIL, Verdict.NONFINITE)
@@ -141,7 +141,7 @@ def _sections(result, cases: pd.DataFrame) -> list[dict]:
         key = (c["case"], c["dtype"])
         run = _run(result, c, comps.get(key, []), engines.get(key, []))
         run["taylor"] = _taylor(result, taylor.get(key, []), plotted < TAYLOR_MAX_PLOTS)
-        plotted += bool(run["taylor"] and run["taylor"]["png"])
+        plotted += bool(run["taylor"] and run["taylor"]["plot"])
         runs.setdefault(c["case"], []).append(run)
     return [{"name": name, "details": _details(result, name), "runs": items,
              "failing": any(r["failing"] for r in items)} for name, items in runs.items()]
@@ -170,7 +170,7 @@ def _taylor(result, rows: list[dict], plot: bool) -> dict | None:
     curves = {r["engine"]: result.curves[(r["case"], r["dtype"], r["engine"])] for r in rows
               if (r["case"], r["dtype"], r["engine"]) in result.curves}
     rates = {r["engine"]: r["rate"] for r in rows}
-    return {"png": remainder_png(curves, rates) if plot and curves else "",
+    return {"plot": remainder_svg(curves, rates) if plot and curves else "",
             "rows": [{**r, "rate_text": fmt(r["rate"])} for r in rows]}
 
 
