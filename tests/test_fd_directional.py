@@ -87,8 +87,12 @@ A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3
     ("softmax_cross_entropy(x, labels)", dict(x=A, labels=np.array([0, 3, 1])), "x"),  # by row
     ("sum(maxpool2d(conv2d(x, w, b, pad=1)) ** 2)",                          # folded into N
      dict(x=rng.normal(size=(2, 1, 4, 4)), w=rng.normal(size=(2, 1, 3, 3)), b=V[:2]), "x"),
-    ("sum(conv2d(x, w, b) ** 2)",                                            # w stacked: by row
-     dict(x=rng.normal(size=(2, 1, 4, 4)), w=rng.normal(size=(2, 1, 3, 3)), b=V[:2]), "w"),
+    ("sum(conv2d(x, w, b, stride=2, pad=1) ** 2)",                   # w stacked: into filters
+     dict(x=rng.normal(size=(2, 3, 5, 4)), w=rng.normal(size=(2, 3, 3, 3)), b=V[:2]), "w"),
+    ("sum(conv2d(x, w, b) ** 2)",                                            # b stacked
+     dict(x=rng.normal(size=(2, 1, 4, 4)), w=rng.normal(size=(2, 1, 3, 3)), b=V[:2]), "b"),
+    ("sum(conv2d(x, w, b, groups=2) ** 2)",                          # groups: by row
+     dict(x=rng.normal(size=(2, 2, 4, 4)), w=rng.normal(size=(4, 1, 3, 3)), b=V), "w"),
     ("sum(rnn(x, h0, wx, wh, b) ** 2)", dict(x=M3, h0=A[:2], wx=A[:3], wh=rng.normal(size=(4, 4)),
                                              b=V), "h0"),
     ("sum(x @ transpose(x))", dict(x=A), "x"),

@@ -78,6 +78,24 @@ def _folded(per_sample: tuple[int, ...]):
     return rule
 
 
+def _conv2d(forward, stacked, shapes, out_shape, attrs):
+    """A stacked image folds into the batch; stacked filters or biases (the image not
+    stacked, one group) fold into the filter axis: B stacks of F filters are B * F filters."""
+    if stacked[0]:
+        return _folded((0,))(forward, stacked, shapes, out_shape, attrs)
+    if attrs.get("groups", 1) != 1:
+        return None
+
+    def run(x, w, b):
+        rows = len(w) if stacked[1] else len(b)
+        w = w if stacked[1] else np.broadcast_to(w, (rows,) + np.shape(w))
+        b = b if stacked[2] else np.broadcast_to(b, (rows,) + np.shape(b))
+        out = forward(x, w.reshape((-1,) + w.shape[2:]), b.reshape(-1), **attrs)
+        n, _, oh, ow = out.shape
+        return out.reshape(n, rows, -1, oh, ow).transpose(1, 0, 2, 3, 4)
+    return run
+
+
 def _fold(a: np.ndarray, stacked: bool, rows: int) -> np.ndarray:
     a = a if stacked else np.broadcast_to(a, (rows,) + np.shape(a))
     return a.reshape((-1,) + a.shape[2:])
@@ -97,7 +115,7 @@ RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
          **{op: _along_axes(None) for op in ("sum", "mean", "max", "min", "var")},
          **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},
          "transpose": _transpose, "reshape": _reshape,
-         "conv2d": _folded((0,)), "maxpool2d": _folded((0,)), "avgpool2d": _folded((0,)),
+         "conv2d": _conv2d, "maxpool2d": _folded((0,)), "avgpool2d": _folded((0,)),
          "rnn": _folded((0, 1)), "lstm": _folded((0, 1, 2))}
 
 
