@@ -23,7 +23,11 @@ class TorchEngine:
         leaves = {k: self._tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
         env = {**leaves, **{k: self._tensor(v) for k, v in constants(graph, cotangent.dtype).items()}}
         out = interpret(graph, OPS, env)[graph.output]
-        grads = torch.autograd.grad(out, [leaves[w] for w in wrt], self._tensor(cotangent),
+        # <cotangent, out> as a scalar gives exactly the VJP (its gradient wrt out is the
+        # cotangent, bit for bit) without handing autograd a grad_output, whose shape check
+        # imports torch's symbolic-shape machinery (sympy): about 1 s in every new process
+        contracted = (out * self._tensor(cotangent)).sum()
+        grads = torch.autograd.grad(contracted, [leaves[w] for w in wrt],
                                     allow_unused=True, materialize_grads=True)
         return EngineOutput(self._numpy(out), {w: self._numpy(g) for w, g in zip(wrt, grads)})
 
