@@ -182,3 +182,36 @@ def test_run_case_twice_gives_identical_comparison_rows(expr, inputs):
         assert first.errors.keys() == second.errors.keys()
         for key in first.errors:
             np.testing.assert_array_equal(first.errors[key], second.errors[key])
+
+
+# --- a function that bends inside the stencil -----------------------------------------------
+
+CHAOTIC_RNN = """\
+name: rnn-00597
+inputs:
+  x: {shape: [3, 15, 4], init: normal, scale: 0.368, seed: 1497052504}
+  h0: {shape: [3, 6], init: normal, scale: 2.6698, seed: 1394509268}
+  wx: {shape: [4, 6], init: normal, scale: 0.2926, seed: 1416044000}
+  wh: {shape: [6, 6], init: normal, scale: 2.9444, seed: 1610504373}
+  b: {shape: [6], init: normal, scale: 0.7393, seed: 24140042}
+expr: rnn(x, h0, wx, wh, b)
+"""
+
+
+def test_a_chaotic_recurrence_is_differenced_at_the_scale_where_it_is_smooth():
+    """(Found by benchmarks/false_alarms.py; the name seeds the cotangent.) 15 steps with
+    recurrent weights of scale 3: at the first stencil (h = 2^-9) the four
+    points of wh[0, 5] agree on a slope of -1134 with an error estimate of 348, where the
+    tangent's slope is 4858. The estimate's truncation error is 30% of it, so the element goes
+    round again; the estimates of the two stencils disagree by far more than the wider one
+    claimed, which is then its error, and the narrower rounds win."""
+    [case] = load_text(CHAOTIC_RNN)
+    cotangent = case.cotangent("float64")
+    exact = NumpyEngine().vjp(case.graph, case.arrays("float64"), case.wrt, cotangent).grads["wh"]
+    found = FiniteDifferences().vjp(case.graph, case.arrays("float64"), case.wrt, cotangent)
+    assert exact[0, 5] == pytest.approx(4858.0459, rel=1e-6)
+    assert abs(found.grads["wh"][0, 5] - exact[0, 5]) <= found.grad_err["wh"][0, 5]
+    np.testing.assert_allclose(found.grads["wh"], exact, rtol=1e-3)
+    for dtype in ("float64", "float32"):
+        result = run_case(case, dtype, make_engines(["numpy", "fd", "torch"]))
+        assert result.case.verdict == "PASS", result.case.message

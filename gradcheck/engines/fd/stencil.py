@@ -15,9 +15,14 @@ the differentiable point it is. A kink still inside the narrowest stencil but no
 is stepped around with a one-sided difference from its smooth side. A kink at x_i stays at
 every scale and is flagged, with its estimated distance from x_i (under half the
 narrowest stencil).
+A smooth element whose error estimate is a sizeable part of its derivative (the function
+bends within the stencil: a chaotic recurrence, a steep exponential) goes round again too,
+and keeps whichever estimate has the smaller error: at h the four points can agree by chance
+on a slope far from the tangent, where a narrower stencil sees the tangent.
 
 Rounds are vectorized over elements: each round is one call of the evaluator (in place or
-batched, see `evaluate`), and only the elements with a kink go round again.
+batched, see `evaluate`), and only the elements with a kink or a rough estimate go round
+again.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ EPS = np.finfo(np.float64).eps
 KINK_FACTOR = 10.0      # a slope step this many times the others' is a kink
 SHRINKS = 4             # stencils tried, each 16 times narrower, to step past a nearby kink
 NARROWING = 16.0
+ROUGH = 1e-3            # an estimate whose truncation error is above this fraction of it
+                        # goes round again with a narrower stencil
 
 
 @dataclass
@@ -103,26 +110,39 @@ def _power_of_two(h: np.ndarray) -> np.ndarray:
 
 
 def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
-    """Stencils, narrower each round for the elements that showed a kink."""
+    """Stencils, narrower each round for the elements that showed a kink or a rough
+    estimate; a smooth element keeps the estimate with the smallest error."""
     found = {k: np.full(len(flat), np.nan) for k in ("grad", "err", "kink_distance")}
     found["kink"] = np.zeros(len(flat), bool)
     pending = np.arange(len(flat))
     for round_ in range(SHRINKS):
         s = _stencil(values, f0, flat[pending], h[pending])
         last = round_ == SHRINKS - 1
-        done = ~(s["at_kink"] | s["inside"]) | last
+        smooth = ~(s["at_kink"] | s["inside"])
         if last:
             _one_sided(values, f0, flat[pending], h[pending], s)
+        _widen_by_disagreement(found, pending, smooth, s["grad"])
+        better = smooth & ~(found["err"][pending] <= s["err"])      # NaN: none yet
+        keep = better | (last & ~smooth)
         for key in ("grad", "err"):
-            found[key][pending[done]] = s[key][done]
-        flagged = done & s["at_kink"]
+            found[key][pending[keep]] = s[key][keep]
+        flagged = last & s["at_kink"]
         found["kink"][pending[flagged]] = True
         found["kink_distance"][pending[flagged]] = s["distance"][flagged]
-        pending = pending[~done]
-        h[pending] /= NARROWING
-        if not len(pending):
+        pending = pending[~smooth | (s["rough"] & better)]
+        if last or not len(pending):
             break
+        h[pending] /= NARROWING
     return found
+
+
+def _widen_by_disagreement(found: dict, pending: np.ndarray, smooth: np.ndarray,
+                           grad: np.ndarray) -> None:
+    """A wider stencil's error estimate is only as good as its agreement with the narrower
+    one: where the two estimates differ by more than it claims, the difference is its error."""
+    had = smooth & np.isfinite(found["grad"][pending])
+    kept = pending[had]
+    found["err"][kept] = np.maximum(found["err"][kept], np.abs(grad[had] - found["grad"][kept]))
 
 
 def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
@@ -137,7 +157,12 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
     floor = 4 * noise + 1e-3 * np.max(np.abs(slopes), axis=1)
     at_kink = steps[:, 1] > KINK_FACTOR * (steps[:, 0] + steps[:, 2]) + floor
     inside = np.max(steps, axis=1) > KINK_FACTOR * np.min(steps, axis=1) + floor
-    return {"grad": (4 * d2 - d1) / 3, "err": np.abs(d2 - d1) + noise, "at_kink": at_kink,
+    truncation = np.abs(d2 - d1)
+    # the function bends within the stencil: a 16 times narrower one cuts the truncation
+    # error 256-fold, and helps where that error is well above the rounding noise
+    rough = (truncation > ROUGH * np.abs((4 * d2 - d1) / 3)) & (truncation > NARROWING * noise)
+    return {"grad": (4 * d2 - d1) / 3, "err": truncation + noise, "at_kink": at_kink,
+            "rough": rough,
             "inside": inside, "distance": _kink_distance(slopes, h), "slopes": slopes,
             "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
