@@ -215,3 +215,29 @@ def test_a_chaotic_recurrence_is_differenced_at_the_scale_where_it_is_smooth():
     for dtype in ("float64", "float32"):
         result = run_case(case, dtype, make_engines(["numpy", "fd", "torch"]))
         assert result.case.verdict == "PASS", result.case.message
+
+
+# --- a dtype that overflows ----------------------------------------------------------------
+
+OVERFLOW = "sum(1 / (1 + exp(-100 * x)))"      # exp(100) is inf in float32
+
+
+def test_an_overflow_every_exact_engine_shares_is_the_dtypes_not_fds():
+    """In float32 numpy, torch and jax all give NaN for d/dx at x = -1 (inf / inf); fd, in
+    float64, a finite 0-ish slope. NONFINITE, and no engine to blame: the exact engines
+    agree, and fd is right about the float64 function."""
+    case = case_of(OVERFLOW, "{x: [-1.0, 0.5, -0.2]}", "[float32, float64]")
+    float32, float64 = run_all(case)
+    assert (float32.case.verdict, float32.case.blame) == ("NONFINITE", "")
+    assert (float64.case.verdict, float64.case.blame) == ("PASS", "")
+
+
+def test_one_engine_alone_with_the_non_finite_numbers_is_blamed():
+    """A backward that returns NaN where fd is finite, with no other exact engine in the same
+    places: the NaN is that engine's, beside fd alone as beside fd and torch."""
+    case = case_of(OVERFLOW, "{x: [-1.0, 0.5, -0.2]}", "[float64]")
+    for others in (["fd"], ["fd", "torch"]):
+        result = run_case(case, "float64", [fault_engines.NanGrads(), *make_engines(others)])
+        assert result.case.verdict == "NONFINITE"
+        assert "nan-grads" in result.case.blame.split()
+    assert result.case.blame == "nan-grads"
