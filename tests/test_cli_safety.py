@@ -143,8 +143,15 @@ def test_concurrent_runs_on_one_folder(catalog, tmp_path):
 # --- Ctrl-C -------------------------------------------------------------------------------------
 
 def _children(pid: int) -> list[str]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
+    """Children of every thread of `pid`: a worker is the child of the feeder thread that
+    started it, not of the main thread."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += (task / "children").read_text().split()
+        except OSError:          # the thread ended meanwhile
+            pass
+    return children
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker in /proc")
@@ -155,9 +162,12 @@ def test_ctrl_c_while_a_worker_runs_prints_one_line_and_exits_130(catalog, tmp_p
     # the terminal sends SIGINT to the whole process group: a session of its own here
     # the whole repository catalog: still running a second after its workers started
     whole = Path(__file__).resolve().parents[1] / "cases"
+    # and Ctrl-C's default action, as at a terminal: a shell without job control starts a
+    # background job (this test suite, say) with SIGINT ignored, and children inherit that
     run = subprocess.Popen([str(console_script()), "run", str(whole), "--out", str(previous)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
+                           start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not _children(run.pid) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -270,14 +270,19 @@ def _worker_env() -> dict:
 
 
 def serve_socket(fd: int) -> None:
-    """The worker's loop: one pickled request in, engine announcements and a result out."""
+    """The worker's loop: one pickled request in, engine announcements and a result out.
+    A parent that went away (Ctrl-C while this worker was still starting) ends it quietly."""
     conn = Connection(fd)
+    try:
+        _serve(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return
+
+
+def _serve(conn: Connection) -> None:
     conn.send(("ready", None))
     while True:
-        try:
-            request = conn.recv_bytes()
-        except EOFError:
-            return
+        request = conn.recv_bytes()
         try:
             case, dtype, engines, options = pickle.loads(request)
         except Exception as e:  # noqa: BLE001 -- e.g. a class only the caller's script defines
