@@ -129,7 +129,7 @@ class WorkerPool:
                 _reported(results[i], *jobs[i], report)
         finally:
             for worker in self.workers:
-                worker.close()
+                worker.stop()
         return results
 
     @staticmethod
@@ -142,6 +142,8 @@ class WorkerPool:
             case, dtype = jobs[i]
             try:
                 done.put((i, worker.run(case, dtype, engines, options)))
+            except Stopped:
+                return
             except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this case only
                 done.put((i, error_result(case, dtype, engines, f"{type(e).__name__}: {e}", None)))
 
@@ -152,6 +154,10 @@ def _biggest_first(jobs) -> list[int]:
     return sorted(range(len(jobs)), key=lambda i: -size(i))
 
 
+class Stopped(Exception):
+    """The pool was stopped (Ctrl-C, or the run is over) while this worker was starting."""
+
+
 class CaseWorker:
     """One worker process, started when first needed and again after it was stopped."""
 
@@ -160,6 +166,7 @@ class CaseWorker:
         self.process = self.conn = None
         self.in_process = None           # why cases run here instead, once they must
         self._warned = False
+        self.stopped = False
 
     def __enter__(self) -> "CaseWorker":
         return self
@@ -172,11 +179,18 @@ class CaseWorker:
             request = pickle.dumps((case, dtype, engines, options))
             conn = self._started() if self.in_process is None else None
         except Exception as e:  # noqa: BLE001 -- unpicklable engines, a worker that will not start
+            if self.stopped:             # killed by `stop` while starting: no fallback, no warning
+                raise Stopped() from None
             self.in_process = self.in_process or str(e)
         if self.in_process is not None:
             return self._here(case, dtype, engines, options)
         conn.send_bytes(request)
         return self._await(conn, case, dtype, engines, options)
+
+    def stop(self) -> None:
+        """For good: a feeder thread still starting this worker gives up quietly."""
+        self.stopped = True
+        self.close()
 
     def close(self) -> None:
         if self.process is not None:
