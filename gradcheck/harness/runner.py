@@ -267,12 +267,14 @@ def _overflow_of_the_dtype(row, outputs) -> bool:
     with them (a user's backward against fd) stays the one to blame."""
     if row.verdict != Verdict.NONFINITE or row.param == VALUE:
         return False
-    a, b = outputs[row.engine_a], outputs[row.engine_b]
-    estimate = _estimate(a, b, row.param)
-    if estimate is None or estimate is (exact := b if estimate is a else a):
+    pair = outputs[row.engine_a], outputs[row.engine_b]
+    estimate = _estimate(*pair, row.param)
+    exact = next((o for o in pair if not o.numerical), None)
+    if estimate is None or exact is None:
         return False
     finite = np.isfinite(exact.grads[row.param])
-    if finite.all() or not np.isfinite(estimate.grads[row.param][estimate.checked.get(row.param, True)]).all():
+    checked = estimate.grads[row.param][estimate.checked.get(row.param, True)]
+    if finite.all() or not np.isfinite(checked).all():
         return False
     return any(o is not exact and not o.numerical and row.param in o.grads
                and np.array_equal(np.isfinite(o.grads[row.param]), finite)
