@@ -85,3 +85,32 @@ def test_blame_prefers_the_cover_of_suspects():
     # evidence never overrides the smallest cover: one engine against two
     three = {("numpy", "torch"), ("numpy", "jax")}
     assert blame(["numpy", "torch", "jax"], three, suspects=["torch"]) == ["numpy"]
+
+
+def test_the_remainder_plot_puts_each_curve_on_its_decades():
+    """The SVG's points are the curves on log axes spanning every decade shown (the curves
+    and the slope-2 guide), a zero leaves a gap, and the legend carries each engine's rate."""
+    import base64
+    import re
+    from gradcheck.reports import taylor_plot as plot
+    eps = np.array([1e-1, 1e-2, 1e-3, 1e-4])
+    broken = np.array([1e-2, 0, 1e-4, 1e-5])
+    curves = {"numpy": np.vstack([eps, eps ** 2]), "broken": np.vstack([eps, broken])}
+    svg = base64.b64decode(plot.remainder_svg(curves, {"numpy": 2.0, "broken": 1.04})
+                           .split(",", 1)[1]).decode()
+    box = plot._LogBox([eps], [eps ** 2])
+    assert (box.x0, box.x1, box.y0, box.y1) == (-4, -1, -8, -2)
+    left, right = plot.LEFT, plot.WIDTH - plot.RIGHT
+    top, bottom = plot.TOP, plot.HEIGHT - plot.BOTTOM
+    assert box.point(1e-4, 1e-8) == pytest.approx((left, bottom))
+    assert box.point(1e-1, 1e-2) == pytest.approx((right, top))
+    guide = plot._guide(curves)[1]              # through the median R at eps 1e-3: 5.05e-5
+    assert guide[2] == pytest.approx(5.05e-5)
+    shown = plot._LogBox([eps], [eps ** 2, broken, guide])
+    numpy_line = re.findall(r'points="([^"]+)" fill="none" stroke="#1f77b4"', svg)
+    broken_lines = re.findall(r'points="([^"]+)" fill="none" stroke="#8c564b"', svg)
+    points = [float(v) for p in numpy_line[0].split() for v in p.split(",")]
+    expected = [v for x in eps for v in shown.point(x, x * x)]
+    np.testing.assert_allclose(points, expected, atol=0.06)
+    assert [len(line.split()) for line in broken_lines] == [1, 2]   # the zero breaks the line
+    assert "numpy (rate 2.00)" in svg and "broken (rate 1.04)" in svg and "slope 2" in svg
