@@ -7,7 +7,7 @@ holds against these classes). Text columns that hold lists (`tags`, `blame`, `en
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 TEXT, FLOAT, INT, INDEX = "text", "float", "int", "index"
 # an INDEX is a tuple of ints in memory and JSON text in a file: "[1, 2]", "[]" for a scalar
@@ -96,7 +96,3 @@ def columns(row_type) -> list[str]:
 def column_kinds(row_type) -> dict[str, str]:
     """Column name -> TEXT, FLOAT, INT or INDEX, from the field annotations."""
     return {f.name: _KINDS[f.type] for f in fields(row_type)}
-
-
-def as_dict(row) -> dict:
-    return asdict(row)

@@ -75,10 +75,6 @@ def _cell_value(value):
     return "" if value is None else value
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def anchor(case: str, dtype: str) -> str:
     return f"run-{case}--{dtype}"
 
