@@ -91,10 +91,24 @@ A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3
      dict(x=rng.normal(size=(2, 3, 5, 4)), w=rng.normal(size=(2, 3, 3, 3)), b=V[:2]), "w"),
     ("sum(conv2d(x, w, b) ** 2)",                                            # b stacked
      dict(x=rng.normal(size=(2, 1, 4, 4)), w=rng.normal(size=(2, 1, 3, 3)), b=V[:2]), "b"),
-    ("sum(conv2d(x, w, b, groups=2) ** 2)",                          # groups: by row
-     dict(x=rng.normal(size=(2, 2, 4, 4)), w=rng.normal(size=(4, 1, 3, 3)), b=V), "w"),
-    ("sum(rnn(x, h0, wx, wh, b) ** 2)", dict(x=M3, h0=A[:2], wx=A[:3], wh=rng.normal(size=(4, 4)),
-                                             b=V), "h0"),
+    *[("sum(conv2d(x, w, b, groups=2) ** 2)",                       # groups: filters by group
+       dict(x=rng.normal(size=(2, 2, 4, 4)), w=rng.normal(size=(4, 1, 3, 3)), b=V), name)
+      for name in ("x", "w", "b")],
+    *[("sum(rnn(x, h0, wx, wh, b) ** 2)",                            # any argument stacked
+       dict(x=M3, h0=A[:2], wx=A[:3], wh=rng.normal(size=(4, 4)), b=V), name)
+      for name in ("x", "h0", "wx", "wh", "b")],
+    *[("sum(lstm(x, h0, c0, wx, wh, b) ** 2)",
+       dict(x=M3, h0=A[:2, :2], c0=A[1:, 2:], wx=rng.normal(size=(3, 8)),
+            wh=rng.normal(size=(2, 8)), b=rng.normal(size=8)), name)
+      for name in ("x", "h0", "c0", "wx", "wh", "b")],
+    *[("sum(batchnorm(x, gamma, beta) ** 3)",                      # stack beside the channels
+       dict(x=x, gamma=V[:3], beta=V[1:]), name)
+      for x in (A.T, rng.normal(size=(2, 3, 4, 2))) for name in ("x", "gamma", "beta")],
+    *[("sum(layernorm(x, gamma, beta) ** 3)", dict(x=M3, gamma=V[:3], beta=V[1:]), name)
+      for name in ("x", "gamma", "beta")],
+    *[('sum(einsum("ij,jk->ik", x, y) ** 2)', dict(x=A, y=A.T), name) for name in ("x", "y")],
+    ('sum(einsum("ij,ij", x, y))', dict(x=A, y=A), "y"),              # implicit output, scalar
+    ("sum(x[1, ::2, None] ** 2)", dict(x=M3), "x"),
     ("sum(x @ transpose(x))", dict(x=A), "x"),
     ("sum(sigmoid(a @ x))", dict(a=A, x=V), "x"),                   # matrix @ vector
     ("sum(x @ a)", dict(x=V, a=A.T), "x"),                          # vector @ matrix

@@ -26,25 +26,43 @@ SAMPLES = 8          # perturbed evaluations: the root-mean-square of 8 is a ste
 
 
 class Noise:
-    """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps]; integer data passes as is."""
+    """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps]; integer data passes as is.
+
+    The uniform draws come from a pool filled a block at a time: the same stream, in the
+    same order, as one draw per array (a Generator's doubles do not depend on how they are
+    requested), without a generator call for every small array."""
+
+    POOL = 1 << 15
 
     def __init__(self, eps: float, rng: np.random.Generator):
         self.eps, self.rng = eps, rng
+        self._pool, self._factors, self._at = np.empty(0), np.empty(0), 0
+
+    def _draw(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next `size` draws u ~ U[-1, 1], and 1 + eps * u for each."""
+        if self._at + size > len(self._pool):
+            rest = self._pool[self._at:]
+            self._pool = np.concatenate([rest, self.rng.uniform(-1, 1, max(self.POOL, size))])
+            self._factors, self._at = 1 + self.eps * self._pool, 0
+        start, self._at = self._at, self._at + size
+        return self._pool[start:self._at], self._factors[start:self._at]
 
     def __call__(self, x):
         x = np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
+        if x.dtype.kind != "f":
             return x
-        d = self.eps * self.rng.uniform(-1, 1, x.shape)
+        rounded = np.asarray(x * self._draw(x.size)[1].reshape(x.shape))
         # whole numbers below 2^24 are exact in every float (an exponent k - 1 must stay 1)
-        exact = (x == np.round(x)) & (np.abs(x) < 2.0 ** 24)
-        return np.asarray(x * (1 + np.where(exact, 0.0, d)))
+        whole = np.rint(x) == x
+        if whole.any():
+            np.copyto(rounded, x, where=whole & (np.abs(x) < 2.0 ** 24))
+        return rounded
 
     def of_sum(self, total, squares, count: int):
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
         rounded, so the error grows with the terms' magnitudes, however much they cancel."""
         spread = self.eps * np.sqrt(count * np.asarray(squares))
-        return np.asarray(total + spread * self.rng.uniform(-1, 1, np.shape(total)))
+        return np.asarray(total + spread * self._draw(np.size(total))[0].reshape(np.shape(total)))
 
 
 def _sum_of_squares(ufunc, method, inputs, kwargs):

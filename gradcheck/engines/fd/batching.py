@@ -80,20 +80,75 @@ def _folded(per_sample: tuple[int, ...]):
 
 def _conv2d(forward, stacked, shapes, out_shape, attrs):
     """A stacked image folds into the batch; stacked filters or biases (the image not
-    stacked, one group) fold into the filter axis: B stacks of F filters are B * F filters."""
+    stacked) fold into the filter axis: B stacks of F filters in G groups are B * F filters,
+    laid out group by group so that each group keeps its own input channels."""
     if stacked[0]:
         return _folded((0,))(forward, stacked, shapes, out_shape, attrs)
-    if attrs.get("groups", 1) != 1:
-        return None
+    groups = attrs.get("groups", 1)
 
     def run(x, w, b):
         rows = len(w) if stacked[1] else len(b)
-        w = w if stacked[1] else np.broadcast_to(w, (rows,) + np.shape(w))
-        b = b if stacked[2] else np.broadcast_to(b, (rows,) + np.shape(b))
-        out = forward(x, w.reshape((-1,) + w.shape[2:]), b.reshape(-1), **attrs)
+        w = np.broadcast_to(w, (rows,) + shapes[1])
+        b = np.broadcast_to(b, (rows,) + shapes[2])
+        out = forward(x, _group_major(w, groups).reshape((-1,) + w.shape[2:]),
+                      _group_major(b, groups).reshape(-1), **attrs)
         n, _, oh, ow = out.shape
-        return out.reshape(n, rows, -1, oh, ow).transpose(1, 0, 2, 3, 4)
+        out = out.reshape(n, groups, rows, -1, oh, ow).transpose(2, 0, 1, 3, 4, 5)
+        return out.reshape((rows,) + tuple(out_shape))
     return run
+
+
+def _group_major(a: np.ndarray, groups: int) -> np.ndarray:
+    """(stack, filters, ...) -> (groups, stack, filters per group, ...)."""
+    return np.moveaxis(a.reshape((len(a), groups, -1) + a.shape[2:]), 1, 0)
+
+
+def _leading(extra: tuple[int, ...]):
+    """Ops whose forward broadcasts over leading axes (rnn and lstm: `x @ wx + b`, `h @ wh`):
+    stacked argument i gets `extra[i]` length-1 axes after its stacked one, so that the
+    stacks meet on one leading axis whichever arguments carry one."""
+    def rule(forward, stacked, shapes, out_shape, attrs):
+        def run(*args):
+            return forward(*(a.reshape(a.shape[:1] + (1,) * extra[i] + a.shape[1:]) if b else a
+                             for i, (a, b) in enumerate(zip(args, stacked))), **attrs)
+        return run
+    return rule
+
+
+def _batchnorm(forward, stacked, shapes, out_shape, attrs):
+    """Batch statistics are per channel: B stacks of C channels are B * C channels, the
+    stack moved beside the channel axis (1), gamma and beta stacked alike."""
+    n, channels, rest = shapes[0][0], shapes[0][1], tuple(shapes[0][2:])
+
+    def run(x, gamma, beta):
+        rows = next(len(a) for a, b in zip((x, gamma, beta), stacked) if b)
+        x = np.moveaxis(np.broadcast_to(x, (rows,) + shapes[0]), 0, 1)
+        params = [np.broadcast_to(p, (rows, channels)).reshape(-1) for p in (gamma, beta)]
+        out = forward(x.reshape((n, rows * channels) + rest), *params, **attrs)
+        return np.moveaxis(out.reshape((n, rows, channels) + rest), 1, 0)
+    return run
+
+
+def _einsum(forward, stacked, shapes, out_shape, attrs):
+    """A letter the subscripts do not use names the stack, in each stacked operand and in
+    the result (cleaned subscripts always carry '->')."""
+    subscripts = attrs["subscripts"]
+    terms, result = subscripts.split("->")
+    letter = next(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
+                  if c not in subscripts)
+    spec = ",".join(letter + t if b else t for t, b in zip(terms.split(","), stacked))
+    return lambda *operands: forward(*operands, **{**attrs, "subscripts": f"{spec}->{letter}{result}"})
+
+
+def _index(forward, stacked, shapes, out_shape, attrs):
+    """The (cleaned, explicit) key, with the whole stack axis in front."""
+    return lambda x: forward(x, **{**attrs, "key": (slice(None),) + tuple(attrs["key"])})
+
+
+def _labels_unstacked(forward, stacked, shapes, out_shape, attrs):
+    """Cross-entropy picks each row's label along the last axis and averages over the rows:
+    stacked scores give one loss per stack row, as long as the labels are not stacked."""
+    return None if stacked[1] else forward
 
 
 def _fold(a: np.ndarray, stacked: bool, rows: int) -> np.ndarray:
@@ -116,7 +171,10 @@ RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
          **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},
          "transpose": _transpose, "reshape": _reshape,
          "conv2d": _conv2d, "maxpool2d": _folded((0,)), "avgpool2d": _folded((0,)),
-         "rnn": _folded((0, 1)), "lstm": _folded((0, 1, 2))}
+         "rnn": _leading((0, 0, 1, 0, 2)), "lstm": _leading((0, 0, 0, 1, 0, 2)),
+         # layer norm standardizes along the last axis alone: it broadcasts as x * gamma does
+         "layernorm": _elementwise, "batchnorm": _batchnorm, "einsum": _einsum, "index": _index,
+         "softmax_cross_entropy": _labels_unstacked}
 
 
 def stacked_forward(graph, ops, env: dict, nodes: list, name: str):
