@@ -19,6 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
+from reference_impls import JointPart
+
 from ..engines.base import EngineOutput
 from ..engines.numpy_engine import NumpyEngine
 
@@ -102,12 +104,12 @@ class Noisy(np.ndarray):
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = tuple(np.asarray(o) for o in out)
-        inputs = [_plain(x) for x in inputs]
+        inputs = [x.view(np.ndarray) if isinstance(x, Noisy) else x for x in inputs]
         result = getattr(ufunc, method)(*inputs, **kwargs)
         if ufunc in EXACT_UFUNCS:
             return result if out is not None else _view(result, self.noise)
         squares = None if out is not None else _sum_of_squares(ufunc, method, inputs, kwargs)
-        if squares is not None and np.issubdtype(np.asarray(result).dtype, np.floating):
+        if squares is not None and np.asarray(result).dtype.kind == "f":
             result = self.noise.of_sum(result, *squares)
         if out is not None:
             for o in kwargs["out"]:
@@ -143,7 +145,7 @@ def noisy(x, noise: Noise):
 def _view(x, noise: Noise):
     """`x` as it is, as a `Noisy` array (integer data stays a plain array)."""
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         return x
     view = x.view(Noisy)
     view.noise = noise
@@ -162,16 +164,32 @@ class Perturbed:
 
     def __call__(self, *args, **attrs):
         result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
+        if isinstance(result, tuple):                 # a joint backward: one per argument
+            return tuple(np.asarray(r).view(np.ndarray) for r in result)
         return np.asarray(result).view(np.ndarray)
 
 
 def perturbed_ops(ops: Mapping, noise: Noise) -> dict:
     """A copy of an op table in which every forward and gradient rule carries noise (any
-    other field of a `Primitive`, such as a joint rule, is kept as it is)."""
-    return {name: dataclasses.replace(
-                prim, forward=Perturbed(prim.forward, noise),
-                grads=tuple(None if r is None else Perturbed(r, noise) for r in prim.grads))
+    other field of a `Primitive` is kept as it is). The parts of a joint backward stay
+    parts of one perturbed pass, which the executor runs once per node, as it runs the
+    exact one."""
+    return {name: dataclasses.replace(prim, forward=Perturbed(prim.forward, noise),
+                                      grads=_perturbed_rules(prim.grads, noise))
             for name, prim in ops.items()}
+
+
+def _perturbed_rules(rules: tuple, noise: Noise) -> tuple:
+    joints: dict = {}
+
+    def perturbed(rule):
+        if rule is None:
+            return None
+        if isinstance(rule, JointPart):
+            return JointPart(joints.setdefault(rule.joint, Perturbed(rule.joint, noise)),
+                             rule.index)
+        return Perturbed(rule, noise)
+    return tuple(perturbed(r) for r in rules)
 
 
 def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent,

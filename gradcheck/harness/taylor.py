@@ -51,16 +51,19 @@ class TaylorResult:
 
 
 def sweep(objective, inputs: Mapping[str, np.ndarray], wrt: list[str], seed: str) -> Sweep:
-    """Evaluate `objective(arrays)` (a float) at x and along each direction's eps sweep."""
+    """Evaluate the objective at x and along each direction's eps sweep, every point in one
+    call: `objective(points)` takes a stack of points per input and gives f at each."""
     x = {w: np.asarray(inputs[w], dtype=np.float64) for w in wrt}
     rng = np.random.default_rng(zlib.crc32(f"{seed}/<taylor>".encode()))
     directions = [{w: rng.standard_normal(x[w].shape) * _scale(x[w]) for w in wrt}
                   for _ in range(DIRECTIONS)]
     eps = 0.1 * 2.0 ** -np.arange(STEPS)
-    result = Sweep(eps, directions, float(objective(x)))
-    for u in directions:
-        result.f.append(np.array([objective({w: x[w] + e * u[w] for w in wrt}) for e in eps]))
-    return result
+
+    def along(w: str, u: dict) -> np.ndarray:
+        return x[w] + eps.reshape((-1,) + (1,) * x[w].ndim) * u[w]
+    points = {w: np.concatenate([x[w][None]] + [along(w, u) for u in directions]) for w in wrt}
+    values = objective(points)           # x first, then each direction's sweep
+    return Sweep(eps, directions, float(values[0]), list(values[1:].reshape(DIRECTIONS, STEPS)))
 
 
 def _scale(x: np.ndarray) -> float:
@@ -135,7 +138,7 @@ def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Ma
     with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
     an engine that estimates its own error (fd) is judged against that instead."""
     cotangent = np.asarray(cotangent, dtype=np.float64)
-    s = sweep(_objective(case.graph, arrays, cotangent), arrays, case.wrt, case.name)
+    s = sweep(_objective(case.graph, arrays, cotangent, case.wrt), arrays, case.wrt, case.name)
     results = []
     for name, output in outputs.items():
         grads = _contracted(case, output.grads, cotangent)
@@ -153,15 +156,31 @@ def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
             for w, g in grads.items()}
 
 
-def _objective(graph, arrays: Mapping, cotangent: np.ndarray):
+def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str]):
+    """f(points) = <cotangent, numpy forward at each point>, the points stacked along a
+    first axis for every input in `wrt`, evaluated in float64 in one pass (the fd engine's
+    batching rules), in chunks that fit its memory budget."""
     import reference_impls
     from ..engines.base import constants
-    fixed = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-             for k, v in arrays.items()}
-    fixed.update(constants(graph, np.float64))
+    from ..engines.fd.batching import stacked_forward
+    from ..engines.fd.evaluate import MEMORY_BUDGET
+    env = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+           for k, v in arrays.items()}
+    env.update(constants(graph, np.float64))
+    with np.errstate(all="ignore"):
+        env = reference_impls.forward(graph, reference_impls.OPS, env)
+    order = reference_impls.topological_order(graph)
+    touched = reference_impls.dependents(order, wrt)
+    nodes = [node for node in order if node.name in touched]
+    forward = stacked_forward(graph, reference_impls.OPS, env, nodes, wrt)
+    row_bytes = 2 * 8 * sum(np.size(env[n]) for n in [*wrt, *(node.name for node in nodes)])
+    rows = max(1, MEMORY_BUDGET // max(row_bytes, 1))
 
-    def f(x: Mapping[str, np.ndarray]) -> float:
+    def f(points: Mapping[str, np.ndarray]) -> np.ndarray:
+        count = len(points[wrt[0]])
         with np.errstate(all="ignore"):
-            env = reference_impls.forward(graph, reference_impls.OPS, {**fixed, **x})
-            return float(np.sum(env[graph.output] * cotangent))
+            outs = [forward(*(points[w][start:start + rows] for w in wrt))
+                    for start in range(0, count, rows)]
+        out = np.concatenate(outs)
+        return np.sum(out * cotangent, axis=tuple(range(1, out.ndim)))
     return f

@@ -177,10 +177,11 @@ RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
          "softmax_cross_entropy": _labels_unstacked}
 
 
-def stacked_forward(graph, ops, env: dict, nodes: list, name: str):
-    """A function (stack of values of input `name`) -> the stacked output, evaluating
-    `nodes` (those that depend on `name`) with batching rules."""
-    stacked, steps = {name}, []
+def stacked_forward(graph, ops, env: dict, nodes: list, names):
+    """A function (a stack of values for each input in `names`, in that order) -> the
+    stacked output, evaluating `nodes` (those that depend on `names`) with batching rules."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    stacked, steps = set(names), []
     for node in nodes:
         flags = tuple(a in stacked for a in node.args)
         shapes, out_shape = [np.shape(env[a]) for a in node.args], np.shape(env[node.name])
@@ -190,8 +191,8 @@ def stacked_forward(graph, ops, env: dict, nodes: list, name: str):
         steps.append((node, step))
         stacked.add(node.name)
 
-    def run(stack: np.ndarray) -> np.ndarray:
-        scratch = {**env, name: stack}
+    def run(*stacks: np.ndarray) -> np.ndarray:
+        scratch = {**env, **dict(zip(names, stacks))}
         for node, step in steps:
             scratch[node.name] = step(*(scratch[a] for a in node.args))
         return scratch[graph.output]
