@@ -1,8 +1,9 @@
 """Layers of the second vocabulary, CS231n-style: average pooling, batch and layer norm, LSTM.
 
 As in `nn.py`, rules are stateless: what a forward pass would cache (the normalised input,
-the gates and cell states) is recomputed from the arguments. The LSTM's rules are parts of
-one backprop-through-time pass (`joint_rules`), run once per node for all its inputs.
+the gates and cell states) is recomputed from the arguments. The rules of the norms and of
+the LSTM are parts of one pass (`joint_rules`: the norms' three gradients read one
+normalised input; the LSTM's backprop through time), run once per node for all its inputs.
 """
 from __future__ import annotations
 
@@ -65,36 +66,23 @@ def _batchnorm(x, gamma, beta, eps=1e-5):
     return xhat * _channel(gamma, x) + _channel(beta, x)
 
 
-def _batchnorm_grad_x(g, out, x, gamma, beta, eps=1e-5):
+def _batchnorm_backward(g, out, x, gamma, beta, eps=1e-5):
+    """Gradients of (x, gamma, beta) in one pass: all three read the same xhat."""
     axes = _batch_axes(x)
     xhat, inv_std = _standardize(x, axes, eps)
-    return _standardize_grad(g * _channel(gamma, x), xhat, inv_std, axes)
-
-
-def _batchnorm_grad_gamma(g, out, x, gamma, beta, eps=1e-5):
-    axes = _batch_axes(x)
-    return np.sum(g * _standardize(x, axes, eps)[0], axis=axes)
-
-
-def _batchnorm_grad_beta(g, out, x, gamma, beta, eps=1e-5):
-    return np.sum(g, axis=_batch_axes(x))
+    dx = _standardize_grad(g * _channel(gamma, x), xhat, inv_std, axes)
+    return dx, np.sum(g * xhat, axis=axes), np.sum(g, axis=axes)
 
 
 def _layernorm(x, gamma, beta, eps=1e-5):
     return _standardize(x, (-1,), eps)[0] * gamma + beta
 
 
-def _layernorm_grad_x(g, out, x, gamma, beta, eps=1e-5):
+def _layernorm_backward(g, out, x, gamma, beta, eps=1e-5):
+    """Gradients of (x, gamma, beta) in one pass; unbroadcast sums gamma's and beta's
+    leading axes."""
     xhat, inv_std = _standardize(x, (-1,), eps)
-    return _standardize_grad(g * gamma, xhat, inv_std, (-1,))
-
-
-def _layernorm_grad_gamma(g, out, x, gamma, beta, eps=1e-5):
-    return g * _standardize(x, (-1,), eps)[0]           # unbroadcast sums the leading axes
-
-
-def _layernorm_grad_beta(g, out, x, gamma, beta, eps=1e-5):
-    return g
+    return _standardize_grad(g * gamma, xhat, inv_std, (-1,)), g * xhat, g
 
 
 # --- lstm ---------------------------------------------------------------------------------
@@ -182,9 +170,7 @@ def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
 
 OPS = {
     "avgpool2d": Primitive(_avgpool2d, (_avgpool2d_grad,)),
-    "batchnorm": Primitive(_batchnorm, (_batchnorm_grad_x, _batchnorm_grad_gamma,
-                                        _batchnorm_grad_beta)),
-    "layernorm": Primitive(_layernorm, (_layernorm_grad_x, _layernorm_grad_gamma,
-                                        _layernorm_grad_beta)),
+    "batchnorm": Primitive(_batchnorm, joint_rules(_batchnorm_backward, 3)),
+    "layernorm": Primitive(_layernorm, joint_rules(_layernorm_backward, 3)),
     "lstm": Primitive(_lstm, joint_rules(_lstm_bptt, 6)),
 }

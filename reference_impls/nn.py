@@ -8,6 +8,7 @@ previous hidden states, the probabilities) is recomputed from `out` and the argu
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .primitive import Primitive, joint_rules
 
@@ -94,10 +95,16 @@ def _tap_weights(w, groups):
         groups, kh * kw * cg, f // groups)
 
 
-def _shifted_cols(rows, offsets):
-    """The (G, corners, KH * KW * Cg) im2col matrix: each tap's rows, shifted, side by side."""
-    length = rows.shape[1] - offsets[-1]                 # corners whose every tap is in range
-    return np.concatenate([rows[:, o:o + length] for o in offsets], axis=-1)
+def _shifted_cols(rows, taps_hw, steps):
+    """The (G, corners, KH * KW * Cg) im2col matrix: each tap's rows, shifted, side by side.
+    Tap (i, j) starts i * steps[0] + j * steps[1] rows on, so the matrix is a strided view
+    of `rows`, copied once (no concatenation of one slice per tap)."""
+    (kh, kw), (groups, count, cg), s = taps_hw, rows.shape, rows.strides
+    length = count - (kh - 1) * steps[0] - (kw - 1) * steps[1]   # corners whose taps fit
+    view = as_strided(rows, (groups, length, kh, kw, cg),
+                      (s[0], s[1], steps[0] * s[1], steps[1] * s[1], s[2]),
+                      subok=True, writeable=False)
+    return view.reshape(groups, length, kh * kw * cg)
 
 
 def _corners(grid, out_hw, stride):
@@ -106,9 +113,27 @@ def _corners(grid, out_hw, stride):
     return (slice(None), slice(None), slice(0, s * (oh - 1) + 1, s), slice(0, s * (ow - 1) + 1, s))
 
 
+NARROW = 16       # channels per group below which a product per tap beats the im2col copy
+
+
+def _taps_product(rows, w, groups, offsets, steps):
+    """(G, corners, F / G): each window's sum over its taps of rows times tap weights. With
+    few channels the im2col matrix is mostly copying, and a product per tap, added up, is
+    faster (about 1.8x at 3 channels; 0.75x at 32)."""
+    taps, cg = _tap_weights(w, groups), rows.shape[-1]
+    if cg >= NARROW:
+        return _shifted_cols(rows, w.shape[2:], steps) @ taps
+    length = rows.shape[1] - offsets[-1]
+    per_tap = taps.reshape(groups, len(offsets), cg, -1)
+    out = rows[:, :length] @ per_tap[:, 0]                  # the first tap's offset is 0
+    for k, o in enumerate(offsets[1:], 1):
+        out += rows[:, o:o + length] @ per_tap[:, k]
+    return out
+
+
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
-    out = _shifted_cols(rows, offsets) @ _tap_weights(w, groups)
+    out = _taps_product(rows, w, groups, offsets, (dilation * grid[2], dilation))
     full = np.zeros(rows.shape[:2] + out.shape[2:], out.dtype)
     full[:, :out.shape[1]] = out
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)

@@ -10,7 +10,7 @@ import gradcheck
 import reference_impls
 from gradcheck.engines import FiniteDifferences
 from gradcheck.engines.base import constants
-from gradcheck.engines.fd.engine import Objective
+from gradcheck.engines.fd.batching import stacked_forward
 from helpers import engine_vjp, graph_of, load_one
 
 rng = np.random.default_rng(5)
@@ -94,6 +94,9 @@ A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3
     *[("sum(conv2d(x, w, b, groups=2) ** 2)",                       # groups: filters by group
        dict(x=rng.normal(size=(2, 2, 4, 4)), w=rng.normal(size=(4, 1, 3, 3)), b=V), name)
       for name in ("x", "w", "b")],
+    *[(f"sum(conv2d(x, w, b, pad=1, groups={g}) ** 2)",              # image and filters: groups
+       dict(x=rng.normal(size=(2, 2, 4, 3)), w=rng.normal(size=(4, 2 // g, 3, 3)), b=V), names)
+      for g in (1, 2) for names in (("x", "w"), ("x", "b"), ("x", "w", "b"))],
     *[("sum(rnn(x, h0, wx, wh, b) ** 2)",                            # any argument stacked
        dict(x=M3, h0=A[:2], wx=A[:3], wh=rng.normal(size=(4, 4)), b=V), name)
       for name in ("x", "h0", "wx", "wh", "b")],
@@ -118,13 +121,20 @@ A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3
     ("sum(reshape(transpose(x, axes=[0, 2, 1]), shape=[6, 4]) ** 2)", dict(x=M3), "x"),
 ])
 def test_stacked_forward_matches_row_by_row(expr, inputs, name):
+    names = (name,) if isinstance(name, str) else name
     graph = graph_of(expr, inputs)
-    env = {k: np.asarray(v, float if k != "labels" else int) for k, v in inputs.items()}
-    env = reference_impls.forward(graph, reference_impls.OPS, {**env, **constants(graph, float)})
-    objective = Objective(graph, reference_impls.OPS, env, name, np.ones(()), batched=True)
-    stack = env[name] + rng.normal(size=(5,) + np.shape(env[name])) * 0.1
-    rows = [objective(row) for row in stack]
-    np.testing.assert_allclose(objective(stack), rows, rtol=1e-12, atol=1e-12)
+    leaves = {k: np.asarray(v, float if k != "labels" else int) for k, v in inputs.items()}
+    leaves.update(constants(graph, float))
+    env = reference_impls.forward(graph, reference_impls.OPS, dict(leaves))
+    order = reference_impls.topological_order(graph)
+    touched = reference_impls.dependents(order, names)
+    run = stacked_forward(graph, reference_impls.OPS, env, [n for n in order if n.name in touched],
+                          names)
+    stacks = [env[n] + rng.normal(size=(5,) + np.shape(env[n])) * 0.1 for n in names]
+    rows = [reference_impls.forward(graph, reference_impls.OPS,
+                                    {**leaves, **{n: s[r] for n, s in zip(names, stacks)}})
+            [graph.output] for r in range(5)]
+    np.testing.assert_allclose(run(*stacks), rows, rtol=1e-12, atol=1e-12)
 
 
 # --- directional checks in a run: caught and blamed -------------------------------------------

@@ -82,6 +82,8 @@ def _conv2d(forward, stacked, shapes, out_shape, attrs):
     """A stacked image folds into the batch; stacked filters or biases (the image not
     stacked) fold into the filter axis: B stacks of F filters in G groups are B * F filters,
     laid out group by group so that each group keeps its own input channels."""
+    if stacked[0] and (stacked[1] or stacked[2]):
+        return _conv2d_as_groups(forward, shapes, out_shape, attrs)
     if stacked[0]:
         return _folded((0,))(forward, stacked, shapes, out_shape, attrs)
     groups = attrs.get("groups", 1)
@@ -95,6 +97,22 @@ def _conv2d(forward, stacked, shapes, out_shape, attrs):
         n, _, oh, ow = out.shape
         out = out.reshape(n, groups, rows, -1, oh, ow).transpose(2, 0, 1, 3, 4, 5)
         return out.reshape((rows,) + tuple(out_shape))
+    return run
+
+
+def _conv2d_as_groups(forward, shapes, out_shape, attrs):
+    """Images and filters both stacked: B stacks of G groups are B * G groups, each row's
+    channels and filters side by side, so that no row sees another's."""
+    groups = attrs.get("groups", 1)
+
+    def run(x, w, b):
+        rows = len(x)
+        x = np.moveaxis(np.broadcast_to(x, (rows,) + shapes[0]), 0, 1)
+        w = np.broadcast_to(w, (rows,) + shapes[1])
+        out = forward(x.reshape((len(x), -1) + x.shape[3:]), w.reshape((-1,) + w.shape[2:]),
+                      np.broadcast_to(b, (rows,) + shapes[2]).reshape(-1),
+                      **{**attrs, "groups": rows * groups})
+        return np.moveaxis(out.reshape((len(out), rows) + tuple(out_shape[1:])), 1, 0)
     return run
 
 
