@@ -187,8 +187,10 @@ def _shape_mismatch(a, b, tol) -> Judgement:
 
 
 def _max(x) -> float:
+    """The largest non-NaN element; 0 when there is none."""
     x = np.asarray(x, dtype=np.float64)
-    return float(np.nanmax(x)) if x.size and not np.all(np.isnan(x)) else 0.0
+    largest = np.fmax.reduce(x, axis=None) if x.size else np.nan     # fmax skips NaN
+    return 0.0 if np.isnan(largest) else float(largest)
 
 
 def blame(engines: list[str], disagreeing: set[tuple[str, str]], suspects=()) -> list[str]:

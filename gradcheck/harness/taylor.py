@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .verdict import Verdict
 
@@ -100,14 +101,24 @@ def fit_rate(eps: np.ndarray, remainder: np.ndarray, floor: np.ndarray) -> tuple
     consecutive points clear of the floor whose local slopes agree within LINEAR; failing
     that, over the most linear such window; NaN when fewer than 3 points are clear."""
     clear = np.isfinite(remainder) & (remainder > floor)
-    runs = [(lo, lo + WINDOW) for lo in range(len(eps) - WINDOW + 1) if clear[lo:lo + WINDOW].all()]
-    if not runs:
+    if len(eps) < WINDOW:
         return _short_fit(eps, remainder, clear)
-    logs = np.log(eps), np.log(remainder)
-    spread = [np.ptp(np.diff(logs[1][lo:hi]) / np.diff(logs[0][lo:hi])) for lo, hi in runs]
-    linear = [w for w, sp in zip(runs, spread) if sp <= LINEAR]
-    lo, hi = linear[-1] if linear else runs[int(np.argmin(spread))]
-    return float(np.polyfit(logs[0][lo:hi], logs[1][lo:hi], 1)[0]), (lo, hi)
+    starts = np.flatnonzero(sliding_window_view(clear, WINDOW).all(axis=1))
+    if not len(starts):
+        return _short_fit(eps, remainder, clear)
+    with np.errstate(all="ignore"):          # points off the floor are never used
+        logs = np.log(eps), np.log(remainder)
+        local = np.diff(logs[1]) / np.diff(logs[0])
+    spread = np.ptp(sliding_window_view(local, WINDOW - 1), axis=1)[starts]
+    linear = starts[spread <= LINEAR]
+    lo = int(linear[-1] if len(linear) else starts[np.argmin(spread)])
+    return _slope(logs[0][lo:lo + WINDOW], logs[1][lo:lo + WINDOW]), (lo, lo + WINDOW)
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    """The least-squares slope of y against x."""
+    centred = x - x.mean()
+    return float(np.dot(centred, y - y.mean()) / np.dot(centred, centred))
 
 
 def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
@@ -115,8 +126,7 @@ def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
     if len(index) < 3:
         return float("nan"), (0, 0)
     index = index[-WINDOW:]
-    slope = np.polyfit(np.log(eps[index]), np.log(remainder[index]), 1)[0]
-    return float(slope), (int(index[0]), int(index[-1]) + 1)
+    return _slope(np.log(eps[index]), np.log(remainder[index])), (int(index[0]), int(index[-1]) + 1)
 
 
 def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
