@@ -113,6 +113,11 @@ A, V, M3 = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(2, 4, 3
     ('sum(einsum("ij,ij", x, y))', dict(x=A, y=A), "y"),              # implicit output, scalar
     ("sum(x[1, ::2, None] ** 2)", dict(x=M3), "x"),
     ("sum(x @ transpose(x))", dict(x=A), "x"),
+    *[("sum(tanh(x @ w))", dict(x=M3, w=A), name) for name in ("x", "w")],     # 3-d @ 2-d
+    *[("sum(tanh(x @ w))", dict(x=A, w=rng.normal(size=(2, 4, 5))), name)      # 2-d @ 3-d
+      for name in ("x", "w", ("x", "w"))],
+    *[("sum(tanh(x @ w))", dict(x=M3, w=rng.normal(size=(2, 3, 5))), name)      # batched
+      for name in ("x", "w", ("x", "w"))],
     ("sum(sigmoid(a @ x))", dict(a=A, x=V), "x"),                   # matrix @ vector
     ("sum(x @ a)", dict(x=V, a=A.T), "x"),                          # vector @ matrix
     ("sum(x @ y)", dict(x=V, y=V), "x"),                            # vector . vector

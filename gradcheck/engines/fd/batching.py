@@ -26,17 +26,26 @@ def _elementwise(forward, stacked, shapes, out_shape, attrs):
 
 def _matmul(forward, stacked, shapes, out_shape, attrs):
     (stack_a, stack_b), (na, nb) = stacked, (len(shapes[0]), len(shapes[1]))
-    if stack_a and stack_b:
-        return forward if na == nb >= 2 else None
+    if na >= 2 and nb >= 2:         # stacks of matrices: the stack axis leads, past the
+        depth = max(na, nb)         # other operand's batch axes
+        return lambda a, b: forward(_lead(a, depth - na) if stack_a else a,
+                                    _lead(b, depth - nb) if stack_b else b)
+    if stack_a and stack_b:         # two stacks and a vector among them: by row
+        return None
     if stack_a:
-        return forward if (na >= 2 and na >= nb) or (na == 1 and nb <= 2) else None
-    if nb >= 2 and nb >= na:
+        return forward if na >= 2 or nb <= 2 else None
+    if nb >= 2:                     # vector @ stack of matrices
         return forward
     if na == 1:                     # vector . stack of vectors
         return lambda a, b: forward(b, a)
     if na == 2:                     # matrix @ stack of vectors = stack @ matrix.T, one product
         return lambda a, b: forward(b, a.T)
     return lambda a, b: np.moveaxis(forward(a, b.T), -1, 0)
+
+
+def _lead(stack: np.ndarray, axes: int) -> np.ndarray:
+    """`axes` length-1 axes after the stacked one."""
+    return stack.reshape(stack.shape[:1] + (1,) * axes + stack.shape[1:])
 
 
 def _along_axes(default):
