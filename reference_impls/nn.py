@@ -69,14 +69,14 @@ def _window_offsets(size, oh, ow, stride):
 
 
 # --- conv2d -------------------------------------------------------------------------------
-# The shifted-rows form: in the zero-padded image laid out as rows of channels (NHWC, one
-# block per group), kernel tap (i, j) of the window whose corner is row k reads row
-# k + offset(i, j). So the im2col matrix is the contiguous row slices of the taps side by
-# side (copies of whole blocks, no gather per window), and the convolution is one matrix
-# product with the taps' weights stacked the same way. Rows are computed for every corner
-# position of the padded image (about 13% more work at 32 x 32 with pad 1); the stride and
-# the rows whose window runs off the image are cropped afterwards, and their gradient
-# enters as zeros.
+# Both passes lay the zero-padded image out channels last (NHWC, one block per group).
+# The forward reads every window as a strided view of it (`_windows`), copied once into
+# the im2col matrix at the output positions only, and multiplies by the taps' weights.
+# The backward uses the shifted-rows form: kernel tap (i, j) of the window whose corner is
+# row k reads row k + offset(i, j), so each tap's rows are one contiguous slice, and the
+# gradient is one matrix product per tap (no scatter per window). Its rows cover every
+# corner of the padded grid; the stride and the windows that run off the image enter as
+# zero gradient.
 
 def _padded_rows(x, w, pad, dilation, groups):
     """(G, rows, Cg) of the padded image, the tap offsets, and the (N, HP, WP) grid."""
@@ -89,22 +89,10 @@ def _padded_rows(x, w, pad, dilation, groups):
 
 
 def _tap_weights(w, groups):
-    """w (F, Cg, KH, KW) -> (G, KH * KW * Cg, F / G), rows in the order of `_shifted_cols`."""
+    """w (F, Cg, KH, KW) -> (G, KH * KW * Cg, F / G), rows by tap (i, j), then channel."""
     f, cg, kh, kw = w.shape
     return w.reshape(groups, f // groups, cg, kh * kw).transpose(0, 3, 2, 1).reshape(
         groups, kh * kw * cg, f // groups)
-
-
-def _shifted_cols(rows, taps_hw, steps):
-    """The (G, corners, KH * KW * Cg) im2col matrix: each tap's rows, shifted, side by side.
-    Tap (i, j) starts i * steps[0] + j * steps[1] rows on, so the matrix is a strided view
-    of `rows`, copied once (no concatenation of one slice per tap)."""
-    (kh, kw), (groups, count, cg), s = taps_hw, rows.shape, rows.strides
-    length = count - (kh - 1) * steps[0] - (kw - 1) * steps[1]   # corners whose taps fit
-    view = as_strided(rows, (groups, length, kh, kw, cg),
-                      (s[0], s[1], steps[0] * s[1], steps[1] * s[1], s[2]),
-                      subok=True, writeable=False)
-    return view.reshape(groups, length, kh * kw * cg)
 
 
 def _corners(grid, out_hw, stride):
@@ -113,33 +101,27 @@ def _corners(grid, out_hw, stride):
     return (slice(None), slice(None), slice(0, s * (oh - 1) + 1, s), slice(0, s * (ow - 1) + 1, s))
 
 
-NARROW = 16       # channels per group below which a product per tap beats the im2col copy
-
-
-def _taps_product(rows, w, groups, offsets, steps):
-    """(G, corners, F / G): each window's sum over its taps of rows times tap weights. With
-    few channels the im2col matrix is mostly copying, and a product per tap, added up, is
-    faster (about 1.8x at 3 channels; 0.75x at 32)."""
-    taps, cg = _tap_weights(w, groups), rows.shape[-1]
-    if cg >= NARROW:
-        return _shifted_cols(rows, w.shape[2:], steps) @ taps
-    length = rows.shape[1] - offsets[-1]
-    per_tap = taps.reshape(groups, len(offsets), cg, -1)
-    out = rows[:, :length] @ per_tap[:, 0]                  # the first tap's offset is 0
-    for k, o in enumerate(offsets[1:], 1):
-        out += rows[:, o:o + length] @ per_tap[:, k]
-    return out
-
-
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
-    rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
-    out = _taps_product(rows, w, groups, offsets, (dilation * grid[2], dilation))
-    full = np.zeros(rows.shape[:2] + out.shape[2:], out.dtype)
-    full[:, :out.shape[1]] = out
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
-    out = full.reshape(rows.shape[:1] + grid + out.shape[2:])[_corners(grid, out_hw, stride)]
-    out = out.transpose(1, 0, 4, 2, 3).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
-    return out + b[:, None, None]
+    out = _windows(x, w, out_hw, stride, pad, dilation, groups) @ _tap_weights(w, groups)
+    out = out.reshape((groups, -1) + out_hw + (w.shape[0] // groups,)).transpose(1, 0, 4, 2, 3)
+    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw) + b[:, None, None]
+
+
+def _windows(x, w, out_hw, stride, pad, dilation, groups):
+    """The forward's (G, windows, KH * KW * Cg) im2col matrix, output positions only: in
+    the padded image laid out channels last (one block per group), window (h, w)'s tap
+    (i, j) is pixel (stride h + dilation i, stride w + dilation j), so every window is a
+    strided view of the image, copied once."""
+    n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
+    kh, kw = w.shape[2:]
+    xg = x.reshape(n, groups, c // groups, h, wd).transpose(1, 0, 3, 4, 2)
+    xg = np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+    s = xg.strides
+    view = as_strided(xg, (groups, n) + out_hw + (kh, kw, c // groups),
+                      (s[0], s[1], stride * s[2], stride * s[3], dilation * s[2],
+                       dilation * s[3], s[4]), subok=True, writeable=False)
+    return view.reshape(groups, n * out_hw[0] * out_hw[1], kh * kw * (c // groups))
 
 
 def _conv_out_hw(x, w, stride, pad, dilation):
