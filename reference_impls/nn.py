@@ -70,22 +70,68 @@ def _window_offsets(size, oh, ow, stride):
 
 # --- conv2d -------------------------------------------------------------------------------
 # Both passes lay the zero-padded image out channels last (NHWC, one block per group).
-# The forward reads every window as a strided view of it (`_windows`), copied once into
-# the im2col matrix at the output positions only, and multiplies by the taps' weights.
-# The backward uses the shifted-rows form: kernel tap (i, j) of the window whose corner is
-# row k reads row k + offset(i, j), so each tap's rows are one contiguous slice, and the
-# gradient is one matrix product per tap (no scatter per window). Its rows cover every
-# corner of the padded grid; the stride and the windows that run off the image enter as
-# zero gradient.
+# Window (h, w)'s kernel tap (i, j) is then pixel (stride h + dilation i, stride w +
+# dilation j), so all windows together are one strided view of the image: the forward
+# copies it once into the im2col matrix (output positions only) and multiplies by the taps'
+# weights; the backward's dw is one product of that matrix with g, and the matrix's own
+# gradient goes back to the image tap by tap, a strided slice each (inside one tap no two
+# windows read the same pixel, so `+=` scatters with no collision).
 
-def _padded_rows(x, w, pad, dilation, groups):
-    """(G, rows, Cg) of the padded image, the tap offsets, and the (N, HP, WP) grid."""
+def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    out_hw = _conv_out_hw(x, w, stride, pad, dilation)
+    out = _im2col(x, w, out_hw, stride, pad, dilation, groups) @ _tap_weights(w, groups)
+    out = out.reshape((groups, -1) + out_hw + (w.shape[0] // groups,)).transpose(1, 0, 4, 2, 3)
+    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw) + b[:, None, None]
+
+
+def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
+    f, out_hw = w.shape[0], g.shape[-2:]
+    cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)          # (G, windows, K)
+    gg = g.reshape((-1, groups, f // groups) + out_hw).transpose(1, 0, 3, 4, 2)
+    gg = gg.reshape(groups, -1, f // groups)                             # (G, windows, F / G)
+    dcols = gg @ _tap_weights(w, groups).transpose(0, 2, 1)
+    dtaps = cols.transpose(0, 2, 1) @ gg                                 # (G, K, F / G)
+    dw = dtaps.reshape((groups, -1, w.shape[1], f // groups)).transpose(0, 3, 2, 1)
+    return (_col2im(dcols, x, w, out_hw, stride, pad, dilation, groups), dw.reshape(w.shape),
+            np.sum(g, axis=(0, 2, 3)))
+
+
+def _padded(x, pad, groups):
+    """(G, N, H + 2 pad, W + 2 pad, Cg): the zero-padded image, channels last."""
     n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
     xg = x.reshape(n, groups, c // groups, h, wd).transpose(1, 0, 3, 4, 2)
-    xg = np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
-    grid = xg.shape[1:4]
-    offsets = [dilation * (i * grid[2] + j) for i in range(w.shape[2]) for j in range(w.shape[3])]
-    return xg.reshape(groups, -1, c // groups), offsets, grid
+    return np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+
+
+def _windows(image, taps_hw, out_hw, stride, dilation):
+    """(G, N, OH, OW, KH, KW, Cg): every window of the padded image, a strided view."""
+    s = image.strides
+    return as_strided(image, image.shape[:2] + tuple(out_hw) + tuple(taps_hw) + image.shape[-1:],
+                      (s[0], s[1], stride * s[2], stride * s[3], dilation * s[2],
+                       dilation * s[3], s[4]), subok=True, writeable=False)
+
+
+def _im2col(x, w, out_hw, stride, pad, dilation, groups):
+    """(G, windows, KH * KW * Cg): the windows' pixels, by tap (i, j), then channel."""
+    windows = _windows(_padded(x, pad, groups), w.shape[2:], out_hw, stride, dilation)
+    return windows.reshape(groups, -1, int(np.prod(windows.shape[-3:])))
+
+
+def _col2im(dcols, x, w, out_hw, stride, pad, dilation, groups):
+    """The gradient of the image from that of its im2col matrix: tap by tap, a strided
+    slice of the padded image each."""
+    (c, h, wd), (kh, kw), (oh, ow) = x.shape[-3:], w.shape[2:], out_hw
+    image = np.zeros((groups, int(np.prod(x.shape[:-3], dtype=np.int64)), h + 2 * pad,
+                      wd + 2 * pad, c // groups), dcols.dtype)
+    taps = dcols.reshape(image.shape[:2] + tuple(out_hw) + (kh, kw, c // groups))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
+            cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
+            image[:, :, rows, cols] += taps[:, :, :, :, i, j]
+    dx = image[:, :, pad:pad + h, pad:pad + wd]
+    return dx.transpose(1, 0, 4, 2, 3).reshape(x.shape)
 
 
 def _tap_weights(w, groups):
@@ -95,58 +141,9 @@ def _tap_weights(w, groups):
         groups, kh * kw * cg, f // groups)
 
 
-def _corners(grid, out_hw, stride):
-    """Index of the padded-grid rows that are output positions (window corners)."""
-    (oh, ow), s = out_hw, stride
-    return (slice(None), slice(None), slice(0, s * (oh - 1) + 1, s), slice(0, s * (ow - 1) + 1, s))
-
-
-def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
-    out_hw = _conv_out_hw(x, w, stride, pad, dilation)
-    out = _windows(x, w, out_hw, stride, pad, dilation, groups) @ _tap_weights(w, groups)
-    out = out.reshape((groups, -1) + out_hw + (w.shape[0] // groups,)).transpose(1, 0, 4, 2, 3)
-    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw) + b[:, None, None]
-
-
-def _windows(x, w, out_hw, stride, pad, dilation, groups):
-    """The forward's (G, windows, KH * KW * Cg) im2col matrix, output positions only: in
-    the padded image laid out channels last (one block per group), window (h, w)'s tap
-    (i, j) is pixel (stride h + dilation i, stride w + dilation j), so every window is a
-    strided view of the image, copied once."""
-    n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
-    kh, kw = w.shape[2:]
-    xg = x.reshape(n, groups, c // groups, h, wd).transpose(1, 0, 3, 4, 2)
-    xg = np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
-    s = xg.strides
-    view = as_strided(xg, (groups, n) + out_hw + (kh, kw, c // groups),
-                      (s[0], s[1], stride * s[2], stride * s[3], dilation * s[2],
-                       dilation * s[3], s[4]), subok=True, writeable=False)
-    return view.reshape(groups, n * out_hw[0] * out_hw[1], kh * kw * (c // groups))
-
-
 def _conv_out_hw(x, w, stride, pad, dilation):
     return tuple((size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
                  for size, k in zip(x.shape[-2:], w.shape[2:]))
-
-
-def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
-    """Gradients of (x, w, b) in one pass: both products share g laid out on the grid.
-    Per tap, since each tap's slice of rows is already a contiguous matrix."""
-    rows, offsets, grid = _padded_rows(x, w, pad, dilation, groups)
-    length = rows.shape[1] - offsets[-1]
-    n, f, oh, ow = g.shape
-    dout = np.zeros((groups,) + grid + (f // groups,), g.dtype)   # zero off the corners
-    dout[_corners(grid, (oh, ow), stride)] = \
-        g.reshape(n, groups, f // groups, oh, ow).transpose(1, 0, 3, 4, 2)
-    dout = dout.reshape(groups, -1, f // groups)[:, :length]
-    taps = _tap_weights(w, groups).reshape(groups, len(offsets), -1, f // groups)
-    drows, dtaps = np.zeros_like(rows), np.empty_like(taps)
-    for k, o in enumerate(offsets):
-        drows[:, o:o + length] += dout @ taps[:, k].transpose(0, 2, 1)
-        dtaps[:, k] = rows[:, o:o + length].transpose(0, 2, 1) @ dout
-    dx = drows.reshape((groups,) + grid + (-1,))[:, :, pad:grid[1] - pad, pad:grid[2] - pad]
-    dw = dtaps.transpose(0, 3, 2, 1).reshape(w.shape)
-    return dx.transpose(1, 0, 4, 2, 3).reshape(x.shape), dw, np.sum(g, axis=(0, 2, 3))
 
 
 # --- maxpool2d ----------------------------------------------------------------------------
