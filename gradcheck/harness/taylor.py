@@ -18,6 +18,11 @@ from typing import Mapping
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+import reference_impls
+
+from ..engines.base import constants
+from ..engines.fd.batching import dependent_nodes, row_bytes, stacked_forward
+from ..engines.fd.evaluate import MEMORY_BUDGET
 from .verdict import Verdict
 
 EPS64 = np.finfo(np.float64).eps
@@ -170,27 +175,18 @@ def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str]):
     """f(points) = <cotangent, numpy forward at each point>, the points stacked along a
     first axis for every input in `wrt`, evaluated in float64 in one pass (the fd engine's
     batching rules), in chunks that fit its memory budget."""
-    import reference_impls
-    from ..engines.base import constants
-    from ..engines.fd.batching import stacked_forward
-    from ..engines.fd.evaluate import MEMORY_BUDGET
     env = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
            for k, v in arrays.items()}
     env.update(constants(graph, np.float64))
     with np.errstate(all="ignore"):
         env = reference_impls.forward(graph, reference_impls.OPS, env)
-    order = reference_impls.topological_order(graph)
-    touched = reference_impls.dependents(order, wrt)
-    nodes = [node for node in order if node.name in touched]
+    nodes = dependent_nodes(graph, wrt)
     forward = stacked_forward(graph, reference_impls.OPS, env, nodes, wrt)
-    row_bytes = 2 * 8 * sum(np.size(env[n]) for n in [*wrt, *(node.name for node in nodes)])
-    rows = max(1, MEMORY_BUDGET // max(row_bytes, 1))
+    rows = max(1, MEMORY_BUDGET // max(row_bytes(env, wrt, nodes), 1))
 
     def f(points: Mapping[str, np.ndarray]) -> np.ndarray:
-        count = len(points[wrt[0]])
         with np.errstate(all="ignore"):
-            outs = [forward(*(points[w][start:start + rows] for w in wrt))
-                    for start in range(0, count, rows)]
-        out = np.concatenate(outs)
+            out = np.concatenate([forward(*(points[w][start:start + rows] for w in wrt))
+                                  for start in range(0, len(points[wrt[0]]), rows)])
         return np.sum(out * cotangent, axis=tuple(range(1, out.ndim)))
     return f

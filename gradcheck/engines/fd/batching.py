@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import reference_impls
+
 
 def _elementwise(forward, stacked, shapes, out_shape, attrs):
     # numpy broadcasting aligns trailing axes: a stacked argument with fewer axes than the
@@ -19,8 +21,7 @@ def _elementwise(forward, stacked, shapes, out_shape, attrs):
     missing = [len(out_shape) - len(s) if b else 0 for s, b in zip(shapes, stacked)]
 
     def run(*args):
-        return forward(*(a.reshape(a.shape[:1] + (1,) * m + a.shape[1:]) if m else a
-                         for a, m in zip(args, missing)), **attrs)
+        return forward(*(_lead(a, m) if m else a for a, m in zip(args, missing)), **attrs)
     return run
 
 
@@ -136,7 +137,7 @@ def _leading(extra: tuple[int, ...]):
     stacks meet on one leading axis whichever arguments carry one."""
     def rule(forward, stacked, shapes, out_shape, attrs):
         def run(*args):
-            return forward(*(a.reshape(a.shape[:1] + (1,) * extra[i] + a.shape[1:]) if b else a
+            return forward(*(_lead(a, extra[i]) if b else a
                              for i, (a, b) in enumerate(zip(args, stacked))), **attrs)
         return run
     return rule
@@ -204,6 +205,20 @@ RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
          "softmax_cross_entropy": _labels_unstacked}
 
 
+def dependent_nodes(graph, names) -> list:
+    """The graph's nodes that depend on any input in `names`, in topological order: what a
+    change of those inputs makes to recompute."""
+    order = reference_impls.topological_order(graph)
+    touched = reference_impls.dependents(order, list(names))
+    return [node for node in order if node.name in touched]
+
+
+def row_bytes(env: dict, names, nodes: list) -> int:
+    """The memory one row of a stack takes through `nodes`: its values, and as much again
+    in temporaries (float64)."""
+    return 2 * 8 * int(sum(np.size(env[n]) for n in [*names, *(node.name for node in nodes)]))
+
+
 def stacked_forward(graph, ops, env: dict, nodes: list, names):
     """A function (a stack of values for each input in `names`, in that order) -> the
     stacked output, evaluating `nodes` (those that depend on `names`) with batching rules."""
@@ -226,4 +241,4 @@ def stacked_forward(graph, ops, env: dict, nodes: list, names):
     return run
 
 
-__all__ = ["RULES", "stacked_forward"]
+__all__ = ["RULES", "dependent_nodes", "row_bytes", "stacked_forward"]

@@ -22,7 +22,7 @@ import reference_impls
 from reference_impls import Primitive
 
 from ..base import Directions, EngineOutput, constants, require_ops
-from .batching import stacked_forward
+from .batching import dependent_nodes, row_bytes, stacked_forward
 from .evaluate import MEMORY_BUDGET
 from .stencil import differentiate, differentiate_along
 
@@ -116,14 +116,11 @@ class Objective:
     unperturbed pass."""
 
     def __init__(self, graph, ops, env: dict, name: str, weights: np.ndarray, batched: bool):
-        order = reference_impls.topological_order(graph)
-        touched = reference_impls.dependents(order, [name])
-        self.nodes = [node for node in order if node.name in touched]
+        self.nodes = dependent_nodes(graph, [name])
         self.graph, self.ops, self.name, self.weights = graph, ops, name, weights
         self.scratch, self.ndim = dict(env), np.ndim(env[name])
         self.stacked = stacked_forward(graph, ops, env, self.nodes, name) if batched else None
-        sizes = [np.size(env[name])] + [np.size(env[n.name]) for n in self.nodes]
-        self.row_bytes = 2 * 8 * int(sum(sizes))         # values and temporaries, float64
+        self.row_bytes = row_bytes(env, [name], self.nodes)
         self.work = int(np.size(env[name]) + sum(_work(node, env) for node in self.nodes))
 
     def __call__(self, x: np.ndarray):
