@@ -1,5 +1,5 @@
 """The whole harness against the one-engine checkers people run today, in one process, one
-thread per library, warm, best of 3.
+thread per library, warm, best of 5 (`cases`) or 3.
 
     .venv/bin/python benchmarks/bench_harness.py cases     # catalog cases with >= 100 inputs
     .venv/bin/python benchmarks/bench_harness.py scaling   # L2 of W x, n = 8 .. 1024
@@ -55,15 +55,16 @@ def framework_function(case, table, to_array, contract):
     return f, [arrays[w] for w in case.wrt]
 
 
-def torch_check(case, fast: bool) -> float:
+def torch_check(case, fast: bool, repeat: int) -> float:
     import torch
     from gradcheck.engines.torch_ops import OPS
     f, xs = framework_function(case, OPS, torch.from_numpy, lambda out, c: (out * c).sum())
     leaves = [torch.tensor(x, requires_grad=True) for x in xs]
-    return best_of(lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False))
+    return best_of(lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False),
+                   repeat)
 
 
-def jax_check(case) -> float:
+def jax_check(case, repeat: int) -> float:
     import jax
     import jax.numpy as jnp
     from jax.test_util import check_grads
@@ -77,13 +78,13 @@ def jax_check(case) -> float:
             check_grads(f, args, order=1, modes=["rev"])
         except AssertionError:          # a kink in the direction: timed all the same
             pass
-    return best_of(check)
+    return best_of(check, repeat)
 
 
-def harness_run(case, engines) -> tuple[float, int, dict]:
+def harness_run(case, engines, repeat: int) -> tuple[float, int, dict]:
     """Seconds of one harness run of the case, how many elements fd checked, and each
     engine's seconds in that run."""
-    seconds = best_of(lambda: gradcheck.run_case(case, "float64", engines))
+    seconds = best_of(lambda: gradcheck.run_case(case, "float64", engines), repeat)
     result = gradcheck.run_case(case, "float64", engines)
     checked = {r.param: r.checked for r in result.comparisons
                if "fd" in (r.engine_a, r.engine_b) and r.param in case.wrt}
@@ -94,13 +95,13 @@ def inputs_of(case) -> int:
     return sum(int(np.prod(case.graph.inputs[w].shape)) for w in case.wrt)
 
 
-def compare_case(case, engines) -> dict:
+def compare_case(case, engines, repeat: int = 3) -> dict:
     n = inputs_of(case)
-    harness, fd_checked, split = harness_run(case, engines)
-    slow = torch_check(case, fast=False) if n <= SLOW_MODE_LIMIT else float("nan")
+    harness, fd_checked, split = harness_run(case, engines, repeat)
+    slow = torch_check(case, False, repeat) if n <= SLOW_MODE_LIMIT else float("nan")
     return {"case": case.name, "inputs": n, "harness": harness, "fd_checked": fd_checked,
-            "torch_slow": slow, "torch_fast": torch_check(case, fast=True),
-            "jax_check_grads": jax_check(case), "ratio": harness / slow, "split": split}
+            "torch_slow": slow, "torch_fast": torch_check(case, True, repeat),
+            "jax_check_grads": jax_check(case, repeat), "ratio": harness / slow, "split": split}
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -119,7 +120,7 @@ def cmd_cases(args) -> None:
     engines = make_engines()
     cases = [c for c in gradcheck.load_cases(args.paths) if inputs_of(c) >= MIN_INPUTS
              and "float64" in c.dtypes]
-    print_rows([compare_case(case, engines) for case in cases])
+    print_rows([compare_case(case, engines, args.repeat) for case in cases])
 
 
 L2_WX = """\
@@ -160,6 +161,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     cases = sub.add_parser("cases")
     cases.add_argument("paths", nargs="*", default=["cases"])
+    cases.add_argument("--repeat", type=int, default=5, help="timed calls of each, the best kept")
     cases.set_defaults(func=cmd_cases)
     scaling = sub.add_parser("scaling")
     scaling.add_argument("--sizes", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256, 512, 1024])

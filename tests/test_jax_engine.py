@@ -2,6 +2,9 @@
 processes through the cache folder; a Jacobian's rows come from one vmapped program."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ jax = pytest.importorskip("jax")
 import gradcheck  # noqa: E402
 from gradcheck import JaxEngine, NumpyEngine  # noqa: E402
 from gradcheck.engines import Settings, jax_cache, jax_engine  # noqa: E402
+from gradcheck.harness import isolation  # noqa: E402
 from gradcheck.harness.runner import _run_engine  # noqa: E402
 from gradcheck.loading import load_text  # noqa: E402
 
@@ -114,6 +118,38 @@ def test_a_new_process_loads_the_program_from_the_cache_folder(compiles, tmp_pat
     np.testing.assert_allclose(again.grads["w"], [0.3 / np.cosh(0.45) ** 2, -0.7 / np.cosh(1.4) ** 2])
 
 
+LOADS_BACK = """
+import sys
+import gradcheck
+from gradcheck.engines import jax_cache
+from gradcheck.engines.jax_engine import JaxEngine
+loaded, load = [], jax_cache.ExecutableStore.load
+def counted(self, key, device):
+    program = load(self, key, device)
+    loaded.append(program is not None)
+    return program
+jax_cache.ExecutableStore.load = counted
+for case in gradcheck.load_cases(sys.argv[2:]):
+    JaxEngine(cache_dir=sys.argv[1]).vjp(case.graph, case.arrays("float64"), case.wrt,
+                                         case.cotangent("float64"))
+print(sum(loaded), len(loaded))
+"""
+
+
+def test_a_program_missing_from_the_store_is_saved_again(tmp_path):
+    """JAX's own cache outlives the store's entries (their keys change with gradcheck's
+    code, JAX's do not); an executable that JAX loads from its cache does not load back
+    once written, so the program is compiled afresh and kept: the next run loads it."""
+    def run() -> list[str]:
+        return subprocess.run([sys.executable, "-c", LOADS_BACK, str(tmp_path),
+                               str(CATALOG / "maxpool")], env=isolation._worker_env(),
+                              capture_output=True, text=True, check=True).stdout.split()
+    programs = run()[1]
+    shutil.rmtree(tmp_path / "executables")                 # JAX's cache stays
+    assert run() == ["0", programs]
+    assert run() == [programs, programs]                    # every one loaded back
+
+
 def test_a_damaged_cache_file_is_compiled_again(compiles, tmp_path):
     case = case_of(TANH)
     engine = JaxEngine(cache_dir=tmp_path)
@@ -122,8 +158,13 @@ def test_a_damaged_cache_file_is_compiled_again(compiles, tmp_path):
         f.write_bytes(b"not a program")
     jax_cache._COMPILED.clear()
     out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
-    assert len(compiles) == 2
+    # compiled again: from JAX's cache, and afresh where that executable does not load back
+    assert len(compiles) in (2, 3)
     assert float(out.value) == pytest.approx(np.tanh(0.45) + np.tanh(-1.4))
+    jax_cache._COMPILED.clear()
+    compiled = len(compiles)
+    engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    assert len(compiles) == compiled                         # the store holds it again
 
 
 def test_no_cache_folder_writes_nothing(compiles, tmp_path, monkeypatch):

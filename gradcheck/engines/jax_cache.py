@@ -64,12 +64,26 @@ def compiled_program(jax, key: str, compile_, args, device, cache_dir):
         program = store.load(key, device) if store else None
         if program is None:
             program = compile_()
-            if store:
+            if store and not store.save(key, program, args, device):
+                program = _compiled_afresh(jax, compile_)
                 store.save(key, program, args, device)
     _COMPILED[key] = program
     while len(_COMPILED) > MAX_IN_MEMORY:
         _COMPILED.popitem(last=False)
     return program
+
+
+def _compiled_afresh(jax, compile_):
+    """`compile_()` by XLA itself, not loaded from JAX's persistent cache: an executable that
+    JAX loaded from its cache writes out without the kernels it shares with others and does
+    not load back (the store's key changes with gradcheck's code, JAX's does not), so
+    without this a program missing from the store would be traced again in every run."""
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        return compile_()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
 
 
 class ExecutableStore:
@@ -88,19 +102,23 @@ class ExecutableStore:
         except Exception:  # noqa: BLE001 -- a missing or stale entry: compile instead
             return None
 
-    def save(self, key: str, program, args, device) -> None:
+    def save(self, key: str, program, args, device) -> bool:
         """Keep `program` if it serializes and, loaded back, gives the same numbers on
         `args`: XLA CPU does not load every executable it wrote (a deduplicated kernel
-        can go missing)."""
+        can go missing). Whether it loaded back."""
         from jax.experimental import serialize_executable
         try:
             data = pickle.dumps(serialize_executable.serialize(program))
             loaded = serialize_executable.deserialize_and_load(
                 *pickle.loads(data), backend=device.client, execution_devices=[device])
             if not _same_numbers(self.jax, loaded(*args), program(*args)):
-                return
+                return False
         except Exception:  # noqa: BLE001 -- a program that does not travel still runs here
-            return
+            return False
+        self._write(key, data)
+        return True
+
+    def _write(self, key: str, data: bytes) -> None:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.folder)
