@@ -150,6 +150,20 @@ def test_a_program_missing_from_the_store_is_saved_again(tmp_path):
     assert run() == [programs, programs]                    # every one loaded back
 
 
+def test_a_program_that_does_not_travel_is_compiled_once_per_process(compiles, tmp_path,
+                                                                    monkeypatch):
+    """Where no executable loads back, the first run compiles twice (the second time
+    afresh) and notes it; later runs compile once and write nothing."""
+    monkeypatch.setattr(jax_cache.ExecutableStore, "save", lambda *a: False)
+    case, engine = case_of(TANH), JaxEngine(cache_dir=tmp_path)
+    engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    assert len(compiles) == 2 and len(list((tmp_path / "executables").glob("*.stays"))) == 1
+    jax_cache._COMPILED.clear()                              # as a fresh process starts
+    out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    assert len(compiles) == 3
+    assert float(out.value) == pytest.approx(np.tanh(0.45) + np.tanh(-1.4))
+
+
 def test_a_damaged_cache_file_is_compiled_again(compiles, tmp_path):
     case = case_of(TANH)
     engine = JaxEngine(cache_dir=tmp_path)

@@ -63,13 +63,23 @@ def compiled_program(jax, key: str, compile_, args, device, cache_dir):
         store = None if cache_dir is None else ExecutableStore(jax, Path(cache_dir).expanduser())
         program = store.load(key, device) if store else None
         if program is None:
-            program = compile_()
-            if store and not store.save(key, program, args, device):
-                program = _compiled_afresh(jax, compile_)
-                store.save(key, program, args, device)
+            program = _compiled_and_kept(jax, key, compile_, args, device, store)
     _COMPILED[key] = program
     while len(_COMPILED) > MAX_IN_MEMORY:
         _COMPILED.popitem(last=False)
+    return program
+
+
+def _compiled_and_kept(jax, key: str, compile_, args, device, store):
+    """`compile_()`, written to the store; where the executable does not load back, compiled
+    afresh and written; where that does not either, remembered as a program that does not
+    travel, so that later runs neither write nor compile it twice."""
+    program = compile_()
+    if store is None or store.does_not_travel(key) or store.save(key, program, args, device):
+        return program
+    program = _compiled_afresh(jax, compile_)
+    if not store.save(key, program, args, device):
+        store.note_does_not_travel(key)
     return program
 
 
@@ -118,7 +128,13 @@ class ExecutableStore:
         self._write(key, data)
         return True
 
-    def _write(self, key: str, data: bytes) -> None:
+    def does_not_travel(self, key: str) -> bool:
+        return self._path(key).with_suffix(".stays").exists()
+
+    def note_does_not_travel(self, key: str) -> None:
+        self._write(key, b"", suffix=".stays")
+
+    def _write(self, key: str, data: bytes, suffix: str = ".pkl") -> None:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.folder)
@@ -127,7 +143,7 @@ class ExecutableStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(temporary, self._path(key))    # readers see a whole file or none
+            os.replace(temporary, self._path(key).with_suffix(suffix))   # whole file or none
         except OSError:
             os.unlink(temporary)
 
