@@ -11,13 +11,16 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from .rows import (FLOAT, INDEX, TEXT, CaseRow, ComparisonRow, EngineRow, TaylorRow,
                    column_kinds, columns)
 from .verdict import FAILING, Verdict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # attribute of RunResult -> (file, row type)
 TABLES = {"cases": ("cases.csv", CaseRow), "comparisons": ("comparisons.csv", ComparisonRow),
@@ -138,6 +141,7 @@ def _arrays(path: Path) -> dict:
 
 
 def _frame(rows: list, row_type) -> pd.DataFrame:
+    import pandas as pd      # here, not above: worker processes import this package, not pandas
     return pd.DataFrame([vars(r) for r in rows], columns=columns(row_type))
 
 
@@ -166,6 +170,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     header = _header(Path(path))
     text = {c: str for c in header if KINDS.get(c) in (TEXT, INDEX)}
     floats = {c: [""] for c in header if KINDS.get(c) == FLOAT}
+    import pandas as pd
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=floats)
     for column in [c for c in header if KINDS.get(c) == INDEX]:
         frame[column] = frame[column].map(_index_value)

@@ -11,11 +11,10 @@ import io
 import math
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure   # no pyplot: no global state, no GUI backend
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator, NullLocator
+
+# matplotlib is imported by the first heatmap drawn, not with this module: a run where every
+# pair agrees draws none, and the import costs about a second. No pyplot: no global state,
+# no GUI backend.
 
 WRAP_1D = 64          # a longer vector wraps into a near-square block of rows
 MAX_SIDE_PX = 560
@@ -73,6 +72,8 @@ def grid_position(shape: tuple[int, ...], index: tuple[int, ...]) -> tuple[int, 
 
 def heatmap_png(err: np.ndarray, worst: tuple[int, ...] = ()) -> str:
     """A `data:image/png;base64,...` URI of |a - b|, the worst element outlined."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     grid, tile = to_grid(err)
     fig = Figure(figsize=_figsize(grid.shape), dpi=100)
     FigureCanvasAgg(fig)
@@ -86,6 +87,7 @@ def heatmap_png(err: np.ndarray, worst: tuple[int, ...] = ()) -> str:
 
 
 def _cmap():
+    from matplotlib import colormaps
     # Grey: elements that were not compared (fd checks a sample of a big input).
     return colormaps["Reds"].with_extremes(bad="#d9d9d9")
 
@@ -99,6 +101,7 @@ def _figsize(shape: tuple[int, int]) -> tuple[float, float]:
 
 
 def _axes(ax, shape: tuple[int, int], tile: tuple[int, int] | None) -> None:
+    from matplotlib.ticker import NullLocator
     ax.tick_params(labelsize=7, length=2)
     if tile is None:
         for axis, n in ((ax.xaxis, shape[1]), (ax.yaxis, shape[0])):
@@ -115,17 +118,19 @@ def _axes(ax, shape: tuple[int, int], tile: tuple[int, int] | None) -> None:
 
 
 def _index_locator(n: int):
+    from matplotlib.ticker import MaxNLocator
     return MaxNLocator(nbins=min(n, 10), integer=True)
 
 
 def _outline(ax, position: tuple[int, int] | None) -> None:
+    from matplotlib.patches import Rectangle
     if position is not None:
         row, col = position
         ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#1f6feb",
                                linewidth=1.6))
 
 
-def _data_uri(fig: Figure) -> str:
+def _data_uri(fig) -> str:
     buffer = io.BytesIO()
     # No "Software" entry: the same errors give the same bytes.
     fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
