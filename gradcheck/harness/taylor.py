@@ -57,18 +57,14 @@ class TaylorResult:
 
 
 def sweep(objective, inputs: Mapping[str, np.ndarray], wrt: list[str], seed: str) -> Sweep:
-    """Evaluate the objective at x and along each direction's eps sweep, every point in one
-    call: `objective(points)` takes a stack of points per input and gives f at each."""
+    """Evaluate the objective at x and along each direction's eps sweep:
+    `objective(x, offsets)` gives f at x + e u for each (u, e) in `offsets` (u None: x)."""
     x = {w: np.asarray(inputs[w], dtype=np.float64) for w in wrt}
     rng = np.random.default_rng(zlib.crc32(f"{seed}/<taylor>".encode()))
     directions = [{w: rng.standard_normal(x[w].shape) * _scale(x[w]) for w in wrt}
                   for _ in range(DIRECTIONS)]
     eps = 0.1 * 2.0 ** -np.arange(STEPS)
-
-    def along(w: str, u: dict) -> np.ndarray:
-        return x[w] + eps.reshape((-1,) + (1,) * x[w].ndim) * u[w]
-    points = {w: np.concatenate([x[w][None]] + [along(w, u) for u in directions]) for w in wrt}
-    values = objective(points)           # x first, then each direction's sweep
+    values = objective(x, [(None, 0.0)] + [(u, e) for u in directions for e in eps])
     return Sweep(eps, directions, float(values[0]), list(values[1:].reshape(DIRECTIONS, STEPS)))
 
 
@@ -173,9 +169,9 @@ def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
 
 
 def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str]):
-    """f(points) = <cotangent, numpy forward at each point>, the points stacked along a
-    first axis for every input in `wrt`, evaluated in float64 in one pass (the fd engine's
-    batching rules), in chunks that fit its memory budget."""
+    """f(x, offsets) = <cotangent, numpy forward at x + e u> for each (u, e), in float64:
+    the points stacked along a first axis, a chunk that fits the fd engine's memory budget
+    at a time, through its batching rules."""
     env = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
            for k, v in arrays.items()}
     env.update(constants(graph, np.float64))
@@ -185,9 +181,27 @@ def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str]):
     forward = stacked_forward(graph, reference_impls.OPS, env, nodes, wrt)
     rows = max(1, MEMORY_BUDGET // max(row_bytes(env, wrt, nodes), 1))
 
-    def f(points: Mapping[str, np.ndarray]) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            out = np.concatenate([forward(*(points[w][start:start + rows] for w in wrt))
-                                  for start in range(0, len(points[wrt[0]]), rows)])
-        return np.sum(out * cotangent, axis=tuple(range(1, out.ndim)))
+    def f(x: Mapping[str, np.ndarray], offsets: list) -> np.ndarray:
+        values = []
+        for start in range(0, len(offsets), rows):
+            chunk = offsets[start:start + rows]
+            stacks = [_points(x[w], [(None if u is None else u[w], e) for u, e in chunk])
+                      for w in wrt]
+            with np.errstate(all="ignore"):
+                out = forward(*stacks)
+            values.append(np.sum(out * cotangent, axis=tuple(range(1, out.ndim))))
+        return np.concatenate(values)
     return f
+
+
+def _points(x: np.ndarray, offsets: list) -> np.ndarray:
+    """x + e u for each (u, e) (u None: x), stacked, written in place (no copy per point)."""
+    stack = np.empty((len(offsets),) + x.shape)
+    for i, (u, e) in enumerate(offsets):
+        row = stack[i:i + 1].reshape(x.shape)         # a view, also of a 0-d input
+        if u is None:
+            row[...] = x
+        else:
+            np.multiply(u, e, out=row)
+            row += x
+    return stack
