@@ -1,5 +1,5 @@
 """The whole harness against the one-engine checkers people run today, in one process, one
-thread per library, warm, best of 5 (`cases`) or 3.
+thread per library, warm, best of 5 (`cases`: the checkers of a case timed in turn) or 3.
 
     .venv/bin/python benchmarks/bench_harness.py cases     # catalog cases with >= 100 inputs
     .venv/bin/python benchmarks/bench_harness.py scaling   # L2 of W x, n = 8 .. 1024
@@ -35,7 +35,7 @@ from gradcheck.engines import make_engines  # noqa: E402
 from gradcheck.engines.base import constants  # noqa: E402
 from gradcheck.ir.graph import interpret  # noqa: E402
 from gradcheck.loading import load_text  # noqa: E402
-from timing import best_of  # noqa: E402
+from timing import best_of_each  # noqa: E402
 
 MIN_INPUTS = 100
 SLOW_MODE_LIMIT = 20_000      # elements: torch's slow mode above this takes minutes
@@ -55,16 +55,17 @@ def framework_function(case, table, to_array, contract):
     return f, [arrays[w] for w in case.wrt]
 
 
-def torch_check(case, fast: bool, repeat: int) -> float:
+def torch_call(case, fast: bool):
+    """torch.autograd.gradcheck of the case's function, as a call to time."""
     import torch
     from gradcheck.engines.torch_ops import OPS
     f, xs = framework_function(case, OPS, torch.from_numpy, lambda out, c: (out * c).sum())
     leaves = [torch.tensor(x, requires_grad=True) for x in xs]
-    return best_of(lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False),
-                   repeat)
+    return lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False)
 
 
-def jax_check(case, repeat: int) -> float:
+def jax_call(case):
+    """jax's check_grads of the case's function, as a call to time."""
     import jax
     import jax.numpy as jnp
     from jax.test_util import check_grads
@@ -78,17 +79,16 @@ def jax_check(case, repeat: int) -> float:
             check_grads(f, args, order=1, modes=["rev"])
         except AssertionError:          # a kink in the direction: timed all the same
             pass
-    return best_of(check, repeat)
+    return check
 
 
-def harness_run(case, engines, repeat: int) -> tuple[float, int, dict]:
-    """Seconds of one harness run of the case, how many elements fd checked, and each
-    engine's seconds in that run."""
-    seconds = best_of(lambda: gradcheck.run_case(case, "float64", engines), repeat)
+def harness_split(case, engines) -> tuple[int, dict]:
+    """How many elements fd checked in a harness run of the case, and each engine's
+    seconds in that run."""
     result = gradcheck.run_case(case, "float64", engines)
     checked = {r.param: r.checked for r in result.comparisons
                if "fd" in (r.engine_a, r.engine_b) and r.param in case.wrt}
-    return seconds, sum(checked.values()), {r.engine: r.seconds for r in result.engines}
+    return sum(checked.values()), {r.engine: r.seconds for r in result.engines}
 
 
 def inputs_of(case) -> int:
@@ -96,12 +96,16 @@ def inputs_of(case) -> int:
 
 
 def compare_case(case, engines, repeat: int = 3) -> dict:
+    """Every checker timed on the case, their calls in turn (timing.best_of_each)."""
     n = inputs_of(case)
-    harness, fd_checked, split = harness_run(case, engines, repeat)
-    slow = torch_check(case, False, repeat) if n <= SLOW_MODE_LIMIT else float("nan")
-    return {"case": case.name, "inputs": n, "harness": harness, "fd_checked": fd_checked,
-            "torch_slow": slow, "torch_fast": torch_check(case, True, repeat),
-            "jax_check_grads": jax_check(case, repeat), "ratio": harness / slow, "split": split}
+    calls = {"harness": lambda: gradcheck.run_case(case, "float64", engines),
+             "torch_fast": torch_call(case, True), "jax_check_grads": jax_call(case)}
+    if n <= SLOW_MODE_LIMIT:
+        calls["torch_slow"] = torch_call(case, False)
+    times = {"torch_slow": float("nan"), **best_of_each(calls, repeat)}
+    fd_checked, split = harness_split(case, engines)
+    return {"case": case.name, "inputs": n, "fd_checked": fd_checked, **times,
+            "ratio": times["harness"] / times["torch_slow"], "split": split}
 
 
 def print_rows(rows: list[dict]) -> None:

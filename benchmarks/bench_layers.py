@@ -25,6 +25,7 @@ import torch  # noqa: E402
 import reference_impls  # noqa: E402
 from gradcheck.engines import torch_ops  # noqa: E402
 from gradcheck.ir.graph import FLOAT, Leaf, build_graph  # noqa: E402
+from timing import best_of_each  # noqa: E402
 
 # name: (expression, input shapes); conv2d and the pool at N=16, C=32, 32 x 32, 64 filters 3x3
 SIZES = {
@@ -64,17 +65,6 @@ def torch_step(expr: str, inputs: dict):
     return step
 
 
-def best_of_alternating(a, b, repeat: int) -> tuple[float, float]:
-    a(), b()                                                    # warm both
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        for fn, times in ((a, times_a), (b, times_b)):
-            start = time.process_time()
-            fn()
-            times.append(time.process_time() - start)
-    return min(times_a), min(times_b)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
@@ -86,8 +76,9 @@ def main() -> None:
     for op in args.ops:
         expr, shapes = SIZES[op]
         inputs = make_inputs(shapes, np.dtype(args.dtype))
-        mine, theirs = best_of_alternating(numpy_step(expr, inputs), torch_step(expr, inputs),
-                                           args.repeat)
+        times = best_of_each({"numpy": numpy_step(expr, inputs), "torch": torch_step(expr, inputs)},
+                             args.repeat, clock=time.process_time)
+        mine, theirs = times["numpy"], times["torch"]
         print(f"{op:<10} {mine * 1e3:9.1f} {theirs * 1e3:9.1f} {mine / theirs:6.2f}")
 
 
