@@ -78,6 +78,8 @@ def assert_close(actual, expected, rtol: float, atol: float = 0.0, what: str = "
 
 
 # Every file of a complete run folder, and nothing else (no temporary file left behind).
+CATALOG = Path(__file__).resolve().parents[1] / "cases"      # the repository's catalog
+
 RUN_FILES = sorted([".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
                     "run.json", "report.html", "summary.md", "taylor.csv", "taylor.npz"])
 
@@ -108,4 +110,13 @@ inputs:
   w: {shape: [4, 2], init: normal, seed: 2, scale: 0.5}
 expr: sum(tanh(x @ w) ** 2)
 dtypes: [float64, float32]
+"""
+
+MILLION = """\
+name: tanh-million
+inputs:
+  x: {shape: [1000, 1000], seed: 1}
+  w: {shape: [1000, 8], seed: 2, scale: 0.03}
+expr: sum(tanh(x @ w) ** 2)
+wrt: [x]
 """

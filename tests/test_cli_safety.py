@@ -17,7 +17,7 @@ import gradcheck
 import gradcheck.cli
 import gradcheck.reports
 from gradcheck.reports import MARKER
-from helpers import RUN_FILES, write_case
+from helpers import CATALOG, RUN_FILES, write_case
 from test_cli import catalog, console_script, read_cases, run_cli  # noqa: F401 (a fixture)
 
 
@@ -161,10 +161,9 @@ def test_ctrl_c_while_a_worker_runs_prints_one_line_and_exits_130(catalog, tmp_p
     before = snapshot(tmp_path)
     # the terminal sends SIGINT to the whole process group: a session of its own here
     # the whole repository catalog: still running a second after its workers started
-    whole = Path(__file__).resolve().parents[1] / "cases"
     # and Ctrl-C's default action, as at a terminal: a shell without job control starts a
     # background job (this test suite, say) with SIGINT ignored, and children inherit that
-    run = subprocess.Popen([str(console_script()), "run", str(whole), "--out", str(previous)],
+    run = subprocess.Popen([str(console_script()), "run", str(CATALOG), "--out", str(previous)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

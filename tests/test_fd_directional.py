@@ -11,7 +11,7 @@ import reference_impls
 from gradcheck.engines import FiniteDifferences
 from gradcheck.engines.base import constants
 from gradcheck.engines.fd.batching import stacked_forward
-from helpers import engine_vjp, graph_of, load_one
+from helpers import MILLION, engine_vjp, graph_of, load_one
 
 rng = np.random.default_rng(5)
 BIG = rng.normal(size=(20, 30))
@@ -195,16 +195,6 @@ def test_run_option_chooses_directional_coverage(tmp_path):
                                                   gradcheck.FiniteDifferences()], options)
     [row] = fd_rows(result).values()
     assert (row.coverage, row.directions, row.verdict) == ("directional", 4, "PASS")
-
-
-MILLION = """\
-    name: tanh-million
-    inputs:
-      x: {shape: [1000, 1000], seed: 1}
-      w: {shape: [1000, 8], seed: 2, scale: 0.03}
-    expr: sum(tanh(x @ w) ** 2)
-    wrt: [x]
-    """
 
 
 def test_a_wrong_backward_on_a_million_inputs_is_caught_and_blamed(tmp_path):

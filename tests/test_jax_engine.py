@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from gradcheck.engines import Settings, jax_cache, jax_engine  # noqa: E402
 from gradcheck.harness import isolation  # noqa: E402
 from gradcheck.harness.runner import _run_engine  # noqa: E402
 from gradcheck.loading import load_text  # noqa: E402
+from helpers import CATALOG  # noqa: E402
 
 SOFTMAX_JACOBIAN = """\
 name: softmax-jac
@@ -26,7 +26,6 @@ expr: softmax(x)
 jacobian: true
 dtypes: [float64, float32]
 """
-CATALOG = Path(__file__).resolve().parents[1] / "cases"
 TANH = "name: t\ninputs: {x: [0.3, -0.7], w: [1.5, 2.0]}\nexpr: sum(tanh(w * x))\n"
 
 

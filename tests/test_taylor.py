@@ -2,16 +2,20 @@
 and the rate names the wrong engine where two engines alone cannot."""
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 import gradcheck
 import reference_impls
+from gradcheck.engines.fd.evaluate import MEMORY_BUDGET
+from gradcheck.harness import taylor
 from gradcheck.harness.compare import blame
 from gradcheck.harness.result import read_table
 from gradcheck.harness.runner import RunOptions, run_case
 from gradcheck.harness.taylor import fit_rate
-from helpers import TANH_LAYER, load_one
+from helpers import CATALOG, MILLION, TANH_LAYER, load_one
 from reference_impls import Primitive
 
 
@@ -119,17 +123,7 @@ def test_the_remainder_plot_puts_each_curve_on_its_decades():
 def test_the_sweep_of_a_large_input_stays_within_the_memory_budget(tmp_path):
     """57 points of a 10^6-element input would take 456 MB at once: the sweep stacks a chunk
     of them at a time, within the fd engine's memory budget."""
-    import tracemalloc
-    from gradcheck.engines.fd.evaluate import MEMORY_BUDGET
-    from gradcheck.harness import taylor
-    case = load_one(tmp_path, """\
-        name: taylor-big
-        inputs:
-          x: {shape: [1000, 1000], seed: 1}
-          w: {shape: [1000, 3], seed: 2, scale: 0.03}
-        expr: sum(tanh(x @ w) ** 2)
-        wrt: [x]
-        """)
+    case = load_one(tmp_path, MILLION)
     arrays = case.arrays("float64")
     objective = taylor._objective(case.graph, arrays, np.ones(()), case.wrt)
     tracemalloc.start()
@@ -147,9 +141,7 @@ def test_the_sweep_of_a_large_input_stays_within_the_memory_budget(tmp_path):
 def test_every_catalog_case_gets_its_taylor_test():
     """An exception inside the Taylor test only drops its rows (no evidence, no verdict), so
     nothing else would notice it failing on a kind of input (a 0-d one, say)."""
-    from pathlib import Path
-    catalog = Path(__file__).resolve().parents[1] / "cases"
     engines = [gradcheck.NumpyEngine(), gradcheck.FiniteDifferences()]
-    missing = [case.name for case in gradcheck.load_cases([catalog])
+    missing = [case.name for case in gradcheck.load_cases([CATALOG])
                if not run_case(case, case.dtypes[0], engines).taylor]
     assert missing == []
