@@ -69,76 +69,74 @@ def _window_offsets(size, oh, ow, stride):
 
 
 # --- conv2d -------------------------------------------------------------------------------
-# Both passes lay the zero-padded image out channels last (NHWC, one block per group).
+# Both passes lay the zero-padded image out channels first (C, N, H, W, one block per group).
 # Window (h, w)'s kernel tap (i, j) is then pixel (stride h + dilation i, stride w +
-# dilation j), so all windows together are one strided view of the image: the forward
-# copies it once into the im2col matrix (output positions only) and multiplies by the taps'
-# weights; the backward's dw is one product of that matrix with g, and the matrix's own
+# dilation j), so all windows together are one strided view of the image whose last axis
+# runs along an image row: the forward copies it once into the transposed im2col matrix
+# (one row per channel and tap, one column per output position) and multiplies the filters
+# by it; the backward's dw is one product of g with that matrix, and the matrix's own
 # gradient goes back to the image tap by tap, a strided slice each (inside one tap no two
 # windows read the same pixel, so `+=` scatters with no collision).
 
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
-    out = _im2col(x, w, out_hw, stride, pad, dilation, groups) @ _tap_weights(w, groups)
-    out = out.reshape((groups, -1) + out_hw + (w.shape[0] // groups,)).transpose(1, 0, 4, 2, 3)
-    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw) + b[:, None, None]
+    out = _filters(w, groups) @ _im2col(x, w, out_hw, stride, pad, dilation, groups)
+    out = out.reshape((w.shape[0], -1) + out_hw).swapaxes(0, 1) + b[:, None, None]
+    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw)        # (N, F, OH, OW)
 
 
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
     f, out_hw = w.shape[0], g.shape[-2:]
-    cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)          # (G, windows, K)
-    gg = g.reshape((-1, groups, f // groups) + out_hw).transpose(1, 0, 3, 4, 2)
-    gg = gg.reshape(groups, -1, f // groups)                             # (G, windows, F / G)
-    dcols = gg @ _tap_weights(w, groups).transpose(0, 2, 1)
-    dtaps = cols.transpose(0, 2, 1) @ gg                                 # (G, K, F / G)
-    dw = dtaps.reshape((groups, -1, w.shape[1], f // groups)).transpose(0, 3, 2, 1)
+    cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)     # (G, Cg KH KW, windows)
+    gg = g.reshape((-1, f) + out_hw).swapaxes(0, 1).reshape(groups, f // groups, -1)
+    dcols = _filters(w, groups).swapaxes(1, 2) @ gg
+    dw = gg @ cols.swapaxes(1, 2)                                  # (G, F / G, Cg KH KW)
     return (_col2im(dcols, x, w, out_hw, stride, pad, dilation, groups), dw.reshape(w.shape),
             np.sum(g, axis=(0, 2, 3)))
 
 
+def _filters(w, groups):
+    """w (F, Cg, KH, KW) -> (G, F / G, Cg KH KW): each group's filters, one per row."""
+    return w.reshape(groups, w.shape[0] // groups, -1)
+
+
 def _padded(x, pad, groups):
-    """(G, N, H + 2 pad, W + 2 pad, Cg): the zero-padded image, channels last."""
+    """(G, Cg, N, H + 2 pad, W + 2 pad): the zero-padded image, channels first."""
     n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
-    xg = x.reshape(n, groups, c // groups, h, wd).transpose(1, 0, 3, 4, 2)
-    return np.pad(xg, [(0, 0), (0, 0), (pad, pad), (pad, pad), (0, 0)])
+    image = np.zeros_like(x, shape=(c, n, h + 2 * pad, wd + 2 * pad))
+    image[:, :, pad:pad + h, pad:pad + wd] = x.reshape(n, c, h, wd).swapaxes(0, 1)
+    return image.reshape(groups, c // groups, n, h + 2 * pad, wd + 2 * pad)
 
 
 def _windows(image, taps_hw, out_hw, stride, dilation):
-    """(G, N, OH, OW, KH, KW, Cg): every window of the padded image, a strided view."""
+    """(G, Cg, KH, KW, N, OH, OW): every window of the padded image, a strided view."""
     s = image.strides
-    return as_strided(image, image.shape[:2] + tuple(out_hw) + tuple(taps_hw) + image.shape[-1:],
-                      (s[0], s[1], stride * s[2], stride * s[3], dilation * s[2],
-                       dilation * s[3], s[4]), subok=True, writeable=False)
+    return as_strided(image, image.shape[:2] + tuple(taps_hw) + image.shape[2:3] + tuple(out_hw),
+                      (s[0], s[1], dilation * s[3], dilation * s[4], s[2], stride * s[3],
+                       stride * s[4]), subok=True, writeable=False)
 
 
 def _im2col(x, w, out_hw, stride, pad, dilation, groups):
-    """(G, windows, KH * KW * Cg): the windows' pixels, by tap (i, j), then channel."""
+    """(G, Cg KH KW, windows): the windows' pixels, by channel, then tap (i, j)."""
     windows = _windows(_padded(x, pad, groups), w.shape[2:], out_hw, stride, dilation)
-    return windows.reshape(groups, -1, int(np.prod(windows.shape[-3:])))
+    return windows.reshape(groups, int(np.prod(windows.shape[1:4])), -1)
 
 
 def _col2im(dcols, x, w, out_hw, stride, pad, dilation, groups):
     """The gradient of the image from that of its im2col matrix: tap by tap, a strided
     slice of the padded image each."""
     (c, h, wd), (kh, kw), (oh, ow) = x.shape[-3:], w.shape[2:], out_hw
-    image = np.zeros((groups, int(np.prod(x.shape[:-3], dtype=np.int64)), h + 2 * pad,
-                      wd + 2 * pad, c // groups), dcols.dtype)
-    taps = dcols.reshape(image.shape[:2] + tuple(out_hw) + (kh, kw, c // groups))
+    image = np.zeros((groups, c // groups, int(np.prod(x.shape[:-3], dtype=np.int64)),
+                      h + 2 * pad, wd + 2 * pad), dcols.dtype)
+    taps = dcols.reshape(image.shape[:2] + (kh, kw) + image.shape[2:3] + tuple(out_hw))
     for i in range(kh):
         for j in range(kw):
             rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
             cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
-            image[:, :, rows, cols] += taps[:, :, :, :, i, j]
-    dx = image[:, :, pad:pad + h, pad:pad + wd]
-    return dx.transpose(1, 0, 4, 2, 3).reshape(x.shape)
-
-
-def _tap_weights(w, groups):
-    """w (F, Cg, KH, KW) -> (G, KH * KW * Cg, F / G), rows by tap (i, j), then channel."""
-    f, cg, kh, kw = w.shape
-    return w.reshape(groups, f // groups, cg, kh * kw).transpose(0, 3, 2, 1).reshape(
-        groups, kh * kw * cg, f // groups)
+            image[..., rows, cols] += taps[:, :, i, j]
+    dx = image[..., pad:pad + h, pad:pad + wd].reshape((c,) + image.shape[2:3] + (h, wd))
+    return dx.swapaxes(0, 1).reshape(x.shape)
 
 
 def _conv_out_hw(x, w, stride, pad, dilation):
