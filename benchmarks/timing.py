@@ -20,12 +20,14 @@ def best_of(fn, repeat: int = 3) -> float:
 def best_of_each(fns: dict, repeat: int = 3, clock=time.perf_counter) -> dict:
     """`best_of` for several functions compared with each other, their calls taken in turn
     (one of each, then again), so that a disturbance of the shared machine falls on all of
-    them alike rather than on one alone. `clock`: wall time, or `time.process_time`."""
+    them alike rather than on one alone; every other round in reverse order, as a call
+    measurably runs slower right after another's (caches, allocator), whichever comes
+    first. `clock`: wall time, or `time.process_time`."""
     for fn in fns.values():
         fn()
     times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    for round_ in range(repeat):
+        for name, fn in list(fns.items())[::1 if round_ % 2 == 0 else -1]:
             start = clock()
             fn()
             times[name].append(clock() - start)
