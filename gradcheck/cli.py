@@ -265,13 +265,18 @@ def cmd_run(args) -> int:
     from .reports import check_out_dir
     names = _choices("engine", _split(args.engines), BUILTIN)
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
-    cases = _select(args)
+    workers = _early_workers(args, make_engines(names)) or args.workers
     try:
-        engines = make_engines(names, args.engine)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UsageError(f"cannot load engine: {e}") from None
-    check_out_dir(args.out)              # before the run, not after it
-    result = _run_with_progress(cases, engines, dtypes, args)
+        cases = _select(args)
+        try:
+            engines = make_engines(names, args.engine)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise UsageError(f"cannot load engine: {e}") from None
+        check_out_dir(args.out)              # before the run, not after it
+        result = _run_with_progress(cases, engines, dtypes, args, workers)
+    finally:
+        if hasattr(workers, "stop"):   # a pool the run never took over (bad input, Ctrl-C)
+            workers.stop()
     try:
         out = result.write_reports(args.out)
     except ReportRenderError as e:       # the CSV files are written: say where they are
@@ -283,14 +288,26 @@ def cmd_run(args) -> int:
     return EXIT_OK if result.passed(args.allow_skips) else EXIT_FAILED
 
 
-def _run_with_progress(cases, engines, dtypes, args):
+def _early_workers(args, engines: list):
+    """Worker processes started before the cases load, importing torch and jax meanwhile:
+    as many as the run will use, or None where cases run in this process (--timeout 0) or
+    a filter may leave fewer cases than workers. The run takes them over."""
+    from .harness.isolation import WorkerPool, available_cores
+    from .loading.load import discover
+    if not args.timeout or args.keyword or args.tags:
+        return None
+    count = min(args.workers or available_cores(), len(discover(_paths(args), [])))
+    return WorkerPool(count, args.timeout).prepare(engines) if count else None
+
+
+def _run_with_progress(cases, engines, dtypes, args, workers):
     total = sum(len(dtypes or c.dtypes) for c in cases)
     options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
                          fd_coverage=args.fd_coverage)
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
-        return run_cases(cases, engines, dtypes or None, options, workers=args.workers)
+        return run_cases(cases, engines, dtypes or None, options, workers=workers)
     columns = [TextColumn("{task.description}", markup=False), BarColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[failed]}", markup=False),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -304,7 +321,7 @@ def _run_with_progress(cases, engines, dtypes, args):
             progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
                             description=f"{result.case.case} [{result.case.dtype}]")
         return run_cases(cases, engines, dtypes or None, options, on_result=advance,
-                         workers=args.workers)
+                         workers=workers)
 
 
 def _print_result(result, args) -> None:

@@ -85,3 +85,21 @@ def BrokenTanh():
     """The numpy engine with tanh' = 1 - tanh (a corpus mutant), under its usual name."""
     from gradcheck.power.corpus import CORPUS
     return next(m for m in CORPUS["tanh"] if m.name == "tanh.unsquared").engine()
+
+
+class Preparing:
+    """Agrees with numpy; its `prepare()` (called in a worker before its first case) writes
+    the worker's process id to `marker`, or raises when `marker` is empty."""
+    name = "preparing"
+
+    def __init__(self, marker: str = ""):
+        self.marker = marker
+
+    def prepare(self) -> None:
+        if not self.marker:
+            raise RuntimeError("boom: a deliberate failure to prepare")
+        with open(self.marker, "w") as f:
+            f.write(str(os.getpid()))
+
+    def vjp(self, graph, inputs, wrt, cotangent):
+        return NumpyEngine(name=self.name).vjp(graph, inputs, wrt, cotangent)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ import pytest
 import fault_engines
 import gradcheck
 from gradcheck import FiniteDifferences, NumpyEngine, RunOptions
+from gradcheck import cli
 from gradcheck.cli import build_parser, main
 from gradcheck.harness import isolation
 from gradcheck.harness.rows import TIMING_COLUMNS
@@ -146,6 +148,43 @@ def test_results_come_back_in_job_order_whatever_finishes_first():
     assert list(result.cases["case"]) == ["other", "quick", "big"]
     assert sorted(r.case.case for r in heard) == ["big", "other", "quick"]    # as each ended
     assert sorted(labels) == ["big [float64]", "other [float64]", "quick [float64]"]
+
+
+def test_a_started_pool_prepares_its_workers_before_the_first_case(tmp_path):
+    marker = tmp_path / "prepared"
+    pool = isolation.WorkerPool(1, 60).prepare([NumpyEngine(), fault_engines.Preparing(str(marker))])
+    try:
+        for _ in range(600):                  # no case has been sent yet
+            if marker.exists() and marker.read_text():
+                break
+            time.sleep(0.1)
+        worker_pid = int(marker.read_text())
+        assert worker_pid == pool.workers[0].process.pid != os.getpid()
+        result = gradcheck.run(cases(QUICK), engines=[NumpyEngine(), fault_engines.Preparing(str(marker))],
+                               options=RunOptions(timeout=60), workers=pool)
+    finally:
+        pool.stop()
+    assert list(result.cases["verdict"]) == ["PASS"]
+    assert pool.workers[0].process is None                     # the run stopped the pool
+
+
+def test_an_engine_that_fails_to_prepare_still_runs_its_cases():
+    engines = [NumpyEngine(), fault_engines.Preparing("")]      # prepare() raises
+    pool = isolation.WorkerPool(2, 60).prepare(engines)
+    result = gradcheck.run(cases(QUICK, OTHER), engines=engines, options=RunOptions(timeout=60),
+                           workers=pool)
+    assert list(result.cases["verdict"]) == ["PASS", "PASS"]
+    assert set(result.engines["status"]) == {"ok"}
+
+
+def test_cli_starts_workers_before_loading_only_when_every_case_runs(monkeypatch):
+    monkeypatch.setattr(isolation.WorkerPool, "prepare", lambda self, engines: self)
+    parse = build_parser().parse_args
+    early = lambda *argv: cli._early_workers(parse(["run", *argv]), [NumpyEngine()])
+    assert len(early(str(ROOT / "cases/scalar"), "--workers", "3").workers) == 3
+    assert len(early(str(ROOT / "cases/l2-wx/l2-wx-lecture.yaml")).workers) == 1   # one file
+    for filtered in (["-k", "wx"], ["--tags", "rnn"], ["--timeout", "0"]):
+        assert early(str(ROOT / "cases/scalar"), *filtered) is None
 
 
 def test_cli_workers_option():

@@ -7,6 +7,8 @@ one gradient per name in `wrt` -- as an `EngineOutput`, or as a plain `(value, g
 An engine whose `vjp` also takes a keyword `settings` receives the case's `Settings`
 (dtype, sample sizes): per-case choices travel as arguments, never as engine attributes.
 An engine's own options (device, dtype policy) are arguments of its constructor.
+An engine may also have a `prepare()` method: a worker process calls it before its first
+case, while the parent still loads the cases (torch and jax import their frameworks there).
 """
 from __future__ import annotations
 

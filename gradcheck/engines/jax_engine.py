@@ -39,11 +39,21 @@ class JaxEngine:
         each gradient gains that first axis; the value is the output, once."""
         return self._run(graph, inputs, wrt, cotangents, batched=True)
 
-    def _run(self, graph, inputs, wrt, cotangent, batched: bool) -> EngineOutput:
+    def prepare(self) -> None:
+        """Import jax and its op table and start its backend: what a worker process does
+        while the parent still loads the cases."""
+        from . import jax_ops  # noqa: F401
+        self._jax().devices(self.device)
+
+    def _jax(self):
         jax = require("jax")
         # x64 must be on before any array is made, or float64 inputs silently become float32
         jax.config.update("jax_enable_x64", True)
         use_persistent_cache(jax, self.cache_dir)
+        return jax
+
+    def _run(self, graph, inputs, wrt, cotangent, batched: bool) -> EngineOutput:
+        jax = self._jax()
         from .jax_ops import OPS
         require_ops(self.name, graph, OPS)
         fixed = {k: v for k, v in inputs.items() if k not in wrt}

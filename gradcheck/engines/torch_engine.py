@@ -15,6 +15,12 @@ class TorchEngine:
     def __init__(self, device: str = "cpu", name: str = "torch", allow_tf32: bool = False):
         self.device, self.name, self.allow_tf32 = device, name, allow_tf32
 
+    def prepare(self) -> None:
+        """Import torch and its op table: what a worker process does while the parent still
+        loads the cases."""
+        require("torch")
+        from . import torch_ops  # noqa: F401
+
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         torch = require("torch")
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.allow_tf32

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 
 from ..engines import make_engines
 from .result import RunResult
-from .isolation import run_jobs
+from .isolation import WorkerPool, run_jobs
 from .runner import CaseResult, RunOptions
 
 SEED = 0   # random inputs and cotangents are seeded per case; this names the scheme's version
@@ -17,13 +17,13 @@ SEED = 0   # random inputs and cotangents are seeded per case; this names the sc
 
 def run(cases, engines=None, dtypes: Iterable[str] | None = None,
         options: RunOptions | None = None,
-        progress: Callable[[str], None] | None = None, workers: int | None = None,
+        progress: Callable[[str], None] | None = None, workers: "int | WorkerPool | None" = None,
         on_result: Callable[[CaseResult], None] | None = None) -> RunResult:
     """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all
     four built-in ones) and return the tables. With a time limit (`options.timeout`, in
-    seconds) cases run in `workers` worker processes (default: one per core); without one
-    (None or 0), one after another in this process. The rows come in the same order
-    either way. As each run ends, `progress` hears its label and `on_result` its
+    seconds) cases run in `workers` worker processes (default: one per core; or a pool
+    started beforehand, `WorkerPool.prepare`, which the run then stops); without one (None
+    or 0), one after another in this process. The rows come in the same order either way. As each run ends, `progress` hears its label and `on_result` its
     `CaseResult` (a progress bar that counts failures)."""
     engines = make_engines() if engines is None else list(engines)
     cases = list(cases)

@@ -59,19 +59,23 @@ def available_cores() -> int:
 
 
 def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
-             workers: int | None = None,
+             workers: "int | WorkerPool | None" = None,
              report: Callable[[CaseResult, str], None] | None = None) -> list:
     """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
-    `options.timeout` is set, else one after another in this process. `report(result,
-    label)` hears of each run as it ends."""
+    `options.timeout` is set, else one after another in this process. `workers` may also
+    be a pool already started (`WorkerPool.prepare`): this run uses it, then stops it.
+    `report(result, label)` hears of each run as it ends."""
     report = report or (lambda result, label: None)
     timeout = options.timeout if options else None
     if not timeout or not _travels(engines):
+        if isinstance(workers, WorkerPool):
+            workers.stop()
         with crash_traces():
             return [_reported(run_case(case, dtype, engines, options), case, dtype, report)
                     for case, dtype in jobs]
-    count = max(1, min(workers or available_cores(), len(jobs)))
-    return WorkerPool(count, timeout).run(jobs, engines, options, report)
+    if not isinstance(workers, WorkerPool):
+        workers = WorkerPool(max(1, min(workers or available_cores(), len(jobs))), timeout)
+    return workers.run(jobs, engines, options, report)
 
 
 @contextlib.contextmanager
@@ -113,6 +117,18 @@ class WorkerPool:
     def __init__(self, count: int, timeout: float):
         self.workers = [CaseWorker(timeout) for _ in range(count)]
 
+    def prepare(self, engines: list) -> "WorkerPool":
+        """Start the workers now, each importing what `engines` need (torch, jax), so that
+        they are ready when the caller has loaded its cases (`gradcheck run` does this)."""
+        for worker in self.workers:
+            threading.Thread(target=worker.prepare, args=(engines,), daemon=True,
+                             name="gradcheck-prepare").start()
+        return self
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
     def run(self, jobs, engines, options, report) -> list:
         todo, done = queue.SimpleQueue(), queue.SimpleQueue()
         for i in _biggest_first(jobs):            # the long cases do not start last
@@ -128,8 +144,7 @@ class WorkerPool:
                 i, results[i] = done.get()
                 _reported(results[i], *jobs[i], report)
         finally:
-            for worker in self.workers:
-                worker.stop()
+            self.stop()
         return results
 
     @staticmethod
@@ -167,6 +182,7 @@ class CaseWorker:
         self.in_process = None           # why cases run here instead, once they must
         self._warned = False
         self.stopped = False
+        self._starting = threading.Lock()    # `prepare` and the feeder both start the process
 
     def __enter__(self) -> "CaseWorker":
         return self
@@ -174,10 +190,22 @@ class CaseWorker:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def prepare(self, engines: list) -> None:
+        """Start the process and have it import what `engines` need before its first case.
+        Silent: a failure here recurs, and is reported, when that case is sent."""
+        try:
+            request = _request("prepare", engines)
+            with self._starting:
+                if self.in_process is None and not self.stopped:
+                    self._started().send_bytes(request)
+        except Exception:  # noqa: BLE001 -- e.g. unpicklable engines: the case says so
+            pass
+
     def run(self, case, dtype: str, engines: list, options: RunOptions | None = None) -> CaseResult:
         try:
-            request = pickle.dumps((case, dtype, engines, options))
-            conn = self._started() if self.in_process is None else None
+            request = _request("case", (case, dtype, engines, options))
+            with self._starting:
+                conn = self._started() if self.in_process is None else None
         except Exception as e:  # noqa: BLE001 -- unpicklable engines, a worker that will not start
             if self.stopped:             # killed by `stop` while starting: no fallback, no warning
                 raise Stopped() from None
@@ -293,16 +321,36 @@ def serve_socket(fd: int) -> None:
         return
 
 
+def _request(kind: str, payload) -> bytes:
+    """A request to a worker: its kind, and its payload pickled apart, so that a worker that
+    cannot load the payload still knows what was asked."""
+    return pickle.dumps((kind, pickle.dumps(payload)))
+
+
 def _serve(conn: Connection) -> None:
     conn.send(("ready", None))
     while True:
-        request = conn.recv_bytes()
+        kind, payload = pickle.loads(conn.recv_bytes())
         try:
-            case, dtype, engines, options = pickle.loads(request)
+            request = pickle.loads(payload)
         except Exception as e:  # noqa: BLE001 -- e.g. a class only the caller's script defines
-            conn.send(("unloadable", f"{type(e).__name__}: {e}"))
+            if kind == "case":
+                conn.send(("unloadable", f"{type(e).__name__}: {e}"))
             continue
-        conn.send(_answer(conn, case, dtype, engines, options))
+        if kind == "prepare":
+            _prepare(request)
+        else:
+            conn.send(_answer(conn, *request))
+
+
+def _prepare(engines: list) -> None:
+    """What a worker does before its first case: each engine's optional `prepare()` (import
+    its framework). No answer: a failure here recurs, and is reported, in that case."""
+    for engine in engines:
+        try:
+            getattr(engine, "prepare", lambda: None)()
+        except Exception:  # noqa: BLE001 -- any engine, any failure
+            pass
 
 
 def _answer(conn, case, dtype, engines, options) -> tuple[str, object]:
