@@ -40,23 +40,26 @@ class Noise:
         self.eps, self.rng = eps, rng
         self._pool, self._factors, self._at = np.empty(0), np.empty(0), 0
 
-    def _draw(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """The next `size` draws u ~ U[-1, 1], and 1 + eps * u for each."""
-        if self._at + size > len(self._pool):
-            rest = self._pool[self._at:]
+    def _start(self, size: int) -> int:
+        """Where the next `size` draws begin: u ~ U[-1, 1] in `_pool`, 1 + eps * u in
+        `_factors` (this runs for every array an op makes: kept to a few steps)."""
+        at = self._at
+        if at + size > len(self._pool):
+            rest = self._pool[at:]
             self._pool = np.concatenate([rest, self.rng.uniform(-1, 1, max(self.POOL, size))])
-            self._factors, self._at = 1 + self.eps * self._pool, 0
-        start, self._at = self._at, self._at + size
-        return self._pool[start:self._at], self._factors[start:self._at]
+            self._factors, at = 1 + self.eps * self._pool, 0
+        self._at = at + size
+        return at
 
     def __call__(self, x):
         x = np.asarray(x)
         if x.dtype.kind != "f":
             return x
-        rounded = np.asarray(x * self._draw(x.size)[1].reshape(x.shape))
+        at = self._start(x.size)
+        rounded = np.asarray(x * self._factors[at:self._at].reshape(x.shape))
         # whole numbers below 2^24 are exact in every float (an exponent k - 1 must stay 1)
         whole = np.rint(x) == x
-        if whole.any():
+        if np.count_nonzero(whole):
             np.copyto(rounded, x, where=whole & (np.abs(x) < 2.0 ** 24))
         return rounded
 
@@ -64,7 +67,8 @@ class Noise:
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
         rounded, so the error grows with the terms' magnitudes, however much they cancel."""
         spread = self.eps * np.sqrt(count * np.asarray(squares))
-        return np.asarray(total + spread * self._draw(np.size(total))[0].reshape(np.shape(total)))
+        at = self._start(np.size(total))
+        return np.asarray(total + spread * self._pool[at:self._at].reshape(np.shape(total)))
 
 
 def _sum_of_squares(ufunc, method, inputs, kwargs):
@@ -84,6 +88,7 @@ def _sum_of_squares(ufunc, method, inputs, kwargs):
 # (and a max must stay equal to the element it picked, which its gradient rule looks for)
 EXACT_UFUNCS = {np.maximum, np.minimum, np.fmax, np.fmin, np.absolute, np.negative,
                 np.positive, np.sign}
+SUMS = {np.add, np.matmul}     # ufuncs with a method that sums (add.reduce, matmul)
 # Array functions whose floating result is a fresh sum of products (not a view or a copy);
 # those of two operands also err with the magnitudes of the terms (einsum: only relatively)
 PRODUCTS = {np.dot, np.tensordot, np.inner, np.vdot, np.einsum}
@@ -108,7 +113,8 @@ class Noisy(np.ndarray):
         result = getattr(ufunc, method)(*inputs, **kwargs)
         if ufunc in EXACT_UFUNCS:
             return result if out is not None else _view(result, self.noise)
-        squares = None if out is not None else _sum_of_squares(ufunc, method, inputs, kwargs)
+        squares = (_sum_of_squares(ufunc, method, inputs, kwargs)
+                   if out is None and ufunc in SUMS else None)
         if squares is not None and np.asarray(result).dtype.kind == "f":
             result = self.noise.of_sum(result, *squares)
         if out is not None:
@@ -203,7 +209,7 @@ def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cota
     cotangent = np.asarray(cotangent, dtype=np.float64)
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
     noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())))
-    noisy = NumpyEngine(perturbed_ops(ops, noise))
+    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise))
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
     return EngineOutput(_rms([r.value for r in runs], exact.value),
                         {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
