@@ -1,6 +1,6 @@
 """fd against a CS231n-style per-element loop, and a 10^6-input case in directional mode.
 
-    .venv/bin/python benchmarks/bench_fd.py [--sizes 1000 10000 100000] [--sample 1000]
+    .venv/bin/python benchmarks/bench_fd.py [--sizes 1000 10000 100000] [--sample 500] [--repeat 3]
 
 Part 1, on f(x) = sum(tanh(W @ x)), W of shape (32, n): time per checked element and peak
 memory (tracemalloc, in a separate run) of
@@ -12,7 +12,8 @@ memory (tracemalloc, in a separate run) of
 - `fd engine (all)`: the `fd` engine on the case's graph, every element.
 Above --sample elements (default 500), the loop and `differentiate` check the same seeded
 sample of elements; the engine checks all of them, up to 10^4. The ratio is against the
-loop, measured in the same process; tracemalloc's peak is of a second, traced run.
+loop, measured in the same process, the methods timed in turn (`timing.best_of_each`, best
+of --repeat); tracemalloc's peak is of another, traced run.
 
 Part 2: a case with 10^6 inputs checked in directional mode (numpy, fd, torch), then the
 same with a numpy engine whose tanh rule is wrong: caught and blamed.
@@ -32,6 +33,7 @@ import gradcheck
 import reference_impls
 from gradcheck.engines import FiniteDifferences, NumpyEngine, TorchEngine
 from gradcheck.engines.fd import MEMORY_BUDGET
+from timing import best_of_each
 
 ROWS = 32
 
@@ -49,18 +51,16 @@ def loop_gradient(f, x: np.ndarray, indices: np.ndarray, h: float = 1e-5) -> np.
     return grad
 
 
-def timed(run):
-    start = time.perf_counter()
-    result = run()
-    seconds = time.perf_counter() - start
+def traced(run):
+    """The result of `run` and its peak of traced memory."""
     tracemalloc.start()
-    run()
+    result = run()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return result, seconds, peak
+    return result, peak
 
 
-def per_element(n: int, sample: int) -> None:
+def per_element(n: int, sample: int, repeat: int) -> None:
     case = load_case(TANH_WX.format(n=n, rows=ROWS))
     arrays = case.arrays("float64")
     w, x = arrays["w"], arrays["x"]
@@ -78,11 +78,12 @@ def per_element(n: int, sample: int) -> None:
         engine = FiniteDifferences(max_elements=n)
         methods["fd engine (all)"] = lambda: engine.vjp(case.graph, arrays, ["x"],
                                                         case.cotangent("float64")).grads["x"]
+    times = best_of_each(methods, repeat)
     base = None
     for name, run in methods.items():
-        grad, seconds, peak = timed(run)
+        grad, peak = traced(run)
         checked = n if name.endswith("(all)") else len(indices)
-        cost = seconds / checked
+        cost = times[name] / checked
         base = base or cost
         error = np.max(np.abs(grad[indices] - exact[indices]))
         print(f"{n:>8} {name:<24}{checked:>8}{cost * 1e6:>12.2f}{cost / base:>8.2f}x"
@@ -144,12 +145,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000])
     parser.add_argument("--sample", type=int, default=500,
                         help="above this many elements, every method checks the same sample")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls of each, the best kept")
     args = parser.parse_args()
     print(f"memory budget of differentiate: {MEMORY_BUDGET / 2 ** 20:.0f} MiB")
     print(f"{'n':>8} {'method':<24}{'checked':>8}{'us/elem':>12}{'ratio':>9}{'peak MiB':>10}"
           f"{'max error':>12}")
     for n in args.sizes:
-        per_element(n, min(args.sample, n))
+        per_element(n, min(args.sample, n), args.repeat)
     directional()
 
 
