@@ -35,6 +35,7 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3
 DTYPES = ("float64", "float32")
 DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
 QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)     # rows the final table leaves out without -v
+EARLY_START_FILES = 16      # loading fewer case files (~5 ms each) hides none of a worker's imports
 
 
 class UsageError(Exception):
@@ -265,6 +266,7 @@ def cmd_run(args) -> int:
     from .reports import check_out_dir
     names = _choices("engine", _split(args.engines), BUILTIN)
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
+    _load_plugins(args.plugin)           # workers learn of them from the environment
     workers = _early_workers(args, make_engines(names)) or args.workers
     try:
         cases = _select(args)
@@ -290,14 +292,17 @@ def cmd_run(args) -> int:
 
 def _early_workers(args, engines: list):
     """Worker processes started before the cases load, importing torch and jax meanwhile:
-    as many as the run will use, or None where cases run in this process (--timeout 0) or
-    a filter may leave fewer cases than workers. The run takes them over."""
+    as many as the run will use, or None where cases run in this process (--timeout 0), a
+    filter may leave fewer cases than workers, or the files are too few for their loading
+    to hide anything. The run takes them over."""
     from .harness.isolation import WorkerPool, available_cores
     from .loading.load import discover
     if not args.timeout or args.keyword or args.tags:
         return None
-    count = min(args.workers or available_cores(), len(discover(_paths(args), [])))
-    return WorkerPool(count, args.timeout).prepare(engines) if count else None
+    files = len(discover(_paths(args), []))
+    if files < EARLY_START_FILES:
+        return None
+    return WorkerPool(min(args.workers or available_cores(), files), args.timeout).prepare(engines)
 
 
 def _run_with_progress(cases, engines, dtypes, args, workers):

@@ -127,6 +127,23 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def test_workers_started_before_the_cases_load_know_the_plugins(tmp_path, monkeypatch):
+    from gradcheck import cli
+    folder = _folder(tmp_path)
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(cli, "EARLY_START_FILES", 1)     # start them early for one file too
+    monkeypatch.delenv("GRADCHECK_PLUGINS", raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        code = cli.main(["run", "--plugin", "cube_ops", "cases", "--engines", "torch",
+                         "--out", "out", "-q"])
+    finally:
+        gradcheck.unregister_op("cube")
+        sys.modules.pop("cube_ops", None)
+    assert code == 0
+    assert "cube-case,float64,PASS" in (folder / "out" / "cases.csv").read_text()
+
+
 def test_cli_plugin_registers_the_op_in_worker_processes_too(tmp_path):
     folder = _folder(tmp_path)
     # torch alone: nothing the worker unpickles names the plugin; GRADCHECK_PLUGINS does
