@@ -132,8 +132,8 @@ def test_workers_started_before_the_cases_load_know_the_plugins(tmp_path, monkey
     folder = _folder(tmp_path)
     monkeypatch.chdir(folder)
     monkeypatch.setattr(cli, "EARLY_START_FILES", 1)     # start them early for one file too
-    monkeypatch.delenv("GRADCHECK_PLUGINS", raising=False)
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("GRADCHECK_PLUGINS", "")        # restored afterwards: later workers
+    monkeypatch.setattr(sys, "path", list(sys.path))   # must not look for cube_ops
     try:
         code = cli.main(["run", "--plugin", "cube_ops", "cases", "--engines", "torch",
                          "--out", "out", "-q"])
