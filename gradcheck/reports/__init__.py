@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -32,18 +33,26 @@ def check_out_dir(out_dir: str | Path) -> Path:
     """`out_dir` if reports can go there: a new folder under a writable one, an empty folder,
     or a folder that gradcheck wrote. Anything else raises `ReportDirError` saying why."""
     out_dir = Path(out_dir)
-    if out_dir.is_symlink() or out_dir.exists():
-        _check_replaceable(out_dir)
+    _check_replaceable(out_dir)
     _check_writable(_nearest_existing(out_dir.parent))
     return out_dir
 
 
 def _check_replaceable(out_dir: Path) -> None:
-    if out_dir.is_symlink():
+    """Looked at once (lstat, then its entries): another writer may be swapping the folder
+    in this very moment, and a folder that is gone has nothing to protect."""
+    try:
+        mode = out_dir.lstat().st_mode
+    except (FileNotFoundError, NotADirectoryError):    # the parent is checked next
+        return
+    if stat.S_ISLNK(mode):
         raise ReportDirError(f"{out_dir} is a symbolic link; name a real folder")
-    if not out_dir.is_dir():
+    if not stat.S_ISDIR(mode):
         raise ReportDirError(f"{out_dir} is a file, not a report folder; it is left as it is")
-    entries = set(os.listdir(out_dir))
+    try:
+        entries = set(os.listdir(out_dir))
+    except FileNotFoundError:         # swapped away by another writer since the lstat
+        return
     if entries and MARKER not in entries and not _legacy_run_folder(out_dir, entries):
         raise ReportDirError(
             f"{out_dir} holds files that gradcheck did not write (no {MARKER} marker); "
