@@ -1,8 +1,17 @@
 """The one timing helper of the benchmarks (scripts run as `python benchmarks/NAME.py`, so
-this folder is on sys.path)."""
+this folder is on sys.path).
+
+Importing it gives the benchmark's process the memory setting that gradcheck's own
+processes run under (the CLI, its workers, the pytest plugin: freed memory is reused rather
+than faulted in again), so that every side of a ratio, ours and the frameworks', runs as
+it would inside gradcheck."""
 from __future__ import annotations
 
 import time
+
+from gradcheck.harness.isolation import keep_freed_memory
+
+keep_freed_memory()
 
 
 def best_of(fn, repeat: int = 3) -> float:

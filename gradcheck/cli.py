@@ -27,6 +27,7 @@ from rich.text import Text
 
 from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
+from .harness.isolation import keep_freed_memory
 from .harness.runner import RunOptions
 from .harness.verdict import Verdict
 from .loading.load import MAX_ELEMENTS
@@ -62,6 +63,7 @@ def command(name: str, help: str, *arguments: Callable[[argparse.ArgumentParser]
 
 def main(argv: list[str] | None = None) -> int:
     args = argparse.Namespace(debug=False)
+    keep_freed_memory()            # every command computes gradients in this process or workers
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

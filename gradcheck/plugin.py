@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from .errors import CaseError
+from .harness.isolation import keep_freed_memory
 from .harness.runner import run_case
 from .harness.verdict import FAILING, Verdict
 
@@ -42,6 +43,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     """Engines are made once, here: a misspelt name is one usage error, not one per item."""
+    keep_freed_memory()
     from .engines import BUILTIN, make_engines
     names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILTIN]

@@ -254,3 +254,32 @@ def test_the_plugin_runs_under_pytest_xdist(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout and "1 failed" in proc.stdout
     assert "FAIL: case wrong [float64] blame: expect" in proc.stdout     # the discrepancy table
+
+
+# --- freed memory is reused, not faulted in again ------------------------------------------------
+
+FAULTS_PER_MIB = """\
+import resource, sys
+import numpy as np
+from gradcheck.harness.isolation import keep_freed_memory
+
+def faults_per_array():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(50):
+        x = np.ones(1 << 18)         # 2 MiB, and another 2 MiB: freed, glibc trims them
+        y = x + 1
+        del x, y
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50
+
+default = faults_per_array()
+print(keep_freed_memory(), default, faults_per_array())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting")
+def test_after_keep_freed_memory_a_freed_array_is_reused_without_page_faults():
+    done = python(["-c", FAULTS_PER_MIB])
+    applied, default, kept = done.stdout.split()
+    assert applied == "True", done.stderr
+    assert float(default) >= 500          # 1,024 pages faulted in again, every time
+    assert float(kept) < 0.1 * float(default)

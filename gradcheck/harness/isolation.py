@@ -21,6 +21,7 @@ instead, with a warning and no time limit; so does everything when workers canno
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import io
 import json
@@ -49,6 +50,23 @@ WORKER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
 
 
 _HERE = threading.Lock()     # cases that fall back to this process run one at a time
+
+# glibc gives a freed block of 128 KiB or more back to the system, and the next array of that
+# size faults its pages in again (~4 us per 4 KiB page on a virtual machine): a conv2d's
+# temporaries cost more in page faults than in arithmetic. Blocks up to 32 MiB (glibc's
+# largest setting) come from the heap instead, which keeps up to 256 MiB of freed memory.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbers
+KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 256 << 20}
+
+
+def keep_freed_memory() -> bool:
+    """Let this process reuse freed memory instead of faulting it in afresh (glibc only;
+    elsewhere nothing happens). Numbers are unchanged: only where arrays live."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all([mallopt(param, value) == 1 for param, value in KEEP_FREED.items()])
 
 
 def available_cores() -> int:
@@ -314,6 +332,7 @@ def _worker_env() -> dict:
 def serve_socket(fd: int) -> None:
     """The worker's loop: one pickled request in, engine announcements and a result out.
     A parent that went away (Ctrl-C while this worker was still starting) ends it quietly."""
+    keep_freed_memory()
     conn = Connection(fd)
     try:
         _serve(conn)
