@@ -1,7 +1,9 @@
 """Layers of the second vocabulary, CS231n-style: average pooling, batch and layer norm, LSTM.
 
-As in `nn.py`, rules are stateless: what a forward pass would cache (the normalised input,
-the gates and cell states) is recomputed from the arguments. The rules of the norms and of
+As in `nn.py`, rules recompute what a forward pass would cache (the normalised input) from
+the arguments, except where that costs the forward's products again: the LSTM's forward
+keeps its gates and cell states for the backward (`SAVED`), which recomputes them for an
+output it did not make. The rules of the norms and of
 the LSTM are parts of one pass (`joint_rules`: the norms' three gradients read one
 normalised input; the LSTM's backprop through time), run once per node for all its inputs.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nn import _pool_geometry, _window_offsets
-from .primitive import Primitive, joint_rules
+from .primitive import SAVED, Primitive, joint_rules
 
 
 # --- avgpool2d ----------------------------------------------------------------------------
@@ -97,24 +99,30 @@ def _sigmoid(a):
 
 
 def _lstm(x, h0, c0, wx, wh, b):
+    """Keeps, for the backward, the gates (i, f, o, g after their nonlinearities), the cell
+    states and their tanh, time-major: recomputing them costs the forward's products again."""
     hdim = h0.shape[-1]
     xw = x @ wx + b                                   # the input's share of every step at once
-    h, c, hs = h0, c0, []
+    h, c, hs, steps = h0, c0, [], []
     for t in range(x.shape[-2]):
-        a = xw[..., t, :] + h @ wh
-        ifo, g = _sigmoid(a[..., :3 * hdim]), np.tanh(a[..., 3 * hdim:])
-        c = ifo[..., hdim:2 * hdim] * c + ifo[..., :hdim] * g
-        h = ifo[..., 2 * hdim:] * np.tanh(c)
+        gates = xw[..., t, :] + h @ wh
+        gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
+        np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
+        i, f, o, g = _gate_blocks(gates)
+        c = f * c + i * g
+        tanh_c = np.tanh(c)
+        h = o * tanh_c
         hs.append(h)
-    return np.stack(hs, axis=-2)
+        steps.append((gates, c, tanh_c))
+    out = np.stack(hs, axis=-2)
+    return SAVED.keep(out, tuple(np.stack(part) for part in zip(*steps)))
 
 
-def _lstm_recompute(out, x, h0, c0, wx, wh, b):
-    """What a forward pass would have cached, time-major: the gates (i, f, o, g after their
-    nonlinearities), the cell states and their tanh. Every h_{t-1} is in `out`, so the
-    pre-activations of all steps are one matrix product; only c's recurrence is a loop."""
-    hdim = h0.shape[-1]
-    prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
+def _lstm_recompute(prev_h, x, c0, wx, wh, b):
+    """What the forward keeps (`_lstm`), for an `out` it did not make. Every h_{t-1} is in
+    `out`, so the pre-activations of all steps are one matrix product; only c's recurrence
+    is a loop."""
+    hdim = prev_h.shape[-1]
     gates = np.moveaxis(x, 1, 0) @ wx + prev_h @ wh + b
     gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
     np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
@@ -123,7 +131,7 @@ def _lstm_recompute(out, x, h0, c0, wx, wh, b):
     ig = i * g
     for t in range(len(cells)):
         c = cells[t] = f[t] * c + ig[t]
-    return prev_h, gates, cells, np.tanh(cells)
+    return gates, cells, np.tanh(cells)
 
 
 def _gate_blocks(a):
@@ -150,7 +158,8 @@ def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
     """Backprop through time (CS231n's lstm_step_backward in a loop); returns the gradients
     of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
     input gradients are one matrix product each over every step."""
-    prev_h, gates, cells, tanh_cells = _lstm_recompute(out, x, h0, c0, wx, wh, b)
+    prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
+    gates, cells, tanh_cells = SAVED.find(out) or _lstm_recompute(prev_h, x, c0, wx, wh, b)
     factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
     n, hdim = h0.shape
     da = np.empty_like(factors)                       # gradient of the pre-activations

@@ -2,15 +2,17 @@
 
 Forwards tolerate extra leading dimensions where that comes for free (the batched
 finite differences of the `fd` engine); gradient rules are written for the registry's
-shapes. Rules are stateless: whatever the forward pass would have cached (windows, the
-previous hidden states, the probabilities) is recomputed from `out` and the arguments.
+shapes. Rules recompute whatever the forward pass would have cached (windows, the previous
+hidden states, the probabilities) from `out` and the arguments; conv2d's forward alone keeps
+its im2col matrix for the backward (`SAVED`: a copy of the image the size of its taps),
+which rebuilds it for an output the forward did not make.
 """
 from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .primitive import Primitive, joint_rules
+from .primitive import SAVED, Primitive, joint_rules
 
 
 # --- softmax family -----------------------------------------------------------------------
@@ -80,15 +82,18 @@ def _window_offsets(size, oh, ow, stride):
 
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
-    out = _filters(w, groups) @ _im2col(x, w, out_hw, stride, pad, dilation, groups)
-    out = out.reshape((w.shape[0], -1) + out_hw).swapaxes(0, 1) + b[:, None, None]
-    return out.reshape(x.shape[:-3] + (w.shape[0],) + out_hw)        # (N, F, OH, OW)
+    cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
+    out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + out_hw)
+    out = (out.swapaxes(0, 1) + b[:, None, None]).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
+    return SAVED.keep(out, cols)                                       # (N, F, OH, OW)
 
 
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
     f, out_hw = w.shape[0], g.shape[-2:]
-    cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)     # (G, Cg KH KW, windows)
+    cols = SAVED.find(out)                                          # (G, Cg KH KW, windows)
+    if cols is None:
+        cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     gg = g.reshape((-1, f) + out_hw).swapaxes(0, 1).reshape(groups, f // groups, -1)
     dcols = _filters(w, groups).swapaxes(1, 2) @ gg
     dw = gg @ cols.swapaxes(1, 2)                                  # (G, F / G, Cg KH KW)

@@ -1,6 +1,7 @@
 """What one op is to the numpy reference: a forward and one gradient rule per input."""
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -48,6 +49,31 @@ class JointPart:
 def joint_rules(joint: Callable[..., tuple], arity: int) -> tuple[JointPart, ...]:
     """One `JointPart` per argument: the `grads` of a primitive with a joint backward."""
     return tuple(JointPart(joint, i) for i in range(arity))
+
+
+class Saved:
+    """What a forward keeps for its backward (CS231n's `cache`), found again by the very
+    array the forward returned and dropped with it (a weak reference). A rule given any
+    other array, a copy or a view, finds nothing and recomputes: keeping is an economy,
+    never a different answer."""
+
+    def __init__(self):
+        self._entries: dict[int, tuple] = {}
+
+    def keep(self, out: np.ndarray, residuals) -> np.ndarray:
+        key = id(out)
+        self._entries[key] = (weakref.ref(out, partial(self._drop, key)), residuals)
+        return out
+
+    def find(self, out):
+        ref, residuals = self._entries.get(id(out), (None, None))
+        return residuals if ref is not None and ref() is out else None
+
+    def _drop(self, key: int, _ref) -> None:
+        self._entries.pop(key, None)
+
+
+SAVED = Saved()     # one for every op: an array is the output of one forward call
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

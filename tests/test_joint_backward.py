@@ -14,6 +14,7 @@ import reference_impls
 from gradcheck.engines import NumpyEngine
 from gradcheck.ir.graph import FLOAT, Leaf, build_graph
 from reference_impls import JointPart, Primitive, joint_rules
+from reference_impls.primitive import SAVED
 
 SHAPES = {
     "conv2d": ("conv2d(x, w, b, stride=2, pad=1, dilation=1, groups=2)",
@@ -84,3 +85,26 @@ def test_joint_pass_runs_once_per_node(op):
     want = vjp(reference_impls.OPS, op)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+# --- what a forward keeps for its backward ---------------------------------------------------
+
+@pytest.mark.parametrize("op", ["conv2d", "lstm"])
+def test_a_backward_given_the_forwards_output_uses_what_it_kept_and_agrees_with_recomputing(op):
+    graph, inputs, cotangent = setup(op)
+    prim, attrs = reference_impls.OPS[op], graph.nodes[-1].attrs
+    out = prim.forward(*inputs.values(), **attrs)
+    assert SAVED.find(out) is not None and SAVED.find(out.copy()) is None
+    kept = prim.grads[0].joint(cotangent, out, *inputs.values(), **attrs)
+    recomputed = prim.grads[0].joint(cotangent, out.copy(), *inputs.values(), **attrs)
+    for a, b in zip(kept, recomputed):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_what_a_forward_kept_goes_with_its_output():
+    graph, inputs, _ = setup("lstm")
+    before = len(SAVED._entries)
+    out = reference_impls.OPS["lstm"].forward(*inputs.values())
+    assert len(SAVED._entries) == before + 1
+    del out
+    assert len(SAVED._entries) == before
