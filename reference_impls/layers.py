@@ -115,7 +115,7 @@ def _lstm(x, h0, c0, wx, wh, b):
         hs.append(h)
         steps.append((gates, c, tanh_c))
     out = np.stack(hs, axis=-2)
-    return SAVED.keep(out, tuple(np.stack(part) for part in zip(*steps)))
+    return SAVED.keep(out, tuple(np.stack(part) for part in zip(*steps)), (x, h0, c0, wx, wh, b), ())
 
 
 def _lstm_recompute(prev_h, x, c0, wx, wh, b):
@@ -159,7 +159,8 @@ def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
     of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
     input gradients are one matrix product each over every step."""
     prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
-    gates, cells, tanh_cells = SAVED.find(out) or _lstm_recompute(prev_h, x, c0, wx, wh, b)
+    gates, cells, tanh_cells = (SAVED.find(out, (x, h0, c0, wx, wh, b), ())
+                                or _lstm_recompute(prev_h, x, c0, wx, wh, b))
     factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
     n, hdim = h0.shape
     da = np.empty_like(factors)                       # gradient of the pre-activations

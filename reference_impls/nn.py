@@ -85,13 +85,13 @@ def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + out_hw)
     out = (out.swapaxes(0, 1) + b[:, None, None]).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
-    return SAVED.keep(out, cols)                                       # (N, F, OH, OW)
+    return SAVED.keep(out, cols, (x, w), (stride, pad, dilation, groups))   # (N, F, OH, OW)
 
 
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
     f, out_hw = w.shape[0], g.shape[-2:]
-    cols = SAVED.find(out)                                          # (G, Cg KH KW, windows)
+    cols = SAVED.find(out, (x, w), (stride, pad, dilation, groups))   # (G, Cg KH KW, windows)
     if cols is None:
         cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     gg = g.reshape((-1, f) + out_hw).swapaxes(0, 1).reshape(groups, f // groups, -1)

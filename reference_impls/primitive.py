@@ -53,21 +53,25 @@ def joint_rules(joint: Callable[..., tuple], arity: int) -> tuple[JointPart, ...
 
 class Saved:
     """What a forward keeps for its backward (CS231n's `cache`), found again by the very
-    array the forward returned and dropped with it (a weak reference). A rule given any
-    other array, a copy or a view, finds nothing and recomputes: keeping is an economy,
-    never a different answer."""
+    array the forward returned, from the very same argument arrays and attributes, and
+    dropped with that output (a weak reference). A rule called with anything else (a copy
+    of the output, another argument, another stride) finds nothing and recomputes: keeping
+    is an economy, never a different answer."""
 
     def __init__(self):
         self._entries: dict[int, tuple] = {}
 
-    def keep(self, out: np.ndarray, residuals) -> np.ndarray:
+    def keep(self, out: np.ndarray, residuals, args: tuple, attrs: tuple) -> np.ndarray:
         key = id(out)
-        self._entries[key] = (weakref.ref(out, partial(self._drop, key)), residuals)
+        self._entries[key] = (weakref.ref(out, partial(self._drop, key)), args, attrs,
+                              residuals)
         return out
 
-    def find(self, out):
-        ref, residuals = self._entries.get(id(out), (None, None))
-        return residuals if ref is not None and ref() is out else None
+    def find(self, out, args: tuple, attrs: tuple):
+        ref, kept_args, kept_attrs, residuals = self._entries.get(id(out), (None,) * 4)
+        same = (ref is not None and ref() is out and len(args) == len(kept_args)
+                and all(a is b for a, b in zip(args, kept_args)) and attrs == kept_attrs)
+        return residuals if same else None
 
     def _drop(self, key: int, _ref) -> None:
         self._entries.pop(key, None)
