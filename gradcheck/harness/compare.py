@@ -82,9 +82,10 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return _shape_mismatch(a, b, tol)
-    mask = np.ones(a.shape, bool) if checked is None else np.asarray(checked, bool)
-    kinks = np.zeros(a.shape, bool) if kinks is None else np.asarray(kinks, bool) & mask
-    err = np.zeros(a.shape) if fd_err is None else np.where(mask, fd_err, 0.0)
+    mask = None if checked is None else np.asarray(checked, bool)
+    mask = None if mask is None or mask.all() else mask           # None: every element counts
+    kinks = np.zeros(a.shape, bool) if kinks is None else _masked(np.asarray(kinks, bool), mask, False)
+    err = np.zeros(a.shape) if fd_err is None else _masked(fd_err, mask, 0.0)
     rounding = np.broadcast_to(0.0 if round_err is None else round_err, a.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
         diff, rel, ratio, atol, bound = _errors(a, b, tol, err, mask, rounding)
@@ -92,9 +93,14 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
     verdict, message = _verdict(a, b, mask, ratio, kinks)
     return Judgement(verdict, _max(diff), _max(rel), _max(ratio), worst,
                      _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err),
-                     _at(rounding, worst), _at(bound, worst), int(mask.sum()),
-                     int(kinks.sum()), message,
-                     abs_err=np.where(mask, diff, np.nan) if verdict != Verdict.PASS else None)
+                     _at(rounding, worst), _at(bound, worst),
+                     a.size if mask is None else int(mask.sum()), int(kinks.sum()), message,
+                     abs_err=_masked(diff, mask, np.nan) if verdict != Verdict.PASS else None)
+
+
+def _masked(x, mask, fill):
+    """x where `mask`, `fill` elsewhere; x itself where every element counts (mask None)."""
+    return np.asarray(x) if mask is None else np.where(mask, x, fill)
 
 
 @dataclass
@@ -137,11 +143,11 @@ def _errors(a, b, tol: Tolerance, err, mask, rounding):
     """Element-wise |a - b|, relative error, tolerance ratio and bound, and the absolute
     atol used."""
     magnitude = np.maximum(np.abs(a), np.abs(b))
-    diff = np.where(mask, np.abs(a - b), 0.0)
-    atol = tol.atol * float(np.max(np.where(mask, magnitude, 0), initial=0))
+    diff = _masked(np.abs(a - b), mask, 0.0)
+    atol = tol.atol * float(np.max(_masked(magnitude, mask, 0), initial=0))
     bound = atol + tol.rtol * magnitude + FD_ERR_FACTOR * err + rounding
-    ratio = np.where(mask, np.where(diff == 0, 0.0, diff / bound), 0.0)
-    rel = np.where(mask, diff / np.maximum(magnitude, 1e-300), 0.0)
+    ratio = _masked(np.where(diff == 0, 0.0, diff / bound), mask, 0.0)
+    rel = _masked(diff / np.maximum(magnitude, 1e-300), mask, 0.0)
     return diff, rel, ratio, atol, bound
 
 
@@ -158,6 +164,7 @@ def _at(x: np.ndarray, index: tuple) -> float:
 
 def _verdict(a, b, mask, ratio, kinks) -> tuple[Verdict, str]:
     finite = np.isfinite(a) & np.isfinite(b)
+    mask = np.ones(a.shape, bool) if mask is None else mask
     if not np.all(finite[mask]):
         both = "the same in both" if _same_nonfinite(a, b, mask) else "not the same in both"
         return Verdict.NONFINITE, f"{int((~finite & mask).sum())} non-finite element(s), {both}"
