@@ -14,6 +14,7 @@ import gradcheck
 import reference_impls
 from gradcheck import FiniteDifferences, NumpyEngine, run_case
 from gradcheck.engines import make_engines
+from gradcheck.harness.verdict import Verdict
 from gradcheck.loading import load_text
 from reference_impls import Primitive
 
@@ -241,3 +242,23 @@ def test_one_engine_alone_with_the_non_finite_numbers_is_blamed():
         assert result.case.verdict == "NONFINITE"
         assert "nan-grads" in result.case.blame.split()
     assert result.case.blame == "nan-grads"
+
+
+# --- float32 underflow ------------------------------------------------------------------------
+
+UNDERFLOW = {   # values among float32's subnormals, where a rounding step errs absolutely
+    "product": ("a * b * c", "{a: 3.0e-45, b: 0.3, c: 0.7}"),
+    # found by `gradcheck fuzz cases/lstm/lstm-hand.yaml --dtypes float64,float32`: the cell
+    # state 0.5 * tanh(1.4e-45) rounds to 0 in float32
+    "lstm": ("sum(lstm(x, h0, c0, wx, wh, b))",
+             "{x: [[[0.0]]], h0: [[0.0]], c0: [[0.0]], wx: [[0.0, 0.0, 0.0, 0.0]], "
+             "wh: [[0.0, 0.0, 0.0, 0.0]], b: [2.2e-45, 2.2e-45, 2.2e-45, 2.2e-45]}"),
+}
+
+
+@pytest.mark.parametrize("name", UNDERFLOW)
+def test_float32_underflow_is_rounding_not_a_failure(name):
+    case = case_of(*UNDERFLOW[name], dtypes="[float32]")
+    [result] = run_all(case, make_engines(["numpy", "fd", "torch"]))
+    assert {r.verdict for r in result.comparisons} == {Verdict.PASS}, [
+        (r.param, r.engine_a, r.engine_b, r.message) for r in result.comparisons]

@@ -25,10 +25,16 @@ from ..engines.base import EngineOutput
 from ..engines.numpy_engine import NumpyEngine
 
 SAMPLES = 8          # perturbed evaluations: the root-mean-square of 8 is a steady scale
+# Half of float32's smallest subnormal: the most a float32 rounding step errs where its result
+# underflows. float64's (2.5e-324) never shows beside its eps, and subnormal operands
+# would slow every noisy product; float64 runs model relative rounding alone.
+UNDERFLOW = {"float32": float(np.finfo(np.float32).smallest_subnormal) / 2}
 
 
 class Noise:
-    """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps]; integer data passes as is.
+    """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps], and adds u * `tiny`, u the
+    same draw in [-1, 1]: where a float32 result underflows, rounding errs by up to half the
+    smallest subnormal whatever the result's size; integer data passes as is.
 
     The uniform draws come from a pool filled a block at a time: the same stream, in the
     same order, as one draw per array (a Generator's doubles do not depend on how they are
@@ -36,9 +42,9 @@ class Noise:
 
     POOL = 1 << 15
 
-    def __init__(self, eps: float, rng: np.random.Generator):
-        self.eps, self.rng = eps, rng
-        self._pool, self._factors, self._at = np.empty(0), np.empty(0), 0
+    def __init__(self, eps: float, rng: np.random.Generator, tiny: float = 0.0):
+        self.eps, self.rng, self.tiny = eps, rng, tiny
+        self._pool, self._factors, self._floors, self._at = np.empty(0), np.empty(0), None, 0
 
     def _start(self, size: int) -> int:
         """Where the next `size` draws begin: u ~ U[-1, 1] in `_pool`, 1 + eps * u in
@@ -48,6 +54,7 @@ class Noise:
             rest = self._pool[at:]
             self._pool = np.concatenate([rest, self.rng.uniform(-1, 1, max(self.POOL, size))])
             self._factors, at = 1 + self.eps * self._pool, 0
+            self._floors = self.tiny * self._pool if self.tiny else None
         self._at = at + size
         return at
 
@@ -57,6 +64,8 @@ class Noise:
             return x
         at = self._start(x.size)
         rounded = np.asarray(x * self._factors[at:self._at].reshape(x.shape))
+        if self._floors is not None:
+            rounded += self._floors[at:self._at].reshape(x.shape)
         # whole numbers below 2^24 are exact in every float (an exponent k - 1 must stay 1)
         whole = np.rint(x) == x
         if np.count_nonzero(whole):
@@ -208,7 +217,8 @@ def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cota
     inputs = {k: _float64(v) for k, v in inputs.items()}
     cotangent = np.asarray(cotangent, dtype=np.float64)
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
-    noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())))
+    noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())),
+                  UNDERFLOW.get(np.dtype(dtype).name, 0.0))
     noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise))
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
     return EngineOutput(_rms([r.value for r in runs], exact.value),
