@@ -51,10 +51,11 @@ WORKER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
 
 _HERE = threading.Lock()     # cases that fall back to this process run one at a time
 
-# glibc gives a freed block of 128 KiB or more back to the system, and the next array of that
-# size faults its pages in again (~4 us per 4 KiB page on a virtual machine): a conv2d's
-# temporaries cost more in page faults than in arithmetic. Blocks up to 32 MiB (glibc's
-# largest setting) come from the heap instead, which keeps up to 256 MiB of freed memory.
+# glibc gives large freed blocks back to the system (those it mapped apart, and the heap's top
+# beyond a threshold), and the next array of that size faults its pages in again (~4 us per
+# 4 KiB page on a virtual machine): a conv2d's temporaries cost more in page faults than in
+# arithmetic. Blocks up to 32 MiB (glibc's largest setting) come from the heap instead, which
+# keeps up to 256 MiB of freed memory.
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbers
 KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 256 << 20}
 
