@@ -222,3 +222,19 @@ def test_logsumexp_and_softplus_are_stable_at_large_inputs(engine_name, dtype):
                          np.ones(2))
     assert_close(out.value, np.array([1000.0, 0.0]), 1e-6, what="softplus value")
     assert_close(out.grads["x"], np.array([1.0, 0.0]), 1e-6, what="softplus grad")
+
+
+def test_torch_skips_a_batch_norm_of_one_value_per_channel_and_the_others_judge_it():
+    """torch refuses a training-mode batch norm with one value per channel (a batch of one
+    row): that is torch's limit, a SKIP of its engine, not an ERROR blamed on it (found by
+    `gradcheck fuzz cases/batchnorm/batchnorm-hand.yaml`)."""
+    import gradcheck
+    from gradcheck.engines import make_engines
+    from gradcheck.loading import load_text
+    [case] = load_text("name: bn-one-row\ninputs: {x: [[0.5, -1.0]], gamma: [2.0, 1.0], "
+                       "beta: [0.0, 1.0]}\nexpr: sum(batchnorm(x, gamma, beta) ** 2)\n")
+    result = gradcheck.run_case(case, "float64", make_engines(["numpy", "fd", "torch"]))
+    status = {row.engine: (row.status, row.message) for row in result.engines}
+    assert status["torch"][0] == "SKIP" and "one value per channel" in status["torch"][1]
+    assert result.case.verdict == "PASS"
+    assert {r.verdict for r in result.comparisons} == {"PASS"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .base import EngineSkip
+
 
 # Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
 # as bools, a reshape's -1 resolved.
@@ -67,6 +69,9 @@ def _avgpool2d(x, size=2, stride=2):
 
 def _batchnorm(x, gamma, beta, eps=1e-5):
     # no running statistics: training mode normalises with the batch's own biased variance
+    if x.numel() // x.shape[1] < 2:
+        raise EngineSkip("torch's training-mode batch norm needs more than one value per "
+                         f"channel, got input size {list(x.shape)}")
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
 
 
