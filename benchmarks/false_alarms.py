@@ -150,6 +150,33 @@ def rnn_family(rng):
     return inputs, {"out": pick(rng, [rnn, f"sum({rnn} ** 2)", f"mean(tanh({rnn}))"])}
 
 
+def lstm_family(rng):
+    """LSTMs up to 20 steps long: four gates saturating through time."""
+    n, t, d, h = (int(rng.integers(1, 4)), int(rng.integers(1, 21)), int(rng.integers(1, 5)),
+                  int(rng.integers(1, 6)))
+    inputs = {"x": normal(rng, [n, t, d]), "h0": normal(rng, [n, h]), "c0": normal(rng, [n, h]),
+              "wx": normal(rng, [d, 4 * h]), "wh": normal(rng, [h, 4 * h]),
+              "b": normal(rng, [4 * h])}
+    lstm = "lstm(x, h0, c0, wx, wh, b)"
+    return inputs, {"out": pick(rng, [lstm, f"sum({lstm} ** 2)", f"mean(tanh({lstm}))"])}
+
+
+def norms_family(rng):
+    """Batch norm (2-D or spatial) and layer norm, with their scale and shift, into a loss:
+    statistics whose gradients nearly cancel. At least 2 values per channel (torch refuses a
+    training-mode batch norm of one)."""
+    n, c = int(rng.integers(1, 6)), int(rng.integers(1, 5))
+    spatial = rng.random() < 0.5
+    shape = [n, c] + ([int(rng.integers(1, 4)), int(rng.integers(1, 4))] if spatial else [])
+    shape[0] = max(n, 2) if int(np.prod(shape)) // c < 2 else n
+    norm = pick(rng, ["batchnorm", "layernorm"])
+    width = c if norm == "batchnorm" else shape[-1]
+    eps = pick(rng, [1e-5, 1e-3])
+    inputs = {"x": normal(rng, shape), "gamma": normal(rng, [width]), "beta": normal(rng, [width])}
+    out = f"{norm}(x, gamma, beta, eps={eps})"
+    return inputs, {"out": pick(rng, [out, f"sum(tanh({out}) ** 2)", f"mean({out} ** 3)"])}
+
+
 def two_layer_family(rng):
     return (convnet(rng) if rng.random() < 0.4 else mlp(rng))
 
@@ -185,12 +212,16 @@ def convnet(rng):
 FAMILIES: dict[str, Callable] = {
     "scalar": scalar_family, "deep-tanh": deep_tanh_family, "l2-wx": l2_wx_family,
     "softmax": softmax_family, "conv2d": conv2d_family, "maxpool": maxpool_family,
-    "rnn": rnn_family, "two-layer": two_layer_family,
+    "rnn": rnn_family, "two-layer": two_layer_family, "lstm": lstm_family, "norms": norms_family,
 }
+# Each family's draws are seeded by its place here (the first eight in the order they were
+# sorted in), so that adding a family never changes another's cases.
+SEED_ORDER = ["conv2d", "deep-tanh", "l2-wx", "maxpool", "rnn", "scalar", "softmax",
+              "two-layer", "lstm", "norms"]
 
 
 def case_yaml(family: str, index: int, seed: int, dtypes: list[str]) -> str:
-    rng = np.random.default_rng([seed, index, sorted(FAMILIES).index(family)])
+    rng = np.random.default_rng([seed, index, SEED_ORDER.index(family)])
     inputs, steps = FAMILIES[family](rng)
     doc = {"name": f"{family}-{index:05d}", "tags": [family, "random"], "inputs": inputs,
            "graph": steps, "dtypes": dtypes}

@@ -82,7 +82,7 @@ SAVED = Saved()     # one for every op: an array is the output of one forward ca
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a gradient back to the shape of an input that numpy broadcast."""
-    g = np.asarray(g)
+    g = np.asanyarray(g)            # an array subclass (the rounding bound's) stays one
     while g.ndim > len(shape):
         g = g.sum(axis=0)
     for axis, size in enumerate(shape):

@@ -63,6 +63,34 @@ def test_odd_strings_and_numbers_render(tmp_path):
     assert pd.read_csv(out / "cases.csv")["case"].tolist() == ["odd-text"]
 
 
+# found by `gradcheck fuzz cases/layernorm/layernorm-hand.yaml`: a layer norm over one
+# element has the gradient 0 in x, which torch computes as -4e-311 (a float64 subnormal); the
+# rounding bound's squares of such deviations underflowed to 0 (FAIL, tol ratio inf), and the
+# Taylor plot of remainders near 1e-320 asked for log10(10.0 ** -324) (report.html failed)
+SUBNORMAL_CASE = """\
+    name: layernorm-subnormal
+    inputs:
+      x: [[0.0]]
+      gamma: [3.0]
+      beta: [0.0]
+      c: [[1.7082655165201282e-295]]
+    expr: sum(layernorm(x, gamma, beta, eps=3) * c)
+    wrt: [x, gamma, beta]
+"""
+
+
+def test_subnormal_gradients_pass_and_render(tmp_path, capsys):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    write(cases, "subnormal.yaml", SUBNORMAL_CASE)
+    out = tmp_path / "out"
+    assert main(["run", str(cases), "--engines", "numpy,fd,torch", "--timeout", "0",
+                 "--out", str(out)]) == 0, capsys.readouterr()
+    assert set(pd.read_csv(out / "comparisons.csv")["verdict"]) == {"PASS"}
+    assert "could not be rendered" not in capsys.readouterr().err
+    assert "data:image/svg+xml" in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device-link"])
 def test_case_files_are_read_as_regular_files_only(tmp_path, capsys, kind):
     cases = tmp_path / "cases"

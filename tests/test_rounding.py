@@ -85,6 +85,26 @@ def test_the_scale_follows_the_terms_that_cancel_not_the_element():
     assert np.all(error <= 2 * ENGINE_FACTOR * scale)
 
 
+@pytest.mark.parametrize("expr, out_shape", [
+    ("x * w + b", (64, 3)),        # b broadcast over 64 rows: its gradient is their sum
+    ("b + b", (3,)),               # b used twice: the two gradients add up
+])
+def test_the_executors_own_sums_are_rounded_too(expr, out_shape):
+    """The sums the backprop executor does itself (a broadcast input's gradient summed back
+    to its shape; the gradients of a value that fans out, added) round like any op's: a
+    float32 engine errs there, and a bound of 0 failed a correct float32 layer norm's beta
+    (benchmarks/false_alarms.py, family norms)."""
+    rng = np.random.default_rng(3)
+    inputs = {"x": rng.standard_normal((64, 3)), "w": rng.standard_normal(3),
+              "b": rng.standard_normal(3)}
+    inputs = {k: v for k, v in inputs.items() if k in expr}
+    graph, arrays, cotangent, exact = engine_vjp(gradcheck.NumpyEngine(), expr, inputs,
+                                                 "float32", rng.standard_normal(out_shape))
+    scale = rounding_scale(graph, arrays, list(arrays), cotangent, "float32", "s").grads["b"]
+    eps = float(np.finfo(np.float32).eps)
+    assert np.all(scale > 0.1 * eps * np.abs(exact.grads["b"]))
+
+
 def test_the_scale_is_seeded_and_the_same_on_every_call():
     inputs = {"x": np.linspace(-2, 2, 6).reshape(2, 3), "w": np.ones((3, 2))}
     graph = graph_of("sum(tanh(x @ w))", inputs)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from functools import partial
 from typing import Mapping
 
 import numpy as np
 
-from reference_impls import JointPart
+from reference_impls import JointPart, backprop, unbroadcast
 
 from ..engines.base import EngineOutput
 from ..engines.numpy_engine import NumpyEngine
@@ -207,6 +208,22 @@ def _perturbed_rules(rules: tuple, noise: Noise) -> tuple:
     return tuple(perturbed(r) for r in rules)
 
 
+def rounded_executor(noise: Noise):
+    """The backprop executor with its own arithmetic rounded too: the sum of a broadcast
+    gradient back to its input's shape (a bias's gradient is a sum over the batch) and the
+    addition of the gradients of a value that fans out."""
+    return partial(backprop, combine=partial(_rounded_add, noise),
+                   reduce=partial(_rounded_unbroadcast, noise))
+
+
+def _rounded_add(noise: Noise, a, b):
+    return np.asarray(_view(a, noise) + _view(b, noise)).view(np.ndarray)
+
+
+def _rounded_unbroadcast(noise: Noise, g, shape):
+    return np.asarray(unbroadcast(_view(g, noise), shape)).view(np.ndarray)
+
+
 def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent,
                    dtype: str, seed: str = "", ops: Mapping | None = None) -> EngineOutput:
     """Per element of the value and of each gradient: the root-mean-square deviation of
@@ -219,7 +236,8 @@ def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cota
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
     noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())),
                   UNDERFLOW.get(np.dtype(dtype).name, 0.0))
-    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise))
+    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise),
+                        executor=rounded_executor(noise))
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
     return EngineOutput(_rms([r.value for r in runs], exact.value),
                         {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
@@ -227,8 +245,19 @@ def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cota
 
 def _rms(samples: list, exact) -> np.ndarray:
     deviations = np.asarray(samples, dtype=np.float64) - np.asarray(exact, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.sqrt(np.mean(deviations ** 2, axis=0))
+    return root_mean_square(deviations, axis=0)
+
+
+def root_mean_square(x: np.ndarray, axis=None) -> np.ndarray:
+    """sqrt(mean(x ** 2)) computed in units of the largest |x|: the square of 1e-170 or
+    less underflows to 0 (a subnormal gradient's scale must not), that of 1e155 or more
+    overflows."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        largest = np.max(np.abs(x), axis=axis, initial=0.0)
+        unit = np.where(largest > 0, largest, 1.0)
+        if axis is not None:
+            unit = np.expand_dims(unit, axis)
+        return largest * np.sqrt(np.mean((x / unit) ** 2, axis=axis))
 
 
 def _float64(array) -> np.ndarray:

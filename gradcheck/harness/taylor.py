@@ -23,6 +23,7 @@ import reference_impls
 from ..engines.base import constants
 from ..engines.fd.batching import dependent_nodes, row_bytes, stacked_forward
 from ..engines.fd.evaluate import MEMORY_BUDGET
+from .rounding import root_mean_square
 from .verdict import Verdict
 
 EPS64 = np.finfo(np.float64).eps
@@ -89,12 +90,16 @@ def judge_engine(name: str, s: Sweep, grads: Mapping[str, np.ndarray],
     return _verdict(name, s.eps, rates, remainders, windows)
 
 
+def _root_sum_of_squares(arrays: list) -> float:
+    flat = np.concatenate([np.ravel(a) for a in arrays])
+    return float(root_mean_square(flat)) * float(np.sqrt(flat.size)) if flat.size else 0.0
+
+
 def _rounding_floor(s: Sweep, f: np.ndarray, u: Mapping, bounds) -> np.ndarray:
     """What rounding alone could make R: f's float64 noise, and eps times the gradient's
     rounding bound along u (its elements' errors add up like random signs, as u's do)."""
     noise = 64 * EPS64 * np.maximum(abs(s.f0), np.abs(f))
-    along = 0.0 if bounds is None else np.sqrt(sum(float(np.sum((bounds[w] * u[w]) ** 2))
-                                                   for w in u))
+    along = 0.0 if bounds is None else _root_sum_of_squares([bounds[w] * u[w] for w in u])
     return CLEAR * (noise + s.eps * along)
 
 

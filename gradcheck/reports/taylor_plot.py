@@ -54,9 +54,10 @@ def _guide(curves: dict[str, np.ndarray]) -> tuple:
     """A dashed line of slope 2 through the median remainder at the middle eps."""
     eps = np.asarray(next(iter(curves.values()))[0], dtype=float)
     middle = len(eps) // 2
-    level = np.nanmedian([_positive(c[1:, middle]) for c in curves.values()])
-    if not np.isfinite(level):
+    remainders = np.concatenate([_positive(c[1:, middle]) for c in curves.values()])
+    if not np.isfinite(remainders).any():        # every remainder 0 there: no level to draw
         return None, np.full_like(eps, np.nan)
+    level = np.nanmedian(remainders)
     return eps, level * (eps / eps[middle]) ** 2
 
 
@@ -68,8 +69,12 @@ class _LogBox:
         self.y0, self.y1 = _decades(ys)
 
     def point(self, x: float, y: float) -> tuple[float, float]:
-        fx = (math.log10(x) - self.x0) / (self.x1 - self.x0)
-        fy = (math.log10(y) - self.y0) / (self.y1 - self.y0)
+        return self.at(math.log10(x), math.log10(y))
+
+    def at(self, log_x: float, log_y: float) -> tuple[float, float]:
+        """Decades in, pixels out (10.0 ** -324 is 0: the axes stay in decades)."""
+        fx = (log_x - self.x0) / (self.x1 - self.x0)
+        fy = (log_y - self.y0) / (self.y1 - self.y0)
         return LEFT + fx * (WIDTH - LEFT - RIGHT), TOP + (1 - fy) * (HEIGHT - TOP - BOTTOM)
 
     def polyline(self, xs, ys, color: str, dashed: bool = False) -> str:
@@ -92,10 +97,10 @@ class _LogBox:
         parts = [f'<rect x="{left}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
                  f'height="{bottom - TOP}" fill="none" stroke="#444"/>']
         for d in _ticks(self.x0, self.x1):
-            x, _ = self.point(10.0 ** d, 10.0 ** self.y0)
+            x, _ = self.at(d, self.y0)
             parts.append(f'<text x="{x:.1f}" y="{bottom + 13}" text-anchor="middle">1e{d}</text>')
         for d in _ticks(self.y0, self.y1):
-            _, y = self.point(10.0 ** self.x0, 10.0 ** d)
+            _, y = self.at(self.x0, d)
             parts.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">1e{d}</text>')
         parts.append(f'<text x="{(left + WIDTH - RIGHT) / 2}" y="{HEIGHT - 4}" '
                      'text-anchor="middle">eps</text>')
