@@ -115,6 +115,8 @@ def _lstm(x, h0, c0, wx, wh, b):
         hs.append(h)
         steps.append((gates, c, tanh_c))
     out = np.stack(hs, axis=-2)
+    if out.ndim != 3:           # stacked inputs (fd's batches): no backward reads these
+        return out
     return SAVED.keep(out, tuple(np.stack(part) for part in zip(*steps)), (x, h0, c0, wx, wh, b), ())
 
 

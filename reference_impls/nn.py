@@ -85,6 +85,8 @@ def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + out_hw)
     out = (out.swapaxes(0, 1) + b[:, None, None]).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
+    if out.ndim != 4:           # stacked images (fd's batches): no backward reads the matrix
+        return out
     return SAVED.keep(out, cols, (x, w), (stride, pad, dilation, groups))   # (N, F, OH, OW)
 
 

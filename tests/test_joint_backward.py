@@ -126,3 +126,14 @@ def test_what_a_forward_kept_goes_with_its_output():
     assert len(SAVED._entries) == before + 1
     del out
     assert len(SAVED._entries) == before
+
+
+@pytest.mark.parametrize("op", ["conv2d", "lstm"])
+def test_a_forward_of_stacked_inputs_keeps_nothing(op):
+    """fd's batched evaluations stack inputs along a leading axis; no backward reads what
+    such a forward would keep (a stacked im2col matrix is the largest array of a run)."""
+    graph, inputs, _ = setup(op)
+    stacked = {k: np.stack([v, v]) if k == "x" else v for k, v in inputs.items()}
+    before = len(SAVED._entries)
+    out = reference_impls.OPS[op].forward(*stacked.values(), **graph.nodes[-1].attrs)
+    assert out.shape[0] == 2 and len(SAVED._entries) == before
