@@ -117,7 +117,8 @@ def _lstm(x, h0, c0, wx, wh, b):
     out = np.stack(hs, axis=-2)
     if out.ndim != 3:           # stacked inputs (fd's batches): no backward reads these
         return out
-    return SAVED.keep(out, tuple(np.stack(part) for part in zip(*steps)), (x, h0, c0, wx, wh, b), ())
+    kept = tuple(np.stack(part) for part in zip(*steps))            # gates, cells, tanh(cells)
+    return SAVED.keep(out, kept, (x, h0, c0, wx, wh, b), ())
 
 
 def _lstm_recompute(prev_h, x, c0, wx, wh, b):

@@ -84,7 +84,8 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
         return _shape_mismatch(a, b, tol)
     mask = None if checked is None else np.asarray(checked, bool)
     mask = None if mask is None or mask.all() else mask           # None: every element counts
-    kinks = np.zeros(a.shape, bool) if kinks is None else _masked(np.asarray(kinks, bool), mask, False)
+    kinks = (np.zeros(a.shape, bool) if kinks is None
+             else _masked(np.asarray(kinks, bool), mask, False))
     err = np.zeros(a.shape) if fd_err is None else _masked(fd_err, mask, 0.0)
     rounding = np.broadcast_to(0.0 if round_err is None else round_err, a.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
