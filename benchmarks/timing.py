@@ -2,9 +2,9 @@
 this folder is on sys.path).
 
 Importing it gives the benchmark's process the memory setting that gradcheck's own
-processes run under (the CLI, its workers, the pytest plugin: freed memory is reused rather
-than faulted in again), so that every side of a ratio, ours and the frameworks', runs as
-it would inside gradcheck."""
+processes run under (the CLI, its workers, a pytest session that runs cases: freed memory
+is reused rather than faulted in again), so that every side of a ratio, ours and the
+frameworks', runs as it would inside gradcheck."""
 from __future__ import annotations
 
 import time

@@ -43,7 +43,6 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     """Engines are made once, here: a misspelt name is one usage error, not one per item."""
-    keep_freed_memory()
     from .engines import BUILTIN, make_engines
     names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILTIN]
@@ -120,6 +119,7 @@ class CaseItem(pytest.Item):
                 self.add_marker(tag)                       # `pytest -m conv2d` too
 
     def runtest(self):
+        keep_freed_memory()          # only a session that runs cases gets the setting
         result = run_case(self.case, self.dtype, _engines(self.config))
         verdict = result.case.verdict
         if verdict == Verdict.SKIP:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import faulthandler
+import functools
 import io
 import json
 import os
@@ -60,9 +61,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbe
 KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 256 << 20}
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let this process reuse freed memory instead of faulting it in afresh (glibc only;
-    elsewhere nothing happens). Numbers are unchanged: only where arrays live."""
+    elsewhere nothing happens). Numbers are unchanged: only where arrays live. Once per
+    process: later calls return the first one's answer."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
