@@ -366,3 +366,27 @@ def test_an_engine_that_raises_is_an_error_blamed_on_it(tmp_path, engines):
     assert result.case.verdict == "ERROR"
     assert result.case.blame == "broken"
     assert "boom" in result.case.message
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_differences_below_the_smallest_normal_number_are_no_evidence(dtype):
+    """An engine may flush subnormal numbers to zero (XLA on CPU does): below the dtype's
+    smallest normal number no tolerance can tell a bug from that; above it they still fail."""
+    tiny = float(np.finfo(dtype).tiny)
+    tol = tolerance_for(dtype, False, rounding_known=True)
+    below = judge(np.array([0.3 * tiny, 0.0]), np.zeros(2), tol)
+    above = judge(np.array([300 * tiny, 0.0]), np.array([600 * tiny, 0.0]), tol)
+    assert (below.verdict, above.verdict) == ("PASS", "FAIL")
+    assert below.atol == tiny
+
+
+def test_a_subnormal_scale_in_a_layer_passes_with_every_engine(tmp_path):
+    """Found by `gradcheck fuzz cases/batchnorm/batchnorm-2d-vjp.yaml`: gamma = 2.2e-311 puts
+    the gradient of x among float64's subnormals, which each engine rounds its own way and
+    jax flushes to zero."""
+    case = load_one(tmp_path, "name: bn-subnormal\ninputs: {x: [[0.0], [0.0]], gamma: [2.225073858507e-311],"
+                    " beta: [0.0]}\nexpr: batchnorm(x, gamma, beta)\ndtypes: [float64]\n")
+    engines = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]
+    result = gradcheck.run_case(case, "float64", engines)
+    assert {r.verdict for r in result.comparisons} == {"PASS"}, [
+        (r.param, r.engine_a, r.engine_b, r.tol_ratio) for r in result.comparisons]

@@ -24,6 +24,12 @@ VALUE = "(value)"           # the `param` of forward-value rows: cannot clash wi
 class Tolerance:
     rtol: float
     atol: float             # relative to the larger magnitude in the two tensors
+    floor: float = 0.0      # the least absolute atol (see SMALLEST_NORMAL)
+
+
+# Below its smallest normal number a dtype keeps few digits, and an engine may flush such
+# values to zero (XLA does on CPU): a difference smaller than that is no evidence.
+SMALLEST_NORMAL = {d: float(np.finfo(d).tiny) for d in ("float64", "float32")}
 
 
 # Exact pairs (backprop, autograd, hand values) agree to near machine precision; pairs with
@@ -45,7 +51,13 @@ KNOWN_ROUNDING = {d: Tolerance(rtol=ULPS * float(np.finfo(d).eps),
 def tolerance_for(dtype: str, numerical: bool, override=None,
                   rounding_known: bool = False) -> Tolerance:
     """`numerical`: one side of the pair is an estimate with its own error (fd).
-    `rounding_known`: the exact sides' rounding bounds are part of the comparison."""
+    `rounding_known`: the exact sides' rounding bounds are part of the comparison. Every
+    tolerance keeps the floor of the run's dtype."""
+    return replace(_table_tolerance(dtype, numerical, override, rounding_known),
+                   floor=SMALLEST_NORMAL[dtype])
+
+
+def _table_tolerance(dtype: str, numerical: bool, override, rounding_known: bool) -> Tolerance:
     if override is None and rounding_known:
         return WITH_FD["float64"] if numerical else KNOWN_ROUNDING[dtype]
     base = (WITH_FD if numerical else EXACT)[dtype]
@@ -121,7 +133,8 @@ def judge_directions(g, directions, tol: Tolerance) -> DirectionalJudgement:
     smooth = ~np.asarray(directions.kinks, bool)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.abs(np.tensordot(v, g, axes=g.ndim) - directions.slopes)
-        atol = tol.atol * float(np.max(np.abs(g), initial=0)) * np.abs(v).reshape(len(v), -1).sum(1)
+        atol = (max(tol.atol * float(np.max(np.abs(g), initial=0)), tol.floor)
+                * np.abs(v).reshape(len(v), -1).sum(1))
         bound = (atol + tol.rtol * np.tensordot(np.abs(v), np.abs(g), axes=g.ndim)
                  + FD_ERR_FACTOR * directions.err)
         ratio = np.where(diff == 0, 0.0, np.nan_to_num(diff / bound, nan=np.inf))
@@ -145,7 +158,7 @@ def _errors(a, b, tol: Tolerance, err, mask, rounding):
     atol used."""
     magnitude = np.maximum(np.abs(a), np.abs(b))
     diff = _masked(np.abs(a - b), mask, 0.0)
-    atol = tol.atol * float(np.max(_masked(magnitude, mask, 0), initial=0))
+    atol = max(tol.atol * float(np.max(_masked(magnitude, mask, 0), initial=0)), tol.floor)
     bound = atol + tol.rtol * magnitude + FD_ERR_FACTOR * err + rounding
     ratio = _masked(np.where(diff == 0, 0.0, diff / bound), mask, 0.0)
     rel = _masked(diff / np.maximum(magnitude, 1e-300), mask, 0.0)
