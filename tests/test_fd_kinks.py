@@ -59,3 +59,17 @@ def test_maxpool_near_a_tie(tmp_path, x, verdict, kinks):
     case_verdict, row = verdict_of(tmp_path, MAXPOOL.format(x=x))
     assert (case_verdict, row.kinks) == (verdict, kinks)
     assert row.kink_distance == 0.0 if kinks else math.isnan(row.kink_distance)
+
+
+def test_a_kink_whose_jump_is_tiny_beside_f_is_flagged_before_noise_drowns_it():
+    """leaky_relu at 0 inside a loss of about 0.7, the slope jumping by 3e-5 (found by
+    `gradcheck fuzz cases/elementwise/activations-mlp.yaml`): three stencils see the kink at
+    x, the fourth and narrowest would see only its own rounding noise, so the kink is flagged
+    where it is still seen, and numpy's and jax's subgradients at 0 (0.05 and 1) are NONDIFF,
+    not a FAIL."""
+    import numpy as np
+    f = lambda x: 0.7 + 3.2e-5 * float(np.sum(np.where(x > 0, x, 0.05 * x)))
+    found = gradcheck.differentiate(f, np.zeros(1))
+    assert found.kink.tolist() == [True]
+    smooth = gradcheck.differentiate(lambda x: 0.7 + 3.2e-5 * float(np.sum(x)), np.zeros(1))
+    assert smooth.kink.tolist() == [False]

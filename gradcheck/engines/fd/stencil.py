@@ -123,13 +123,15 @@ def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
             _one_sided(values, f0, flat[pending], h[pending], s)
         _widen_by_disagreement(found, pending, smooth, s["grad"])
         better = smooth & ~(found["err"][pending] <= s["err"])      # NaN: none yet
-        keep = better | (last & ~smooth)
+        # a kink at x that a narrower stencil's rounding noise would drown (the noise grows
+        # as 1/h, the slope's jump does not) is flagged at this scale, the last that sees it
+        flagged = s["at_kink"] & (last | s["drowns"])
+        keep = better | (last & ~smooth) | flagged
         for key in ("grad", "err"):
             found[key][pending[keep]] = s[key][keep]
-        flagged = last & s["at_kink"]
         found["kink"][pending[flagged]] = True
         found["kink_distance"][pending[flagged]] = s["distance"][flagged]
-        pending = pending[~smooth | (s["rough"] & better)]
+        pending = pending[(~smooth & ~flagged) | (s["rough"] & better)]
         if last or not len(pending):
             break
         h[pending] /= NARROWING
@@ -156,13 +158,15 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
     # a real kink moves the slope by a sizeable part of the slope itself
     floor = 4 * noise + 1e-3 * np.max(np.abs(slopes), axis=1)
     at_kink = steps[:, 1] > KINK_FACTOR * (steps[:, 0] + steps[:, 2]) + floor
+    drowns = steps[:, 1] <= floor + (NARROWING - 1) * 4 * noise     # under the next floor
     inside = np.max(steps, axis=1) > KINK_FACTOR * np.min(steps, axis=1) + floor
     grad, truncation = (4 * d2 - d1) / 3, np.abs(d2 - d1)
     # the function bends within the stencil: a 16 times narrower one cuts the truncation
     # error 256-fold, and helps where that error is well above the rounding noise
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
-    return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "rough": rough,
-            "inside": inside, "distance": _kink_distance(slopes, h), "slopes": slopes,
+    return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
+            "rough": rough, "inside": inside, "distance": _kink_distance(slopes, h),
+            "slopes": slopes,
             "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
 
