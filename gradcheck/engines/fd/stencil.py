@@ -14,7 +14,7 @@ times: a nearby kink falls outside a narrow enough stencil and the element is ju
 the differentiable point it is. A kink still inside the narrowest stencil but not at x_i
 is stepped around with a one-sided difference from its smooth side. A kink at x_i stays at
 every scale and is flagged, with its estimated distance from x_i (under half the
-narrowest stencil).
+narrowest stencil), or at the last scale whose rounding noise still lets it be seen.
 A smooth element whose error estimate is a sizeable part of its derivative (the function
 bends within the stencil: a chaotic recurrence, a steep exponential) goes round again too,
 and keeps whichever estimate has the smaller error: at h the four points can agree by chance
