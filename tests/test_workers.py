@@ -258,12 +258,12 @@ def test_the_plugin_runs_under_pytest_xdist(tmp_path):
 
 # --- freed memory is reused, not faulted in again ------------------------------------------------
 
-FAULTS_PER_MIB = """\
+PAGE_FAULTS = """\
 import resource, sys
 import numpy as np
 from gradcheck.harness.isolation import keep_freed_memory
 
-def faults_per_array():
+def faults_per_round():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(50):
         x = np.ones(1 << 18)         # 2 MiB, and another 2 MiB: freed, glibc trims them
@@ -271,14 +271,14 @@ def faults_per_array():
         del x, y
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50
 
-default = faults_per_array()
-print(keep_freed_memory(), default, faults_per_array())
+default = faults_per_round()
+print(keep_freed_memory(), default, faults_per_round())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting")
 def test_after_keep_freed_memory_a_freed_array_is_reused_without_page_faults():
-    done = python(["-c", FAULTS_PER_MIB])
+    done = python(["-c", PAGE_FAULTS])
     applied, default, kept = done.stdout.split()
     assert applied == "True", done.stderr
     assert float(default) >= 500          # 1,024 pages faulted in again, every time

@@ -166,8 +166,7 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
     return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
             "rough": rough, "inside": inside, "distance": _kink_distance(slopes, h),
-            "slopes": slopes,
-            "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
+            "slopes": slopes, "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
 
 def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict) -> None:
