@@ -112,3 +112,20 @@ def test_the_scale_is_seeded_and_the_same_on_every_call():
     two = rounding_scale(graph, inputs, ["x", "w"], np.ones(()), "float32", "seed")
     np.testing.assert_array_equal(one.grads["w"], two.grads["w"])
     assert one.value > 0
+
+
+def test_a_sum_of_terms_of_one_sign_rounds_with_its_partial_sums():
+    """A float32 matmul sums its terms in order, and each partial sum rounds at its own size:
+    with 20,000 positive terms the partial sums grow to the total, and torch's error grows
+    with them (about 30 eps of the total), far above what the terms' own sizes give. Taken
+    as rounding of the terms alone, the bound failed torch against jax (tol ratio 1.17)."""
+    rng = np.random.default_rng(4)
+    inputs = {"x": rng.uniform(0, 1, (2, 20_000)), "w": rng.uniform(0, 1, (20_000, 3))}
+    cotangent = np.ones((2, 3))
+    graph, arrays, cotangent, torch_out = engine_vjp(gradcheck.TorchEngine(), "x @ w", inputs,
+                                                     "float32", cotangent)
+    scale = rounding_scale(graph, arrays, ["x", "w"], cotangent, "float32", "p").value
+    exact = arrays["x"].astype(np.float64) @ arrays["w"].astype(np.float64)
+    error = np.abs(torch_out.value - exact)
+    assert np.all(error <= ENGINE_FACTOR * scale)
+    assert np.max(error / np.abs(exact)) > 10 * np.finfo(np.float32).eps   # it does err so

@@ -75,8 +75,11 @@ class Noise:
 
     def of_sum(self, total, squares, count: int):
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
-        rounded, so the error grows with the terms' magnitudes, however much they cancel."""
-        spread = self.eps * np.sqrt(count * np.asarray(squares))
+        rounded, so the error grows with the terms' magnitudes, however much they cancel,
+        and with the partial sums' own: terms of one sign make them grow to the total, and
+        a sum taken in order (a float32 matmul's) rounds each. Over the n partial sums,
+        their squares add up to about n total^2 / 3 (terms in no particular order)."""
+        spread = self.eps * np.sqrt(count * (np.asarray(squares) + np.square(total) / 3))
         at = self._start(np.size(total))
         return np.asarray(total + spread * self._pool[at:self._at].reshape(np.shape(total)))
 
