@@ -91,6 +91,18 @@ def test_abs_kink_on_it_near_it_and_far_from_it():
     assert np.isnan(found.kink_distance[~found.kink]).all()
 
 
+def test_two_kinks_closer_than_the_fourth_stencil_one_of_them_at_x():
+    """Kinks at 0 and 1e-9 look, to a stencil 2e-9 wide, like one kink beside x = 0 (the
+    old fd stepped around it from the left: slope 0, and the engines' subgradients FAILed
+    against it); a narrower stencil sees the one at x. A single kink 1e-9 away still
+    gives the one-sided slope."""
+    two = gradcheck.differentiate(lambda v: np.sum(np.abs(v) + np.abs(v - 1e-9), axis=-1),
+                                  np.zeros(1))
+    assert two.kink.tolist() == [True] and two.kink_distance[0] < 1e-10
+    one = gradcheck.differentiate(lambda v: np.sum(np.abs(v - 1e-9), axis=-1), np.zeros(1))
+    assert not one.kink[0] and abs(one.grad[0] + 1) <= one.err[0] < 1e-4
+
+
 def test_a_kink_downstream_of_the_element():
     # relu(3x - 1.5 + 1e-6) at x = 0.5: the relu input is 1e-6 from its kink
     f = lambda v: float(np.sum(np.maximum(3 * v - 1.5 + 1e-6, 0) * 2 + v * v))

@@ -73,3 +73,28 @@ def test_a_kink_whose_jump_is_tiny_beside_f_is_flagged_before_noise_drowns_it():
     assert found.kink.tolist() == [True]
     smooth = gradcheck.differentiate(lambda x: 0.7 + 3.2e-5 * float(np.sum(x)), np.zeros(1))
     assert smooth.kink.tolist() == [False]
+
+
+# the catalog's svm-classes-first at W = X = 0 (found by `gradcheck fuzz`): every score is
+# its bias, b[2] and b[4] sit on a margin's kink, and a second kink is 1e-7 from x
+SVM_TWO_KINKS = """\
+    name: svm-two-kinks
+    inputs:
+      X: {shape: [3, 4], init: zeros}
+      W: {shape: [4, 5], init: zeros}
+      b: {value: [[1.0e-7], [0], [-1], [0], [0]]}
+      y: {value: [[4, 0, 2]], dtype: int64}
+    graph:
+      scores: transpose(W) @ transpose(X) + b
+      margins: maximum(scores - take_along_axis(scores, y, axis=0) + 1, 0)
+      loss: sum(margins) / 3 - 1
+    wrt: [b]
+    """
+
+
+def test_two_kinks_within_the_narrowest_stencil_are_nondiff_not_a_failure(tmp_path):
+    """Was FAIL, blamed on fd (tol ratio 6.8e4): fd stepped around the pair as one kink."""
+    case = load_one(tmp_path, SVM_TWO_KINKS)
+    result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
+    [row] = [r for r in result.comparisons if r.param == "b"]
+    assert (result.case.verdict, row.kinks) == ("NONDIFF", 2)

@@ -11,9 +11,12 @@ so that every stencil point is exact in floating point), giving
   relu input or the top two values of a max are closer than h apart.
 Any kink makes the element go round again with a stencil 16 times narrower, up to three
 times: a nearby kink falls outside a narrow enough stencil and the element is judged as
-the differentiable point it is. A kink still inside the narrowest stencil but not at x_i
-is stepped around with a one-sided difference from its smooth side. A kink at x_i stays at
-every scale and is flagged, with its estimated distance from x_i (under half the
+the differentiable point it is. A kink still inside the fourth stencil but not at x_i
+is stepped around with a one-sided difference from its smooth side, and narrower stencils
+are tried while rounding noise lets the kink be seen (up to MAX_SHRINKS): two kinks closer
+than the stencil, one of them at x_i, look like a single kink beside x_i until one of them
+falls outside; a narrower estimate replaces the one-sided one only where its error is
+smaller. A kink at x_i stays at every scale and is flagged, with its estimated distance from x_i (under half the
 narrowest stencil), or at the last scale whose rounding noise still lets it be seen.
 A smooth element whose error estimate is a sizeable part of its derivative (the function
 bends within the stencil: a chaotic recurrence, a steep exponential) goes round again too,
@@ -35,6 +38,7 @@ from .evaluate import MEMORY_BUDGET, ROW_FACTOR, accepts_stacks, evaluator
 EPS = np.finfo(np.float64).eps
 KINK_FACTOR = 10.0      # a slope step this many times the others' is a kink
 SHRINKS = 4             # stencils tried, each 16 times narrower, to step past a nearby kink
+MAX_SHRINKS = 8         # ... and, for a kink still beside x, while rounding lets it be seen
 NARROWING = 16.0
 ROUGH = 1e-3            # an estimate whose truncation error is above this fraction of it
                         # goes round again with a narrower stencil
@@ -115,27 +119,37 @@ def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
     found = {k: np.full(len(flat), np.nan) for k in ("grad", "err", "kink_distance")}
     found["kink"] = np.zeros(len(flat), bool)
     pending = np.arange(len(flat))
-    for round_ in range(SHRINKS):
+    for round_ in range(MAX_SHRINKS):
         s = _stencil(values, f0, flat[pending], h[pending])
-        last = round_ == SHRINKS - 1
         smooth = ~(s["at_kink"] | s["inside"])
-        if last:
-            _one_sided(values, f0, flat[pending], h[pending], s)
+        last = _last_round(round_, s)
+        # past the usual rounds, a kink beside x is stepped around from its smooth side
+        beside = s["inside"] & ~s["at_kink"] & (round_ >= SHRINKS - 1)
+        _one_sided(values, f0, flat[pending], h[pending], s, beside)
         _widen_by_disagreement(found, pending, smooth, s["grad"])
-        better = smooth & ~(found["err"][pending] <= s["err"])      # NaN: none yet
+        better = (smooth | beside) & ~(found["err"][pending] <= s["err"])      # NaN: none yet
         # a kink at x that a narrower stencil's rounding noise would drown (the noise grows
         # as 1/h, the slope's jump does not) is flagged at this scale, the last that sees it
         flagged = s["at_kink"] & (last | s["drowns"])
-        keep = better | (last & ~smooth) | flagged
+        keep = better | flagged
         for key in ("grad", "err"):
             found[key][pending[keep]] = s[key][keep]
         found["kink"][pending[flagged]] = True
         found["kink_distance"][pending[flagged]] = s["distance"][flagged]
-        pending = pending[(~smooth & ~flagged) | (s["rough"] & better)]
-        if last or not len(pending):
+        pending = pending[((~smooth & ~flagged) | (s["rough"] & better)) & ~last]
+        if not len(pending):
             break
         h[pending] /= NARROWING
     return found
+
+
+def _last_round(round_: int, s: dict) -> np.ndarray:
+    """Which elements end at this round: all of them after SHRINKS rounds, except a kink
+    beside x (not at it) that a narrower stencil still sees above its rounding noise: two
+    kinks closer than this stencil, one of them at x, look like a single kink beside x,
+    and only a narrower stencil tells them apart."""
+    beside = s["inside"] & ~s["at_kink"] & ~s["drowns_inside"]
+    return (round_ >= SHRINKS - 1) & ~(beside & (round_ < MAX_SHRINKS - 1))
 
 
 def _widen_by_disagreement(found: dict, pending: np.ndarray, smooth: np.ndarray,
@@ -158,22 +172,23 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
     # a real kink moves the slope by a sizeable part of the slope itself
     floor = 4 * noise + 1e-3 * np.max(np.abs(slopes), axis=1)
     at_kink = steps[:, 1] > KINK_FACTOR * (steps[:, 0] + steps[:, 2]) + floor
-    drowns = steps[:, 1] <= floor + (NARROWING - 1) * 4 * noise     # under the next floor
+    next_floor = floor + (NARROWING - 1) * 4 * noise
+    drowns, drowns_inside = steps[:, 1] <= next_floor, np.max(steps, axis=1) <= next_floor
     inside = np.max(steps, axis=1) > KINK_FACTOR * np.min(steps, axis=1) + floor
     grad, truncation = (4 * d2 - d1) / 3, np.abs(d2 - d1)
     # the function bends within the stencil: a 16 times narrower one cuts the truncation
     # error 256-fold, and helps where that error is well above the rounding noise
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
     return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
-            "rough": rough, "inside": inside, "distance": _kink_distance(slopes, h),
+            "drowns_inside": drowns_inside, "rough": rough, "inside": inside, "distance": _kink_distance(slopes, h),
             "slopes": slopes, "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
 
-def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict) -> None:
-    """A kink still inside the narrowest stencil, but not at x: the derivative from the
-    side without it, by the second-order one-sided difference at steps h/2 and h (one more
+def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict,
+               near: np.ndarray) -> None:
+    """A kink inside the stencil, but not at x (`near`): the derivative from the side
+    without it, by the second-order one-sided difference at steps h/2 and h (one more
     evaluation, at x +- 2h), replaces the central one in `s`."""
-    near = s["inside"] & ~s["at_kink"]
     if not near.any():
         return
     left2, left1, right1, right2 = s["slopes"][near].T
