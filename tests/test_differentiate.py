@@ -2,6 +2,8 @@
 batched giving the same numbers, chunking under a tiny memory budget."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,27 @@ def test_two_kinks_closer_than_the_fourth_stencil_one_of_them_at_x():
     assert two.kink.tolist() == [True] and two.kink_distance[0] < 1e-10
     one = gradcheck.differentiate(lambda v: np.sum(np.abs(v - 1e-9), axis=-1), np.zeros(1))
     assert not one.kink[0] and abs(one.grad[0] + 1) <= one.err[0] < 1e-4
+
+
+def noisy_square(v):
+    """sum(v^2) plus a rounding-like error of 1e-9: a pseudo-random function of the input's
+    bits (as a forward that cancels badly errs), one per row of a stack."""
+    rows = np.asarray(v).reshape(-1, np.shape(v)[-1])
+    bits = np.array([zlib.crc32(row.tobytes()) for row in rows]) / 2 ** 32 - 0.5
+    return np.sum(v * v, axis=-1) + 2e-9 * bits.reshape(np.shape(v)[:-1])
+
+
+def test_the_error_estimate_covers_a_forward_that_rounds_far_above_eps():
+    """fd's model of f's rounding is a few eps of |f|; this f errs by 1e-9, and at the
+    narrow stencils that noise, over h, is the whole error. The noise measured beside x
+    carries it (a batch norm over equal rows errs so: tests/test_fd_kinks.py)."""
+    x = np.linspace(-1.0, 1.5, 8)
+    found = gradcheck.differentiate(noisy_square, x)
+    assert not found.kink.any()
+    assert np.all(np.abs(found.grad - 2 * x) <= found.err)
+    assert np.all(found.err < 1e-4)
+    clean = gradcheck.differentiate(lambda v: np.sum(v * v, axis=-1), x)
+    assert np.all(clean.err < 1e-8)              # a forward that rounds at eps: unchanged
 
 
 def test_a_kink_downstream_of_the_element():

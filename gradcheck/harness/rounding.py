@@ -4,7 +4,8 @@ Monte Carlo arithmetic on the numpy reference: the same graph runs forward and b
 float64, several times, with every floating intermediate that an op (forward or gradient
 rule) computes multiplied by (1 + d), d uniform in [-eps, eps] of the case's dtype: what
 each rounding step of a float32 (or float64) evaluation may do; a sum or a matrix product
-also errs by eps * sqrt(n * the sum of its terms' squares), as its partial sums round.
+also errs by eps * sqrt(n * (the sum of its terms' squares + its total^2 / 3)), as its
+partial sums round (see `Noise.of_sum`).
 The spread of the results around the unperturbed float64 ones is the element's rounding
 scale. Where terms cancel
 (1 - tanh^2 near saturation, a sum of opposite terms, a gradient that is zero by symmetry)

@@ -40,6 +40,7 @@ KINK_FACTOR = 10.0      # a slope step this many times the others' is a kink
 SHRINKS = 4             # stencils tried, each 16 times narrower, to step past a nearby kink
 MAX_SHRINKS = 8         # ... and, for a kink still beside x, while rounding lets it be seen
 NARROWING = 16.0
+MEASURED = 10.0         # f's rounding noise: this many of its measured sigmas
 ROUGH = 1e-3            # an estimate whose truncation error is above this fraction of it
                         # goes round again with a narrower stencil
 
@@ -71,7 +72,7 @@ def differentiate(f, x, *, indices=None, step: float = 1e-3, floor: float = 1e-2
         f0 = _scalar(f(x))
         values = evaluator(f, x, vectorized, memory_budget, row_bytes)
         h = _power_of_two(step * np.maximum(np.abs(x.reshape(-1)[flat]), floor))
-        found = _rounds(values, f0, flat, h)
+        found = _rounds(values, f0, flat, h, _measured_noise(values, flat, h))
     return _scatter(x.shape, flat, found, batched=not hasattr(values, "flat_x"))
 
 
@@ -113,14 +114,35 @@ def _power_of_two(h: np.ndarray) -> np.ndarray:
     return np.exp2(np.round(np.log2(h)))
 
 
-def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
+def _measured_noise(values, flat: np.ndarray, h: np.ndarray) -> float:
+    """f's own rounding, measured: f at x_i + k h_i / 2^10 (k = 1 .. 7) for three of the
+    elements, on one side of x and apart from it (x, or a point just beside it, may sit on a
+    kink). At that scale f is a straight line plus its rounding, so the fourth differences
+    of the seven values are rounding alone (sqrt(70) times its sigma); the median over the
+    three elements holds if one has a kink that close. An ill-conditioned forward (a batch
+    norm over equal rows) rounds far above the few eps of |f| that the model takes;
+    elsewhere this stays below it."""
+    if not len(flat):
+        return 0.0
+    probed = np.unique(np.linspace(0, len(flat) - 1, min(3, len(flat))).astype(int))
+    k = np.arange(1, 8)
+    deltas = (h[probed, None] / 2 ** 10) * k
+    points = values(np.repeat(flat[probed], len(k)), deltas.ravel()).reshape(len(probed), -1)
+    fourth = np.diff(points, n=4, axis=1)
+    sigma = np.sqrt(np.mean(fourth ** 2, axis=1) / 70)
+    sigma = sigma[np.isfinite(sigma)]
+    return MEASURED * float(np.median(sigma)) if sigma.size else 0.0
+
+
+def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float = 0.0) -> dict:
     """Stencils, narrower each round for the elements that showed a kink or a rough
-    estimate; a smooth element keeps the estimate with the smallest error."""
+    estimate; a smooth element keeps the estimate with the smallest error. `measured`: f's
+    rounding noise as measured, where it is above the model's."""
     found = {k: np.full(len(flat), np.nan) for k in ("grad", "err", "kink_distance")}
     found["kink"] = np.zeros(len(flat), bool)
     pending = np.arange(len(flat))
     for round_ in range(MAX_SHRINKS):
-        s = _stencil(values, f0, flat[pending], h[pending])
+        s = _stencil(values, f0, flat[pending], h[pending], measured)
         smooth = ~(s["at_kink"] | s["inside"])
         last = _last_round(round_, s)
         # past the usual rounds, a kink beside x is stepped around from its smooth side
@@ -161,12 +183,12 @@ def _widen_by_disagreement(found: dict, pending: np.ndarray, smooth: np.ndarray,
     found["err"][kept] = np.maximum(found["err"][kept], np.abs(grad[had] - found["grad"][kept]))
 
 
-def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray) -> dict:
+def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float) -> dict:
     deltas = np.stack([-h, -h / 2, h / 2, h], axis=1)
     fm, fm2, fp2, fp = values(np.repeat(flat, 4), deltas.ravel()).reshape(-1, 4).T
     d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / h
     big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), max(abs(f0), 1.0))])
-    noise = 64 * EPS * big / h
+    noise = np.maximum(64 * EPS * big, measured) / h
     slopes = np.stack([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2], axis=1) / (h / 2)[:, None]
     steps = np.abs(np.diff(slopes, axis=1))   # smooth f: three similar steps of f'' h / 2
     # a real kink moves the slope by a sizeable part of the slope itself
