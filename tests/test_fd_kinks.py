@@ -98,3 +98,31 @@ def test_two_kinks_within_the_narrowest_stencil_are_nondiff_not_a_failure(tmp_pa
     result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
     [row] = [r for r in result.comparisons if r.param == "b"]
     assert (result.case.verdict, row.kinks) == ("NONDIFF", 2)
+
+
+# found by `gradcheck fuzz cases/elementwise/activations-mlp.yaml`: w2 = 0 puts elu (alpha
+# 0.5) and leaky_relu at 0 together; the slope jumps by 3.1e-5 in a loss of 0.69
+ELU_AT_ZERO = """\
+    name: activations-mlp-fuzz
+    inputs:
+      x: {value: [[-2.0], [0.0]]}
+      w1: {value: [[2.0]]}
+      w2: {value: [[0.0, 0.0]]}
+      w3: {value: [[1.0], [1.0]]}
+    graph:
+      h1: gelu(x @ w1)
+      h2: elu(h1 @ w2, alpha=0.5)
+      h3: leaky_relu(h2 @ w3, slope=0.05)
+      loss: mean(softplus(h3))
+    """
+
+
+def test_a_jump_just_above_the_next_stencils_floor_is_flagged_where_it_is_seen(tmp_path):
+    """The third stencil saw the kink, and its jump was 1.02 times the fourth's floor: the
+    fourth could not see it, and fd kept its central estimate, the mean of the two slopes
+    (FAIL against numpy's right-hand slope, tol ratio 1.01, blamed on fd). A kink is now
+    flagged at the last scale that sees it with a margin of two over the next one's floor."""
+    case = load_one(tmp_path, ELU_AT_ZERO)
+    result = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
+    [row] = [r for r in result.comparisons if r.param == "w2"]
+    assert (result.case.verdict, row.kinks) == ("NONDIFF", 2)

@@ -194,7 +194,9 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     # a real kink moves the slope by a sizeable part of the slope itself
     floor = 4 * noise + 1e-3 * np.max(np.abs(slopes), axis=1)
     at_kink = steps[:, 1] > KINK_FACTOR * (steps[:, 0] + steps[:, 2]) + floor
-    next_floor = floor + (NARROWING - 1) * 4 * noise
+    # what the next, narrower stencil could still see: its floor, twice over, since there
+    # the other steps' noise grows too (a jump 1.02 times that floor went unseen)
+    next_floor = 2 * (floor + (NARROWING - 1) * 4 * noise)
     drowns, drowns_inside = steps[:, 1] <= next_floor, np.max(steps, axis=1) <= next_floor
     inside = np.max(steps, axis=1) > KINK_FACTOR * np.min(steps, axis=1) + floor
     grad, truncation = (4 * d2 - d1) / 3, np.abs(d2 - d1)
