@@ -93,6 +93,18 @@ def test_abs_kink_on_it_near_it_and_far_from_it():
     assert np.isnan(found.kink_distance[~found.kink]).all()
 
 
+def test_a_kink_is_found_whatever_the_size_of_f():
+    """A kink of |x| at 0 is the same kink in 1e-105 |x|: fd once took f's rounding as
+    64 eps max(|f|, 1), and at 1e-105 saw no jump above that absolute floor (found by
+    `gradcheck fuzz cases/l2-wx/wx-l1-mean.yaml --seed 11`: numpy's subgradient 0 against
+    jax's 1, a FAIL blamed on jax instead of NONDIFF)."""
+    for scale in (1.0, 1e-105, 1e105):
+        found = gradcheck.differentiate(lambda v: scale * np.sum(np.abs(v) + v, axis=-1),
+                                        np.array([0.0, 2.0]))
+        assert found.kink.tolist() == [True, False], scale
+        assert abs(found.grad[1] - 2 * scale) <= found.err[1] < 1e-6 * scale
+
+
 def test_two_kinks_closer_than_the_fourth_stencil_one_of_them_at_x():
     """Kinks at 0 and 1e-9 look, to a stencil 2e-9 wide, like one kink beside x = 0 (the
     old fd stepped around it from the left: slope 0, and the engines' subgradients FAILed

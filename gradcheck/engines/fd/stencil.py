@@ -187,7 +187,7 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     deltas = np.stack([-h, -h / 2, h / 2, h], axis=1)
     fm, fm2, fp2, fp = values(np.repeat(flat, 4), deltas.ravel()).reshape(-1, 4).T
     d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / h
-    big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), max(abs(f0), 1.0))])
+    big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), abs(f0))])
     noise = np.maximum(64 * EPS * big, measured) / h
     slopes = np.stack([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2], axis=1) / (h / 2)[:, None]
     steps = np.abs(np.diff(slopes, axis=1))   # smooth f: three similar steps of f'' h / 2
