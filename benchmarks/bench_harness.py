@@ -4,6 +4,7 @@ thread per library, warm, best of 5 (`cases`: the checkers of a case timed in tu
     .venv/bin/python benchmarks/bench_harness.py cases     # catalog cases with >= 100 inputs
     .venv/bin/python benchmarks/bench_harness.py scaling   # L2 of W x, n = 8 .. 1024
     .venv/bin/python benchmarks/bench_harness.py workers   # catalog wall time, 1 and 2 workers
+    .venv/bin/python benchmarks/bench_harness.py checks [CASE ...]   # what two checks cost
 
 `cases`: per catalog case (float64) with at least 100 differentiated elements, one harness
 run of the case (numpy, fd, torch, jax, comparisons) against torch.autograd.gradcheck in
@@ -13,6 +14,9 @@ direction), each on the same function, built from the case's graph with the engi
 op tables: the case's output contracted with its seeded cotangent (the VJP the harness
 checks), or the output itself for a Jacobian case. `coverage` is how many elements each
 checks one by one. Read the ratios: the machine is shared.
+
+`checks`: on the smallest cases (or those named), the harness in full, without the Taylor
+test, and without the Taylor test and the rounding bound, each against torch's slow mode.
 """
 from __future__ import annotations
 
@@ -160,6 +164,42 @@ def cmd_workers(args) -> None:
                   f"{min(times):.2f} s wall")
 
 
+def harness_without(case, engines, taylor: bool, rounding: bool):
+    """One harness run of the case, as a call to time, optionally without the Taylor test
+    or the rounding bound (the comparisons then fall back to the fixed tolerance tables)."""
+    from gradcheck.harness import runner
+    bounds = runner._rounding_bounds
+
+    def call():
+        runner._rounding_bounds = bounds if rounding else (lambda *args: None)
+        try:
+            gradcheck.run_case(case, "float64", engines, gradcheck.RunOptions(taylor=taylor))
+        finally:
+            runner._rounding_bounds = bounds
+    return call
+
+
+def cmd_checks(args) -> None:
+    """The harness against torch's slow mode in full, without the Taylor test, and without
+    both the Taylor test and the rounding bound: what those checks cost on the smallest
+    cases, where the fixed costs decide the ratio."""
+    engines = make_engines()
+    for case in gradcheck.load_cases(["cases"]):
+        if case.name not in args.names:
+            continue
+        t = best_of_each({"slow": torch_call(case, False),
+                          "full": harness_without(case, engines, True, True),
+                          "no_taylor": harness_without(case, engines, False, True),
+                          "neither": harness_without(case, engines, False, False)}, args.repeat)
+        print(f"{case.name:<28} torch slow {t['slow'] * 1e3:6.1f} ms   harness/slow: full "
+              f"{t['full'] / t['slow']:.2f}x   no Taylor {t['no_taylor'] / t['slow']:.2f}x   "
+              f"no Taylor, no rounding bound {t['neither'] / t['slow']:.2f}x")
+
+
+SMALLEST = ["batchnorm-spatial-vjp", "conv2d-1x1", "dropout-two-layer", "two-layer-tanh-mse",
+            "rnn-softmax-every-step", "attention-softmax-over-queries", "maxpool-global-max"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -174,6 +214,10 @@ def main() -> None:
     workers.add_argument("paths", nargs="*", default=["cases"])
     workers.add_argument("--repeat", type=int, default=3)
     workers.set_defaults(func=cmd_workers)
+    checks = sub.add_parser("checks")
+    checks.add_argument("names", nargs="*", default=SMALLEST)
+    checks.add_argument("--repeat", type=int, default=7)
+    checks.set_defaults(func=cmd_checks)
     args = parser.parse_args()
     args.func(args)
 
