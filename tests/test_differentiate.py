@@ -93,16 +93,15 @@ def test_abs_kink_on_it_near_it_and_far_from_it():
     assert np.isnan(found.kink_distance[~found.kink]).all()
 
 
-def test_a_kink_is_found_whatever_the_size_of_f():
-    """A kink of |x| at 0 is the same kink in 1e-105 |x|: fd once took f's rounding as
-    64 eps max(|f|, 1), and at 1e-105 saw no jump above that absolute floor (found by
-    `gradcheck fuzz cases/l2-wx/wx-l1-mean.yaml --seed 11`: numpy's subgradient 0 against
-    jax's 1, a FAIL blamed on jax instead of NONDIFF)."""
-    for scale in (1.0, 1e-105, 1e105):
-        found = gradcheck.differentiate(lambda v: scale * np.sum(np.abs(v) + v, axis=-1),
-                                        np.array([0.0, 2.0]))
-        assert found.kink.tolist() == [True, False], scale
-        assert abs(found.grad[1] - 2 * scale) <= found.err[1] < 1e-6 * scale
+def test_a_function_that_computes_as_zero_keeps_an_absolute_noise_floor():
+    """(1 + 1e-21 v) - 1 is 0 in float64 for every v near 0, while its derivative is 1e-21:
+    a saturated cross-entropy computes 0 alike while its gradient is 1e-21. fd's model of
+    f's rounding keeps 64 eps absolute, so its error estimate covers the 1e-21 it cannot
+    see (without that floor, 14 of 1,000 random two-layer nets FAILed, blamed on fd). The
+    cost: a kink in a function much smaller than 1 (1e-105 |v|) stays unseen."""
+    found = gradcheck.differentiate(lambda v: np.sum((1 + 1e-21 * v) - 1, axis=-1),
+                                    np.zeros(2))
+    assert np.all(found.grad == 0) and np.all(found.err >= 1e-21)
 
 
 def test_two_kinks_closer_than_the_fourth_stencil_one_of_them_at_x():

@@ -269,7 +269,8 @@ def test_float32_underflow_is_rounding_not_a_failure(name):
 IDENTICAL_ROWS = """\
 name: bn-identical-rows
 inputs:
-  x: {value: [[0.3, -1.2, 0.8], [0.3, -1.2, 0.8], [0.3, -1.2, 0.8], [0.3, -1.2, 0.8], [0.3, -1.2, 0.8]]}
+  x: {value: [[0.3, -1.2, 0.8], [0.3, -1.2, 0.8], [0.3, -1.2, 0.8],
+              [0.3, -1.2, 0.8], [0.3, -1.2, 0.8]]}
   w: {shape: [3, 4], init: normal}
   gamma: {shape: [4], init: uniform, low: 0.5, high: 2}
   beta: {shape: [4], init: normal, scale: 0.5}

@@ -16,8 +16,10 @@ is stepped around with a one-sided difference from its smooth side, and narrower
 are tried while rounding noise lets the kink be seen (up to MAX_SHRINKS): two kinks closer
 than the stencil, one of them at x_i, look like a single kink beside x_i until one of them
 falls outside; a narrower estimate replaces the one-sided one only where its error is
-smaller. A kink at x_i stays at every scale and is flagged, with its estimated distance from x_i (under half the
-narrowest stencil), or at the last scale whose rounding noise still lets it be seen.
+smaller. A kink at x_i stays at every scale and is flagged, with its estimated distance
+from x_i (under half the narrowest stencil), or at the last scale whose rounding noise
+still lets it be seen. That noise is f's rounding, 64 eps max(|f|, 1) or, where more, as
+measured beside x (`_measured_noise`).
 A smooth element whose error estimate is a sizeable part of its derivative (the function
 bends within the stencil: a chaotic recurrence, a steep exponential) goes round again too,
 and keeps whichever estimate has the smaller error: at h the four points can agree by chance
@@ -187,7 +189,9 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     deltas = np.stack([-h, -h / 2, h / 2, h], axis=1)
     fm, fm2, fp2, fp = values(np.repeat(flat, 4), deltas.ravel()).reshape(-1, 4).T
     d1, d2 = (fp - fm) / (2 * h), (fp2 - fm2) / h
-    big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), abs(f0))])
+    # at least 64 eps absolute: a function of O(1) quantities is resolved no finer, however
+    # small its value (a saturated cross-entropy computes 0 for a true 1e-21 that moves)
+    big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), max(abs(f0), 1.0))])
     noise = np.maximum(64 * EPS * big, measured) / h
     slopes = np.stack([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2], axis=1) / (h / 2)[:, None]
     steps = np.abs(np.diff(slopes, axis=1))   # smooth f: three similar steps of f'' h / 2
@@ -204,8 +208,9 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     # error 256-fold, and helps where that error is well above the rounding noise
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
     return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
-            "drowns_inside": drowns_inside, "rough": rough, "inside": inside, "distance": _kink_distance(slopes, h),
-            "slopes": slopes, "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
+            "drowns_inside": drowns_inside, "rough": rough, "inside": inside,
+            "distance": _kink_distance(slopes, h), "slopes": slopes,
+            "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
 
 def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict,
