@@ -148,7 +148,7 @@ def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float 
         smooth = ~(s["at_kink"] | s["inside"])
         last = _last_round(round_, s)
         # past the usual rounds, a kink beside x is stepped around from its smooth side
-        beside = s["inside"] & ~s["at_kink"] & (round_ >= SHRINKS - 1)
+        beside = s["beside"] & (round_ >= SHRINKS - 1)
         _one_sided(values, f0, flat[pending], h[pending], s, beside)
         _widen_by_disagreement(found, pending, smooth, s["grad"])
         better = (smooth | beside) & ~(found["err"][pending] <= s["err"])      # NaN: none yet
@@ -172,8 +172,8 @@ def _last_round(round_: int, s: dict) -> np.ndarray:
     beside x (not at it) that a narrower stencil still sees above its rounding noise: two
     kinks closer than this stencil, one of them at x, look like a single kink beside x,
     and only a narrower stencil tells them apart."""
-    beside = s["inside"] & ~s["at_kink"] & ~s["drowns_inside"]
-    return (round_ >= SHRINKS - 1) & ~(beside & (round_ < MAX_SHRINKS - 1))
+    still_seen = s["beside"] & ~s["drowns_inside"]
+    return (round_ >= SHRINKS - 1) & ~(still_seen & (round_ < MAX_SHRINKS - 1))
 
 
 def _widen_by_disagreement(found: dict, pending: np.ndarray, smooth: np.ndarray,
@@ -209,7 +209,7 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
     return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
             "drowns_inside": drowns_inside, "rough": rough, "inside": inside,
-            "distance": _kink_distance(slopes, h), "slopes": slopes,
+            "beside": inside & ~at_kink, "distance": _kink_distance(slopes, h), "slopes": slopes,
             "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
 
 
