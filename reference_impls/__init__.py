@@ -1,5 +1,6 @@
 """From-scratch numpy reverse mode: one forward and one gradient rule per input, per op."""
-from .backprop import MissingGradRule, backprop, dependents, forward, topological_order
+from .backprop import (MissingGradRule, backprop, dependents, forward, operands,
+                       topological_order)
 from .elementwise import OPS as _ELEMENTWISE
 from .indexing import OPS as _INDEXING
 from .layers import OPS as _LAYERS
@@ -12,4 +13,4 @@ from .reductions import OPS as _REDUCTIONS
 OPS: dict[str, Primitive] = {**_ELEMENTWISE, **_REDUCTIONS, **_INDEXING, **_NN, **_LAYERS}
 
 __all__ = ["OPS", "Primitive", "GradRule", "JointPart", "joint_rules", "unbroadcast", "backprop",
-           "forward", "dependents", "topological_order", "MissingGradRule"]
+           "forward", "operands", "dependents", "topological_order", "MissingGradRule"]

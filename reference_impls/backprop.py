@@ -3,6 +3,11 @@
 The graph is any object with `nodes` (each with `name`, `op`, `args`, `attrs`) and
 `output`; `ops` maps an op name to its `Primitive`. Where a value fans out to several
 nodes, the gradients arriving along each path are summed (the seeds' "sum over paths").
+
+A node may also name `casts`, `(position, name)` pairs: that operand takes the dtype of
+value `name` before the op runs, in the forward and in every gradient rule alike (integer
+data entering float arithmetic, so that int64 * float32 stays float32). A cast operand is
+integer data or a literal, never differentiated: no rule of it is ever called.
 """
 from __future__ import annotations
 
@@ -37,8 +42,16 @@ def topological_order(graph) -> list:
 def forward(graph, ops: Mapping[str, Primitive], env: dict, nodes=None) -> dict:
     """Evaluate `nodes` (default: all the output needs) into `env`, in order."""
     for node in topological_order(graph) if nodes is None else nodes:
-        env[node.name] = ops[node.op].forward(*(env[a] for a in node.args), **node.attrs)
+        env[node.name] = ops[node.op].forward(*operands(node, env), **node.attrs)
     return env
+
+
+def operands(node, env: Mapping) -> list:
+    """The node's arguments from `env`, with the casts it names applied."""
+    args = [env[a] for a in node.args]
+    for i, like in getattr(node, "casts", ()):
+        args[i] = np.asarray(args[i]).astype(np.asarray(env[like]).dtype)
+    return args
 
 
 def dependents(order, names) -> set[str]:
@@ -69,7 +82,7 @@ def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent,
 
 
 def _accumulate(node, prim: Primitive, g, env, needs, grads, combine, reduce) -> None:
-    args = [env[a] for a in node.args]
+    args = operands(node, env)
     passes: dict = {}                   # joint backward -> its gradients, computed once here
     for i, arg in enumerate(node.args):
         if arg not in needs:

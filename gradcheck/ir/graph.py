@@ -3,6 +3,14 @@
 Every engine is an interpreter of this structure with its own op table. The builder
 lowers parsed expressions into nodes, checking names, arity, keyword arguments and
 shapes as it goes, so a bad case is refused before any engine runs.
+
+Integer data (labels, indices, a 0/1 mask) has kind INT and is never differentiated. The
+builder gives every node a kind (see `_Lowering._kind`) and the casts its operands need at
+the op boundary, which every interpreter applies (`Node.casts`): integer data entering a
+float op becomes floats of the case's dtype (the dtype of the `FLOAT_LIKE` constant), and
+an integer literal in integer arithmetic becomes int64 (the dtype of an integer operand).
+No op of any engine table sees mixed integer and float operands, so none promotes
+(numpy's int64 * float32 is float64; torch's int64 / int64 is float32 in a float64 case).
 """
 from __future__ import annotations
 
@@ -11,9 +19,12 @@ from typing import Any, Callable, Mapping
 
 from ..errors import did_you_mean
 from .expr import Call, Expr, ExprError, Num, Ref, parse
-from .ops import OPS, REQUIRED, OpSpec, Shape, ShapeError
+from .ops import INT_KEPT, OPS, REQUIRED, OpSpec, Shape, ShapeError, int_data_ops
 
 FLOAT, INT = "float", "int"
+# A literal 0 of the case's dtype that every engine holds like any other constant: the dtype
+# integer data takes where it enters a float op ('#' keeps it apart from any user name)
+FLOAT_LIKE = "#float"
 MAX_NODES = 5000     # shape inference and every engine walk the node list; keep it bounded
 
 
@@ -32,6 +43,11 @@ class Node:
     attrs: Mapping[str, Any]
     shape: Shape
     step: str                    # the case step this node came from (for messages)
+    kind: str = FLOAT            # INT: integer data, computed from integer data alone
+    # (operand position, name of the value whose dtype that operand takes), applied by every
+    # interpreter before the op runs (`operands`): integer data entering a float op, an
+    # integer literal entering integer arithmetic
+    casts: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
@@ -89,8 +105,22 @@ class GraphError(ValueError):
 def interpret(graph: Graph, ops: Mapping[str, Callable], env: dict) -> dict:
     """Run the graph forward with one engine's op table; `env` holds inputs and constants."""
     for node in graph.nodes:
-        env[node.name] = ops[node.op](*(env[a] for a in node.args), **node.attrs)
+        env[node.name] = ops[node.op](*operands(node, env), **node.attrs)
     return env
+
+
+def operands(node: Node, env: Mapping) -> list:
+    """The node's arguments from `env`, each cast that the node names applied."""
+    args = [env[a] for a in node.args]
+    for i, like in node.casts:
+        args[i] = _astype(args[i], env[like].dtype)
+    return args
+
+
+def _astype(value, dtype):
+    # numpy and jax arrays (tracers too) convert with astype, torch tensors with to
+    convert = getattr(value, "astype", None) or value.to
+    return convert(dtype)
 
 
 def build_graph(steps: list[tuple[str, str]], inputs: Mapping[str, Leaf]) -> Graph:
@@ -126,8 +156,9 @@ class _Lowering:
         else:
             name = self._call(expr, final)
         if final and name != self.step:     # a step that is just a name or a number
-            zero = self._const(Num(0.0, 0))
-            self._add(self.step, "add", (name, zero), {}, self.graph.shape_of(name))
+            args = (name, self._const(Num(0.0, 0)))
+            self._add(self.step, "add", args, {}, self.graph.shape_of(name),
+                      *self._kind(OPS["add"], args, expr))
             name = self.step
         return name
 
@@ -139,9 +170,13 @@ class _Lowering:
         return expr.name
 
     def _const(self, expr: Num) -> str:
-        name = f"{self.step}#c{len(self.graph.consts)}"
+        # a whole number is named apart: it may join integer arithmetic (cast to int64), and
+        # the name is all of a literal that the structure of a graph shows (a compiled
+        # program is cached by that structure, the values being its arguments)
+        whole = float(expr.value).is_integer()
+        name = f"{self.step}#{'i' if whole else 'c'}{len(self.graph.consts)}"
         self.graph.consts[name] = expr.value
-        self.kinds[name] = FLOAT
+        self.kinds[name] = FLOAT            # not integer data: an index must be an input
         return name
 
     def _call(self, expr: Call, final: bool) -> str:
@@ -151,7 +186,7 @@ class _Lowering:
                              self.step, expr.col)
         operands, attrs = self._split(spec, expr)
         args = tuple(self.lower(a) for a in operands)
-        self._check_kinds(spec, args, expr)
+        kind, casts = self._kind(spec, args, expr)
         shapes = [self.graph.shape_of(a) for a in args]
         try:
             shape = spec.shape(*shapes, **attrs)
@@ -164,7 +199,7 @@ class _Lowering:
                              self.step, expr.col) from None
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
-        return self._add(name, spec.name, args, attrs, shape)
+        return self._add(name, spec.name, args, attrs, shape, kind, casts)
 
     def _split(self, spec: OpSpec, expr: Call) -> tuple[tuple[Expr, ...], dict]:
         """Operands, and the attributes: keywords, or constants written after the operands
@@ -196,16 +231,38 @@ class _Lowering:
                              self.step, expr.col)
         return attrs
 
-    def _check_kinds(self, spec: OpSpec, args: tuple[str, ...], expr: Call) -> None:
-        for i, arg in enumerate(args):
-            wanted = INT if i in spec.int_args else FLOAT
-            if self.kinds[arg] != wanted:
-                raise GraphError(f"{spec.name} argument {i + 1} ({arg}) must be {wanted} data, "
-                                 f"got {self.kinds[arg]}", self.step, expr.col)
+    def _kind(self, spec: OpSpec, args: tuple[str, ...], expr) -> tuple[str, tuple]:
+        """The node's kind and its operands' casts, by the op's `int_data` (see the
+        registry's notes on integer data): integer data in, integer data out where the op
+        keeps it and its other operands are integer data or whole literals (those cast to
+        int64); else a float result, the integer operands cast to the case's dtype."""
+        self._check_int_slots(spec, args, expr)
+        data = [(i, a) for i, a in enumerate(args) if i not in spec.int_args]
+        ints = [a for _, a in data if self.kinds[a] == INT]
+        if ints and not spec.int_data:
+            i = next(i for i, a in data if a in ints)
+            raise GraphError(f"{spec.name} argument {i + 1} ({args[i]}) must be float data, "
+                             f"got int: integer data enters only {int_data_ops()}",
+                             self.step, expr.col)
+        kept = spec.int_data == INT_KEPT and all(a in ints or self._whole(a) for _, a in data)
+        if ints and kept:
+            return INT, tuple((i, ints[0]) for i, a in data if a not in ints)
+        if ints:
+            self.graph.consts.setdefault(FLOAT_LIKE, 0.0)
+        return FLOAT, tuple((i, FLOAT_LIKE) for i, a in data if a in ints)
 
-    def _add(self, name, op, args, attrs, shape) -> str:
+    def _check_int_slots(self, spec: OpSpec, args: tuple[str, ...], expr) -> None:
+        for i in spec.int_args:
+            if self.kinds[args[i]] != INT:
+                raise GraphError(f"{spec.name} argument {i + 1} ({args[i]}) must be int data, "
+                                 f"got {self.kinds[args[i]]}", self.step, expr.col)
+
+    def _whole(self, name: str) -> bool:
+        return name in self.graph.consts and float(self.graph.consts[name]).is_integer()
+
+    def _add(self, name, op, args, attrs, shape, kind=FLOAT, casts=()) -> str:
         if len(self.graph.nodes) >= MAX_NODES:
             raise GraphError(f"the case has more than {MAX_NODES} operations", self.step)
-        self.graph.add(Node(name, op, args, attrs, tuple(shape), self.step))
-        self.kinds[name] = FLOAT
+        self.graph.add(Node(name, op, args, attrs, tuple(shape), self.step, kind, casts))
+        self.kinds[name] = kind
         return name

@@ -3,6 +3,26 @@
 This is the contract shared by the expression parser, shape inference and every engine's
 op table. Adding an op means one `OpSpec` here and one entry per engine table
 (`tests/test_op_coverage.py` checks that every engine covers every op).
+
+Integer data (int64 inputs: labels, indices, a 0/1 mask) is never differentiated. It fills
+an op's `int_args` slots (take's indices, cross-entropy's labels), and enters other slots
+only where the op's `int_data` says how:
+- `INT_KEPT`: integer data in, integer data out, where every other operand is integer data
+  or a whole literal: the exact integer arithmetic `+ - *`, unary `-`, `maximum`, `minimum`,
+  and the ops that only move values (`reshape`, `transpose`, `x[...]`, `concat`, `stack`,
+  `expand_dims`, `squeeze`, and the `x` of `take` and `take_along_axis`). So
+  `take_along_axis(s, expand_dims(y, 1), 1)` picks by labels, and `y - 1` stays labels.
+  With a float operand (`x * mask`) or a fractional literal (`y * 0.5`), the result is
+  float data, as below.
+- `INT_AS_FLOAT`: the integer operands become floats of the case's dtype and the result is
+  float data: `a / b` (a quotient is not an integer), and `sum`, `mean` (a count of a
+  mask, a masked mean's divisor: `sum(x * mask) / sum(mask)`).
+- neither (the default, `exp(y)`, `y @ w`, `max(y)`, `y ** 2`, a registered op): refused,
+  naming the argument; a case casts nothing by accident, and an op is opened to integer
+  data by one entry here, its engine forms unchanged.
+Where float data is made from integer data, the graph builder names the casts and every
+interpreter applies them before the op runs (see `graph.Node.casts`): a float result keeps
+the case's dtype in every engine, and only the float operands are differentiated.
 """
 from __future__ import annotations
 
@@ -31,6 +51,10 @@ class _Required:
 
 REQUIRED = _Required()
 
+# How an op takes integer data outside its `int_args` (see the module's notes)
+INT_KEPT = "kept"              # integer data in, integer data out (+ - * neg max min, moves)
+INT_AS_FLOAT = "float"         # integer operands cast to the case's dtype, a float result
+
 
 @dataclass(frozen=True)
 class OpSpec:
@@ -48,6 +72,7 @@ class OpSpec:
     # against the values at validate time)
     int_bound: Callable[..., int] | None = None
     form: str = ""                       # how a case writes it, when not as a call: "a @ b"
+    int_data: str = ""                   # INT_KEPT, INT_AS_FLOAT, or "": integer data refused
 
     def cleaned(self, attrs: dict, *shapes: Shape) -> dict:
         return dict(attrs) if self.clean is None else self.clean(dict(attrs), *shapes)
@@ -562,29 +587,29 @@ def _elementwise(name: str, doc: str) -> OpSpec:
     return OpSpec(name, 1, same_shape, doc=doc)
 
 
-def _binary(name: str, doc: str, form: str = "") -> OpSpec:
-    return OpSpec(name, 2, broadcast, doc=doc, form=form)
+def _binary(name: str, doc: str, form: str = "", int_data: str = "") -> OpSpec:
+    return OpSpec(name, 2, broadcast, doc=doc, form=form, int_data=int_data)
 
 
-def _reduction(name: str, doc: str, shape=reduce_shape) -> OpSpec:
+def _reduction(name: str, doc: str, shape=reduce_shape, int_data: str = "") -> OpSpec:
     return OpSpec(name, 1, shape, {"axis": None, "keepdims": False}, doc=doc,
-                  clean=clean_reduction)
+                  clean=clean_reduction, int_data=int_data)
 
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
-    _binary("add", "elementwise sum, numpy broadcasting", "a + b"),
-    _binary("sub", "elementwise difference, numpy broadcasting", "a - b"),
-    _binary("mul", "elementwise product, numpy broadcasting", "a * b"),
-    _binary("div", "elementwise quotient, numpy broadcasting", "a / b"),
+    _binary("add", "elementwise sum, numpy broadcasting", "a + b", INT_KEPT),
+    _binary("sub", "elementwise difference, numpy broadcasting", "a - b", INT_KEPT),
+    _binary("mul", "elementwise product, numpy broadcasting", "a * b", INT_KEPT),
+    _binary("div", "elementwise quotient, numpy broadcasting", "a / b", INT_AS_FLOAT),
     _binary("pow", "power, elementwise", "a ** k"),
-    _binary("maximum", "elementwise max gate (a tie shares the gradient)"),
-    _binary("minimum", "elementwise min gate (a tie shares the gradient)"),
+    _binary("maximum", "elementwise max gate (a tie shares the gradient)", int_data=INT_KEPT),
+    _binary("minimum", "elementwise min gate (a tie shares the gradient)", int_data=INT_KEPT),
     OpSpec("matmul", 2, matmul_shape, form="a @ b",
            doc="numpy matmul at any rank: batched, leading axes broadcast; 1-d on either side"),
     OpSpec("einsum", 1, einsum_shape, {"subscripts": None}, clean=clean_einsum, variadic=True,
            form='einsum("ij,jk->ik", a, b, ...)',
            doc="numpy einsum; the subscripts string is the only string an expression admits"),
-    OpSpec("neg", 1, same_shape, doc="negation", form="-x"),
+    OpSpec("neg", 1, same_shape, doc="negation", form="-x", int_data=INT_KEPT),
     _elementwise("exp", "e ** x"),
     _elementwise("log", "natural logarithm"),
     _elementwise("log1p", "log(1 + x), accurate for small x"),
@@ -604,32 +629,36 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            doc="x where x > 0, else alpha * (exp(x) - 1)"),
     OpSpec("clip", 1, clip_shape, {"low": None, "high": None}, clean=clean_clip,
            doc="x limited to [low, high]; the gradient passes where low <= x <= high"),
-    _reduction("sum", "sum over axis (an int, a list, None: every axis)"),
-    _reduction("mean", "mean over axis"),
+    _reduction("sum", "sum over axis (an int, a list, None: every axis)",
+               int_data=INT_AS_FLOAT),
+    _reduction("mean", "mean over axis", int_data=INT_AS_FLOAT),
     _reduction("max", "max over axis; ties share the gradient", nonempty_reduce_shape),
     _reduction("min", "min over axis; ties share the gradient", nonempty_reduce_shape),
     _reduction("var", "population variance (ddof 0) over axis", nonempty_reduce_shape),
     OpSpec("logsumexp", 1, logsumexp_shape, {"axis": -1, "keepdims": False},
            clean=clean_one_axis_reduction, doc="log(sum(exp(x))) along one axis, computed stably"),
     OpSpec("transpose", 1, transpose_shape, {"axes": None}, clean=clean_transpose,
-           doc="permute axes (reverse them when None)"),
+           int_data=INT_KEPT, doc="permute axes (reverse them when None)"),
     OpSpec("reshape", 1, reshape_shape, {"shape": None}, clean=clean_reshape,
-           doc="reshape; one entry may be -1"),
+           int_data=INT_KEPT, doc="reshape; one entry may be -1"),
     OpSpec("index", 1, index_shape, {"key": ()}, clean=clean_index, form="x[i, 1:3, ..., None]",
-           doc="basic indexing by constant ints, slices, ... and None; the gradient scatters back"),
+           doc="basic indexing by constant ints, slices, ... and None; the gradient scatters back",
+           int_data=INT_KEPT),
     OpSpec("concat", 2, concat_shape, {"axis": 0}, clean=clean_one_axis, variadic=True,
-           doc="numpy concatenate along one axis, two or more operands"),
+           int_data=INT_KEPT, doc="numpy concatenate along one axis, two or more operands"),
     OpSpec("stack", 2, stack_shape, {"axis": 0}, clean=clean_stack, variadic=True,
-           doc="numpy stack along a new axis, two or more operands of one shape"),
+           doc="numpy stack along a new axis, two or more operands of one shape",
+           int_data=INT_KEPT),
     OpSpec("expand_dims", 1, expand_dims_shape, {"axis": REQUIRED}, clean=clean_expand_dims,
-           doc="insert axes of size 1 (axis: an int or a list)"),
+           int_data=INT_KEPT, doc="insert axes of size 1 (axis: an int or a list)"),
     OpSpec("squeeze", 1, squeeze_shape, {"axis": None}, clean=clean_squeeze,
-           doc="drop axes of size 1 (all when None; a named axis must have size 1)"),
+           doc="drop axes of size 1 (all when None; a named axis must have size 1)",
+           int_data=INT_KEPT),
     OpSpec("take", 2, take_shape, {"axis": 0}, int_args=(1,), clean=clean_one_axis,
-           int_bound=axis_bound,
+           int_bound=axis_bound, int_data=INT_KEPT,
            doc="pick along one axis by integer indices of any shape (an embedding lookup)"),
     OpSpec("take_along_axis", 2, take_along_axis_shape, {"axis": REQUIRED}, int_args=(1,),
-           clean=clean_one_axis, int_bound=axis_bound,
+           clean=clean_one_axis, int_bound=axis_bound, int_data=INT_KEPT,
            doc="numpy take_along_axis: pick, e.g., each row's correct-class score"),
     OpSpec("softmax", 1, softmax_shape, {"axis": -1}, clean=clean_one_axis,
            doc="softmax along one axis"),
@@ -639,6 +668,11 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            doc="mean over the batch of -log softmax(scores)[label]; labels in 0..C-1"),
     *LAYER_OPS,
 ]}
+
+
+def int_data_ops() -> str:
+    """The ops that take integer data beside their integer slots, as a case writes them."""
+    return ", ".join(spec.form or spec.name for spec in OPS.values() if spec.int_data)
 
 
 def describe_ops() -> list[tuple[str, str, str]]:

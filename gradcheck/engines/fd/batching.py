@@ -236,7 +236,9 @@ def stacked_forward(graph, ops, env: dict, nodes: list, names):
     def run(*stacks: np.ndarray) -> np.ndarray:
         scratch = {**env, **dict(zip(names, stacks))}
         for node, step in steps:
-            scratch[node.name] = step(*(scratch[a] for a in node.args))
+            # a cast operand (integer data in float arithmetic) is never stacked: it
+            # depends on no differentiated input
+            scratch[node.name] = step(*reference_impls.operands(node, scratch))
         return scratch[graph.output]
     return run
 
