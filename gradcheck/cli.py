@@ -25,6 +25,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 from rich.text import Text
 
+from .dtypes import DTYPES
 from .errors import CaseErrors, ReportDirError, ReportRenderError, did_you_mean
 from .harness.api import run as run_cases
 from .harness.isolation import keep_freed_memory
@@ -33,7 +34,6 @@ from .harness.verdict import Verdict
 from .loading.load import MAX_ELEMENTS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-DTYPES = ("float64", "float32")
 DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
 QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)     # rows the final table leaves out without -v
 EARLY_START_FILES = 16      # loading fewer case files (~5 ms each) hides none of a worker's imports

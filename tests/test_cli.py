@@ -124,7 +124,7 @@ def test_run_into_a_folder_it_wrote_replaces_it(catalog, tmp_path):
 
 @pytest.mark.parametrize("extra", [
     ["--engines", "numpy,bogus"],
-    ["--dtypes", "float16"],
+    ["--dtypes", "float8"],
     ["--engine", "no-colon-here"],
     ["--engine", "no_such_module_xyz:Engine"],
     ["--engine", "json:no_such_attr"],

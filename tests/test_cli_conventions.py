@@ -34,9 +34,9 @@ def test_debug_is_accepted_before_and_after_every_command(command):
 
 
 def test_debug_shows_the_traceback_of_a_usage_error(catalog, capsys):
-    assert run_cli("run", catalog, "--dtypes", "float16") == 2
+    assert run_cli("run", catalog, "--dtypes", "float8") == 2
     assert "Traceback" not in capsys.readouterr().err
-    assert run_cli("run", catalog, "--dtypes", "float16", "--debug") == 2
+    assert run_cli("run", catalog, "--dtypes", "float8", "--debug") == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "UsageError" in err
 
@@ -51,9 +51,10 @@ def test_help_shows_the_defaults(capsys):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--dtypes", "float16", "unknown dtype 'float16' (did you mean 'float64'?); "
-                            "valid: float64, float32"),
-    ("--dtypes", "float64,half", "unknown dtype 'half'; valid: float64, float32"),
+    ("--dtypes", "float8", "unknown dtype 'float8' (did you mean 'float64'?); "
+                           "valid: float64, float32, bfloat16, float16"),
+    ("--dtypes", "float64,half", "unknown dtype 'half'; valid: float64, float32, bfloat16, "
+                                 "float16"),
     ("--engines", "numpi", "unknown engine 'numpi' (did you mean 'numpy'?); "
                            "valid: numpy, fd, torch, jax"),
 ])

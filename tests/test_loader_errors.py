@@ -30,7 +30,7 @@ BAD = [
     ("wrong-type-list", "name: a\ninputs: {x: 1.0}\nexpr: x\ndtypes: float64\n", "dtypes", 4),
     ("wrong-type-shape", "name: a\ninputs:\n  x: {shape: two}\nexpr: sum(x)\n", "shape", 3),
     ("wrong-type-bool", "name: a\ninputs: {x: 1.0}\nexpr: x\njacobian: maybe\n", "jacobian", 4),
-    ("unknown-dtype", "name: a\ninputs: {x: 1.0}\nexpr: x\ndtypes: [float16]\n", "dtypes", 4),
+    ("unknown-dtype", "name: a\ninputs: {x: 1.0}\nexpr: x\ndtypes: [float8]\n", "dtypes", 4),
     ("string-input", "name: a\ninputs: {x: hello}\nexpr: x\n", "inputs.x", 2),
     ("ragged-input", "name: a\ninputs: {x: [[1.0, 2.0], [3.0]]}\nexpr: sum(x)\n", "rectangular", 2),
     ("negative-seed", "name: a\ninputs:\n  x: {shape: [2], seed: -1}\nexpr: sum(x)\n", "seed", 3),

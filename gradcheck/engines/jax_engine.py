@@ -85,8 +85,9 @@ def program_key(graph, wrt, batched: bool, device, args) -> str:
     and the code that traces it (an op table edited since, or another version of it)."""
     from .jax_ops import OPS
     arrays, fixed, cotangent = args
-    avals = [(np.shape(a), np.asarray(a).dtype.str) for a in [*arrays, cotangent]]
-    avals += [(k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(fixed.items())]
+    # by name: a dtype's `str` does not tell ml_dtypes' apart (bfloat16's is '<V2')
+    avals = [(np.shape(a), np.asarray(a).dtype.name) for a in [*arrays, cotangent]]
+    avals += [(k, np.shape(v), np.asarray(v).dtype.name) for k, v in sorted(fixed.items())]
     code = [_source_hash(), [(op, _function_id(OPS[op])) for op in sorted(graph.ops())]]
     return repr((graph_key(graph), tuple(wrt), batched, str(device), avals, code))
 
@@ -109,7 +110,7 @@ def _function_id(fn) -> str:
 
 def graph_key(graph) -> str:
     """The graph's structure: leaves (name, shape, kind), the constants' names (their values
-    are arguments), the nodes with their attributes, the output."""
+    are arguments), the nodes with their attributes and integer data's casts, the output."""
     leaves = [(leaf.name, leaf.shape, leaf.kind) for leaf in graph.inputs.values()]
-    nodes = [(n.name, n.op, n.args, sorted(n.attrs.items())) for n in graph.nodes]
+    nodes = [(n.name, n.op, n.args, sorted(n.attrs.items()), n.casts) for n in graph.nodes]
     return repr((leaves, sorted(graph.consts), nodes, graph.output))

@@ -8,13 +8,19 @@ import numpy as np
 import reference_impls
 from reference_impls import Primitive
 
+from .. import dtypes
 from .base import EngineOutput, constants, require_ops
 
 
 class NumpyEngine:
     """Takes its op table as an argument: copy `reference_impls.OPS`, replace an entry,
     and the variant checks your own backward against the other engines. `executor` (with
-    the signature of `reference_impls.backprop`) may be varied the same way."""
+    the signature of `reference_impls.backprop`) may be varied the same way.
+
+    A low dtype (bfloat16, float16) is computed in float32 from the same rounded inputs and
+    cotangent, and the value and gradients are rounded to it at the end: numpy has no
+    bfloat16 arithmetic and a slow, partial float16. This reference is more accurate than
+    an engine computing in the dtype itself; the rounding model bounds the difference."""
 
     def __init__(self, ops: Mapping[str, Primitive] | None = None, name: str = "numpy",
                  executor: Callable = reference_impls.backprop):
@@ -24,7 +30,16 @@ class NumpyEngine:
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         require_ops(self.name, graph, self.ops)
-        env = {**inputs, **constants(graph, cotangent.dtype)}
+        dtype = cotangent.dtype
+        env = {**{k: dtypes.as_compute(v) for k, v in inputs.items()},
+               **constants(graph, dtypes.compute_dtype(dtype))}
         with np.errstate(all="ignore"):     # NaN and Inf are judged (NONFINITE), not warned
-            value, grads = self.executor(graph, self.ops, env, wrt, cotangent)
-        return EngineOutput(np.asarray(value), grads)
+            value, grads = self.executor(graph, self.ops, env, wrt,
+                                         dtypes.as_compute(cotangent))
+        return EngineOutput(_rounded(value, dtype),
+                            {w: _rounded(g, dtype) for w, g in grads.items()})
+
+
+def _rounded(array, dtype) -> np.ndarray:
+    """A result in the case's dtype (no copy where it is in it already)."""
+    return np.asarray(array).astype(dtype, copy=False)

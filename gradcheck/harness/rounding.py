@@ -3,9 +3,9 @@
 Monte Carlo arithmetic on the numpy reference: the same graph runs forward and backward in
 float64, several times, with every floating intermediate that an op (forward or gradient
 rule) computes multiplied by (1 + d), d uniform in [-eps, eps] of the case's dtype: what
-each rounding step of a float32 (or float64) evaluation may do; a sum or a matrix product
-also errs by eps * sqrt(n * (the sum of its terms' squares + its total^2 / 3)), as its
-partial sums round (see `Noise.of_sum`).
+each rounding step of an evaluation in that dtype (float64, float32, bfloat16, float16) may
+do; a sum or a matrix product also errs by eps * sqrt(n * (the sum of its terms' squares +
+its total^2 / 3)), as its partial sums round (see `Noise.of_sum`).
 The spread of the results around the unperturbed float64 ones is the element's rounding
 scale. Where terms cancel
 (1 - tanh^2 near saturation, a sum of opposite terms, a gradient that is zero by symmetry)
@@ -23,20 +23,25 @@ import numpy as np
 
 from reference_impls import JointPart, backprop, unbroadcast
 
+from ..dtypes import DTYPES, as_float64, info
 from ..engines.base import EngineOutput
 from ..engines.numpy_engine import NumpyEngine
 
 SAMPLES = 8          # perturbed evaluations: the root-mean-square of 8 is a steady scale
-# Half of float32's smallest subnormal: the most a float32 rounding step errs where its result
-# underflows. float64's (2.5e-324) never shows beside its eps, and subnormal operands
+# Half of a dtype's smallest subnormal: the most one of its rounding steps errs where its
+# result underflows. float64's (2.5e-324) never shows beside its eps, and subnormal operands
 # would slow every noisy product; float64 runs model relative rounding alone.
-UNDERFLOW = {"float32": float(np.finfo(np.float32).smallest_subnormal) / 2}
+UNDERFLOW = {d: info(d).smallest_subnormal / 2 for d in DTYPES if d != "float64"}
+# Whole numbers below this are exact in every dtype modelled here, as below 2 / eps in any one
+# (an exponent k - 1 must stay 1); float64's limit stays float32's (2^24), as it always was.
+WHOLE = {d: min(2.0 ** 24, 2 / info(d).eps) for d in DTYPES}
 
 
 class Noise:
     """Multiplies floating arrays by (1 + d), d ~ U[-eps, eps], and adds u * `tiny`, u the
-    same draw in [-1, 1]: where a float32 result underflows, rounding errs by up to half the
-    smallest subnormal whatever the result's size; integer data passes as is.
+    same draw in [-1, 1]: where a result underflows, rounding errs by up to half the
+    smallest subnormal whatever the result's size; integer data passes as is. Whole
+    numbers below `whole` (exact in the dtype) are not rounded.
 
     The uniform draws come from a pool filled a block at a time: the same stream, in the
     same order, as one draw per array (a Generator's doubles do not depend on how they are
@@ -44,8 +49,9 @@ class Noise:
 
     POOL = 1 << 15
 
-    def __init__(self, eps: float, rng: np.random.Generator, tiny: float = 0.0):
-        self.eps, self.rng, self.tiny = eps, rng, tiny
+    def __init__(self, eps: float, rng: np.random.Generator, tiny: float = 0.0,
+                 whole: float = 2.0 ** 24):
+        self.eps, self.rng, self.tiny, self.whole = eps, rng, tiny, whole
         self._pool, self._factors, self._floors, self._at = np.empty(0), np.empty(0), None, 0
 
     def _start(self, size: int) -> int:
@@ -68,10 +74,10 @@ class Noise:
         rounded = np.asarray(x * self._factors[at:self._at].reshape(x.shape))
         if self._floors is not None:
             rounded += self._floors[at:self._at].reshape(x.shape)
-        # whole numbers below 2^24 are exact in every float (an exponent k - 1 must stay 1)
+        # whole numbers the dtype holds exactly stay so (an exponent k - 1 must stay 1)
         whole = np.rint(x) == x
         if np.count_nonzero(whole):
-            np.copyto(rounded, x, where=whole & (np.abs(x) < 2.0 ** 24))
+            np.copyto(rounded, x, where=whole & (np.abs(x) < self.whole))
         return rounded
 
     def of_sum(self, total, squares, count: int):
@@ -235,16 +241,20 @@ def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cota
     rounding unit of `dtype`. Seeded by `seed` (the case's name): the same on every run."""
     import reference_impls
     ops = reference_impls.OPS if ops is None else ops
-    inputs = {k: _float64(v) for k, v in inputs.items()}
+    inputs = {k: as_float64(v) for k, v in inputs.items()}
     cotangent = np.asarray(cotangent, dtype=np.float64)
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
-    noise = Noise(float(np.finfo(dtype).eps), np.random.default_rng(zlib.crc32(seed.encode())),
-                  UNDERFLOW.get(np.dtype(dtype).name, 0.0))
+    noise = _noise(info(dtype).name, seed)
     noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise),
                         executor=rounded_executor(noise))
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
     return EngineOutput(_rms([r.value for r in runs], exact.value),
                         {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
+
+
+def _noise(dtype: str, seed: str) -> Noise:
+    return Noise(info(dtype).eps, np.random.default_rng(zlib.crc32(seed.encode())),
+                 UNDERFLOW.get(dtype, 0.0), WHOLE[dtype])
 
 
 def _rms(samples: list, exact) -> np.ndarray:
@@ -262,11 +272,6 @@ def root_mean_square(x: np.ndarray, axis=None) -> np.ndarray:
         if axis is not None:
             unit = np.expand_dims(unit, axis)
         return largest * np.sqrt(np.mean((x / unit) ** 2, axis=axis))
-
-
-def _float64(array) -> np.ndarray:
-    array = np.asarray(array)
-    return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
 
 
 ENGINE_FACTOR = 8.0      # an exact engine's error stays within 8 rounding scales (measured:

@@ -8,6 +8,7 @@ from typing_extensions import TypeAliasType
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, Tag,
                       field_validator, model_validator)
 
+from ..dtypes import DTYPES
 from ..ir.ops import expression_help
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -111,7 +112,7 @@ class CaseModel(Strict):
         "(instead of expr)")
     wrt: Optional[list[str]] = Field(
         None, description="inputs to differentiate; default: every floating input")
-    dtypes: list[Literal["float64", "float32"]] = Field(
+    dtypes: list[Literal[DTYPES]] = Field(
         ["float64"], description="dtypes to run the case in")
     tolerance: Optional[Tolerance] = Field(None, description="tolerance overrides")
     expect: Optional[Expect] = Field(None, description="hand-derived value and gradients")
@@ -136,7 +137,7 @@ class CaseModel(Strict):
     @classmethod
     def _dtypes(cls, value):
         if not value or len(set(value)) != len(value):
-            raise ValueError("dtypes must list float64 and/or float32, each once")
+            raise ValueError(f"dtypes must list some of {', '.join(DTYPES)}, each once")
         return value
 
     @model_validator(mode="after")

@@ -2,8 +2,8 @@
 
 f = <cotangent, forward(x)> for one input x at a time; only the nodes that depend on x are
 recomputed, for a stack of perturbed inputs at once (see `batching`), or in place when
-`batched=False`. float32 cases are differenced in float64 from the same rounded
-inputs: finite differences in float32 are too noisy to judge anything.
+`batched=False`. float32, bfloat16 and float16 cases are differenced in float64 from the
+same rounded inputs: finite differences in those dtypes are too noisy to judge anything.
 
 Coverage, per input: every element (`full`) up to a size chosen by cost, at least
 `FULL_ELEMENTS`; above it `directional`: a few seeded random directions v, with fd's
@@ -21,6 +21,7 @@ import numpy as np
 import reference_impls
 from reference_impls import Primitive
 
+from ...dtypes import as_float64
 from ..base import Directions, EngineOutput, constants, require_ops
 from .batching import dependent_nodes, row_bytes, stacked_forward
 from .evaluate import MEMORY_BUDGET
@@ -54,7 +55,7 @@ class FiniteDifferences:
             return self._vjp(graph, inputs, wrt, cotangent, plan)
 
     def _vjp(self, graph, inputs, wrt, cotangent, plan) -> EngineOutput:
-        env = {k: _float64(v) for k, v in inputs.items()}
+        env = {k: as_float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
         env = reference_impls.forward(graph, self.ops, env)
         result = EngineOutput(np.asarray(env[graph.output]), {})
@@ -149,8 +150,3 @@ def _plain_work(out_size: int, *args) -> int:
 
 WORK = {"matmul": lambda out_size, a, b: out_size * np.shape(a)[-1],
         "conv2d": lambda out_size, x, w, *rest: out_size * np.size(w[0])}
-
-
-def _float64(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    return array.astype(np.float64) if np.issubdtype(array.dtype, np.floating) else array
