@@ -124,7 +124,10 @@ def test_a_forward_that_disagrees_with_its_reference_fails_on_the_value_row():
     inputs = LAYERS["affine"][3]
     result = gradcheck.check(L.affine_forward_minus_b, L.affine_backward_minus_b, inputs,
                              reference="reshape(x, shape=[3, 6]) @ w + b", dtypes=DTYPES)
-    assert _blames(result) == {"affine_backward_minus_b"}
+    # the forward is the finding: the blame names it, the headline is about the value
+    assert _blames(result) == {"affine_forward_minus_b"}
+    assert all(m.startswith("the forward disagrees: (value): affine_backward_minus_b vs ")
+               for m in result.cases["message"])
     for dtype in DTYPES:
         assert _failing_params(result, dtype) == {"(value)", "b"}
 
@@ -136,8 +139,25 @@ def test_without_a_reference_fd_differentiates_the_users_own_forward():
     assert set(good.engines["engine"]) == {"batchnorm_backward", "fd"}
     bad = gradcheck.check(forward, buggy, inputs)
     assert _failing_params(bad, "float64") == {"x"}
-    # two sources cannot say which one is wrong: both are named
-    assert _blames(bad) == {"batchnorm_backward_no_var fd"}
+    # two sources disagree; the Taylor test of your forward says which converges: the
+    # backward's remainder shrinks like eps (rate 1), fd's like eps^2
+    assert _blames(bad) == {"batchnorm_backward_no_var"}
+    rates = dict(zip(bad.taylor["engine"], bad.taylor["rate"]))
+    assert rates["batchnorm_backward_no_var"] < 1.2 and rates["fd"] > 1.8, rates
+    good_rates = good.taylor.query("dtype == 'float64'")
+    assert set(good_rates["verdict"]) == {"PASS"} and (good_rates["rate"] > 1.8).all()
+
+
+def test_without_a_reference_a_one_percent_error_is_blamed_on_the_layer_alone():
+    forward, backward, _, inputs, _, _ = LAYERS["affine"]
+
+    def affine_backward_dw_off(dout, cache):
+        dx, dw, db = backward(dout, cache)
+        return dx, dw * 1.01, db
+    result = gradcheck.check(forward, affine_backward_dw_off, inputs, dtypes=DTYPES)
+    assert _verdicts(result) == {"float64": "FAIL", "float32": "FAIL"}
+    assert _blames(result) == {"affine_backward_dw_off"}
+    assert set(result.taylor.query("verdict == 'FAIL'")["engine"]) == {"affine_backward_dw_off"}
 
 
 def test_a_backward_writing_into_dout_and_its_cache_passes_and_changes_nothing():
@@ -203,7 +223,7 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="wrt names"):
         gradcheck.check(square, square, {"x": np.ones(2)}, wrt=["y"])
     with pytest.raises(ValueError, match="dtypes"):
-        gradcheck.check(square, square, {"x": np.ones(2)}, dtypes=["float16"])
+        gradcheck.check(square, square, {"x": np.ones(2)}, dtypes=["float8"])
     with pytest.raises(ValueError, match="'numpy' is taken"):
         gradcheck.check(square, square, {"x": np.ones(2)}, name="numpy")
     with pytest.raises(ValueError, match="reference 'x @': "):

@@ -48,6 +48,10 @@ class EngineOutput:
     kink_distance: dict[str, np.ndarray] = field(default_factory=dict)  # how far, where flagged
     coverage: dict[str, str] = field(default_factory=dict)          # "full" or "directional"
     directions: dict[str, "Directions"] = field(default_factory=dict)   # directional checks
+    # An engine that measures its own rounding (your code, run again in another precision)
+    # says per element how far from exact its value and each gradient may be:
+    value_rounding: np.ndarray | None = None
+    grad_rounding: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def numerical(self) -> bool:
@@ -73,6 +77,11 @@ def call_vjp(engine, graph, inputs, wrt, cotangent, settings: Settings) -> Engin
 
 class EngineSkip(Exception):
     """The engine cannot run this case on purpose: framework missing, op unsupported."""
+
+
+class UserCodeError(Exception):
+    """Your code raised, or returned what cannot be a value or a gradient: the message names
+    the function, what happened and where, and is the whole of the ERROR's text."""
 
 
 def as_output(result: Any) -> EngineOutput:

@@ -12,11 +12,13 @@ from typing import Callable
 
 import numpy as np
 
+from .. import dtypes as dt
 from ..engines import EngineOutput, EngineSkip, Settings, as_output, call_vjp
+from ..engines.base import UserCodeError
 from . import taylor
 from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
                       with_directions)
-from .rounding import RoundingBound
+from .rounding import ENGINE_FACTOR, RoundingBound, root_mean_square
 from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
 from .verdict import Verdict
 
@@ -64,8 +66,11 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
         outputs[EXPECT] = expect
     bounds = _rounding_bounds(case, arrays, settings)
     rows, errors = _compare_all(case, dtype, outputs, bounds)
-    checks = _taylor(case, arrays, dtype, outputs, bounds) if options.taylor else []
-    summary = _summarize(case, dtype, engine_rows, rows, outputs, checks)
+    shaped = {k: o for k, o in outputs.items() if _shaped(o, case)}
+    checks = _taylor(case, arrays, dtype, shaped, bounds) if options.taylor else []
+    forward_names = {e.name: getattr(e, "forward_name", e.name) for e in engines}
+    summary = _summarize(case, dtype, engine_rows, rows, outputs, checks, forward_names)
+    summary.message = summary.message or _rounding_note(outputs, bounds, dtype, forward_names)
     summary.seconds = round(time.perf_counter() - start, 4)
     return CaseResult(summary, rows, engine_rows, errors,
                       [_taylor_row(case.name, dtype, t) for t in checks],
@@ -109,6 +114,8 @@ def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOu
         status, message = OK, ""
     except EngineSkip as e:
         output, status, message = None, Verdict.SKIP, str(e)
+    except UserCodeError as e:      # its message names your function and what happened
+        output, status, message = None, Verdict.ERROR, str(e)
     except Exception as e:  # an engine's failure stays in its case
         output, status, message = None, Verdict.ERROR, f"{type(e).__name__}: {e}"
     seconds = round(time.perf_counter() - start, 4)
@@ -143,18 +150,21 @@ def _stacked(rows: list[EngineOutput], part: str) -> dict:
 
 
 def _check_output(output: EngineOutput, case) -> None:
+    """A missing value or gradient is the engine's error; a gradient of the wrong shape is a
+    wrong result, which its comparisons FAIL naming both shapes."""
     want = case.graph.output_shape
     if np.shape(output.value) != want:
         raise ValueError(f"output value has shape {list(np.shape(output.value))}, expected {list(want)}")
-    for name in case.wrt:
-        if name not in output.grads:
-            raise ValueError(f"no gradient returned for {name!r}")
-        expected = case.graph.inputs[name].shape
-        if case.jacobian:
-            expected = (int(np.prod(want)),) + expected
-        if np.shape(output.grads[name]) != expected:
-            raise ValueError(f"gradient for {name!r} has shape "
-                             f"{list(np.shape(output.grads[name]))}, expected {list(expected)}")
+    missing = [name for name in case.wrt if name not in output.grads]
+    if missing:
+        raise ValueError(f"no gradient returned for {missing[0]!r}")
+
+
+def _shaped(output: EngineOutput, case) -> bool:
+    """Every gradient has its input's shape (a full Jacobian's: one per output element)."""
+    rows = (int(np.prod(case.graph.output_shape)),) if case.jacobian else ()
+    return all(np.shape(output.grads[w]) == rows + case.graph.inputs[w].shape
+               for w in case.wrt if w in output.grads)     # (`expect` may give a few)
 
 
 def _expect_output(case) -> EngineOutput | None:
@@ -185,12 +195,42 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
 
 
 def _pair_rounding(bounds: EngineOutput | None, pair, param: str):
-    """Each exact side of the pair may carry its rounding bound; an estimate's (fd's) error
-    is its own."""
-    if bounds is None:
+    """Each exact side of the pair may carry its rounding bound, and the rounding it measured
+    of itself (your code's, see engines/own); an estimate's (fd's) error is its own."""
+    exact = [o for o in pair if not (o.numerical and param in o.grad_err)]
+    measured = [m for m in (_measured(o, param) for o in exact) if m is not None]
+    if bounds is None and not measured:
         return None
-    exact = sum(1 for o in pair if not (o.numerical and param in o.grad_err))
-    return exact * _pick(bounds, param)
+    total = 0.0 if bounds is None else len(exact) * _pick(bounds, param)
+    return total + sum(measured)
+
+
+def _measured(output: EngineOutput, param: str):
+    """An engine's measured rounding as a bound: one measurement is one draw of each
+    element's rounding, so an element where it happens to be small still gets the tensor's
+    root-mean-square, and the whole the margin of an engine's rounding bound."""
+    d = output.value_rounding if param == VALUE else output.grad_rounding.get(param)
+    if d is None or not np.size(d):
+        return d
+    return ENGINE_FACTOR * np.maximum(d, root_mean_square(d))
+
+
+def _rounding_note(outputs, bounds, dtype: str, forward_names: dict) -> str:
+    """How many digits your forward loses to its own rounding, beyond an engine's model:
+    a note (the tolerance already holds it), said from one digit on."""
+    notes = []
+    for name, output in outputs.items():
+        if output.value_rounding is None or not np.size(output.value_rounding):
+            continue
+        largest = float(np.max(np.abs(np.asarray(output.value, np.float64))))
+        model = (np.max(bounds.value) if bounds is not None else
+                 ENGINE_FACTOR * dt.eps(dtype) * largest)
+        measured = float(np.max(_measured(output, VALUE)))
+        lost = np.log10(max(measured, 1e-300) / max(model, 1e-300))
+        if lost >= 1:
+            notes.append(f"note: {forward_names.get(name, name)} loses about {lost:.0f} "
+                         "digit(s) to its own rounding (measured; its tolerance holds it)")
+    return "; ".join(notes)
 
 
 def _pick(output: EngineOutput, param: str):
@@ -221,8 +261,8 @@ def _directional(j, estimate: EngineOutput | None, pair, param: str, tol):
     """Where the estimate covered `param` by directions, the other side's <g, v> must match."""
     found = estimate.directions.get(param) if estimate is not None else None
     other = next((o for o in pair if o is not estimate), None)
-    if found is None or other is None or other.numerical:
-        return j
+    if found is None or other is None or other.numerical or j.worst_index is None:
+        return j            # (no worst index: the shapes differ, a FAIL already)
     return with_directions(j, judge_directions(other.grads[param], found, tol))
 
 
@@ -245,7 +285,7 @@ def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -
                          j.kinks, j.message, coverage, directions, kink_distance)
 
 
-def _summarize(case, dtype, engine_rows, rows, outputs, checks=()) -> CaseRow:
+def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names=None) -> CaseRow:
     errored = [r.engine for r in engine_rows if r.status == Verdict.ERROR]
     skipped = [r.engine for r in engine_rows if r.status == Verdict.SKIP]
     bad = {(r.engine_a, r.engine_b) for r in rows if disagrees(r.verdict, r.message)
@@ -254,6 +294,12 @@ def _summarize(case, dtype, engine_rows, rows, outputs, checks=()) -> CaseRow:
                                      engine_rows, rows)
     suspects = [t.engine for t in checks if t.verdict == Verdict.FAIL]
     blamed = errored or blame(list(outputs), bad, suspects)
+    wrong_forward = {pair for pair in bad if pair in _value_pairs(rows)}
+    if wrong_forward and not errored:
+        # the forward is the finding; its gradients' rows follow from it
+        names = forward_names or {}
+        blamed = [names.get(e, e) for e in blame(list(outputs), wrong_forward)]
+        message = f"the forward disagrees: {_first_message(_value_rows(rows), verdict)}"
     return _case_row(case, dtype, verdict, " ".join(blamed), message,
                      engines=" ".join(o for o in outputs if o != EXPECT),
                      skipped=" ".join(skipped), comparisons=len(rows),
@@ -302,11 +348,29 @@ def _case_verdict(errored, verdicts, outputs, engine_rows, rows) -> tuple[Verdic
     return Verdict.PASS, ""
 
 
+def _value_rows(rows) -> list:
+    return [r for r in rows if r.param == VALUE and disagrees(r.verdict, r.message)]
+
+
+def _value_pairs(rows) -> set:
+    return {(r.engine_a, r.engine_b) for r in _value_rows(rows)}
+
+
 def _first_message(rows, verdict) -> str:
-    r = max((r for r in rows if r.verdict == verdict), key=lambda r: r.tol_ratio)
+    r = max((r for r in rows if r.verdict == verdict), key=lambda r: r.tol_ratio,
+            default=None) or max(rows, key=lambda r: r.tol_ratio)
     where = list(r.worst_index) if r.worst_index is not None else "-"
     return (f"{r.param}: {r.engine_a} vs {r.engine_b}: {r.message} "
             f"(tol ratio {r.tol_ratio:.3g} at {where})")
+
+
+def stopped_result(case, dtype: str, engines: list, verdict: Verdict, message: str,
+                   blamed: str) -> CaseResult:
+    """The result of a case that could not start: your forward failed (ERROR) or gave
+    outputs of other shapes than the reference's (FAIL); no engine ran."""
+    rows = [EngineRow(case.name, dtype, e.name, Verdict.SKIP, 0.0, "not run: " + message)
+            for e in engines]
+    return CaseResult(_case_row(case, dtype, verdict, blamed, message), [], rows)
 
 
 def error_result(case, dtype: str, engines: list, message: str, culprit: str | None,

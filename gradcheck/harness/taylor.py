@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import reference_impls
 
+from ..dtypes import as_float64
 from ..engines.base import constants
 from ..engines.fd.batching import dependent_nodes, row_bytes, stacked_forward
 from ..engines.fd.evaluate import MEMORY_BUDGET
@@ -151,11 +152,13 @@ def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
 def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping,
                   bounds=None) -> list[TaylorResult]:
     """The Taylor test of every output whose gradient is complete (fd's sample is not), on
-    f = <cotangent, output> by the numpy forward in float64; a full Jacobian is contracted
+    f = <cotangent, output> by the numpy forward in float64 (through the case's own op table
+    where it has one: your forward, in a check of your code); a full Jacobian is contracted
     with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
     an engine that estimates its own error (fd) is judged against that instead."""
     cotangent = np.asarray(cotangent, dtype=np.float64)
-    s = sweep(_objective(case.graph, arrays, cotangent, case.wrt), arrays, case.wrt, case.name)
+    s = sweep(_objective(case.graph, arrays, cotangent, case.wrt, case.ops), arrays, case.wrt,
+              case.name)
     results = []
     for name, output in outputs.items():
         grads = _contracted(case, output.grads, cotangent)
@@ -173,17 +176,18 @@ def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
             for w, g in grads.items()}
 
 
-def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str]):
+def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str],
+               ops: Mapping | None = None):
     """f(x, offsets) = <cotangent, numpy forward at x + e u> for each (u, e), in float64:
     the points stacked along a first axis, a chunk that fits the fd engine's memory budget
     at a time, through its batching rules."""
-    env = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-           for k, v in arrays.items()}
+    env = {k: as_float64(v) for k, v in arrays.items()}      # bfloat16 is of kind 'V', not 'f'
     env.update(constants(graph, np.float64))
+    ops = reference_impls.OPS if ops is None else ops
     with np.errstate(all="ignore"):
-        env = reference_impls.forward(graph, reference_impls.OPS, env)
+        env = reference_impls.forward(graph, ops, env)
     nodes = dependent_nodes(graph, wrt)
-    forward = stacked_forward(graph, reference_impls.OPS, env, nodes, wrt)
+    forward = stacked_forward(graph, ops, env, nodes, wrt)
     rows = max(1, MEMORY_BUDGET // max(row_bytes(env, wrt, nodes), 1))
 
     def f(x: Mapping[str, np.ndarray], offsets: list) -> np.ndarray:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Mapping, Optional
 
 import numpy as np
 
+from ..dtypes import numpy_dtype
 from ..ir.graph import Graph
 from .models import CaseModel, RandomInput, ValueInput
 
@@ -26,6 +28,9 @@ class Case:
     wrt: list[str]
     file: str
     line: int
+    # the numpy forward's op table where it is not reference_impls.OPS: a check of your own
+    # code without a reference, whose one op is your forward (the Taylor test evaluates it)
+    ops: Optional[Mapping] = None
 
     @property
     def name(self) -> str:
@@ -75,7 +80,8 @@ class Case:
                 "steps": m.steps(), "wrt": self.wrt, "file": self.file, "line": self.line}
 
     def arrays(self, dtype: str) -> dict[str, np.ndarray]:
-        """The inputs: made in float64 from their seeds, then rounded to `dtype`."""
+        """The inputs: made in float64 from their seeds, then rounded to `dtype` (a name of
+        `gradcheck.dtypes.DTYPES`: bfloat16 arrays are `ml_dtypes.bfloat16`)."""
         return {name: _cast(make_array(self.name, name, spec), dtype)
                 for name, spec in self.model.inputs.items()}
 
@@ -83,13 +89,13 @@ class Case:
         """1 for a scalar output; else a seeded random cotangent (a VJP check)."""
         shape = self.graph.output_shape
         if not shape:
-            return np.ones((), dtype=dtype)
+            return np.ones((), dtype=numpy_dtype(dtype))
         rng = np.random.default_rng(stable_seed(self.name, "<cotangent>"))
-        return rng.standard_normal(shape).astype(dtype)
+        return rng.standard_normal(shape).astype(numpy_dtype(dtype))
 
 
 def _cast(array: np.ndarray, dtype: str) -> np.ndarray:
-    return array if array.dtype == np.int64 else array.astype(dtype)
+    return array if array.dtype == np.int64 else array.astype(numpy_dtype(dtype))
 
 
 def make_array(case: str, name: str, spec) -> np.ndarray:

@@ -1,0 +1,114 @@
+"""Your code as an engine: its VJP in the checked dtype, and its own rounding, measured.
+
+The engine ignores the graph (it is the reference's, or a one-node graph of your forward).
+Several outputs travel as one flat value (each output raveled, in order), as the graph's
+output does; the cotangent is split back into one per output.
+
+Your rounding is your code's business, and the reference's rounding model cannot know it (a
+batch norm whose variance is `mean(x**2) - mean(x)**2` loses digits to cancellation that
+the reference's two-pass variance does not). So it is measured: the same call again in the
+next coarser dtype of float32's range, the difference scaled by the ratio of the two eps
+(an unstable step that costs k digits costs them in both), becomes part of the tolerance of
+every pair with your engine. A bug common to both runs cancels out of the measurement, and
+one confined to the checked dtype's path is not in it: neither can be masked by it. And it
+can be no larger than (scaled) the value itself: for float64 a few 1e-9 relative at most.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import dtypes as dt
+from ..base import EngineOutput, UserCodeError
+
+PROBE = {"float64": "float32", "float32": "bfloat16"}
+SAMPLES = 4
+JIGGLE = 4      # ulps: a smaller change of the inputs often rounds to the same numbers
+
+
+class OwnEngine:
+    """`code` follows the protocol of `calls`; `shapes`: its outputs' shapes."""
+
+    def __init__(self, code, shapes: list[tuple]):
+        self.code, self.shapes = code, [tuple(s) for s in shapes]
+        self.name, self.forward_name = code.name, code.forward_name
+
+    def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
+        outs, grads = self._vjp(inputs, cotangent, wrt)
+        output = EngineOutput(self._joined(outs), grads)
+        probe = self._probe(np.asarray(cotangent).dtype.name)
+        if probe is not None:
+            output.value_rounding, output.grad_rounding = self._measured(
+                probe, inputs, cotangent, wrt, output)
+        return output
+
+    def _vjp(self, inputs, cotangent, wrt):
+        outs, grads = self.code.vjp(dict(inputs), self._split(cotangent), list(wrt))
+        shapes = [tuple(np.shape(o)) for o in outs]
+        if shapes != self.shapes:
+            raise UserCodeError(f"{self.forward_name} returned outputs of shape "
+                                f"{_listed(shapes)}, on its first call {_listed(self.shapes)}")
+        return outs, grads
+
+    def _split(self, cotangent) -> list[np.ndarray]:
+        if len(self.shapes) == 1:
+            return [np.asarray(cotangent).reshape(self.shapes[0])]
+        ends = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
+        return [c.reshape(s) for c, s in zip(np.split(np.ravel(cotangent), ends), self.shapes)]
+
+    def _joined(self, outs: list[np.ndarray]) -> np.ndarray:
+        if len(outs) == 1:
+            return np.asarray(outs[0])
+        return np.concatenate([np.ravel(np.asarray(o, np.float64)) for o in outs])
+
+    def _probe(self, dtype: str) -> tuple[str, float] | None:
+        """(dtype to measure in, factor to the checked dtype's rounding). With TF32 on, a
+        float32 run is not float32's precision: it is measured against float64 itself."""
+        if dtype == "float32" and getattr(self.code, "tf32", False):
+            return "float64", 1.0
+        probe = PROBE.get(dtype)
+        return None if probe is None else (probe, dt.eps(dtype) / dt.eps(probe))
+
+    def _measured(self, probe, inputs, cotangent, wrt, output: EngineOutput):
+        """Per element, the root-mean-square scaled difference of SAMPLES runs in the probe
+        dtype, the inputs jiggled at its eps in all but the first (one run is one draw of
+        each element's rounding); 0 where a run overflowed; (None, {}) when your code
+        cannot run in that dtype."""
+        dtype, scale = probe
+        runs = []
+        for k in range(SAMPLES):
+            jiggled = {n: _jiggled(a, dtype, k) for n, a in inputs.items()}
+            try:
+                with np.errstate(all="ignore"):
+                    outs, grads = self._vjp(jiggled, dt.cast(cotangent, dtype), wrt)
+            except Exception:   # your code in a dtype it was not written for: no measurement
+                return None, {}
+            runs.append((_difference(self._joined(outs), output.value, scale),
+                         {w: _difference(grads.get(w), g, scale) for w, g in output.grads.items()}))
+        return (_rms([v for v, _ in runs]),
+                {w: _rms([g[w] for _, g in runs]) for w in output.grads})
+
+
+def _jiggled(array, dtype: str, k: int) -> np.ndarray:
+    """`array` in `dtype`, times (1 + JIGGLE u eps), u seeded in [-1, 1] (the k-th draw;
+    none for k = 0): a few units in the last place, so that each run rounds its own way."""
+    if k == 0 or not dt.floating(np.asarray(array).dtype):
+        return dt.cast(array, dtype)
+    u = np.random.default_rng(k).uniform(-1, 1, np.shape(array))
+    return dt.cast(np.asarray(array, np.float64) * (1 + JIGGLE * u * dt.eps(dtype)), dtype)
+
+
+def _rms(samples: list) -> np.ndarray:
+    return np.sqrt(np.mean(np.square(samples), axis=0))
+
+
+def _difference(probe, checked, scale: float) -> np.ndarray:
+    checked = np.asarray(checked, np.float64)
+    if probe is None or np.shape(probe) != checked.shape:
+        return np.zeros(checked.shape)
+    with np.errstate(all="ignore"):
+        d = scale * np.abs(np.asarray(probe, np.float64) - checked)
+    return np.where(np.isfinite(d), d, 0.0)
+
+
+def _listed(shapes) -> str:
+    return ", ".join(str(list(s)) for s in shapes)
