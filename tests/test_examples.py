@@ -29,8 +29,9 @@ def _run(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_every_example_folder_is_exercised_here():
+    """Here, or (the torch and jax ones) in test_framework_examples.py."""
     assert sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) == \
-        ["custom_engine", "layers", "new_op"]
+        ["custom_engine", "jax_custom_vjp", "layers", "new_op", "torch_function", "torch_module"]
 
 
 def test_layers_script_prints_a_pass_and_a_blamed_failure(examples):
