@@ -28,6 +28,7 @@ from .. import dtypes as dt
 from ..engines import BUILTIN, FiniteDifferences, make_engines
 from ..engines.base import EngineSkip, UserCodeError
 from ..engines.own import LayerCode, OwnEngine, ValueAndGradCode, name_of
+from ..engines.own.engine import joined, joined_shape
 from ..ir.graph import FLOAT, INT, Graph, GraphError, Leaf, Node, build_graph
 from ..loading.case import Case
 from ..loading.models import CaseModel
@@ -191,7 +192,8 @@ def _output_shapes(code, arrays: dict, dtypes: list[str]):
             return [np.shape(o) for o in outs], (errors[0] if errors else None)
         except UserCodeError as e:
             errors.append(e)
-    return errors[-1] if len(errors) == 1 else errors[1], errors[0]
+    first_checked = errors[min(1, len(errors) - 1)]     # float64's when it is the checked one
+    return first_checked, errors[0]
 
 
 def _stop(code, shapes, ref_graph) -> tuple | None:
@@ -201,9 +203,8 @@ def _stop(code, shapes, ref_graph) -> tuple | None:
         return Verdict.ERROR, str(shapes), code.forward_name
     if ref_graph is None:
         return None
-    size = sum(int(np.prod(s)) for s in shapes)
     want = ref_graph.output_shape
-    if (len(shapes) == 1 and tuple(shapes[0]) != want) or (len(shapes) > 1 and (size,) != want):
+    if joined_shape(shapes) != want:
         return (Verdict.FAIL, f"the forward disagrees with the reference: {code.forward_name} "
                 f"returned shape(s) {', '.join(str(list(s)) for s in shapes)}, the reference "
                 f"{list(want)}", code.forward_name)
@@ -234,22 +235,14 @@ class Unavailable:
 def _float64_forward(code, names: list[str]) -> Callable:
     """Your forward as the own node's op: numpy arrays in, your outputs joined out."""
     def value(*arrays):
-        outs = code.outputs(dict(zip(names, arrays)))
-        if len(outs) == 1:
-            return np.asarray(outs[0], np.float64)
-        return np.concatenate([np.ravel(np.asarray(o, np.float64)) for o in outs])
+        return np.asarray(joined(code.outputs(dict(zip(names, arrays)))), np.float64)
     value.__name__ = code.forward_name
     return value
 
 
 def _own_graph(code, leaves: dict[str, Leaf], shapes) -> Graph:
     """One node whose op is your forward, under a name no registered op can have."""
-    if isinstance(shapes, UserCodeError) or not shapes:
-        out_shape = ()
-    elif len(shapes) == 1:
-        out_shape = tuple(shapes[0])
-    else:
-        out_shape = (sum(int(np.prod(s)) for s in shapes),)
+    out_shape = () if isinstance(shapes, UserCodeError) or not shapes else joined_shape(shapes)
     graph = Graph(dict(leaves))
     graph.add(Node("out", _op_name(code), tuple(leaves), {}, out_shape, "out"))
     graph.output = "out"

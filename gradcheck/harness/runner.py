@@ -294,12 +294,9 @@ def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names
                                      engine_rows, rows)
     suspects = [t.engine for t in checks if t.verdict == Verdict.FAIL]
     blamed = errored or blame(list(outputs), bad, suspects)
-    wrong_forward = {pair for pair in bad if pair in _value_pairs(rows)}
+    wrong_forward = bad & {(r.engine_a, r.engine_b) for r in _value_rows(rows)}
     if wrong_forward and not errored:
-        # the forward is the finding; its gradients' rows follow from it
-        names = forward_names or {}
-        blamed = [names.get(e, e) for e in blame(list(outputs), wrong_forward)]
-        message = f"the forward disagrees: {_first_message(_value_rows(rows), verdict)}"
+        blamed, message = _forward_blame(outputs, wrong_forward, rows, verdict, forward_names)
     return _case_row(case, dtype, verdict, " ".join(blamed), message,
                      engines=" ".join(o for o in outputs if o != EXPECT),
                      skipped=" ".join(skipped), comparisons=len(rows),
@@ -352,8 +349,13 @@ def _value_rows(rows) -> list:
     return [r for r in rows if r.param == VALUE and disagrees(r.verdict, r.message)]
 
 
-def _value_pairs(rows) -> set:
-    return {(r.engine_a, r.engine_b) for r in _value_rows(rows)}
+def _forward_blame(outputs, wrong_forward: set, rows, verdict, forward_names) -> tuple:
+    """Forward values that disagree are the finding, and the gradients' rows follow from
+    them: the blame names the forward (an engine's `forward_name`: your forward function),
+    the headline the worst value row."""
+    names = forward_names or {}
+    blamed = [names.get(e, e) for e in blame(list(outputs), wrong_forward)]
+    return blamed, f"the forward disagrees: {_first_message(_value_rows(rows), verdict)}"
 
 
 def _first_message(rows, verdict) -> str:

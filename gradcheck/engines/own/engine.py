@@ -34,7 +34,7 @@ class OwnEngine:
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         outs, grads = self._vjp(inputs, cotangent, wrt)
-        output = EngineOutput(self._joined(outs), grads)
+        output = EngineOutput(joined(outs), grads)
         probe = self._probe(np.asarray(cotangent).dtype.name)
         if probe is not None:
             output.value_rounding, output.grad_rounding = self._measured(
@@ -54,11 +54,6 @@ class OwnEngine:
             return [np.asarray(cotangent).reshape(self.shapes[0])]
         ends = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
         return [c.reshape(s) for c, s in zip(np.split(np.ravel(cotangent), ends), self.shapes)]
-
-    def _joined(self, outs: list[np.ndarray]) -> np.ndarray:
-        if len(outs) == 1:
-            return np.asarray(outs[0])
-        return np.concatenate([np.ravel(np.asarray(o, np.float64)) for o in outs])
 
     def _probe(self, dtype: str) -> tuple[str, float] | None:
         """(dtype to measure in, factor to the checked dtype's rounding). With TF32 on, a
@@ -82,10 +77,25 @@ class OwnEngine:
                     outs, grads = self._vjp(jiggled, dt.cast(cotangent, dtype), wrt)
             except Exception:   # your code in a dtype it was not written for: no measurement
                 return None, {}
-            runs.append((_difference(self._joined(outs), output.value, scale),
+            runs.append((_difference(joined(outs), output.value, scale),
                          {w: _difference(grads.get(w), g, scale) for w, g in output.grads.items()}))
         return (_rms([v for v, _ in runs]),
                 {w: _rms([g[w] for _, g in runs]) for w in output.grads})
+
+
+def joined(outs: list) -> np.ndarray:
+    """Your outputs as the graph's one output: a single one as it is, several raveled and
+    concatenated in order (in float64: they may differ in dtype)."""
+    if len(outs) == 1:
+        return np.asarray(outs[0])
+    return np.concatenate([np.ravel(np.asarray(o, np.float64)) for o in outs])
+
+
+def joined_shape(shapes: list[tuple]) -> tuple:
+    """The shape of `joined` outputs of these shapes."""
+    if len(shapes) == 1:
+        return tuple(shapes[0])
+    return (sum(int(np.prod(s)) for s in shapes),)
 
 
 def _jiggled(array, dtype: str, k: int) -> np.ndarray:
