@@ -35,7 +35,9 @@ from typing import Any, Callable
 import numpy as np
 
 Shape = tuple[int, ...]
-MAX_DIM = 2 ** 40
+# The largest integer attribute (stride, pad, size, a reshape entry...) a case may give: a C
+# int, what torch and XLA take; numpy's C long overflows further up. Larger is refused.
+C_INT_MAX = 2 ** 31 - 1
 
 
 class ShapeError(ValueError):
@@ -96,12 +98,22 @@ class OpSpec:
 
 # --- attribute checks ---------------------------------------------------------------------
 
-def _int(value, what: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+def _int(value, what: str, minimum: int | None = None, maximum: int | None = C_INT_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value:
         raise ShapeError(f"{what} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ShapeError(f"{what} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ShapeError(_too_big(what, value))
     return int(value)
+
+
+def _too_big(what: str, value) -> str:
+    if len(repr(value)) > 30:           # 1e300, written as a number, arrives as a 301-digit int
+        value = f"about 10**{len(str(int(value))) - 1}"
+    return (f"{what} must be at most {C_INT_MAX} (2**31 - 1, the largest integer torch and "
+            f"XLA take), got {value}")
 
 
 def _axis_range(ndim: int) -> str:
@@ -213,10 +225,13 @@ def reduce_shape(x: Shape, axis=None, keepdims=False) -> Shape:
 
 
 def nonempty_reduce_shape(x: Shape, axis=None, keepdims=False) -> Shape:
-    """max, min, var: a reduction over an empty axis has no value."""
+    """mean, max, min, var: a reduction over an empty axis has no value (a mean of nothing
+    is 0 / 0, NaN in every engine)."""
     out = reduce_shape(x, axis, keepdims)
-    if math.prod(x[a] for a in normalize_axes(axis, len(x))) == 0:
-        raise ShapeError(f"reduces over an empty axis of shape {list(x)}")
+    axes = normalize_axes(axis, len(x))
+    if math.prod(x[a] for a in axes) == 0:
+        raise ShapeError(f"axis {list(axes) if len(axes) != 1 else axes[0]} of shape {list(x)} "
+                         f"is empty: reduces over nothing, which has no value")
     return out
 
 
@@ -235,9 +250,7 @@ def transpose_shape(x: Shape, axes=None) -> Shape:
 def reshape_shape(x: Shape, shape=None) -> Shape:
     if not isinstance(shape, (list, tuple)):
         raise ShapeError("reshape needs shape=[...]")
-    dims = [_int(d, "shape entry", minimum=-1) for d in shape]
-    if any(d > MAX_DIM for d in dims):       # numpy refuses such a shape even with 0 elements
-        raise ShapeError(f"a shape entry is larger than {MAX_DIM}")
+    dims = [_int(d, "shape entry", minimum=-1, maximum=None) for d in shape]
     size = math.prod(x)                  # exact Python ints: a huge shape cannot wrap around
     if dims.count(-1) > 1:
         raise ShapeError("reshape takes at most one -1")
@@ -249,6 +262,10 @@ def reshape_shape(x: Shape, shape=None) -> Shape:
     if math.prod(dims) != size:
         raise ShapeError(f"cannot reshape {list(x)} ({size} elements) to "
                          f"{dims if len(str(dims)) < 200 else 'that shape'}")
+    big = [d for d in dims if d > C_INT_MAX]  # only with 0 elements: [0, 10**16]
+    if big:
+        raise ShapeError(f"shape entry {big[0]} is larger than {C_INT_MAX} (2**31 - 1, the "
+                         f"largest integer torch and XLA take)")
     return tuple(dims)
 
 
@@ -271,6 +288,9 @@ def cross_entropy_shape(scores: Shape, labels: Shape) -> Shape:
                          f"got {list(scores)} and {list(labels)}")
     if scores[1] == 0:
         raise ShapeError("softmax_cross_entropy needs at least one class")
+    if scores[0] == 0:
+        raise ShapeError(f"axis 0 of shape {list(scores)} is empty: no rows to take the mean "
+                         f"loss over")
     return ()
 
 
@@ -376,6 +396,7 @@ def _resolved(s: slice, n: int) -> slice:
     start, stop, step = s.indices(n)
     if not range(start, stop, step):
         return slice(0, 0, 1)
+    step = max(-n, min(step, n))     # a step past the axis picks one item: torch takes a C int
     # slice.indices gives stop -1 for "down to index 0", which as a stop would mean n - 1
     return slice(start, None if stop < 0 else stop, step)
 
@@ -474,10 +495,23 @@ def _window(size: int, kernel: int, stride: int, pad: int, what: str) -> int:
 
 # --- layers: conv2d, pooling, normalization, recurrent cells -------------------------------
 
+def _clamped_stride(stride: int, extents, reaches) -> int:
+    """A stride past every window's last start gives one window per axis, as the smallest
+    such stride does: every engine gets that one (an engine may overflow on 2**31 - 1)."""
+    return min(stride, max(1, *(e - r + 1 for e, r in zip(extents, reaches))))
+
+
 def clean_conv2d(attrs: dict, *shapes: Shape) -> dict:
-    return {"stride": _int(attrs["stride"], "stride", 1), "pad": _int(attrs["pad"], "pad", 0),
-            "dilation": _int(attrs["dilation"], "dilation", 1),
-            "groups": _int(attrs["groups"], "groups", 1)}
+    a = {"stride": _int(attrs["stride"], "stride", 1), "pad": _int(attrs["pad"], "pad", 0),
+         "dilation": _int(attrs["dilation"], "dilation", 1),
+         "groups": _int(attrs["groups"], "groups", 1)}
+    if len(shapes) == 3 and len(shapes[0]) == 4 and len(shapes[1]) == 4:
+        x, w = shapes[0], shapes[1]
+        if all(k == 1 for k in w[2:]):
+            a["dilation"] = 1                 # a 1 x 1 kernel's reach is 1 at any dilation
+        reaches = [a["dilation"] * (k - 1) + 1 for k in w[2:]]
+        a["stride"] = _clamped_stride(a["stride"], [s + 2 * a["pad"] for s in x[2:]], reaches)
+    return a
 
 
 def conv2d_shape(x: Shape, w: Shape, b: Shape, **attrs) -> Shape:
@@ -489,13 +523,20 @@ def conv2d_shape(x: Shape, w: Shape, b: Shape, **attrs) -> Shape:
         raise ShapeError(f"conv2d channels differ: x {list(x)}, w {list(w)}, b {list(b)}, "
                          f"groups {a['groups']} (x has w.shape[1] * groups channels, "
                          f"F divisible by groups)")
+    if a["pad"] > max(x[2:]):
+        raise ShapeError(f"pad {a['pad']} is larger than the input's height and width "
+                         f"{x[2]} x {x[3]} (at most {max(x[2:])}): its windows would see "
+                         f"only padding")
     kh, kw = (a["dilation"] * (k - 1) + 1 for k in w[2:])        # the dilated kernel's reach
     return (x[0], w[0], _window(x[2], kh, a["stride"], a["pad"], "conv2d height"),
             _window(x[3], kw, a["stride"], a["pad"], "conv2d width"))
 
 
 def clean_pool2d(attrs: dict, *shapes: Shape) -> dict:
-    return {"size": _int(attrs["size"], "size", 1), "stride": _int(attrs["stride"], "stride", 1)}
+    a = {"size": _int(attrs["size"], "size", 1), "stride": _int(attrs["stride"], "stride", 1)}
+    if len(shapes) == 1 and len(shapes[0]) == 4:
+        a["stride"] = _clamped_stride(a["stride"], shapes[0][2:], [a["size"]] * 2)
+    return a
 
 
 def pool2d_shape(x: Shape, **attrs) -> Shape:
@@ -521,8 +562,11 @@ def _affine_params(op: str, size: int, gamma: Shape, beta: Shape) -> None:
 
 def batchnorm_shape(x: Shape, gamma: Shape, beta: Shape, eps=1e-5) -> Shape:
     clean_norm({"eps": eps})
-    if len(x) not in (2, 4) or x[0] < 1:
+    if len(x) not in (2, 4):
         raise ShapeError(f"batchnorm takes x N x D or N x C x H x W, got {list(x)}")
+    if x[0] * math.prod(x[2:]) == 0:
+        raise ShapeError(f"x of shape {list(x)} has no rows to normalise over (N"
+                         f"{' x H x W' if len(x) == 4 else ''} is 0): a mean of nothing")
     _affine_params("batchnorm", x[1], gamma, beta)
     return x
 
@@ -631,7 +675,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
            doc="x limited to [low, high]; the gradient passes where low <= x <= high"),
     _reduction("sum", "sum over axis (an int, a list, None: every axis)",
                int_data=INT_AS_FLOAT),
-    _reduction("mean", "mean over axis", int_data=INT_AS_FLOAT),
+    _reduction("mean", "mean over axis", nonempty_reduce_shape,
+               int_data=INT_AS_FLOAT),
     _reduction("max", "max over axis; ties share the gradient", nonempty_reduce_shape),
     _reduction("min", "min over axis; ties share the gradient", nonempty_reduce_shape),
     _reduction("var", "population variance (ddof 0) over axis", nonempty_reduce_shape),
