@@ -48,21 +48,12 @@ def _pixels(seed: int) -> dict:
 
 @pytest.mark.parametrize("seeds", [range(0, 20), range(20, 40)])
 def test_a_correct_forward_that_rounds_badly_passes_and_says_what_it_loses(seeds):
-    """Every pair with the user's code passes in every seed. (On such inputs the reference
-    engines' own batch norms differ: numpy's and torch's err by ~1,500 eps, beyond the
-    rounding model, jax's by less; where that shows, the blame is theirs, never the user's.)"""
-    lost, verdicts = [], []
     for seed in seeds:
         result = gradcheck.check(naive_batchnorm_forward, naive_batchnorm_backward,
                                  _pixels(seed), reference="batchnorm(x, gamma, beta)")
-        mine = result.comparisons.query("engine_a == 'naive_batchnorm_backward'")
-        assert len(mine) == 16 and (mine["verdict"] == "PASS").all(), (seed, str(result))
-        assert "naive_batchnorm" not in _one(result, "blame")
-        verdicts.append(_one(result, "verdict"))
-        lost.append(_one(result, "message"))
-    assert verdicts.count("PASS") >= len(verdicts) - 1, verdicts
-    noted = [m for m in lost if m.startswith("note: naive_batchnorm_forward loses about")]
-    assert len(noted) >= len(lost) // 2, lost
+        assert _one(result, "verdict") == "PASS", (seed, str(result))
+        assert _one(result, "message").startswith(
+            "note: naive_batchnorm_forward loses about "), (seed, _one(result, "message"))
 
 
 @pytest.mark.parametrize("seed", [0, 7, 29])
