@@ -189,3 +189,30 @@ def test_reference_engines_run_once_per_case_and_dtype_whatever_the_mutants(cata
     runs = result.mutants.set_index("mutant")["runs"]
     assert runs["softmax.last-axis"] == 4 and runs["log_softmax.last-axis"] == 0
     assert result.mutants.set_index("mutant").at["log_softmax.last-axis", "status"] == "unexercised"
+
+
+# a gradient sent to every element equal to the maximum: only an exact tie that is no kink
+# (a value duplicated and summed back through concat) tells it from a valid rule
+TIE_CASES = [("max.ties-to-all", "maxpool/max-duplicated-tie.yaml"),
+             ("maxpool2d.ties-to-all", "maxpool/maxpool-duplicated-rows.yaml")]
+
+
+@pytest.mark.parametrize("name,path", TIE_CASES, ids=[n for n, _ in TIE_CASES])
+def test_a_max_that_gives_every_tie_the_gradient_is_killed_by_a_structural_tie(name, path):
+    case = gradcheck.load_cases([CATALOG / path])[0]
+    ties = [m for m in all_mutants() if m.op == name.split(".")[0]
+            and m.name in (name, f"{m.op}.ties-first", f"{m.op}.ties-last")]
+    result = mutate([case], ties)
+    assert set(result.baseline["verdict"]) == {"PASS"}                   # correct engines agree
+    assert case.dtypes == ["float64", "float32"]
+    rows = result.mutants.set_index("mutant")
+    assert rows.at[name, "status"] == KILLED and rows.at[name, "blamed_alone"]
+    assert rows.at[name, "killed_dtypes"] == "float32 float64"
+    assert rows.at[name, "cases"] == case.name
+    cells = result.matrix.set_index("mutant").loc[name]
+    assert {cells[f"{case.name}[{d}]"] for d in case.dtypes} == {"killed"}   # numpy alone
+    # a valid tie-breaking rule (one copy gets it all) survives the same case: no false kill
+    valid = [m.name for m in ties if m.equivalent]
+    assert valid and all(rows.at[v, "status"] == "equivalent" for v in valid)
+    assert all(result.matrix.set_index("mutant").at[v, f"{case.name}[{d}]"] == "survived"
+               for v in valid for d in case.dtypes)

@@ -415,6 +415,11 @@ def _max_axis_not_reinserted(g, out, x, axis=None, keepdims=False):
     return (x == out) * g
 
 
+def _max_ties_to_all(g, out, x, axis=None, keepdims=False):
+    # the mask of every element equal to the maximum, not divided by their count
+    return (x == _expand(out, x, axis, keepdims)) * _expand(g, x, axis, keepdims)
+
+
 def _max_unmasked(g, out, x, axis=None, keepdims=False):
     return _correct("sum", 0)(g, out, x, axis, keepdims)
 
@@ -510,6 +515,14 @@ def _last_max_of_window(window):
 
 def _maxpool_routes_to_all(g, out, x, size=2, stride=2):
     return _pool_scatter(g, x, size, stride, np.ones_like)
+
+
+def _every_max_of_window(window):
+    return window == np.max(window, axis=(-2, -1), keepdims=True)
+
+
+def _maxpool_ties_to_all(g, out, x, size=2, stride=2):
+    return _pool_scatter(g, x, size, stride, _every_max_of_window)
 
 
 def _maxpool_overwrites_overlaps(g, out, x, size=2, stride=2):
@@ -676,6 +689,8 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
                 {0: _mean_not_divided})),
     "max": (_m("max", "axis-not-reinserted", "max's output compared with x without "
                "re-inserting the reduced axis", {0: _max_axis_not_reinserted}),
+            _m("max", "ties-to-all", "a tie gives the whole gradient to every maximum "
+               "(x == max, not shared among them)", {0: _max_ties_to_all}),
             _m("max", "unmasked", "max's gradient sent to every element, not the maximum",
                {0: _max_unmasked}),
             _m("max", "ties-first", "a tie gives the whole gradient to the first maximum "
@@ -728,6 +743,8 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
     "maxpool2d": (
         _m("maxpool2d", "routes-to-all", "each window's gradient sent to all its elements",
            {0: _maxpool_routes_to_all}),
+        _m("maxpool2d", "ties-to-all", "a tie in a window gives the whole gradient to "
+           "every maximum, not one of them", {0: _maxpool_ties_to_all}),
         _m("maxpool2d", "overlaps-overwrite", "overlapping windows overwrite instead of adding "
            "up", {0: _maxpool_overwrites_overlaps}),
         _m("maxpool2d", "stride-is-size", "the backward assumes stride = size",
