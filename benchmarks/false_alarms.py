@@ -114,10 +114,11 @@ def softmax_family(rng):
 
 
 def conv_geometry(rng):
-    """Kernel, stride, padding and an input size that gives at least one output pixel."""
+    """Kernel, stride, padding and an input size that gives at least one output pixel and
+    is no smaller than the padding (a case refuses padding past its input)."""
     k, stride = int(rng.integers(1, 4)), int(rng.integers(1, 3))
     pad = int(rng.integers(0, k))
-    size = int(rng.integers(max(k - 2 * pad, 1), 9))
+    size = int(rng.integers(max(k - 2 * pad, pad, 1), 9))
     return k, stride, pad, size
 
 
