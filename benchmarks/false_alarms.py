@@ -3,13 +3,15 @@ the engines, and the false-alarm rate: any verdict other than PASS or NONDIFF, s
 engine here is right.
 
     .venv/bin/python benchmarks/false_alarms.py --cases 1000 --dtypes float64,float32 \
-        --engines numpy,fd,torch --out reports/false-alarms
+        --engines numpy,fd,torch,jax --out reports/false-alarms
 
 Each family draws random shapes, strides, paddings, seeds and scales (0.1 to 3, log-uniform)
 and writes the case as YAML text, loaded through `gradcheck.loading.load_text` like any
 catalog file. Families include conv-relu-maxpool-affine-softmax nets, deep tanh chains that
-saturate and long RNNs. The jax engine compiles once per new graph shape: on two cores it
-fits a smaller `--cases` (say `--engines numpy,jax --cases 200`); each figure names its engines.
+saturate, long RNNs, attention, embeddings, basic indexing, einsum, dropout masks and SVM
+hinge losses. The default engines are all four; the jax engine compiles once per new graph
+shape, so on two cores it fits a smaller `--cases` (say `--cases 200`, or `--engines
+numpy,fd,torch` without it); each figure names its engines.
 """
 from __future__ import annotations
 
@@ -210,22 +212,193 @@ def convnet(rng):
                     "scores": "flat @ w2 + b2", "loss": "softmax_cross_entropy(scores, y)"}
 
 
+def int_values(rng, shape, high: int) -> dict:
+    """Explicit integer data in [0, high), with at least one value repeated when there are
+    two or more (an embedding lookup that hits one row twice accumulates its gradient)."""
+    values = rng.integers(0, high, shape)
+    flat = values.reshape(-1)
+    if flat.size >= 2:
+        flat[int(rng.integers(1, flat.size))] = flat[0]
+    return {"value": values.tolist(), "dtype": "int64"}
+
+
+def attention_family(rng):
+    """Scaled dot-product attention softmax(q k^T / sqrt(d)) v, batched or not, from given
+    q, k, v or from projections of one x (self-attention); the softmax written as `softmax`
+    or as exp(s - logsumexp(s)); into a loss or as the output."""
+    batched = rng.random() < 0.5
+    lead = [int(rng.integers(1, 4))] if batched else []
+    tq, tk, d, dv = (int(v) for v in rng.integers(1, 6, 4))
+    kt = "transpose(k, axes=[0, 2, 1])" if batched else "transpose(k)"
+    if rng.random() < 0.6:
+        inputs = {"q": normal(rng, lead + [tq, d]), "k": normal(rng, lead + [tk, d]),
+                  "v": normal(rng, lead + [tk, dv])}
+        steps = {}
+    else:
+        din = int(rng.integers(1, 5))
+        inputs = {"x": normal(rng, lead + [tk, din]), "wq": normal(rng, [din, d]),
+                  "wk": normal(rng, [din, d]), "wv": normal(rng, [din, dv])}
+        steps = {"q": "x @ wq", "k": "x @ wk", "v": "x @ wv"}
+    steps["scores"] = f"q @ {kt} / {float(np.sqrt(d))!r}"
+    steps["p"] = pick(rng, ["softmax(scores, axis=-1)",
+                            "exp(scores - logsumexp(scores, axis=-1, keepdims=True))"])
+    steps["att"] = "p @ v"
+    steps["out"] = pick(rng, ["att", "sum(att ** 2)", "mean(tanh(att))", "sum(sin(att))"])
+    return inputs, steps
+
+
+def embedding_family(rng):
+    """take(table, ids, axis=0) with integer ids of one or two axes (a row repeated at least
+    once), into a squared loss, a tanh projection, or a bag-of-words softmax classifier."""
+    vocab, dim = int(rng.integers(2, 10)), int(rng.integers(1, 6))
+    ids_shape = [int(rng.integers(1, 6))] + ([int(rng.integers(1, 6))] if rng.random() < 0.5
+                                              else [])
+    inputs = {"E": normal(rng, [vocab, dim]), "ids": int_values(rng, ids_shape, vocab)}
+    head = pick(rng, ["squares", "projection", "classifier"])
+    if head == "squares":
+        return inputs, {"emb": "take(E, ids, axis=0)", "out": "sum(emb ** 2)"}
+    if head == "projection":
+        inputs["w"] = normal(rng, [dim, int(rng.integers(1, 5))])
+        return inputs, {"emb": "take(E, ids, axis=0)", "out": "mean(tanh(emb @ w))"}
+    classes = int(rng.integers(2, 5))
+    inputs.update({"W": normal(rng, [dim, classes]), "b": normal(rng, [classes]),
+                   "y": labels(rng, ids_shape[0], classes)})
+    bag = "mean(take(E, ids, axis=0), axis=1)" if len(ids_shape) == 2 else "take(E, ids, axis=0)"
+    return inputs, {"bag": bag, "scores": "bag @ W + b",
+                    "loss": "softmax_cross_entropy(scores, y)"}
+
+
+def _index_entry(rng, n: int) -> str:
+    """One axis of a basic index that keeps at least one element of an axis of size n."""
+    kind = pick(rng, ["all", "range", "step", "int", "reverse"])
+    if kind == "all":
+        return ":"
+    if kind == "int":
+        return str(int(rng.integers(-n, n)))
+    if kind == "reverse":
+        return pick(rng, ["::-1", f"{n - 1}::-{int(rng.integers(1, n + 1))}"])
+    start = int(rng.integers(0, n))
+    if kind == "range":
+        return f"{start}:{int(rng.integers(start + 1, n + 1))}"
+    return pick(rng, [f"::{int(rng.integers(1, 4))}", f"{start}::{int(rng.integers(1, 4))}"])
+
+
+def _index_key(rng, shape) -> str:
+    entries = [_index_entry(rng, n) for n in shape]
+    if len(entries) > 1 and rng.random() < 0.3:          # trailing axes as ...
+        cut = int(rng.integers(1, len(entries)))
+        entries = entries[:cut] + ["..."]
+    elif rng.random() < 0.2:                             # leading axes as ...
+        entries = ["..."] + entries[int(rng.integers(1, len(entries) + 1)):]
+    for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.4 else 0):
+        entries.insert(int(rng.integers(0, len(entries) + 1)), "None")
+    return ", ".join(entries) if entries else "..."
+
+
+def indexing_family(rng):
+    """Basic indexing (slices with steps, negative steps, integers, ... and None) of a 1-3
+    axis x, one or two reads of it, into a smooth loss."""
+    shape = [int(v) for v in rng.integers(1, 6, int(rng.integers(1, 4)))]
+    inputs = {"x": normal(rng, shape)}
+    steps = {"y": f"x[{_index_key(rng, shape)}]"}
+    loss = pick(rng, ["sum(tanh(y) ** 2)", "sum(exp(tanh(y)))", "mean(y * y) + sum(sin(y))"])
+    if rng.random() < 0.4:
+        steps["z"] = f"x[{_index_key(rng, shape)}]"
+        loss += " + sum(z ** 3)"
+    steps["out"] = loss
+    return inputs, steps
+
+
+EINSUM_FORMS = [                      # subscripts, operand shapes by letter
+    ("ij,jk->ik", "ij,jk"), ("bij,bjk->bik", "bij,bjk"), ("bij,bjk->bki", "bij,bjk"),
+    ("bij,jk->bik", "bij,jk"), ("ij,ij->", "ij,ij"), ("ij,ji->", "ij,ji"),
+    ("ij->j", "ij"), ("ij->", "ij"), ("i,j->ij", "i,j"), ("ijk->kji", "ijk"),
+    ("ij,jk", "ij,jk"), ("i,i->", "i,i"), ("bi,bj->bij", "bi,bj"),
+]
+
+
+def einsum_family(rng):
+    """numpy einsum: matrix products batched or not, trace-like full contractions
+    ("ij,ji->" is trace(a b)), sums over one operand's letters, outer products and
+    permutations; a scalar out as it is or through tanh, an array into a loss."""
+    subscripts, terms = pick(rng, EINSUM_FORMS)
+    sizes = {c: int(rng.integers(1, 5)) for c in sorted(set(terms) - {","})}
+    names = ["a", "b", "c"]
+    inputs = {names[i]: normal(rng, [sizes[c] for c in term])
+              for i, term in enumerate(terms.split(","))}
+    expr = f'einsum("{subscripts}", {", ".join(inputs)})'
+    scalar = subscripts.endswith("->")
+    out = pick(rng, ["e", "tanh(e)"] if scalar else ["e", "sum(e ** 2)", "sum(sin(e))"])
+    return inputs, {"e": expr, "out": out}
+
+
+def dropout_family(rng):
+    """A small net with a fixed dropout mask on its hidden layer: a seeded bernoulli mask
+    (keep probability p) scaled by 1 / p, left out of wrt, or an integer 0/1 mask; into a
+    softmax cross-entropy or a squared loss."""
+    n, d, h, c = (int(rng.integers(1, 7)), int(rng.integers(1, 6)), int(rng.integers(1, 9)),
+                  int(rng.integers(2, 5)))
+    p = round(float(rng.uniform(0.3, 0.95)), 3)
+    inputs = {"x": normal(rng, [n, d]), "w1": normal(rng, [d, h]), "b1": normal(rng, [h]),
+              "w2": normal(rng, [h, c])}
+    act = pick(rng, ["relu", "tanh", "sigmoid", "gelu"])
+    if rng.random() < 0.7:
+        inputs["m"] = {"shape": [n, h], "init": "bernoulli", "p": p,
+                       "seed": int(rng.integers(2 ** 31))}
+    else:
+        inputs["m"] = {"shape": [n, h], "init": "randint", "low": 0, "high": 2,
+                       "seed": int(rng.integers(2 ** 31))}
+    steps = {"hidden": f"{act}(x @ w1 + b1) * m / {p}", "scores": "hidden @ w2"}
+    if rng.random() < 0.6:
+        inputs["y"] = labels(rng, n, c)
+        steps["loss"] = "softmax_cross_entropy(scores, y)"
+    else:
+        steps["loss"] = "sum(scores ** 2)"
+    return inputs, steps, ["x", "w1", "b1", "w2"]
+
+
+def svm_family(rng):
+    """The multiclass SVM (hinge) loss written with ops: margins max(0, s - s_y + 1) with the
+    correct-class score s_y picked by take_along_axis(s, expand_dims(y, 1), 1), minus the
+    correct class's own margin of 1, mean over rows; optionally a bias and L2 term. Scores
+    near a hinge give NONDIFF, which counts as good."""
+    n, d, c = int(rng.integers(1, 7)), int(rng.integers(1, 6)), int(rng.integers(2, 6))
+    inputs = {"X": normal(rng, [n, d]), "W": normal(rng, [d, c]), "y": labels(rng, n, c)}
+    steps = {"s": "X @ W"}
+    if rng.random() < 0.4:
+        inputs["b"] = normal(rng, [c])
+        steps["s"] = "X @ W + b"
+    steps["margins"] = pick(rng, [
+        "maximum(0, s - take_along_axis(s, expand_dims(y, 1), axis=1) + 1)",
+        "relu(s - take_along_axis(s, expand_dims(y, axis=1), axis=1) + 1)"])
+    loss = pick(rng, ["mean(sum(margins, axis=1) - 1)", f"(sum(margins) - {n}) / {n}"])
+    if rng.random() < 0.3:
+        loss += " + 0.1 * sum(W * W)"
+    steps["loss"] = loss
+    return inputs, steps
+
+
 FAMILIES: dict[str, Callable] = {
     "scalar": scalar_family, "deep-tanh": deep_tanh_family, "l2-wx": l2_wx_family,
     "softmax": softmax_family, "conv2d": conv2d_family, "maxpool": maxpool_family,
     "rnn": rnn_family, "two-layer": two_layer_family, "lstm": lstm_family, "norms": norms_family,
+    "attention": attention_family, "embedding": embedding_family, "indexing": indexing_family,
+    "einsum": einsum_family, "dropout": dropout_family, "svm": svm_family,
 }
 # Each family's draws are seeded by its place here (the first eight in the order they were
 # sorted in), so that adding a family never changes another's cases.
 SEED_ORDER = ["conv2d", "deep-tanh", "l2-wx", "maxpool", "rnn", "scalar", "softmax",
-              "two-layer", "lstm", "norms"]
+              "two-layer", "lstm", "norms", "attention", "embedding", "indexing", "einsum",
+              "dropout", "svm"]
 
 
 def case_yaml(family: str, index: int, seed: int, dtypes: list[str]) -> str:
     rng = np.random.default_rng([seed, index, SEED_ORDER.index(family)])
-    inputs, steps = FAMILIES[family](rng)
+    inputs, steps, *wrt = FAMILIES[family](rng)     # a family may name wrt third
     doc = {"name": f"{family}-{index:05d}", "tags": [family, "random"], "inputs": inputs,
            "graph": steps, "dtypes": dtypes}
+    if wrt:
+        doc["wrt"] = wrt[0]
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -276,7 +449,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=100, help="random cases per family")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--dtypes", default="float64,float32")
-    parser.add_argument("--engines", default="numpy,fd,torch")
+    parser.add_argument("--engines", default="numpy,fd,torch,jax",
+                        help="comma-separated engines (default: numpy,fd,torch,jax)")
     parser.add_argument("--fd-max-elements", type=int, default=None,
                         help="fd elements per input checked one by one (default: fd's own)")
     parser.add_argument("--no-taylor", action="store_true", help="skip the Taylor test (it "
