@@ -66,7 +66,10 @@ class Noise:
         self._at = at + size
         return at
 
-    def __call__(self, x):
+    def __call__(self, x, operands=None):
+        """`operands`: what the ufunc that made `x` took, where known: a whole number is
+        exact only as arithmetic on whole numbers (an exponent k - 1 must stay 1); one made
+        from others (tanh(-19.2) rounds to -1, 1 + 4e-18 to 1) is a rounding like any."""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             return x
@@ -74,11 +77,20 @@ class Noise:
         rounded = np.asarray(x * self._factors[at:self._at].reshape(x.shape))
         if self._floors is not None:
             rounded += self._floors[at:self._at].reshape(x.shape)
-        # whole numbers the dtype holds exactly stay so (an exponent k - 1 must stay 1)
         whole = np.rint(x) == x
         if np.count_nonzero(whole):
-            np.copyto(rounded, x, where=whole & (np.abs(x) < self.whole))
+            exact = whole & (np.abs(x) < self.whole) & _of_whole_numbers(operands, x.shape)
+            np.copyto(rounded, x, where=exact)
         return rounded
+
+    def widened(self, x, ulps: float):
+        """`x` rounded once more, by up to `ulps` eps: the result of an engine's op that was
+        measured that many ulps from the true value (harness/accuracy.py)."""
+        x = np.asarray(x)
+        if x.dtype.kind != "f":
+            return x
+        at = self._start(x.size)
+        return np.asarray(x * (1 + ulps * self.eps * self._pool[at:self._at].reshape(x.shape)))
 
     def of_sum(self, total, squares, count: int):
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
@@ -89,6 +101,21 @@ class Noise:
         spread = self.eps * np.sqrt(count * (np.asarray(squares) + np.square(total) / 3))
         at = self._start(np.size(total))
         return np.asarray(total + spread * self._pool[at:self._at].reshape(np.shape(total)))
+
+
+def _of_whole_numbers(operands, shape) -> np.ndarray | bool:
+    """Per element of a result: whether each floating operand is a whole number there
+    (every one, for an operand that does not broadcast to the result: a reduction's)."""
+    flags = True
+    for a in operands or ():
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            whole = np.rint(a) == a
+            try:
+                flags = flags & np.broadcast_to(whole, shape)
+            except ValueError:
+                flags = flags & bool(whole.all())
+    return flags
 
 
 def _sum_of_squares(ufunc, method, inputs, kwargs):
@@ -142,8 +169,8 @@ class Noisy(np.ndarray):
                 o[...] = self.noise(o)
             return out[0] if len(out) == 1 else out
         if isinstance(result, tuple):
-            return tuple(noisy(r, self.noise) for r in result)
-        return None if result is None else noisy(result, self.noise)
+            return tuple(noisy(r, self.noise, inputs) for r in result)
+        return None if result is None else noisy(result, self.noise, inputs)
 
     def __array_function__(self, func, types, args, kwargs):
         result = super().__array_function__(func, types, args, kwargs)
@@ -163,9 +190,9 @@ def _plain(x):
     return x.view(np.ndarray) if isinstance(x, Noisy) else x
 
 
-def noisy(x, noise: Noise):
+def noisy(x, noise: Noise, operands=None):
     """`x` rounded at random, as a `Noisy` array that keeps rounding what is made from it."""
-    return _view(noise(x), noise)
+    return _view(noise(x, operands), noise)
 
 
 def _view(x, noise: Noise):
@@ -185,22 +212,27 @@ class Perturbed:
     the very values the forward saw), and a result that only selects or moves values (a
     max, a reshape) comes out exact, as it does in any engine."""
 
-    def __init__(self, fn, noise: Noise):
-        self.fn, self.noise = fn, noise
+    def __init__(self, fn, noise: Noise, ulps: float = 0.0):
+        self.fn, self.noise, self.ulps = fn, noise, ulps
 
     def __call__(self, *args, **attrs):
         result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
         if isinstance(result, tuple):                 # a joint backward: one per argument
             return tuple(np.asarray(r).view(np.ndarray) for r in result)
+        if self.ulps:
+            result = self.noise.widened(np.asarray(result).view(np.ndarray), self.ulps)
         return np.asarray(result).view(np.ndarray)
 
 
-def perturbed_ops(ops: Mapping, noise: Noise) -> dict:
+def perturbed_ops(ops: Mapping, noise: Noise, widened: Mapping[str, float] | None = None) -> dict:
     """A copy of an op table in which every forward and gradient rule carries noise (any
     other field of a `Primitive` is kept as it is). The parts of a joint backward stay
     parts of one perturbed pass, which the executor runs once per node, as it runs the
-    exact one."""
-    return {name: dataclasses.replace(prim, forward=Perturbed(prim.forward, noise),
+    exact one. `widened`: op -> ulps by which an engine's forward of it errs beyond
+    rounding (its value, and so every rule that reads it, carries that too)."""
+    widened = widened or {}
+    return {name: dataclasses.replace(prim, forward=Perturbed(prim.forward, noise,
+                                                              widened.get(name, 0.0)),
                                       grads=_perturbed_rules(prim.grads, noise))
             for name, prim in ops.items()}
 
@@ -235,18 +267,20 @@ def _rounded_unbroadcast(noise: Noise, g, shape):
 
 
 def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent,
-                   dtype: str, seed: str = "", ops: Mapping | None = None) -> EngineOutput:
+                   dtype: str, seed: str = "", ops: Mapping | None = None,
+                   widened: Mapping[str, float] | None = None) -> EngineOutput:
     """Per element of the value and of each gradient: the root-mean-square deviation of
     noisy float64 evaluations from the exact-as-can-be float64 one, with noise at the
-    rounding unit of `dtype`. Seeded by `seed` (the case's name): the same on every run."""
+    rounding unit of `dtype` (and `widened`, op -> ulps, for an engine whose op is measured
+    that far off). Seeded by `seed` (the case's name): the same on every run."""
     import reference_impls
     ops = reference_impls.OPS if ops is None else ops
     inputs = {k: as_float64(v) for k, v in inputs.items()}
     cotangent = np.asarray(cotangent, dtype=np.float64)
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
     noise = _noise(info(dtype).name, seed)
-    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise),
-                        executor=rounded_executor(noise))
+    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise,
+                                      widened), executor=rounded_executor(noise))
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
     return EngineOutput(_rms([r.value for r in runs], exact.value),
                         {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
@@ -285,11 +319,11 @@ class RoundingBound:
 
     name = "rounding"
 
-    def __init__(self, seed: str = ""):
-        self.seed = seed
+    def __init__(self, seed: str = "", widened: Mapping[str, float] | None = None):
+        self.seed, self.widened = seed, widened
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         scale = rounding_scale(graph, inputs, wrt, cotangent, np.asarray(cotangent).dtype.name,
-                               self.seed)
+                               self.seed, widened=self.widened)
         return EngineOutput(ENGINE_FACTOR * scale.value,
                             {w: ENGINE_FACTOR * g for w, g in scale.grads.items()})

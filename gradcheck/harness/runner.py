@@ -18,6 +18,7 @@ from ..engines.base import UserCodeError
 from . import taylor
 from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
                       with_directions)
+from .accuracy import widened_ops
 from .rounding import ENGINE_FACTOR, RoundingBound, root_mean_square
 from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
 from .verdict import Verdict
@@ -64,27 +65,48 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     expect = _expect_output(case)
     if expect is not None:
         outputs[EXPECT] = expect
-    bounds = _rounding_bounds(case, arrays, settings)
+    bounds = _rounding_bounds(case, arrays, settings, list(outputs))
     rows, errors = _compare_all(case, dtype, outputs, bounds)
     shaped = {k: o for k, o in outputs.items() if _shaped(o, case)}
-    checks = _taylor(case, arrays, dtype, shaped, bounds) if options.taylor else []
+    model = bounds and bounds.model
+    checks = _taylor(case, arrays, dtype, shaped, model) if options.taylor else []
     forward_names = {e.name: getattr(e, "forward_name", e.name) for e in engines}
     summary = _summarize(case, dtype, engine_rows, rows, outputs, checks, forward_names)
-    summary.message = summary.message or _rounding_note(outputs, bounds, dtype, forward_names)
+    summary.message = summary.message or _rounding_note(outputs, model, dtype, forward_names)
     summary.seconds = round(time.perf_counter() - start, 4)
     return CaseResult(summary, rows, engine_rows, errors,
                       [_taylor_row(case.name, dtype, t) for t in checks],
                       {t.engine: np.vstack([t.eps] + t.remainders) for t in checks})
 
 
-def _rounding_bounds(case, arrays, settings: Settings) -> EngineOutput | None:
-    """Each exact engine's per-element rounding bound; None where the case sets its own
-    tolerance (it wins) or the numpy reference cannot bound every element."""
+@dataclass
+class Bounds:
+    """Each exact engine's per-element rounding bound: the model's, or the engine's own
+    where an op of the case was measured less accurate in it (harness/accuracy.py)."""
+    model: EngineOutput
+    own: dict[str, EngineOutput] = field(default_factory=dict)
+
+    def of(self, engine: str) -> EngineOutput:
+        return self.own.get(engine, self.model)
+
+
+def _rounding_bounds(case, arrays, settings: Settings, engines=()) -> Bounds | None:
+    """None where the case sets its own tolerance (it wins) or the numpy reference cannot
+    bound every element."""
     if case.tolerance is not None:
         return None
+    model = _bound(case, arrays, settings, None)
+    if model is None:
+        return None
+    own = {e: _bound(case, arrays, settings, w) for e in engines
+           if (w := widened_ops(e, settings.dtype, case.graph.ops()))}
+    return Bounds(model, {e: b for e, b in own.items() if b is not None})
+
+
+def _bound(case, arrays, settings: Settings, widened) -> EngineOutput | None:
     try:
         with np.errstate(all="ignore"):
-            bounds = _run_engine(RoundingBound(case.name), case, arrays, settings)
+            bounds = _run_engine(RoundingBound(case.name, widened), case, arrays, settings)
     except Exception:       # an op the reference lacks: the fixed tolerances still judge
         return None
     finite = all(np.isfinite(b).all() for b in [bounds.value, *bounds.grads.values()])
@@ -183,7 +205,7 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
             estimate = _estimate(outputs[a], outputs[b], param)
             tol = tolerance_for(dtype, estimate is not None, case.tolerance, bounds is not None)
             j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks,
-                      round_err=_pair_rounding(bounds, (outputs[a], outputs[b]), param))
+                      round_err=_pair_rounding(bounds, {a: outputs[a], b: outputs[b]}, param))
             # directions are judged as fd judges them: the fixed tables, no rounding bound
             j = _directional(j, estimate, (outputs[a], outputs[b]), param,
                              tolerance_for(dtype, estimate is not None, case.tolerance))
@@ -194,14 +216,15 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
     return rows, errors
 
 
-def _pair_rounding(bounds: EngineOutput | None, pair, param: str):
-    """Each exact side of the pair may carry its rounding bound, and the rounding it measured
-    of itself (your code's, see engines/own); an estimate's (fd's) error is its own."""
-    exact = [o for o in pair if not (o.numerical and param in o.grad_err)]
-    measured = [m for m in (_measured(o, param) for o in exact) if m is not None]
+def _pair_rounding(bounds: Bounds | None, pair: dict, param: str):
+    """Each exact side of the pair (name -> output) may carry its rounding bound, and the
+    rounding it measured of itself (your code's, see engines/own); an estimate's (fd's)
+    error is its own."""
+    exact = {n: o for n, o in pair.items() if not (o.numerical and param in o.grad_err)}
+    measured = [m for m in (_measured(o, param) for o in exact.values()) if m is not None]
     if bounds is None and not measured:
         return None
-    total = 0.0 if bounds is None else len(exact) * _pick(bounds, param)
+    total = 0.0 if bounds is None else sum(_pick(bounds.of(n), param) for n in exact)
     return total + sum(measured)
 
 
