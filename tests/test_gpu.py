@@ -60,8 +60,8 @@ def _matmul_bounds(tf32: bool):
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((64, 64)), "w": rng.standard_normal((64, 64))}
     torch.backends.cuda.matmul.allow_tf32 = tf32
-    # fd of the Function itself: with a reference, the torch reference engine turns TF32
-    # off globally (see test_check_frameworks.py::test_a_reference_keeps_the_users_tf32_flag)
+    # against fd of the Function itself (a reference's torch engine runs with TF32 off and
+    # gives the setting back: test_check_frameworks.py::test_a_reference_keeps_the_users_tf32_flag)
     result = gradcheck.check_torch(fc.MatMul.apply, inputs, dtypes=["float32"], device="cuda")
     assert torch.backends.cuda.matmul.allow_tf32 is tf32
     rows = result.comparisons[result.comparisons.engine_a == "MatMul"].set_index("param")
@@ -75,3 +75,13 @@ def test_tf32_passes_with_a_wider_tolerance():
     assert _verdicts(on) == {"float32": ("PASS", "")}, str(on)
     for param in ["x", "w", "(value)"]:
         assert on_bounds[param] > off_bounds[param], (param, on_bounds[param], off_bounds[param])
+
+
+def test_tf32_with_a_reference_checks_the_users_code_as_it_runs():
+    torch.backends.cuda.matmul.allow_tf32 = True
+    rng = np.random.default_rng(1)
+    inputs = {"x": rng.standard_normal((64, 64)), "w": rng.standard_normal((64, 64))}
+    result = gradcheck.check_torch(fc.MatMul.apply, inputs, reference="x @ w",
+                                   dtypes=["float32"], device="cuda")
+    assert _verdicts(result) == {"float32": ("PASS", "")}, str(result)
+    assert torch.backends.cuda.matmul.allow_tf32 is True
