@@ -12,6 +12,7 @@ jax = pytest.importorskip("jax")
 
 import gradcheck  # noqa: E402
 import framework_code as fc  # noqa: E402
+from helpers import CATALOG  # noqa: E402
 
 ALL = ["float64", "float32", "bfloat16", "float16"]
 
@@ -178,3 +179,18 @@ def test_a_reference_keeps_the_users_tf32_flag():
         assert torch.backends.cuda.matmul.allow_tf32 is True
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_the_report_says_where_tf32_was_on(tmp_path):
+    """TF32 changes nothing on the CPU, but a run that asked for it says so."""
+    result = gradcheck.check_torch(fc.Linear.apply, fc.linear_inputs()(), reference=fc.LINEAR_REF,
+                                   dtypes=["float32"])
+    assert result.metadata["engine_options"]["Linear"] == {"device": "cpu", "tf32": False}
+    assert not str(result).startswith("TF32")
+    case = result.cases.iloc[0]
+    tf32 = gradcheck.run(gradcheck.load_cases([CATALOG / "l2-wx"])[:1], engines=[
+        gradcheck.NumpyEngine(), gradcheck.TorchEngine(allow_tf32=True)])
+    assert str(tf32).splitlines()[0] == "TF32 on for: torch"
+    tf32.write_reports(tmp_path)
+    assert "torch: cpu, TF32 on" in (tmp_path / "report.html").read_text()
+    assert case.verdict == "PASS"

@@ -31,6 +31,10 @@ class JaxEngine:
         self.device, self.name = device, name
         self.cache_dir = default_cache_dir() if cache_dir == "auto" else cache_dir
 
+    def options(self) -> dict:
+        """What the report says of this engine's settings."""
+        return {"device": self.device}
+
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         return self._run(graph, inputs, wrt, cotangent, batched=False)
 

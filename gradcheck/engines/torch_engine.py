@@ -21,6 +21,10 @@ class TorchEngine:
     def __init__(self, device: str = "cpu", name: str = "torch", allow_tf32: bool = False):
         self.device, self.name, self.allow_tf32 = device, name, allow_tf32
 
+    def options(self) -> dict:
+        """What the report says of this engine's settings."""
+        return {"device": self.device, "tf32": self.allow_tf32}
+
     def prepare(self) -> None:
         """Import torch and its op table: what a worker process does while the parent still
         loads the cases."""

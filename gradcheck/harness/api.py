@@ -47,6 +47,7 @@ def run_metadata(engines) -> dict:
     return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
             "platform": platform.platform(), "seed": SEED, "command": " ".join(sys.argv),
             "engines": [e.name for e in engines],
+            "engine_options": {e.name: e.options() for e in engines if hasattr(e, "options")},
             "versions": {p: _version(p) for p in ("numpy", "torch", "jax", "jaxlib", "pandas")}}
 
 

@@ -14,7 +14,15 @@ RIGHT = {"value a", "value b", "tol_ratio", "max_abs_err"}    # numbers line up 
 def render_text(result) -> str:
     """`result`: a `RunResult`."""
     blocks = [_block(result, case) for case in result.cases.itertuples()]
-    return "\n\n".join(blocks) if blocks else "no case runs"
+    return "\n\n".join(_tf32(result) + blocks) if blocks else "no case runs"
+
+
+def _tf32(result) -> list[str]:
+    """A run whose engines had TF32 on says so first: their float32 matmuls and
+    convolutions kept 10 bits."""
+    on = [name for name, o in (result.metadata.get("engine_options") or {}).items()
+          if o.get("tf32")]
+    return [f"TF32 on for: {', '.join(on)}"] if on else []
 
 
 def _block(result, case) -> str:
@@ -22,8 +30,9 @@ def _block(result, case) -> str:
     rows = _rows(result.comparisons, case)
     if case.verdict == Verdict.PASS:
         worst = max(rows["tol_ratio"], default=0.0)
-        return lines[0] + f"; engines {case.engines.replace(' ', ', ')} agree " \
+        line = lines[0] + f"; engines {case.engines.replace(' ', ', ')} agree " \
                           f"(worst tol_ratio {worst:.3g} of 1)"
+        return line + (f"\n  {case.message}" if case.message else "")     # a note
     if case.message:
         lines.append(f"  {case.message}")
     failing = rows[rows["verdict"] != Verdict.PASS]

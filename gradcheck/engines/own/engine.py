@@ -32,6 +32,13 @@ class OwnEngine:
         self.code, self.shapes = code, [tuple(s) for s in shapes]
         self.name, self.forward_name = code.name, code.forward_name
 
+    def options(self) -> dict:
+        """What the report says of how your code ran: its device, and TF32 where it was on."""
+        options = {"device": str(getattr(self.code, "device", "cpu"))}
+        if hasattr(self.code, "tf32"):
+            options["tf32"] = bool(self.code.tf32)
+        return options
+
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         outs, grads = self._vjp(inputs, cotangent, wrt)
         output = EngineOutput(joined(outs), grads)
