@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import dtypes as dt
 from ..base import UserCodeError, require
-from .calls import as_output, calling, name_of
+from .calls import calling, name_of
 
 
 def parameter_name(name: str) -> str:
@@ -97,9 +97,10 @@ def _flattened(result) -> list:
 
 def _checked(out, who: str, index: int):
     import torch
-    if not isinstance(out, torch.Tensor):
-        as_output(None if out is None else np.asarray(out, dtype=object), who, index)
-    return out
+    if isinstance(out, torch.Tensor):
+        return out
+    got = "None" if out is None else f"a {type(out).__name__}"
+    raise UserCodeError(f"{who} returned {got} as output {index + 1}; expected a tensor")
 
 
 def torch_inputs(inputs: Mapping, fn) -> tuple[dict[str, np.ndarray], list[str], str | None]:
