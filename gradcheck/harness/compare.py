@@ -101,6 +101,7 @@ class Judgement:
     kinks: int
     message: str
     abs_err: np.ndarray | None = None     # element-wise, kept for heatmaps of failures
+    failing: np.ndarray | None = None     # element-wise: out of tolerance (fd's second look)
 
 
 def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
@@ -124,7 +125,8 @@ def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
                      _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err),
                      _at(rounding, worst), _at(bound, worst),
                      a.size if mask is None else int(mask.sum()), int(kinks.sum()), message,
-                     abs_err=_masked(diff, mask, np.nan) if verdict != Verdict.PASS else None)
+                     abs_err=_masked(diff, mask, np.nan) if verdict != Verdict.PASS else None,
+                     failing=ratio > 1 if verdict != Verdict.PASS else None)
 
 
 def _masked(x, mask, fill):
