@@ -3,6 +3,7 @@ ratio measured in the same process.
 
     .venv/bin/python benchmarks/bench_conv.py
 """
+
 from __future__ import annotations
 
 
@@ -24,7 +25,7 @@ def naive_conv(x, w, b, stride=1, pad=0):
         for k in range(f):
             for r in range(oh):
                 for s in range(ow):
-                    window = x[i, :, r * stride:r * stride + kh, s * stride:s * stride + kw]
+                    window = x[i, :, r * stride : r * stride + kh, s * stride : s * stride + kw]
                     out[i, k, r, s] = np.sum(window * w[k]) + b[k]
     return out
 

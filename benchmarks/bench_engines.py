@@ -5,6 +5,7 @@
 Machines here are shared and noisy: read the ratios, not the seconds, and compare runs
 made on the same machine. Each engine is warmed up once per case before timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,7 @@ from gradcheck.engines import make_engines
 
 def time_engine(engine, case, dtype, repeat: int) -> float:
     arrays, cotangent = case.arrays(dtype), case.cotangent(dtype)
-    engine.vjp(case.graph, arrays, case.wrt, cotangent)          # warm-up: imports, jit caches
+    engine.vjp(case.graph, arrays, case.wrt, cotangent)  # warm-up: imports, jit caches
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -38,13 +39,18 @@ def main() -> None:
     for case in gradcheck.load_cases(args.paths):
         times = {e.name: time_engine(e, case, args.dtype, args.repeat) for e in engines}
         base = times["numpy"]
-        cells = [f"{base * 1e3:>10.2f}ms"] + [f"{times[e.name] / base:>11.1f}x" for e in engines[1:]]
+        cells = [f"{base * 1e3:>10.2f}ms"] + [
+            f"{times[e.name] / base:>11.1f}x" for e in engines[1:]
+        ]
         print(f"{case.name:<32}" + "".join(cells))
         for name, t in times.items():
             totals[name] += t
     base = totals["numpy"]
-    print(f"{'TOTAL':<32}" + f"{base * 1e3:>10.2f}ms" +
-          "".join(f"{totals[e.name] / base:>11.1f}x" for e in engines[1:]))
+    print(
+        f"{'TOTAL':<32}"
+        + f"{base * 1e3:>10.2f}ms"
+        + "".join(f"{totals[e.name] / base:>11.1f}x" for e in engines[1:])
+    )
 
 
 if __name__ == "__main__":

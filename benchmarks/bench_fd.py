@@ -18,6 +18,7 @@ of --repeat); tracemalloc's peak is of another, traced run.
 Part 2: a case with 10^6 inputs checked in directional mode (numpy, fd, torch), then the
 same with a numpy engine whose tanh rule is wrong: caught and blamed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,17 +68,19 @@ def per_element(n: int, sample: int, repeat: int) -> None:
     exact = w.T @ (1 - np.tanh(w @ x) ** 2)
     rng = np.random.default_rng(n)
     indices = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
-    f = lambda v: np.sum(np.tanh(v @ w.T), axis=-1)          # one x, or a stack of them
+    f = lambda v: np.sum(np.tanh(v @ w.T), axis=-1)  # one x, or a stack of them
     methods = {
         "loop": lambda: loop_gradient(lambda v: float(np.sum(np.tanh(w @ v))), x.copy(), indices),
         "differentiate": lambda: gradcheck.differentiate(f, x, indices=indices).grad,
-        "differentiate in place": lambda: gradcheck.differentiate(
-            f, x, indices=indices, vectorized=False).grad,
+        "differentiate in place": lambda: (
+            gradcheck.differentiate(f, x, indices=indices, vectorized=False).grad
+        ),
     }
-    if n <= 10_000:                 # the engine checks every element
+    if n <= 10_000:  # the engine checks every element
         engine = FiniteDifferences(max_elements=n)
-        methods["fd engine (all)"] = lambda: engine.vjp(case.graph, arrays, ["x"],
-                                                        case.cotangent("float64")).grads["x"]
+        methods["fd engine (all)"] = lambda: engine.vjp(
+            case.graph, arrays, ["x"], case.cotangent("float64")
+        ).grads["x"]
     times = best_of_each(methods, repeat)
     base = None
     for name, run in methods.items():
@@ -86,8 +89,10 @@ def per_element(n: int, sample: int, repeat: int) -> None:
         cost = times[name] / checked
         base = base or cost
         error = np.max(np.abs(grad[indices] - exact[indices]))
-        print(f"{n:>8} {name:<24}{checked:>8}{cost * 1e6:>12.2f}{cost / base:>8.2f}x"
-              f"{peak / 2 ** 20:>10.1f}{error:>12.1e}")
+        print(
+            f"{n:>8} {name:<24}{checked:>8}{cost * 1e6:>12.2f}{cost / base:>8.2f}x"
+            f"{peak / 2**20:>10.1f}{error:>12.1e}"
+        )
 
 
 TANH_WX = """\
@@ -108,16 +113,16 @@ def load_case(text: str):
     return case
 
 
-MILLION = Path(__file__).resolve().parent / "tanh-million.yaml"     # the tests use it too
+MILLION = Path(__file__).resolve().parent / "tanh-million.yaml"  # the tests use it too
 
 
 def wrong_tanh_grad(g, out, x):
-    return g * (1 - out)                    # the square is missing
+    return g * (1 - out)  # the square is missing
 
 
 def directional() -> None:
     [case] = gradcheck.load_cases([MILLION])
-    warm = load_case(TANH_WX.format(n=10, rows=2))      # imports and first calls, untimed
+    warm = load_case(TANH_WX.format(n=10, rows=2))  # imports and first calls, untimed
     gradcheck.run_case(warm, "float64", [NumpyEngine(), FiniteDifferences(), TorchEngine()])
     ops = {**reference_impls.OPS, "tanh": reference_impls.Primitive(np.tanh, (wrong_tanh_grad,))}
     for label, numpy_engine in (("right", NumpyEngine()), ("wrong tanh rule", NumpyEngine(ops))):
@@ -125,24 +130,34 @@ def directional() -> None:
         start = time.perf_counter()
         result = gradcheck.run_case(case, "float64", engines)
         seconds = time.perf_counter() - start
-        fd_rows = [r for r in result.comparisons if r.param == "x" and "fd" in
-                   (r.engine_a, r.engine_b)]
-        covered = {f"{r.coverage} ({r.directions} directions, {r.checked} elements)"
-                   for r in fd_rows}
-        print(f"10^6 inputs, {label:<16} {seconds:6.2f} s  verdict {result.case.verdict:<5}"
-              f" blame {result.case.blame or '-':<6} coverage {' '.join(covered)}")
+        fd_rows = [
+            r for r in result.comparisons if r.param == "x" and "fd" in (r.engine_a, r.engine_b)
+        ]
+        covered = {
+            f"{r.coverage} ({r.directions} directions, {r.checked} elements)" for r in fd_rows
+        }
+        print(
+            f"10^6 inputs, {label:<16} {seconds:6.2f} s  verdict {result.case.verdict:<5}"
+            f" blame {result.case.blame or '-':<6} coverage {' '.join(covered)}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000])
-    parser.add_argument("--sample", type=int, default=500,
-                        help="above this many elements, every method checks the same sample")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=500,
+        help="above this many elements, every method checks the same sample",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="timed calls of each, the best kept")
     args = parser.parse_args()
-    print(f"memory budget of differentiate: {MEMORY_BUDGET / 2 ** 20:.0f} MiB")
-    print(f"{'n':>8} {'method':<24}{'checked':>8}{'us/elem':>12}{'ratio':>9}{'peak MiB':>10}"
-          f"{'max error':>12}")
+    print(f"memory budget of differentiate: {MEMORY_BUDGET / 2**20:.0f} MiB")
+    print(
+        f"{'n':>8} {'method':<24}{'checked':>8}{'us/elem':>12}{'ratio':>9}{'peak MiB':>10}"
+        f"{'max error':>12}"
+    )
     for n in args.sizes:
         per_element(n, min(args.sample, n), args.repeat)
     directional()

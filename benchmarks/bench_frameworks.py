@@ -10,6 +10,7 @@ reference where it has one, else fd of the function itself) and its blame, and t
 is a FAIL), or for jax `jax.test_util.check_grads(fn, args, order=1, modes=["rev"])` (its
 default tolerances for the dtype; an AssertionError is a FAIL). Prints a Markdown table,
 the count of right verdicts per tool, and a timing line."""
+
 from __future__ import annotations
 
 import statistics
@@ -39,26 +40,29 @@ def _torch_function(item: fc.Item):
     """The item as a function of tensors, a module's parameters as arguments after the data."""
     if not isinstance(item.fn, torch.nn.Module):
         return item.fn, item.inputs()
-    names = {safe: name for safe, name in
-             zip(item.params(), (k for k, _ in item.fn.named_parameters()))}
+    names = {
+        safe: name for safe, name in zip(item.params(), (k for k, _ in item.fn.named_parameters()))
+    }
     data = item.inputs()
 
     def call(*args):
         given = dict(zip([*data, *names], args))
         params = {names[s]: given[s] for s in names}
         return torch.func.functional_call(item.fn, params, tuple(given[k] for k in data))
+
     return call, {**data, **item.params()}
 
 
 def torch_anchor(item: fc.Item, dtype: str) -> str:
     fn, arrays = _torch_function(item)
-    tensors = tuple(torch.tensor(a, dtype=getattr(torch, dtype), requires_grad=True)
-                    for a in arrays.values())
+    tensors = tuple(
+        torch.tensor(a, dtype=getattr(torch, dtype), requires_grad=True) for a in arrays.values()
+    )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # its "not double precision" warning
+            warnings.simplefilter("ignore")  # its "not double precision" warning
             ok = torch.autograd.gradcheck(fn, tensors)
-    except Exception:   # GradcheckError (a mismatch) or anything the code raised
+    except Exception:  # GradcheckError (a mismatch) or anything the code raised
         return "FAIL"
     return "PASS" if ok else "FAIL"
 
@@ -66,6 +70,7 @@ def torch_anchor(item: fc.Item, dtype: str) -> str:
 def jax_anchor(item: fc.Item, dtype: str) -> str:
     import jax.numpy as jnp
     from jax.test_util import check_grads
+
     args = tuple(jnp.asarray(a, dtype=dtype) for a in item.inputs().values())
     try:
         check_grads(item.fn, args, order=1, modes=["rev"])
@@ -79,8 +84,10 @@ def anchor(item: fc.Item, dtype: str) -> str:
 
 
 def table() -> None:
-    print("| item | kind | bug | dtype | right answer | gradcheck (blame) | "
-          "torch.autograd.gradcheck / jax check_grads |")
+    print(
+        "| item | kind | bug | dtype | right answer | gradcheck (blame) | "
+        "torch.autograd.gradcheck / jax check_grads |"
+    )
     print("|---|---|---|---|---|---|---|")
     right = {"gradcheck": 0, "gradcheck, right blame": 0, "anchor": 0}
     wrong = []
@@ -92,25 +99,30 @@ def table() -> None:
             theirs = anchor(item, dtype)
             rows += 1
             right["gradcheck"] += verdict == want
-            right["gradcheck, right blame"] += verdict == want and blame == ("" if item.correct
-                                                                             else item.engine)
+            right["gradcheck, right blame"] += verdict == want and blame == (
+                "" if item.correct else item.engine
+            )
             right["anchor"] += theirs == want
             if verdict != want:
                 wrong.append(f"{item.label} [{dtype}]: gradcheck said {verdict}, right is {want}")
             shown = f"{verdict} ({blame})" if blame else verdict
             anchor_name = "check_grads" if item.framework == "jax" else "autograd.gradcheck"
-            print(f"| {item.label} | {item.kind} | {item.bug or '-'} | {dtype} | {want} | "
-                  f"{shown} | {theirs} ({anchor_name}) |")
+            print(
+                f"| {item.label} | {item.kind} | {item.bug or '-'} | {dtype} | {want} | "
+                f"{shown} | {theirs} ({anchor_name}) |"
+            )
     print()
-    print(f"Right verdicts of {rows}: gradcheck {right['gradcheck']} "
-          f"(with the right blame: {right['gradcheck, right blame']}); "
-          f"torch.autograd.gradcheck / jax check_grads {right['anchor']}")
+    print(
+        f"Right verdicts of {rows}: gradcheck {right['gradcheck']} "
+        f"(with the right blame: {right['gradcheck, right blame']}); "
+        f"torch.autograd.gradcheck / jax check_grads {right['anchor']}"
+    )
     for line in wrong:
         print(f"WRONG: {line}")
 
 
 def _median_seconds(call, repeats: int = 5) -> float:
-    call()                                   # the first call: imports, jit, op tables
+    call()  # the first call: imports, jit, op tables
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -122,14 +134,17 @@ def _median_seconds(call, repeats: int = 5) -> float:
 def timing() -> None:
     x = fc.x_only(0)()
     xt = torch.tensor(x["x"], requires_grad=True)
-    with_ref = _median_seconds(lambda: gradcheck.check_torch(fc.Sigmoid.apply, x,
-                                                             reference="sigmoid(x)"))
+    with_ref = _median_seconds(
+        lambda: gradcheck.check_torch(fc.Sigmoid.apply, x, reference="sigmoid(x)")
+    )
     fd_only = _median_seconds(lambda: gradcheck.check_torch(fc.Sigmoid.apply, x))
     anchor_s = _median_seconds(lambda: torch.autograd.gradcheck(fc.Sigmoid.apply, (xt,)))
-    print(f"\nTiming (Sigmoid Function, 6x5, float64, median of 5 after a first call): "
-          f"check_torch with reference {with_ref:.4f} s ({with_ref / anchor_s:.0f}x), "
-          f"check_torch fd only {fd_only:.4f} s ({fd_only / anchor_s:.0f}x), "
-          f"torch.autograd.gradcheck {anchor_s:.4f} s (1x)")
+    print(
+        f"\nTiming (Sigmoid Function, 6x5, float64, median of 5 after a first call): "
+        f"check_torch with reference {with_ref:.4f} s ({with_ref / anchor_s:.0f}x), "
+        f"check_torch fd only {fd_only:.4f} s ({fd_only / anchor_s:.0f}x), "
+        f"torch.autograd.gradcheck {anchor_s:.4f} s (1x)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ checks one by one. Read the ratios: the machine is shared.
 `checks`: on the smallest cases (or those named), the harness in full, without the Taylor
 test, and without the Taylor test and the rounding bound, each against torch's slow mode.
 """
+
 from __future__ import annotations
 
 import os
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = "1"          # before numpy, torch and jax start their thread pools
+    os.environ[_var] = "1"  # before numpy, torch and jax start their thread pools
 os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 import argparse  # noqa: E402
@@ -42,7 +43,7 @@ from gradcheck.loading import load_text  # noqa: E402
 from timing import best_of_each  # noqa: E402
 
 MIN_INPUTS = 100
-SLOW_MODE_LIMIT = 20_000      # elements: torch's slow mode above this takes minutes
+SLOW_MODE_LIMIT = 20_000  # elements: torch's slow mode above this takes minutes
 
 
 def framework_function(case, table, to_array, contract):
@@ -56,6 +57,7 @@ def framework_function(case, table, to_array, contract):
     def f(*xs):
         out = interpret(case.graph, table, {**fixed, **dict(zip(case.wrt, xs))})[case.graph.output]
         return out if cotangent is None else contract(out, cotangent)
+
     return f, [arrays[w] for w in case.wrt]
 
 
@@ -63,6 +65,7 @@ def torch_call(case, fast: bool):
     """torch.autograd.gradcheck of the case's function, as a call to time."""
     import torch
     from gradcheck.engines.torch_ops import OPS
+
     f, xs = framework_function(case, OPS, torch.from_numpy, lambda out, c: (out * c).sum())
     leaves = [torch.tensor(x, requires_grad=True) for x in xs]
     return lambda: torch.autograd.gradcheck(f, leaves, fast_mode=fast, raise_exception=False)
@@ -74,6 +77,7 @@ def jax_call(case):
     import jax.numpy as jnp
     from jax.test_util import check_grads
     from gradcheck.engines.jax_ops import OPS
+
     jax.config.update("jax_enable_x64", True)
     f, xs = framework_function(case, OPS, jnp.asarray, lambda out, c: jnp.sum(out * c))
     args = [jnp.asarray(x) for x in xs]
@@ -81,8 +85,9 @@ def jax_call(case):
     def check():
         try:
             check_grads(f, args, order=1, modes=["rev"])
-        except AssertionError:          # a kink in the direction: timed all the same
+        except AssertionError:  # a kink in the direction: timed all the same
             pass
+
     return check
 
 
@@ -90,8 +95,11 @@ def harness_split(case, engines) -> tuple[int, dict]:
     """How many elements fd checked in a harness run of the case, and each engine's
     seconds in that run."""
     result = gradcheck.run_case(case, "float64", engines)
-    checked = {r.param: r.checked for r in result.comparisons
-               if "fd" in (r.engine_a, r.engine_b) and r.param in case.wrt}
+    checked = {
+        r.param: r.checked
+        for r in result.comparisons
+        if "fd" in (r.engine_a, r.engine_b) and r.param in case.wrt
+    }
     return sum(checked.values()), {r.engine: r.seconds for r in result.engines}
 
 
@@ -102,32 +110,50 @@ def inputs_of(case) -> int:
 def compare_case(case, engines, repeat: int = 3) -> dict:
     """Every checker timed on the case, their calls in turn (timing.best_of_each)."""
     n = inputs_of(case)
-    calls = {"harness": lambda: gradcheck.run_case(case, "float64", engines),
-             "torch_fast": torch_call(case, True), "jax_check_grads": jax_call(case)}
+    calls = {
+        "harness": lambda: gradcheck.run_case(case, "float64", engines),
+        "torch_fast": torch_call(case, True),
+        "jax_check_grads": jax_call(case),
+    }
     if n <= SLOW_MODE_LIMIT:
         calls["torch_slow"] = torch_call(case, False)
     times = {"torch_slow": float("nan"), **best_of_each(calls, repeat)}
     fd_checked, split = harness_split(case, engines)
-    return {"case": case.name, "inputs": n, "fd_checked": fd_checked, **times,
-            "ratio": times["harness"] / times["torch_slow"], "split": split}
+    return {
+        "case": case.name,
+        "inputs": n,
+        "fd_checked": fd_checked,
+        **times,
+        "ratio": times["harness"] / times["torch_slow"],
+        "split": split,
+    }
 
 
 def print_rows(rows: list[dict]) -> None:
-    print(f"{'case':<28}{'inputs':>8}{'fd checks':>10}{'harness':>10}{'torch slow':>12}"
-          f"{'torch fast':>12}{'jax check':>11}{'harness/slow':>14}   harness: ms per engine")
+    print(
+        f"{'case':<28}{'inputs':>8}{'fd checks':>10}{'harness':>10}{'torch slow':>12}"
+        f"{'torch fast':>12}{'jax check':>11}{'harness/slow':>14}   harness: ms per engine"
+    )
     for r in rows:
-        print(f"{r['case']:<28}{r['inputs']:>8}{r['fd_checked']:>10}{r['harness'] * 1e3:>8.1f}ms"
-              f"{r['torch_slow'] * 1e3:>10.1f}ms{r['torch_fast'] * 1e3:>10.1f}ms"
-              f"{r['jax_check_grads'] * 1e3:>9.1f}ms{r['ratio']:>13.2f}x   "
-              + " ".join(f"{e} {t * 1e3:.1f}" for e, t in r["split"].items()))
-    print("coverage, elements checked one by one: harness = numpy, torch, jax every element, "
-          "fd as shown; torch slow = every element; torch fast and jax = one random direction")
+        print(
+            f"{r['case']:<28}{r['inputs']:>8}{r['fd_checked']:>10}{r['harness'] * 1e3:>8.1f}ms"
+            f"{r['torch_slow'] * 1e3:>10.1f}ms{r['torch_fast'] * 1e3:>10.1f}ms"
+            f"{r['jax_check_grads'] * 1e3:>9.1f}ms{r['ratio']:>13.2f}x   "
+            + " ".join(f"{e} {t * 1e3:.1f}" for e, t in r["split"].items())
+        )
+    print(
+        "coverage, elements checked one by one: harness = numpy, torch, jax every element, "
+        "fd as shown; torch slow = every element; torch fast and jax = one random direction"
+    )
 
 
 def cmd_cases(args) -> None:
     engines = make_engines()
-    cases = [c for c in gradcheck.load_cases(args.paths) if inputs_of(c) >= MIN_INPUTS
-             and "float64" in c.dtypes]
+    cases = [
+        c
+        for c in gradcheck.load_cases(args.paths)
+        if inputs_of(c) >= MIN_INPUTS and "float64" in c.dtypes
+    ]
     print_rows([compare_case(case, engines, args.repeat) for case in cases])
 
 
@@ -158,16 +184,21 @@ def cmd_workers(args) -> None:
             times = []
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                subprocess.run(command + ["--workers", str(workers)], capture_output=True, check=False)
+                subprocess.run(
+                    command + ["--workers", str(workers)], capture_output=True, check=False
+                )
                 times.append(time.perf_counter() - start)
-            print(f"{' '.join(args.paths)}, both dtypes, {workers} worker(s): best of {args.repeat} "
-                  f"{min(times):.2f} s wall")
+            print(
+                f"{' '.join(args.paths)}, both dtypes, {workers} worker(s): best of {args.repeat} "
+                f"{min(times):.2f} s wall"
+            )
 
 
 def harness_without(case, engines, taylor: bool, rounding: bool):
     """One harness run of the case, as a call to time, optionally without the Taylor test
     or the rounding bound (the comparisons then fall back to the fixed tolerance tables)."""
     from gradcheck.harness import runner
+
     bounds = runner._rounding_bounds
 
     def call():
@@ -176,6 +207,7 @@ def harness_without(case, engines, taylor: bool, rounding: bool):
             gradcheck.run_case(case, "float64", engines, gradcheck.RunOptions(taylor=taylor))
         finally:
             runner._rounding_bounds = bounds
+
     return call
 
 
@@ -187,17 +219,31 @@ def cmd_checks(args) -> None:
     for case in gradcheck.load_cases(["cases"]):
         if case.name not in args.names:
             continue
-        t = best_of_each({"slow": torch_call(case, False),
-                          "full": harness_without(case, engines, True, True),
-                          "no_taylor": harness_without(case, engines, False, True),
-                          "neither": harness_without(case, engines, False, False)}, args.repeat)
-        print(f"{case.name:<28} torch slow {t['slow'] * 1e3:6.1f} ms   harness/slow: full "
-              f"{t['full'] / t['slow']:.2f}x   no Taylor {t['no_taylor'] / t['slow']:.2f}x   "
-              f"no Taylor, no rounding bound {t['neither'] / t['slow']:.2f}x")
+        t = best_of_each(
+            {
+                "slow": torch_call(case, False),
+                "full": harness_without(case, engines, True, True),
+                "no_taylor": harness_without(case, engines, False, True),
+                "neither": harness_without(case, engines, False, False),
+            },
+            args.repeat,
+        )
+        print(
+            f"{case.name:<28} torch slow {t['slow'] * 1e3:6.1f} ms   harness/slow: full "
+            f"{t['full'] / t['slow']:.2f}x   no Taylor {t['no_taylor'] / t['slow']:.2f}x   "
+            f"no Taylor, no rounding bound {t['neither'] / t['slow']:.2f}x"
+        )
 
 
-SMALLEST = ["batchnorm-spatial-vjp", "conv2d-1x1", "dropout-two-layer", "two-layer-tanh-mse",
-            "rnn-softmax-every-step", "attention-softmax-over-queries", "maxpool-global-max"]
+SMALLEST = [
+    "batchnorm-spatial-vjp",
+    "conv2d-1x1",
+    "dropout-two-layer",
+    "two-layer-tanh-mse",
+    "rnn-softmax-every-step",
+    "attention-softmax-over-queries",
+    "maxpool-global-max",
+]
 
 
 def main() -> None:
@@ -208,7 +254,9 @@ def main() -> None:
     cases.add_argument("--repeat", type=int, default=5, help="timed calls of each, the best kept")
     cases.set_defaults(func=cmd_cases)
     scaling = sub.add_parser("scaling")
-    scaling.add_argument("--sizes", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256, 512, 1024])
+    scaling.add_argument(
+        "--sizes", type=int, nargs="*", default=[8, 16, 32, 64, 128, 256, 512, 1024]
+    )
     scaling.set_defaults(func=cmd_scaling)
     workers = sub.add_parser("workers")
     workers.add_argument("paths", nargs="*", default=["cases"])

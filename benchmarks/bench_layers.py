@@ -9,6 +9,7 @@ its cost is measured as the CPU time of this process (`time.process_time`), whic
 programs on a busy machine disturb far less than wall time; runs alternate between the two
 and the best of each is kept. The ratio numpy / torch is what to read.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,26 @@ from timing import best_of_each  # noqa: E402
 
 # name: (expression, input shapes); conv2d and the pool at N=16, C=32, 32 x 32, 64 filters 3x3
 SIZES = {
-    "conv2d": ("conv2d(x, w, b, stride=1, pad=1)",
-               {"x": (16, 32, 32, 32), "w": (64, 32, 3, 3), "b": (64,)}),
+    "conv2d": (
+        "conv2d(x, w, b, stride=1, pad=1)",
+        {"x": (16, 32, 32, 32), "w": (64, 32, 3, 3), "b": (64,)},
+    ),
     "maxpool2d": ("maxpool2d(x, size=2, stride=2)", {"x": (16, 32, 32, 32)}),
-    "rnn": ("rnn(x, h0, wx, wh, b)",
-            {"x": (16, 32, 64), "h0": (16, 128), "wx": (64, 128), "wh": (128, 128), "b": (128,)}),
-    "lstm": ("lstm(x, h0, c0, wx, wh, b)",
-             {"x": (16, 32, 64), "h0": (16, 128), "c0": (16, 128), "wx": (64, 512),
-              "wh": (128, 512), "b": (512,)}),
+    "rnn": (
+        "rnn(x, h0, wx, wh, b)",
+        {"x": (16, 32, 64), "h0": (16, 128), "wx": (64, 128), "wh": (128, 128), "b": (128,)},
+    ),
+    "lstm": (
+        "lstm(x, h0, c0, wx, wh, b)",
+        {
+            "x": (16, 32, 64),
+            "h0": (16, 128),
+            "c0": (16, 128),
+            "wx": (64, 512),
+            "wh": (128, 512),
+            "b": (512,),
+        },
+    ),
 }
 
 
@@ -50,8 +63,9 @@ def numpy_step(expr: str, inputs: dict):
     node = graph.nodes[-1]
     shape = reference_impls.OPS[node.op].forward(*inputs.values(), **node.attrs).shape
     cotangent = np.ones(shape, next(iter(inputs.values())).dtype)
-    return lambda: reference_impls.backprop(graph, reference_impls.OPS, dict(inputs),
-                                            list(inputs), cotangent)
+    return lambda: reference_impls.backprop(
+        graph, reference_impls.OPS, dict(inputs), list(inputs), cotangent
+    )
 
 
 def torch_step(expr: str, inputs: dict):
@@ -62,6 +76,7 @@ def torch_step(expr: str, inputs: dict):
     def step():
         out = torch_ops.OPS[node.op](*tensors, **node.attrs)
         return torch.autograd.grad(out, tensors, torch.ones_like(out))
+
     return step
 
 
@@ -76,8 +91,11 @@ def main() -> None:
     for op in args.ops:
         expr, shapes = SIZES[op]
         inputs = make_inputs(shapes, np.dtype(args.dtype))
-        times = best_of_each({"numpy": numpy_step(expr, inputs), "torch": torch_step(expr, inputs)},
-                             args.repeat, clock=time.process_time)
+        times = best_of_each(
+            {"numpy": numpy_step(expr, inputs), "torch": torch_step(expr, inputs)},
+            args.repeat,
+            clock=time.process_time,
+        )
         mine, theirs = times["numpy"], times["torch"]
         print(f"{op:<10} {mine * 1e3:9.1f} {theirs * 1e3:9.1f} {mine / theirs:6.2f}")
 

@@ -13,6 +13,7 @@ hinge losses. The default engines are all four; the jax engine compiles once per
 shape, so on two cores it fits a smaller `--cases` (say `--cases 200`, or `--engines
 numpy,fd,torch` without it); each figure names its engines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,22 @@ def log_uniform(rng, low=0.1, high=3.0) -> float:
 
 
 def normal(rng, shape, scale=None) -> dict:
-    return {"shape": [int(s) for s in shape], "init": "normal",
-            "scale": log_uniform(rng) if scale is None else scale,
-            "seed": int(rng.integers(2 ** 31))}
+    return {
+        "shape": [int(s) for s in shape],
+        "init": "normal",
+        "scale": log_uniform(rng) if scale is None else scale,
+        "seed": int(rng.integers(2**31)),
+    }
 
 
 def labels(rng, n: int, classes: int) -> dict:
-    return {"shape": [int(n)], "init": "randint", "low": 0, "high": int(classes),
-            "seed": int(rng.integers(2 ** 31))}
+    return {
+        "shape": [int(n)],
+        "init": "randint",
+        "low": 0,
+        "high": int(classes),
+        "seed": int(rng.integers(2**31)),
+    }
 
 
 def pick(rng, options):
@@ -54,10 +63,25 @@ def pick(rng, options):
 
 # --- families: rng -> (inputs, graph steps); the last step is the output ------------------
 
-SCALAR_UNARY = ["tanh({})", "sigmoid({})", "exp(tanh({}))", "log(1 + {} * {})", "relu({})",
-                "abs({})", "{} ** 2", "1 / (1 + {} * {})", "-{}"]
-SCALAR_BINARY = ["{} + {}", "{} - {}", "{} * {}", "maximum({}, {})", "minimum({}, {})",
-                 "{} / (1 + {} * {})"]
+SCALAR_UNARY = [
+    "tanh({})",
+    "sigmoid({})",
+    "exp(tanh({}))",
+    "log(1 + {} * {})",
+    "relu({})",
+    "abs({})",
+    "{} ** 2",
+    "1 / (1 + {} * {})",
+    "-{}",
+]
+SCALAR_BINARY = [
+    "{} + {}",
+    "{} - {}",
+    "{} * {}",
+    "maximum({}, {})",
+    "minimum({}, {})",
+    "{} / (1 + {} * {})",
+]
 
 
 def scalar_family(rng):
@@ -98,18 +122,36 @@ def deep_tanh_family(rng):
 def l2_wx_family(rng):
     n, d, m = (int(v) for v in rng.integers(1, 7, 3))
     inputs = {"x": normal(rng, [n, d]), "w": normal(rng, [d, m]), "y": normal(rng, [n, m])}
-    loss = pick(rng, ["sum((x @ w - y) ** 2)", "mean((x @ w - y) ** 2)",
-                      "0.5 * sum((x @ w - y) ** 2) + 0.1 * sum(w * w)", "sum(abs(x @ w - y))"])
+    loss = pick(
+        rng,
+        [
+            "sum((x @ w - y) ** 2)",
+            "mean((x @ w - y) ** 2)",
+            "0.5 * sum((x @ w - y) ** 2) + 0.1 * sum(w * w)",
+            "sum(abs(x @ w - y))",
+        ],
+    )
     return inputs, {"loss": loss}
 
 
 def softmax_family(rng):
     n, c, d = int(rng.integers(1, 6)), int(rng.integers(2, 8)), int(rng.integers(1, 6))
-    inputs = {"x": normal(rng, [n, d]), "w": normal(rng, [d, c]), "b": normal(rng, [c]),
-              "y": labels(rng, n, c)}
-    head = pick(rng, ["softmax_cross_entropy(x @ w + b, y)", "softmax(x @ w + b, axis=-1)",
-                      "log_softmax(x @ w + b, axis=-1)", "softmax(x @ w + b, axis=0)",
-                      "log_softmax(x @ w + b, axis=0)"])
+    inputs = {
+        "x": normal(rng, [n, d]),
+        "w": normal(rng, [d, c]),
+        "b": normal(rng, [c]),
+        "y": labels(rng, n, c),
+    }
+    head = pick(
+        rng,
+        [
+            "softmax_cross_entropy(x @ w + b, y)",
+            "softmax(x @ w + b, axis=-1)",
+            "log_softmax(x @ w + b, axis=-1)",
+            "softmax(x @ w + b, axis=0)",
+            "log_softmax(x @ w + b, axis=0)",
+        ],
+    )
     if "cross_entropy" not in head:
         inputs.pop("y")
     return inputs, {"out": head}
@@ -127,8 +169,11 @@ def conv_geometry(rng):
 def conv2d_family(rng):
     k, stride, pad, size = conv_geometry(rng)
     n, c, f = (int(v) for v in rng.integers(1, 4, 3))
-    inputs = {"x": normal(rng, [n, c, size, size]), "w": normal(rng, [f, c, k, k]),
-              "b": normal(rng, [f])}
+    inputs = {
+        "x": normal(rng, [n, c, size, size]),
+        "w": normal(rng, [f, c, k, k]),
+        "b": normal(rng, [f]),
+    }
     conv = f"conv2d(x, w, b, stride={stride}, pad={pad})"
     out = pick(rng, [conv, f"sum({conv} ** 2)", f"tanh({conv})", f"relu({conv})"])
     return inputs, {"out": out}
@@ -145,21 +190,39 @@ def maxpool_family(rng):
 
 def rnn_family(rng):
     """Vanilla RNNs up to 30 steps long: gradients that vanish or saturate through time."""
-    n, t, d, h = (int(rng.integers(1, 4)), int(rng.integers(1, 31)), int(rng.integers(1, 5)),
-                  int(rng.integers(1, 7)))
-    inputs = {"x": normal(rng, [n, t, d]), "h0": normal(rng, [n, h]),
-              "wx": normal(rng, [d, h]), "wh": normal(rng, [h, h]), "b": normal(rng, [h])}
+    n, t, d, h = (
+        int(rng.integers(1, 4)),
+        int(rng.integers(1, 31)),
+        int(rng.integers(1, 5)),
+        int(rng.integers(1, 7)),
+    )
+    inputs = {
+        "x": normal(rng, [n, t, d]),
+        "h0": normal(rng, [n, h]),
+        "wx": normal(rng, [d, h]),
+        "wh": normal(rng, [h, h]),
+        "b": normal(rng, [h]),
+    }
     rnn = "rnn(x, h0, wx, wh, b)"
     return inputs, {"out": pick(rng, [rnn, f"sum({rnn} ** 2)", f"mean(tanh({rnn}))"])}
 
 
 def lstm_family(rng):
     """LSTMs up to 20 steps long: four gates saturating through time."""
-    n, t, d, h = (int(rng.integers(1, 4)), int(rng.integers(1, 21)), int(rng.integers(1, 5)),
-                  int(rng.integers(1, 6)))
-    inputs = {"x": normal(rng, [n, t, d]), "h0": normal(rng, [n, h]), "c0": normal(rng, [n, h]),
-              "wx": normal(rng, [d, 4 * h]), "wh": normal(rng, [h, 4 * h]),
-              "b": normal(rng, [4 * h])}
+    n, t, d, h = (
+        int(rng.integers(1, 4)),
+        int(rng.integers(1, 21)),
+        int(rng.integers(1, 5)),
+        int(rng.integers(1, 6)),
+    )
+    inputs = {
+        "x": normal(rng, [n, t, d]),
+        "h0": normal(rng, [n, h]),
+        "c0": normal(rng, [n, h]),
+        "wx": normal(rng, [d, 4 * h]),
+        "wh": normal(rng, [h, 4 * h]),
+        "b": normal(rng, [4 * h]),
+    }
     lstm = "lstm(x, h0, c0, wx, wh, b)"
     return inputs, {"out": pick(rng, [lstm, f"sum({lstm} ** 2)", f"mean(tanh({lstm}))"])}
 
@@ -181,35 +244,57 @@ def norms_family(rng):
 
 
 def two_layer_family(rng):
-    return (convnet(rng) if rng.random() < 0.4 else mlp(rng))
+    return convnet(rng) if rng.random() < 0.4 else mlp(rng)
 
 
 def mlp(rng):
     n, d, h, c = (int(v) for v in rng.integers(1, 9, 4))
     c = max(c, 2)
-    inputs = {"x": normal(rng, [n, d]), "w1": normal(rng, [d, h]), "b1": normal(rng, [h]),
-              "w2": normal(rng, [h, c]), "b2": normal(rng, [c]), "y": labels(rng, n, c)}
+    inputs = {
+        "x": normal(rng, [n, d]),
+        "w1": normal(rng, [d, h]),
+        "b1": normal(rng, [h]),
+        "w2": normal(rng, [h, c]),
+        "b2": normal(rng, [c]),
+        "y": labels(rng, n, c),
+    }
     act = pick(rng, ["relu", "tanh", "sigmoid"])
-    return inputs, {"hidden": f"{act}(x @ w1 + b1)", "scores": "hidden @ w2 + b2",
-                    "loss": "softmax_cross_entropy(scores, y)"}
+    return inputs, {
+        "hidden": f"{act}(x @ w1 + b1)",
+        "scores": "hidden @ w2 + b2",
+        "loss": "softmax_cross_entropy(scores, y)",
+    }
 
 
 def convnet(rng):
     """conv -> relu -> max-pool -> affine -> softmax cross-entropy, random geometry."""
     k, stride, pad, size = conv_geometry(rng)
-    n, c, f, classes = (int(rng.integers(1, 3)), int(rng.integers(1, 4)),
-                        int(rng.integers(1, 5)), int(rng.integers(2, 6)))
+    n, c, f, classes = (
+        int(rng.integers(1, 3)),
+        int(rng.integers(1, 4)),
+        int(rng.integers(1, 5)),
+        int(rng.integers(2, 6)),
+    )
     conv_side = (size + 2 * pad - k) // stride + 1
     pool = min(2, conv_side)
     side = (conv_side - pool) // pool + 1
     flat = f * side * side
-    inputs = {"x": normal(rng, [n, c, size, size]), "w1": normal(rng, [f, c, k, k]),
-              "b1": normal(rng, [f]), "w2": normal(rng, [flat, classes]),
-              "b2": normal(rng, [classes]), "y": labels(rng, n, classes)}
-    return inputs, {"conv": f"conv2d(x, w1, b1, stride={stride}, pad={pad})",
-                    "act": "relu(conv)", "pool": f"maxpool2d(act, size={pool}, stride={pool})",
-                    "flat": f"reshape(pool, shape=[{n}, {flat}])",
-                    "scores": "flat @ w2 + b2", "loss": "softmax_cross_entropy(scores, y)"}
+    inputs = {
+        "x": normal(rng, [n, c, size, size]),
+        "w1": normal(rng, [f, c, k, k]),
+        "b1": normal(rng, [f]),
+        "w2": normal(rng, [flat, classes]),
+        "b2": normal(rng, [classes]),
+        "y": labels(rng, n, classes),
+    }
+    return inputs, {
+        "conv": f"conv2d(x, w1, b1, stride={stride}, pad={pad})",
+        "act": "relu(conv)",
+        "pool": f"maxpool2d(act, size={pool}, stride={pool})",
+        "flat": f"reshape(pool, shape=[{n}, {flat}])",
+        "scores": "flat @ w2 + b2",
+        "loss": "softmax_cross_entropy(scores, y)",
+    }
 
 
 def int_values(rng, shape, high: int) -> dict:
@@ -231,17 +316,25 @@ def attention_family(rng):
     tq, tk, d, dv = (int(v) for v in rng.integers(1, 6, 4))
     kt = "transpose(k, axes=[0, 2, 1])" if batched else "transpose(k)"
     if rng.random() < 0.6:
-        inputs = {"q": normal(rng, lead + [tq, d]), "k": normal(rng, lead + [tk, d]),
-                  "v": normal(rng, lead + [tk, dv])}
+        inputs = {
+            "q": normal(rng, lead + [tq, d]),
+            "k": normal(rng, lead + [tk, d]),
+            "v": normal(rng, lead + [tk, dv]),
+        }
         steps = {}
     else:
         din = int(rng.integers(1, 5))
-        inputs = {"x": normal(rng, lead + [tk, din]), "wq": normal(rng, [din, d]),
-                  "wk": normal(rng, [din, d]), "wv": normal(rng, [din, dv])}
+        inputs = {
+            "x": normal(rng, lead + [tk, din]),
+            "wq": normal(rng, [din, d]),
+            "wk": normal(rng, [din, d]),
+            "wv": normal(rng, [din, dv]),
+        }
         steps = {"q": "x @ wq", "k": "x @ wk", "v": "x @ wv"}
     steps["scores"] = f"q @ {kt} / {float(np.sqrt(d))!r}"
-    steps["p"] = pick(rng, ["softmax(scores, axis=-1)",
-                            "exp(scores - logsumexp(scores, axis=-1, keepdims=True))"])
+    steps["p"] = pick(
+        rng, ["softmax(scores, axis=-1)", "exp(scores - logsumexp(scores, axis=-1, keepdims=True))"]
+    )
     steps["att"] = "p @ v"
     steps["out"] = pick(rng, ["att", "sum(att ** 2)", "mean(tanh(att))", "sum(sin(att))"])
     return inputs, steps
@@ -251,8 +344,9 @@ def embedding_family(rng):
     """take(table, ids, axis=0) with integer ids of one or two axes (a row repeated at least
     once), into a squared loss, a tanh projection, or a bag-of-words softmax classifier."""
     vocab, dim = int(rng.integers(2, 10)), int(rng.integers(1, 6))
-    ids_shape = [int(rng.integers(1, 6))] + ([int(rng.integers(1, 6))] if rng.random() < 0.5
-                                              else [])
+    ids_shape = [int(rng.integers(1, 6))] + (
+        [int(rng.integers(1, 6))] if rng.random() < 0.5 else []
+    )
     inputs = {"E": normal(rng, [vocab, dim]), "ids": int_values(rng, ids_shape, vocab)}
     head = pick(rng, ["squares", "projection", "classifier"])
     if head == "squares":
@@ -261,11 +355,15 @@ def embedding_family(rng):
         inputs["w"] = normal(rng, [dim, int(rng.integers(1, 5))])
         return inputs, {"emb": "take(E, ids, axis=0)", "out": "mean(tanh(emb @ w))"}
     classes = int(rng.integers(2, 5))
-    inputs.update({"W": normal(rng, [dim, classes]), "b": normal(rng, [classes]),
-                   "y": labels(rng, ids_shape[0], classes)})
+    inputs.update(
+        {
+            "W": normal(rng, [dim, classes]),
+            "b": normal(rng, [classes]),
+            "y": labels(rng, ids_shape[0], classes),
+        }
+    )
     bag = "mean(take(E, ids, axis=0), axis=1)" if len(ids_shape) == 2 else "take(E, ids, axis=0)"
-    return inputs, {"bag": bag, "scores": "bag @ W + b",
-                    "loss": "softmax_cross_entropy(scores, y)"}
+    return inputs, {"bag": bag, "scores": "bag @ W + b", "loss": "softmax_cross_entropy(scores, y)"}
 
 
 def _index_entry(rng, n: int) -> str:
@@ -285,11 +383,11 @@ def _index_entry(rng, n: int) -> str:
 
 def _index_key(rng, shape) -> str:
     entries = [_index_entry(rng, n) for n in shape]
-    if len(entries) > 1 and rng.random() < 0.3:          # trailing axes as ...
+    if len(entries) > 1 and rng.random() < 0.3:  # trailing axes as ...
         cut = int(rng.integers(1, len(entries)))
         entries = entries[:cut] + ["..."]
-    elif rng.random() < 0.2:                             # leading axes as ...
-        entries = ["..."] + entries[int(rng.integers(1, len(entries) + 1)):]
+    elif rng.random() < 0.2:  # leading axes as ...
+        entries = ["..."] + entries[int(rng.integers(1, len(entries) + 1)) :]
     for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.4 else 0):
         entries.insert(int(rng.integers(0, len(entries) + 1)), "None")
     return ", ".join(entries) if entries else "..."
@@ -309,11 +407,20 @@ def indexing_family(rng):
     return inputs, steps
 
 
-EINSUM_FORMS = [                      # subscripts, operand shapes by letter
-    ("ij,jk->ik", "ij,jk"), ("bij,bjk->bik", "bij,bjk"), ("bij,bjk->bki", "bij,bjk"),
-    ("bij,jk->bik", "bij,jk"), ("ij,ij->", "ij,ij"), ("ij,ji->", "ij,ji"),
-    ("ij->j", "ij"), ("ij->", "ij"), ("i,j->ij", "i,j"), ("ijk->kji", "ijk"),
-    ("ij,jk", "ij,jk"), ("i,i->", "i,i"), ("bi,bj->bij", "bi,bj"),
+EINSUM_FORMS = [  # subscripts, operand shapes by letter
+    ("ij,jk->ik", "ij,jk"),
+    ("bij,bjk->bik", "bij,bjk"),
+    ("bij,bjk->bki", "bij,bjk"),
+    ("bij,jk->bik", "bij,jk"),
+    ("ij,ij->", "ij,ij"),
+    ("ij,ji->", "ij,ji"),
+    ("ij->j", "ij"),
+    ("ij->", "ij"),
+    ("i,j->ij", "i,j"),
+    ("ijk->kji", "ijk"),
+    ("ij,jk", "ij,jk"),
+    ("i,i->", "i,i"),
+    ("bi,bj->bij", "bi,bj"),
 ]
 
 
@@ -324,8 +431,9 @@ def einsum_family(rng):
     subscripts, terms = pick(rng, EINSUM_FORMS)
     sizes = {c: int(rng.integers(1, 5)) for c in sorted(set(terms) - {","})}
     names = ["a", "b", "c"]
-    inputs = {names[i]: normal(rng, [sizes[c] for c in term])
-              for i, term in enumerate(terms.split(","))}
+    inputs = {
+        names[i]: normal(rng, [sizes[c] for c in term]) for i, term in enumerate(terms.split(","))
+    }
     expr = f'einsum("{subscripts}", {", ".join(inputs)})'
     scalar = subscripts.endswith("->")
     out = pick(rng, ["e", "tanh(e)"] if scalar else ["e", "sum(e ** 2)", "sum(sin(e))"])
@@ -336,18 +444,35 @@ def dropout_family(rng):
     """A small net with a fixed dropout mask on its hidden layer: a seeded bernoulli mask
     (keep probability p) scaled by 1 / p, left out of wrt, or an integer 0/1 mask; into a
     softmax cross-entropy or a squared loss."""
-    n, d, h, c = (int(rng.integers(1, 7)), int(rng.integers(1, 6)), int(rng.integers(1, 9)),
-                  int(rng.integers(2, 5)))
+    n, d, h, c = (
+        int(rng.integers(1, 7)),
+        int(rng.integers(1, 6)),
+        int(rng.integers(1, 9)),
+        int(rng.integers(2, 5)),
+    )
     p = round(float(rng.uniform(0.3, 0.95)), 3)
-    inputs = {"x": normal(rng, [n, d]), "w1": normal(rng, [d, h]), "b1": normal(rng, [h]),
-              "w2": normal(rng, [h, c])}
+    inputs = {
+        "x": normal(rng, [n, d]),
+        "w1": normal(rng, [d, h]),
+        "b1": normal(rng, [h]),
+        "w2": normal(rng, [h, c]),
+    }
     act = pick(rng, ["relu", "tanh", "sigmoid", "gelu"])
     if rng.random() < 0.7:
-        inputs["m"] = {"shape": [n, h], "init": "bernoulli", "p": p,
-                       "seed": int(rng.integers(2 ** 31))}
+        inputs["m"] = {
+            "shape": [n, h],
+            "init": "bernoulli",
+            "p": p,
+            "seed": int(rng.integers(2**31)),
+        }
     else:
-        inputs["m"] = {"shape": [n, h], "init": "randint", "low": 0, "high": 2,
-                       "seed": int(rng.integers(2 ** 31))}
+        inputs["m"] = {
+            "shape": [n, h],
+            "init": "randint",
+            "low": 0,
+            "high": 2,
+            "seed": int(rng.integers(2**31)),
+        }
     steps = {"hidden": f"{act}(x @ w1 + b1) * m / {p}", "scores": "hidden @ w2"}
     if rng.random() < 0.6:
         inputs["y"] = labels(rng, n, c)
@@ -368,9 +493,13 @@ def svm_family(rng):
     if rng.random() < 0.4:
         inputs["b"] = normal(rng, [c])
         steps["s"] = "X @ W + b"
-    steps["margins"] = pick(rng, [
-        "maximum(0, s - take_along_axis(s, expand_dims(y, 1), axis=1) + 1)",
-        "relu(s - take_along_axis(s, expand_dims(y, axis=1), axis=1) + 1)"])
+    steps["margins"] = pick(
+        rng,
+        [
+            "maximum(0, s - take_along_axis(s, expand_dims(y, 1), axis=1) + 1)",
+            "relu(s - take_along_axis(s, expand_dims(y, axis=1), axis=1) + 1)",
+        ],
+    )
     loss = pick(rng, ["mean(sum(margins, axis=1) - 1)", f"(sum(margins) - {n}) / {n}"])
     if rng.random() < 0.3:
         loss += " + 0.1 * sum(W * W)"
@@ -379,35 +508,70 @@ def svm_family(rng):
 
 
 FAMILIES: dict[str, Callable] = {
-    "scalar": scalar_family, "deep-tanh": deep_tanh_family, "l2-wx": l2_wx_family,
-    "softmax": softmax_family, "conv2d": conv2d_family, "maxpool": maxpool_family,
-    "rnn": rnn_family, "two-layer": two_layer_family, "lstm": lstm_family, "norms": norms_family,
-    "attention": attention_family, "embedding": embedding_family, "indexing": indexing_family,
-    "einsum": einsum_family, "dropout": dropout_family, "svm": svm_family,
+    "scalar": scalar_family,
+    "deep-tanh": deep_tanh_family,
+    "l2-wx": l2_wx_family,
+    "softmax": softmax_family,
+    "conv2d": conv2d_family,
+    "maxpool": maxpool_family,
+    "rnn": rnn_family,
+    "two-layer": two_layer_family,
+    "lstm": lstm_family,
+    "norms": norms_family,
+    "attention": attention_family,
+    "embedding": embedding_family,
+    "indexing": indexing_family,
+    "einsum": einsum_family,
+    "dropout": dropout_family,
+    "svm": svm_family,
 }
 # Each family's draws are seeded by its place here (the first eight in the order they were
 # sorted in), so that adding a family never changes another's cases.
-SEED_ORDER = ["conv2d", "deep-tanh", "l2-wx", "maxpool", "rnn", "scalar", "softmax",
-              "two-layer", "lstm", "norms", "attention", "embedding", "indexing", "einsum",
-              "dropout", "svm"]
+SEED_ORDER = [
+    "conv2d",
+    "deep-tanh",
+    "l2-wx",
+    "maxpool",
+    "rnn",
+    "scalar",
+    "softmax",
+    "two-layer",
+    "lstm",
+    "norms",
+    "attention",
+    "embedding",
+    "indexing",
+    "einsum",
+    "dropout",
+    "svm",
+]
 
 
 def case_yaml(family: str, index: int, seed: int, dtypes: list[str]) -> str:
     rng = np.random.default_rng([seed, index, SEED_ORDER.index(family)])
-    inputs, steps, *wrt = FAMILIES[family](rng)     # a family may name wrt third
-    doc = {"name": f"{family}-{index:05d}", "tags": [family, "random"], "inputs": inputs,
-           "graph": steps, "dtypes": dtypes}
+    inputs, steps, *wrt = FAMILIES[family](rng)  # a family may name wrt third
+    doc = {
+        "name": f"{family}-{index:05d}",
+        "tags": [family, "random"],
+        "inputs": inputs,
+        "graph": steps,
+        "dtypes": dtypes,
+    }
     if wrt:
         doc["wrt"] = wrt[0]
     return yaml.safe_dump(doc, sort_keys=False)
 
 
 def generate(family: str, count: int, seed: int, dtypes: list[str]) -> list:
-    return [case for i in range(count)
-            for case in load_text(case_yaml(family, i, seed, dtypes), f"<{family}-{i}>")]
+    return [
+        case
+        for i in range(count)
+        for case in load_text(case_yaml(family, i, seed, dtypes), f"<{family}-{i}>")
+    ]
 
 
 # --- measuring ----------------------------------------------------------------------------
+
 
 def measure(cases, dtypes, engines, options) -> tuple[Counter, list[dict]]:
     """Verdict counts per (family, dtype) and the rows that were false alarms."""
@@ -417,8 +581,9 @@ def measure(cases, dtypes, engines, options) -> tuple[Counter, list[dict]]:
             row = vars(run_case(case, dtype, engines, options).case)
             counts[(case.family, dtype, str(row["verdict"]))] += 1
             if row["verdict"] not in GOOD:
-                alarms.append({k: str(row[k]) for k in ("case", "dtype", "verdict", "blame",
-                                                        "message")})
+                alarms.append(
+                    {k: str(row[k]) for k in ("case", "dtype", "verdict", "blame", "message")}
+                )
     return counts, alarms
 
 
@@ -427,20 +592,35 @@ def rates(counts: Counter, families, dtypes) -> list[dict]:
     for family in families:
         for dtype in dtypes:
             runs = sum(n for (f, d, _), n in counts.items() if (f, d) == (family, dtype))
-            bad = sum(n for (f, d, v), n in counts.items()
-                      if (f, d) == (family, dtype) and v not in GOOD)
+            bad = sum(
+                n for (f, d, v), n in counts.items() if (f, d) == (family, dtype) and v not in GOOD
+            )
             nondiff = counts[(family, dtype, "NONDIFF")]
-            table.append({"family": family, "dtype": dtype, "runs": runs, "false_alarms": bad,
-                          "rate": bad / runs if runs else float("nan"), "nondiff": nondiff})
+            table.append(
+                {
+                    "family": family,
+                    "dtype": dtype,
+                    "runs": runs,
+                    "false_alarms": bad,
+                    "rate": bad / runs if runs else float("nan"),
+                    "nondiff": nondiff,
+                }
+            )
     return table
 
 
 def markdown(table: list[dict], engines: list[str]) -> str:
-    lines = [f"engines: {', '.join(engines)}", "",
-             "| family | dtype | runs | false alarms | rate | NONDIFF |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['family']} | {r['dtype']} | {r['runs']} | {r['false_alarms']} | "
-              f"{100 * r['rate']:.2f}% | {r['nondiff']} |" for r in table]
+    lines = [
+        f"engines: {', '.join(engines)}",
+        "",
+        "| family | dtype | runs | false alarms | rate | NONDIFF |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['family']} | {r['dtype']} | {r['runs']} | {r['false_alarms']} | "
+        f"{100 * r['rate']:.2f}% | {r['nondiff']} |"
+        for r in table
+    ]
     return "\n".join(lines)
 
 
@@ -449,12 +629,22 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, default=100, help="random cases per family")
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--dtypes", default="float64,float32")
-    parser.add_argument("--engines", default="numpy,fd,torch,jax",
-                        help="comma-separated engines (default: numpy,fd,torch,jax)")
-    parser.add_argument("--fd-max-elements", type=int, default=None,
-                        help="fd elements per input checked one by one (default: fd's own)")
-    parser.add_argument("--no-taylor", action="store_true", help="skip the Taylor test (it "
-                        "only informs blame, never a verdict)")
+    parser.add_argument(
+        "--engines",
+        default="numpy,fd,torch,jax",
+        help="comma-separated engines (default: numpy,fd,torch,jax)",
+    )
+    parser.add_argument(
+        "--fd-max-elements",
+        type=int,
+        default=None,
+        help="fd elements per input checked one by one (default: fd's own)",
+    )
+    parser.add_argument(
+        "--no-taylor",
+        action="store_true",
+        help="skip the Taylor test (it only informs blame, never a verdict)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for rates.md, alarms.json")
     args = parser.parse_args(argv)
@@ -468,15 +658,20 @@ def main(argv=None) -> int:
         counts.update(c)
         alarms += a
         done.append(family)
-        print(f"{family}: {len(a)} false alarm(s), {time.perf_counter() - start:.0f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"{family}: {len(a)} false alarm(s), {time.perf_counter() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         report = markdown(rates(counts, done, dtypes), engines=args.engines.split(","))
-        if args.out:        # after every family, so that a long run shows what it has
+        if args.out:  # after every family, so that a long run shows what it has
             write(args.out, report, alarms)
     print(report)
     for alarm in alarms:
-        print(f"- {alarm['case']} [{alarm['dtype']}] {alarm['verdict']} "
-              f"blame={alarm['blame']}: {alarm['message']}")
+        print(
+            f"- {alarm['case']} [{alarm['dtype']}] {alarm['verdict']} "
+            f"blame={alarm['blame']}: {alarm['message']}"
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ Importing it gives the benchmark's process the memory setting that gradcheck's o
 processes run under (the CLI, its workers, a pytest session that runs cases: freed memory
 is reused rather than faulted in again), so that every side of a ratio, ours and the
 frameworks', runs as it would inside gradcheck."""
+
 from __future__ import annotations
 
 import time
@@ -36,7 +37,7 @@ def best_of_each(fns: dict, repeat: int = 3, clock=time.perf_counter) -> dict:
         fn()
     times = {name: [] for name in fns}
     for round_ in range(repeat):
-        for name, fn in list(fns.items())[::1 if round_ % 2 == 0 else -1]:
+        for name, fn in list(fns.items())[:: 1 if round_ % 2 == 0 else -1]:
             start = clock()
             fn()
             times[name].append(clock() - start)

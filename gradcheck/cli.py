@@ -8,6 +8,7 @@ A subcommand is one function registered with `@command(name, help, *arguments)`,
 each of `arguments` adds options to its parser; `--debug` and the exit-code handling come
 with every command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -34,9 +41,9 @@ from .harness.verdict import Verdict
 from .loading.load import MAX_ELEMENTS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-DEFAULT_TIMEOUT = 600.0     # seconds per case and dtype: far above any catalog case
-QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)     # rows the final table leaves out without -v
-EARLY_START_FILES = 16      # loading fewer case files (~5 ms each) hides none of a worker's imports
+DEFAULT_TIMEOUT = 600.0  # seconds per case and dtype: far above any catalog case
+QUIET_VERDICTS = (Verdict.PASS, Verdict.NONDIFF)  # rows the final table leaves out without -v
+EARLY_START_FILES = 16  # loading fewer case files (~5 ms each) hides none of a worker's imports
 
 
 class UsageError(Exception):
@@ -55,19 +62,21 @@ COMMANDS: dict[str, Command] = {}
 
 def command(name: str, help: str, *arguments: Callable[[argparse.ArgumentParser], None]):
     """Register `gradcheck NAME`; each of `arguments` adds options to its parser."""
+
     def register(func):
         COMMANDS[name] = Command(func, help, arguments)
         return func
+
     return register
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argparse.Namespace(debug=False)
-    keep_freed_memory()            # every command computes gradients in this process or workers
+    keep_freed_memory()  # every command computes gradients in this process or workers
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (KeyboardInterrupt, Exception) as error:   # not SystemExit: argparse's exit 2
+    except (KeyboardInterrupt, Exception) as error:  # not SystemExit: argparse's exit 2
         if args.debug:
             traceback.print_exception(error)
         return _failure(error)
@@ -98,6 +107,7 @@ def _complain(label: str, message) -> None:
 
 # --- the parser ---------------------------------------------------------------------------------
 
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default where it has one worth showing (not None, False or [])."""
 
@@ -109,17 +119,20 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gradcheck", formatter_class=_HelpFormatter,
+        prog="gradcheck",
+        formatter_class=_HelpFormatter,
         description="Check gradients: YAML cases through numpy backprop, finite "
-                    "differences, PyTorch and JAX, compared element by element.",
+        "differences, PyTorch and JAX, compared element by element.",
         epilog="exit codes: 0 all checked and passed, 1 a case failed or was not checked, "
-               "2 invalid cases or usage, 3 internal error, 130 interrupted")
+        "2 invalid cases or usage, 3 internal error, 130 interrupted",
+    )
     parser.add_argument("--version", action="version", version=f"gradcheck {_installed_version()}")
     _debug_option(parser, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help,
-                           formatter_class=_HelpFormatter)
+        p = sub.add_parser(
+            name, help=cmd.help, description=cmd.help, formatter_class=_HelpFormatter
+        )
         # SUPPRESS: a subcommand without --debug keeps what the main parser read
         _debug_option(p, default=argparse.SUPPRESS)
         for add_arguments in cmd.arguments:
@@ -131,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _installed_version() -> str:
     # from the installed metadata: the package's __init__ imports this module, not back
     from importlib import metadata
+
     try:
         return metadata.version("gradcheck")
     except metadata.PackageNotFoundError:
@@ -139,55 +153,109 @@ def _installed_version() -> str:
 
 def _debug_option(p: argparse.ArgumentParser, default) -> None:
     """--debug before or after the command."""
-    p.add_argument("--debug", action="store_true", default=default,
-                   help="show tracebacks of errors")
+    p.add_argument(
+        "--debug", action="store_true", default=default, help="show tracebacks of errors"
+    )
 
 
 def selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", metavar="PATH",
-                   help="case files or folders (default: cases, unless --catalog)")
-    p.add_argument("--catalog", action="store_true",
-                   help="the catalog of cases that ships with gradcheck")
-    p.add_argument("-k", dest="keyword", metavar="TEXT",
-                   help="only cases whose name contains TEXT")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="case files or folders (default: cases, unless --catalog)",
+    )
+    p.add_argument(
+        "--catalog", action="store_true", help="the catalog of cases that ships with gradcheck"
+    )
+    p.add_argument("-k", dest="keyword", metavar="TEXT", help="only cases whose name contains TEXT")
     p.add_argument("--tags", help="only cases with one of these comma-separated tags")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first, for the ops it registers (repeatable; "
-                   "the current folder is searched)")
-    p.add_argument("--max-elements", type=_positive_int, default=MAX_ELEMENTS, metavar="N",
-                   help="refuse cases with an input or step of more than N elements")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, for the ops it registers (repeatable; "
+        "the current folder is searched)",
+    )
+    p.add_argument(
+        "--max-elements",
+        type=_positive_int,
+        default=MAX_ELEMENTS,
+        metavar="N",
+        help="refuse cases with an input or step of more than N elements",
+    )
 
 
 def run_options(p: argparse.ArgumentParser) -> None:
     from .engines import DEFAULT_ENGINES
-    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                   help="comma-separated built-in engines")
-    p.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
-                   help="add a custom engine (repeatable)")
-    p.add_argument("--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), "
-                   "overriding each case's own")
-    p.add_argument("--out", default="reports/latest", metavar="DIR",
-                   help="report folder: a new folder, an empty one, or one that gradcheck "
-                   "wrote before (it is replaced)")
-    p.add_argument("--fd-max-elements", type=_positive_int, metavar="N",
-                   help="fd checks every element of an input up to this size (default: by "
-                   "cost, at least 10000); directional checks and a seeded sample beyond")
-    p.add_argument("--fd-coverage", choices=["auto", "full", "directional"],
-                   help="how fd covers every input: each element, random directions plus a "
-                   "sample, or by size (auto, the default); a case's fd_coverage wins")
-    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help="time limit per case and dtype; each case runs in a worker process "
-                   "(0 runs in this process, with no limit and no protection: a framework "
-                   "that crashes ends the run)")
-    p.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="worker processes running cases side by side, one BLAS thread each "
-                   "(default: the number of cores; ignored with --timeout 0)")
-    p.add_argument("--allow-skips", action="store_true",
-                   help="exit 0 even if some case could not be checked (SKIP)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar and no table: only failures and the counts")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="every case run in the final table, not only the ones that did not pass")
+
+    p.add_argument(
+        "--engines", default=",".join(DEFAULT_ENGINES), help="comma-separated built-in engines"
+    )
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="add a custom engine (repeatable)",
+    )
+    p.add_argument(
+        "--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), overriding each case's own"
+    )
+    p.add_argument(
+        "--out",
+        default="reports/latest",
+        metavar="DIR",
+        help="report folder: a new folder, an empty one, or one that gradcheck "
+        "wrote before (it is replaced)",
+    )
+    p.add_argument(
+        "--fd-max-elements",
+        type=_positive_int,
+        metavar="N",
+        help="fd checks every element of an input up to this size (default: by "
+        "cost, at least 10000); directional checks and a seeded sample beyond",
+    )
+    p.add_argument(
+        "--fd-coverage",
+        choices=["auto", "full", "directional"],
+        help="how fd covers every input: each element, random directions plus a "
+        "sample, or by size (auto, the default); a case's fd_coverage wins",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="time limit per case and dtype; each case runs in a worker process "
+        "(0 runs in this process, with no limit and no protection: a framework "
+        "that crashes ends the run)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="worker processes running cases side by side, one BLAS thread each "
+        "(default: the number of cores; ignored with --timeout 0)",
+    )
+    p.add_argument(
+        "--allow-skips",
+        action="store_true",
+        help="exit 0 even if some case could not be checked (SKIP)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no table: only failures and the counts",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every case run in the final table, not only the ones that did not pass",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -206,10 +274,12 @@ def _positive_int(text: str) -> int:
 
 # --- shared steps -------------------------------------------------------------------------------
 
+
 def _select(args) -> list:
     """The cases the selection options name; selecting nothing is a usage error, since a
     run that checks nothing must not look green."""
     from .loading import load_cases
+
     _load_plugins(args.plugin)
     paths = _paths(args)
     cases = load_cases(paths, max_elements=args.max_elements)
@@ -225,26 +295,32 @@ def _select(args) -> list:
 
 def _load_plugins(modules: list[str]) -> None:
     from .engines import load_plugins
+
     try:
         load_plugins(modules)
-    except Exception as e:      # an import error, or the plugin's own register_op refusing
+    except Exception as e:  # an import error, or the plugin's own register_op refusing
         raise UsageError(f"cannot load plugin: {type(e).__name__}: {e}") from None
 
 
 def _paths(args) -> list:
     """The paths named, plus the packaged catalog with --catalog; else `cases`."""
     from .loading.catalog import CATALOG
+
     if args.paths or args.catalog:
         return list(args.paths) + ([CATALOG] if args.catalog else [])
     if not Path("cases").exists():
-        raise UsageError("no cases/ folder here: name case files or folders, or use --catalog "
-                         "for the catalog that ships with gradcheck")
+        raise UsageError(
+            "no cases/ folder here: name case files or folders, or use --catalog "
+            "for the catalog that ships with gradcheck"
+        )
     return ["cases"]
 
 
 def _filters_text(args) -> str:
-    parts = [f"-k {args.keyword!r}" if args.keyword else "",
-             f"--tags {args.tags!r}" if args.tags else ""]
+    parts = [
+        f"-k {args.keyword!r}" if args.keyword else "",
+        f"--tags {args.tags!r}" if args.tags else "",
+    ]
     return "".join(f" by {p}" for p in parts if p)
 
 
@@ -262,13 +338,15 @@ def _choices(kind: str, given: list[str], allowed) -> list[str]:
 
 # --- gradcheck run ------------------------------------------------------------------------------
 
+
 @command("run", "run cases and write reports", selection, run_options)
 def cmd_run(args) -> int:
     from .engines import BUILTIN, make_engines
     from .reports import check_out_dir
+
     names = _choices("engine", _split(args.engines), BUILTIN)
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
-    _load_plugins(args.plugin)           # workers learn of them from the environment
+    _load_plugins(args.plugin)  # workers learn of them from the environment
     workers = _early_workers(args, make_engines(names)) or args.workers
     try:
         cases = _select(args)
@@ -276,14 +354,14 @@ def cmd_run(args) -> int:
             engines = make_engines(names, args.engine)
         except (ImportError, AttributeError, ValueError) as e:
             raise UsageError(f"cannot load engine: {e}") from None
-        check_out_dir(args.out)              # before the run, not after it
+        check_out_dir(args.out)  # before the run, not after it
         result = _run_with_progress(cases, engines, dtypes, args, workers)
     finally:
-        if hasattr(workers, "stop"):   # a pool the run never took over (bad input, Ctrl-C)
+        if hasattr(workers, "stop"):  # a pool the run never took over (bad input, Ctrl-C)
             workers.stop()
     try:
         out = result.write_reports(args.out)
-    except ReportRenderError as e:       # the CSV files are written: say where they are
+    except ReportRenderError as e:  # the CSV files are written: say where they are
         _print_result(result, args)
         _complain("report error", e)
         return EXIT_INTERNAL
@@ -299,6 +377,7 @@ def _early_workers(args, engines: list):
     to hide anything. The run takes them over."""
     from .harness.isolation import WorkerPool, available_cores
     from .loading.load import discover
+
     if not args.timeout or args.keyword or args.tags:
         return None
     files = len(discover(_paths(args), []))
@@ -309,15 +388,24 @@ def _early_workers(args, engines: list):
 
 def _run_with_progress(cases, engines, dtypes, args, workers):
     total = sum(len(dtypes or c.dtypes) for c in cases)
-    options = RunOptions(fd_max_elements=args.fd_max_elements, timeout=args.timeout or None,
-                         fd_coverage=args.fd_coverage)
+    options = RunOptions(
+        fd_max_elements=args.fd_max_elements,
+        timeout=args.timeout or None,
+        fd_coverage=args.fd_coverage,
+    )
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
     if args.quiet or not console.is_terminal:
         return run_cases(cases, engines, dtypes or None, options, workers=workers)
-    columns = [TextColumn("{task.description}", markup=False), BarColumn(),
-               MofNCompleteColumn(), TextColumn("{task.fields[failed]}", markup=False),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]}", markup=False),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
     failed = 0
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("checking", total=total, failed="")
@@ -325,10 +413,16 @@ def _run_with_progress(cases, engines, dtypes, args, workers):
         def advance(result) -> None:
             nonlocal failed
             failed += result.case.verdict not in QUIET_VERDICTS
-            progress.update(task, advance=1, failed=f"{failed} not passed" if failed else "",
-                            description=f"{result.case.case} [{result.case.dtype}]")
-        return run_cases(cases, engines, dtypes or None, options, on_result=advance,
-                         workers=workers)
+            progress.update(
+                task,
+                advance=1,
+                failed=f"{failed} not passed" if failed else "",
+                description=f"{result.case.case} [{result.case.dtype}]",
+            )
+
+        return run_cases(
+            cases, engines, dtypes or None, options, on_result=advance, workers=workers
+        )
 
 
 def _print_result(result, args) -> None:
@@ -342,8 +436,9 @@ def _print_result(result, args) -> None:
         console.print(_result_table(shown))
     for r in rows[rows["verdict"] != "PASS"].itertuples():
         # Whole, not cut to a column: in a CI log this line is the diagnosis.
-        console.print(Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""),
-                      soft_wrap=True)
+        console.print(
+            Text.assemble((f"{r.case} [{r.dtype}]: ", "bold"), r.message or ""), soft_wrap=True
+        )
     counts = Text(", ").join(Text(f"{n} {v}", style=_style(v)) for v, n in result.ordered_counts())
     blamed = ", ".join(f"{e} ({n})" for e, n in result.blame_counts())
     console.print(counts + Text(f"; blamed: {blamed}" if blamed else ""))
@@ -356,8 +451,13 @@ def _result_table(rows) -> Table:
     table.add_column("seconds", justify="right", no_wrap=True)
     for r in rows.itertuples():
         # Text, not markup: case text such as "[b]" must print as itself.
-        table.add_row(Text(r.case), r.dtype, Text(r.verdict, style=_style(r.verdict)),
-                      Text(r.blame or ""), f"{r.seconds:.2f}")
+        table.add_row(
+            Text(r.case),
+            r.dtype,
+            Text(r.verdict, style=_style(r.verdict)),
+            Text(r.blame or ""),
+            f"{r.seconds:.2f}",
+        )
     return table
 
 
@@ -367,6 +467,7 @@ def _style(verdict: str) -> str:
 
 # --- validate, list, schema, report -------------------------------------------------------------
 
+
 @command("validate", "check case files without running", selection)
 def cmd_validate(args) -> int:
     cases = _select(args)
@@ -375,37 +476,62 @@ def cmd_validate(args) -> int:
 
 
 def list_format(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=list(LIST_FORMATS), default="table",
-                   help="table for people, csv or json for scripts")
+    p.add_argument(
+        "--format",
+        choices=list(LIST_FORMATS),
+        default="table",
+        help="table for people, csv or json for scripts",
+    )
 
 
 def _case_record(case) -> dict:
-    return {"name": case.name, "dtypes": case.dtypes, "tags": case.tags,
-            "file": case.file, "line": case.line, "description": case.model.description}
+    return {
+        "name": case.name,
+        "dtypes": case.dtypes,
+        "tags": case.tags,
+        "file": case.file,
+        "line": case.line,
+        "description": case.model.description,
+    }
 
 
 def _list_table(records: list[dict]) -> str:
     # plain text, not rich: rich would wrap long paths at the console width
     rows = [["name", "dtypes", "tags", "file"]] + [
         [r["name"], ",".join(r["dtypes"]), " ".join(r["tags"]), f"{r['file']}:{r['line']}"]
-        for r in records]
+        for r in records
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[3]])
-                     for row in rows)
+    return "\n".join(
+        "  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[3]]) for row in rows
+    )
 
 
 def _list_csv(records: list[dict]) -> str:
     import io
+
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["name", "dtypes", "tags", "file", "line", "description"])
-    writer.writerows([r["name"], " ".join(r["dtypes"]), " ".join(r["tags"]), r["file"],
-                      r["line"], r["description"]] for r in records)
+    writer.writerows(
+        [
+            r["name"],
+            " ".join(r["dtypes"]),
+            " ".join(r["tags"]),
+            r["file"],
+            r["line"],
+            r["description"],
+        ]
+        for r in records
+    )
     return buffer.getvalue().rstrip("\n")
 
 
-LIST_FORMATS = {"table": _list_table, "csv": _list_csv,
-                "json": lambda records: json.dumps(records, indent=2)}
+LIST_FORMATS = {
+    "table": _list_table,
+    "csv": _list_csv,
+    "json": lambda records: json.dumps(records, indent=2),
+}
 
 
 @command("list", "list cases", selection, list_format)
@@ -417,6 +543,7 @@ def cmd_list(args) -> int:
 @command("schema", "print the JSON Schema of the case format (for editors)")
 def cmd_schema(args) -> int:
     from .loading.models import case_json_schema
+
     print(json.dumps(case_json_schema(), indent=2))
     return EXIT_OK
 
@@ -429,9 +556,13 @@ def run_dir(p: argparse.ArgumentParser) -> None:
 def cmd_report(args) -> int:
     from .harness.result import read_run
     from .reports import rerender
+
     folder = Path(args.run_dir)
-    missing = [f for f in ("cases.csv", "comparisons.csv", "engines.csv", "run.json")
-               if not (folder / f).exists()]
+    missing = [
+        f
+        for f in ("cases.csv", "comparisons.csv", "engines.csv", "run.json")
+        if not (folder / f).exists()
+    ]
     if missing:
         raise UsageError(f"{folder} is not a run folder (no {', '.join(missing)})")
     rerender(read_run(folder), folder)
@@ -447,6 +578,7 @@ def ops_markdown_flag(p: argparse.ArgumentParser) -> None:
 def cmd_ops(args) -> int:
     """The vocabulary of the expression language, from the op registry."""
     from .ir.ops import describe_ops, ops_markdown
+
     if args.markdown:
         print(ops_markdown(), end="")
         return EXIT_OK
@@ -459,20 +591,33 @@ def cmd_ops(args) -> int:
 
 # --- gradcheck mutate and fuzz: the harness measuring its own power ----------------------------
 
+
 def mutate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/mutants", metavar="DIR", help="output folder")
-    p.add_argument("--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), "
-                   "overriding each case's own")
-    p.add_argument("--mutant", action="append", default=[], metavar="NAME",
-                   help="only mutants whose name starts with NAME (repeatable)")
+    p.add_argument(
+        "--dtypes", help=f"comma-separated dtypes ({', '.join(DTYPES)}), overriding each case's own"
+    )
+    p.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only mutants whose name starts with NAME (repeatable)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="only survivors and the rate")
 
 
-@command("mutate", "run a corpus of deliberately broken numpy gradients against the cases: "
-         "which bugs does the catalog catch?", selection, mutate_options)
+@command(
+    "mutate",
+    "run a corpus of deliberately broken numpy gradients against the cases: "
+    "which bugs does the catalog catch?",
+    selection,
+    mutate_options,
+)
 def cmd_mutate(args) -> int:
     from .power.mutate import mutate, select
     from .power.mutate import write_mutation_reports
+
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     mutants = select(args.mutant)
     if not mutants:
@@ -484,40 +629,61 @@ def cmd_mutate(args) -> int:
         if r.status not in ("killed", "not applicable"):
             print(f"{r.status:>12}  {r.mutant}: {r.description}")
     counted = result.counted
-    print(f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
-          f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s "
-          f"({result.metadata['reference_seconds']} s for the unmutated engines); "
-          f"report: {out}/mutants.html")
+    print(
+        f"{(counted['status'] == 'killed').sum()} of {len(counted)} mutants killed and blamed "
+        f"on numpy alone ({100 * result.kill_rate:.1f}%) in {result.metadata['seconds']} s "
+        f"({result.metadata['reference_seconds']} s for the unmutated engines); "
+        f"report: {out}/mutants.html"
+    )
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def fuzz_options(p: argparse.ArgumentParser) -> None:
     from .engines import DEFAULT_ENGINES
+
     p.add_argument("case", help="a case file, or a case name (found under cases/)")
     p.add_argument("--examples", type=_positive_int, default=100, help="inputs to try")
-    p.add_argument("--engines", default=",".join(DEFAULT_ENGINES),
-                   help="comma-separated built-in engines")
-    p.add_argument("--engine", action="append", default=[], metavar="MODULE:ATTR",
-                   help="add a custom engine (repeatable)")
+    p.add_argument(
+        "--engines", default=",".join(DEFAULT_ENGINES), help="comma-separated built-in engines"
+    )
+    p.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="add a custom engine (repeatable)",
+    )
     p.add_argument("--dtypes", help="comma-separated dtypes, overriding the case's own")
-    p.add_argument("--out", default="reports/fuzz", metavar="DIR",
-                   help="folder for the failing case")
-    p.add_argument("--max-dim", type=_positive_int, default=None, metavar="N",
-                   help="largest size of any axis drawn (default: each axis's own size)")
+    p.add_argument(
+        "--out", default="reports/fuzz", metavar="DIR", help="folder for the failing case"
+    )
+    p.add_argument(
+        "--max-dim",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="largest size of any axis drawn (default: each axis's own size)",
+    )
     p.add_argument("--seed", type=int, default=0, help="hypothesis seed")
 
 
-@command("fuzz", "draw inputs for one case with hypothesis until the engines disagree; "
-         "write the shrunk failure as a YAML case", fuzz_options)
+@command(
+    "fuzz",
+    "draw inputs for one case with hypothesis until the engines disagree; "
+    "write the shrunk failure as a YAML case",
+    fuzz_options,
+)
 def cmd_fuzz(args) -> int:
     from .engines import BUILTIN, make_engines
+
     names = _choices("engine", _split(args.engines), BUILTIN)
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     try:
         from .power.fuzz import FuzzError, fuzz_case, resolve_case
     except ImportError as e:
-        raise UsageError(f"gradcheck fuzz needs hypothesis (pip install 'gradcheck[fuzz]'): "
-                         f"{e}") from None
+        raise UsageError(
+            f"gradcheck fuzz needs hypothesis (pip install 'gradcheck[fuzz]'): {e}"
+        ) from None
     try:
         case = resolve_case(args.case)
         engines = make_engines(names, args.engine)
@@ -525,8 +691,15 @@ def cmd_fuzz(args) -> int:
         raise UsageError(str(e)) from None
     except (ImportError, AttributeError, ValueError) as e:
         raise UsageError(f"cannot load engine: {e}") from None
-    found = fuzz_case(case, engines, examples=args.examples, max_dim=args.max_dim,
-                      seed=args.seed, out_dir=args.out, dtypes=dtypes or None)
+    found = fuzz_case(
+        case,
+        engines,
+        examples=args.examples,
+        max_dim=args.max_dim,
+        seed=args.seed,
+        out_dir=args.out,
+        dtypes=dtypes or None,
+    )
     if found is None:
         print(f"{case.name}: the engines agreed on {args.examples} drawn inputs")
         return EXIT_OK

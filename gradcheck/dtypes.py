@@ -6,6 +6,7 @@ bfloat16 is `ml_dtypes.bfloat16`: numpy has no bfloat16 of its own, and its arra
 kind 'V', not 'f', so `floating` and `as_float64` here are how the harness recognises one.
 Importing this module does not import torch: the torch helpers import it when called.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,18 +16,22 @@ import numpy as np
 
 # A "low" dtype has no complete, fast numpy arithmetic (bfloat16 none, float16 slow and
 # partial): numpy code computes in float32 for it and rounds its results to it.
-_TYPES = {"float64": (np.float64, False), "float32": (np.float32, False),
-          "bfloat16": (ml_dtypes.bfloat16, True), "float16": (np.float16, True)}
+_TYPES = {
+    "float64": (np.float64, False),
+    "float32": (np.float32, False),
+    "bfloat16": (ml_dtypes.bfloat16, True),
+    "float16": (np.float16, True),
+}
 DTYPES = tuple(_TYPES)
-LOW_COMPUTE = np.dtype(np.float32)      # what numpy computes a low dtype in
+LOW_COMPUTE = np.dtype(np.float32)  # what numpy computes a low dtype in
 
 
 @dataclass(frozen=True)
 class DtypeInfo:
     name: str
     numpy: np.dtype
-    eps: float                  # machine epsilon: the gap between 1 and the next number
-    tiny: float                 # the smallest normal number
+    eps: float  # machine epsilon: the gap between 1 and the next number
+    tiny: float  # the smallest normal number
     smallest_subnormal: float
     low: bool
 
@@ -38,9 +43,15 @@ class DtypeInfo:
 
 def _info(name: str) -> DtypeInfo:
     scalar, low = _TYPES[name]
-    finfo = ml_dtypes.finfo(scalar)         # np.finfo's numbers, and bfloat16's too
-    return DtypeInfo(name, np.dtype(scalar), float(finfo.eps), float(finfo.tiny),
-                     float(finfo.smallest_subnormal), low)
+    finfo = ml_dtypes.finfo(scalar)  # np.finfo's numbers, and bfloat16's too
+    return DtypeInfo(
+        name,
+        np.dtype(scalar),
+        float(finfo.eps),
+        float(finfo.tiny),
+        float(finfo.smallest_subnormal),
+        low,
+    )
 
 
 INFO = {name: _info(name) for name in DTYPES}
@@ -86,9 +97,11 @@ def as_compute(array) -> np.ndarray:
 
 # --- torch (imported only when one of these is called) ------------------------------------
 
+
 def torch_dtype(dtype):
     """The torch dtype of that name: torch names the four as numpy and ml_dtypes do."""
     import torch
+
     return getattr(torch, info(dtype).name)
 
 
@@ -96,6 +109,7 @@ def to_torch(array, device="cpu", requires_grad: bool = False):
     """A numpy array as a tensor of the same dtype. `torch.tensor` cannot read a bfloat16
     array: a low dtype goes through float32, which holds each of its values exactly."""
     import torch
+
     array = np.asarray(array)
     if not (array.dtype.name in INFO and INFO[array.dtype.name].low):
         return torch.tensor(array, device=device, requires_grad=requires_grad)
@@ -107,6 +121,7 @@ def to_numpy(tensor, dtype=None) -> np.ndarray:
     """A tensor as a numpy array, in `dtype` when given (a name or numpy dtype). A bfloat16
     tensor has no numpy equivalent: it goes through float32, exactly."""
     import torch
+
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()

@@ -1,12 +1,14 @@
 """The one error type that bad input produces: it names the file, the case and the line."""
+
 from __future__ import annotations
 
 import difflib
 
 
 class CaseError(ValueError):
-    def __init__(self, message: str, file: str = "", case: str | None = None,
-                 line: int | None = None):
+    def __init__(
+        self, message: str, file: str = "", case: str | None = None, line: int | None = None
+    ):
         super().__init__(message)
         self.message, self.file, self.case, self.line = message, str(file), case, line
 

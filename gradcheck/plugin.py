@@ -12,6 +12,7 @@ collects `*.yaml` / `*.yml` files only
 A case's tags are pytest markers (`pytest -m conv2d`), registered as they are collected so
 that `--strict-markers` accepts them; `-k` matches tags too.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,28 +28,43 @@ from .harness.verdict import FAILING, Verdict
 SUFFIXES = (".yaml", ".yml")
 ENGINES_KEY = pytest.StashKey[list]()
 CASE_KEYS = (re.compile(r"^name\s*:", re.M), re.compile(r"^inputs\s*:", re.M))
-SNIFF_BYTES = 65536              # the top-level keys of a case are near its start
-MARKER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")    # what `-m` can select
+SNIFF_BYTES = 65536  # the top-level keys of a case are near its start
+MARKER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # what `-m` can select
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("gradcheck")
-    group.addoption("--gradcheck-engines", default="numpy,fd,torch,jax",
-                    help="comma-separated engines for YAML cases (default: all four)")
-    group.addoption("--gradcheck-engine", action="append", default=[], metavar="MODULE:ATTR",
-                    help="add a custom engine (repeatable; the current folder is searched)")
-    parser.addini("gradcheck_paths", type="paths", default=["cases"],
-                  help="folders whose YAML files are gradcheck cases (default: cases)")
+    group.addoption(
+        "--gradcheck-engines",
+        default="numpy,fd,torch,jax",
+        help="comma-separated engines for YAML cases (default: all four)",
+    )
+    group.addoption(
+        "--gradcheck-engine",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="add a custom engine (repeatable; the current folder is searched)",
+    )
+    parser.addini(
+        "gradcheck_paths",
+        type="paths",
+        default=["cases"],
+        help="folders whose YAML files are gradcheck cases (default: cases)",
+    )
 
 
 def pytest_configure(config):
     """Engines are made once, here: a misspelt name is one usage error, not one per item."""
     from .engines import BUILTIN, make_engines
+
     names = [n.strip() for n in config.getoption("gradcheck_engines").split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILTIN]
     if unknown:
-        raise pytest.UsageError(f"--gradcheck-engines: unknown engine(s) {', '.join(unknown)} "
-                                f"(built in: {', '.join(BUILTIN)})")
+        raise pytest.UsageError(
+            f"--gradcheck-engines: unknown engine(s) {', '.join(unknown)} "
+            f"(built in: {', '.join(BUILTIN)})"
+        )
     try:
         config.stash[ENGINES_KEY] = make_engines(names, config.getoption("gradcheck_engine"))
     except (ImportError, AttributeError, ValueError) as e:
@@ -64,7 +80,7 @@ def pytest_collect_file(file_path: Path, parent):
 def _wanted(path: Path, config) -> bool:
     path = path.resolve()
     here = config.invocation_params.dir
-    typed = config.args_source == pytest.Config.ArgsSource.ARGS     # not testpaths, not "."
+    typed = config.args_source == pytest.Config.ArgsSource.ARGS  # not testpaths, not "."
     named = [(here / arg.split("::")[0]).resolve() for arg in config.args] if typed else []
     listed = [(config.rootpath / folder).resolve() for folder in config.getini("gradcheck_paths")]
     if path in named or any(path.is_relative_to(folder) for folder in listed):
@@ -84,11 +100,13 @@ def _looks_like_a_case(path: Path) -> bool:
 class CaseFile(pytest.File):
     def collect(self):
         from .loading import load_file
+
         for case in load_file(self.path):
             _register_markers(self.config, case.tags)
             for dtype in case.dtypes:
-                yield CaseItem.from_parent(self, name=f"{case.name}[{dtype}]", case=case,
-                                           dtype=dtype)
+                yield CaseItem.from_parent(
+                    self, name=f"{case.name}[{dtype}]", case=case, dtype=dtype
+                )
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, CaseError):
@@ -113,13 +131,13 @@ class CaseItem(pytest.Item):
     def __init__(self, *, case, dtype, **kwargs):
         super().__init__(**kwargs)
         self.case, self.dtype = case, dtype
-        self.extra_keyword_matches.update(case.tags)      # `pytest -k conv2d` selects a family
+        self.extra_keyword_matches.update(case.tags)  # `pytest -k conv2d` selects a family
         for tag in case.tags:
             if MARKER_NAME.match(tag):
-                self.add_marker(tag)                       # `pytest -m conv2d` too
+                self.add_marker(tag)  # `pytest -m conv2d` too
 
     def runtest(self):
-        keep_freed_memory()          # only a session that runs cases gets the setting
+        keep_freed_memory()  # only a session that runs cases gets the setting
         result = run_case(self.case, self.dtype, _engines(self.config))
         verdict = result.case.verdict
         if verdict == Verdict.SKIP:
@@ -145,4 +163,5 @@ def _engines(config) -> list:
 def discrepancy_table(result) -> str:
     from .harness.result import RunResult
     from .reports.text import render_text
+
     return render_text(RunResult.from_case_results([result]))

@@ -1,6 +1,6 @@
 """From-scratch numpy reverse mode: one forward and one gradient rule per input, per op."""
-from .backprop import (MissingGradRule, backprop, dependents, forward, operands,
-                       topological_order)
+
+from .backprop import MissingGradRule, backprop, dependents, forward, operands, topological_order
 from .elementwise import OPS as _ELEMENTWISE
 from .indexing import OPS as _INDEXING
 from .layers import OPS as _LAYERS
@@ -12,5 +12,17 @@ from .reductions import OPS as _REDUCTIONS
 # entry (their own layer, or a deliberately broken backward).
 OPS: dict[str, Primitive] = {**_ELEMENTWISE, **_REDUCTIONS, **_INDEXING, **_NN, **_LAYERS}
 
-__all__ = ["OPS", "Primitive", "GradRule", "JointPart", "joint_rules", "unbroadcast", "backprop",
-           "forward", "operands", "dependents", "topological_order", "MissingGradRule"]
+__all__ = [
+    "OPS",
+    "Primitive",
+    "GradRule",
+    "JointPart",
+    "joint_rules",
+    "unbroadcast",
+    "backprop",
+    "forward",
+    "operands",
+    "dependents",
+    "topological_order",
+    "MissingGradRule",
+]

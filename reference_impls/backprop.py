@@ -9,6 +9,7 @@ value `name` before the op runs, in the forward and in every gradient rule alike
 data entering float arithmetic, so that int64 * float32 stays float32). A cast operand is
 integer data or a literal, never differentiated: no rule of it is ever called.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -63,8 +64,15 @@ def dependents(order, names) -> set[str]:
     return found
 
 
-def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent,
-             combine=np.add, reduce=unbroadcast):
+def backprop(
+    graph,
+    ops: Mapping[str, Primitive],
+    env: dict,
+    wrt,
+    cotangent,
+    combine=np.add,
+    reduce=unbroadcast,
+):
     """Return (output value, {name: gradient}) for the names in `wrt`.
 
     `combine` adds the gradients of a value that fans out, `reduce` sums a gradient back to
@@ -83,7 +91,7 @@ def backprop(graph, ops: Mapping[str, Primitive], env: dict, wrt, cotangent,
 
 def _accumulate(node, prim: Primitive, g, env, needs, grads, combine, reduce) -> None:
     args = operands(node, env)
-    passes: dict = {}                   # joint backward -> its gradients, computed once here
+    passes: dict = {}  # joint backward -> its gradients, computed once here
     for i, arg in enumerate(node.args):
         if arg not in needs:
             continue

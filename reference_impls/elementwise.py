@@ -3,6 +3,7 @@
 Rules return the gradient at the broadcast shape; the executor reduces it to each input's
 shape with `unbroadcast`, so no rule repeats that logic.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,19 +67,23 @@ def _einsum_grad(i, g, out, *operands, subscripts):
     others = [t for j, t in enumerate(terms) if j != i]
     known = set(result).union(*others)
     kept = "".join(c for c in terms[i] if c in known)
-    part = np.einsum(",".join([result] + others) + "->" + kept, g,
-                     *(op for j, op in enumerate(operands) if j != i))
+    part = np.einsum(
+        ",".join([result] + others) + "->" + kept,
+        g,
+        *(op for j, op in enumerate(operands) if j != i),
+    )
     lone = [k for k, c in enumerate(terms[i]) if c not in known]
     return np.broadcast_to(np.expand_dims(part, lone), operands[i].shape).copy()
 
 
 # --- gradient rules: rule(g, out, *args) -> the gradient of one argument ----------------
 
-def _pass(g, out, *args):                   # add (both), sub (first)
+
+def _pass(g, out, *args):  # add (both), sub (first)
     return g
 
 
-def _negate(g, out, *args):                 # sub (second), neg
+def _negate(g, out, *args):  # sub (second), neg
     return -g
 
 
@@ -180,7 +185,7 @@ def _softplus_grad(g, out, x):
     return g * _sigmoid(x)
 
 
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])   # numpy has no erfc of its own
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])  # numpy has no erfc of its own
 
 
 def _normal_cdf(x):

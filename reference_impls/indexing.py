@@ -5,6 +5,7 @@ and None covering every axis; `axis` a non-negative int (a tuple for expand_dims
 squeeze). Picking forwards scatter their gradient back; where one element is picked
 several times (`take` with repeated indices), the contributions add up.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ def _squeeze(x, axis=()):
     return np.squeeze(x, axis)
 
 
-def _restore_shape(g, out, x, axis=()):          # expand_dims and squeeze
+def _restore_shape(g, out, x, axis=()):  # expand_dims and squeeze
     return np.reshape(g, x.shape)
 
 
@@ -74,7 +75,7 @@ def _take_along_axis_grad(g, out, x, indices, axis=0):
     # x broadcast against indices is summed back by the executor's unbroadcast
     where = list(np.indices(out.shape, sparse=True))
     where[axis] = np.broadcast_to(indices, out.shape)
-    dx = np.zeros(out.shape[:axis] + x.shape[axis:axis + 1] + out.shape[axis + 1:], g.dtype)
+    dx = np.zeros(out.shape[:axis] + x.shape[axis : axis + 1] + out.shape[axis + 1 :], g.dtype)
     np.add.at(dx, tuple(where), g)
     return dx
 

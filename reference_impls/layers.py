@@ -7,6 +7,7 @@ output it did not make. The rules of the norms and of
 the LSTM are parts of one pass (`joint_rules`: the norms' three gradients read one
 normalised input; the LSTM's backprop through time), run once per node for all its inputs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +17,7 @@ from .primitive import SAVED, Primitive, joint_rules
 
 
 # --- avgpool2d ----------------------------------------------------------------------------
+
 
 def _avgpool2d(x, size=2, stride=2):
     oh, ow = _pool_geometry(x, size, stride)
@@ -34,6 +36,7 @@ def _avgpool2d_grad(g, out, x, size=2, stride=2):
 # --- batchnorm and layernorm --------------------------------------------------------------
 # Both standardise x over some axes with the biased variance, then scale and shift per
 # feature: y = xhat * gamma + beta. They differ only in the axes and in where gamma sits.
+
 
 def _batch_axes(x):
     """Batch norm of N x D averages over N; of N x C x H x W over N, H and W (C stays).
@@ -89,6 +92,7 @@ def _layernorm_backward(g, out, x, gamma, beta, eps=1e-5):
 
 # --- lstm ---------------------------------------------------------------------------------
 
+
 def _sigmoid(a):
     # exp overflows to inf for a < -709, and 1 / inf is the right limit; unlike the tanh
     # form, nothing cancels for very negative a
@@ -102,12 +106,12 @@ def _lstm(x, h0, c0, wx, wh, b):
     """Keeps, for the backward, the gates (i, f, o, g after their nonlinearities), the cell
     states and their tanh, time-major: recomputing them costs the forward's products again."""
     hdim = h0.shape[-1]
-    xw = x @ wx + b                                   # the input's share of every step at once
+    xw = x @ wx + b  # the input's share of every step at once
     h, c, hs, steps = h0, c0, [], []
     for t in range(x.shape[-2]):
         gates = xw[..., t, :] + h @ wh
-        gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
-        np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
+        gates[..., : 3 * hdim] = _sigmoid(gates[..., : 3 * hdim])
+        np.tanh(gates[..., 3 * hdim :], out=gates[..., 3 * hdim :])
         i, f, o, g = _gate_blocks(gates)
         c = f * c + i * g
         tanh_c = np.tanh(c)
@@ -115,9 +119,9 @@ def _lstm(x, h0, c0, wx, wh, b):
         hs.append(h)
         steps.append((gates, c, tanh_c))
     out = np.stack(hs, axis=-2)
-    if out.ndim != 3:           # stacked inputs (fd's batches): no backward reads these
+    if out.ndim != 3:  # stacked inputs (fd's batches): no backward reads these
         return out
-    kept = tuple(np.stack(part) for part in zip(*steps))            # gates, cells, tanh(cells)
+    kept = tuple(np.stack(part) for part in zip(*steps))  # gates, cells, tanh(cells)
     return SAVED.keep(out, kept, (x, h0, c0, wx, wh, b), ())
 
 
@@ -127,8 +131,8 @@ def _lstm_recompute(prev_h, x, c0, wx, wh, b):
     is a loop."""
     hdim = prev_h.shape[-1]
     gates = np.moveaxis(x, 1, 0) @ wx + prev_h @ wh + b
-    gates[..., :3 * hdim] = _sigmoid(gates[..., :3 * hdim])
-    np.tanh(gates[..., 3 * hdim:], out=gates[..., 3 * hdim:])
+    gates[..., : 3 * hdim] = _sigmoid(gates[..., : 3 * hdim])
+    np.tanh(gates[..., 3 * hdim :], out=gates[..., 3 * hdim :])
     i, f, _, g = _gate_blocks(gates)
     cells, c = np.empty_like(prev_h), c0
     ig = i * g
@@ -139,7 +143,7 @@ def _lstm_recompute(prev_h, x, c0, wx, wh, b):
 
 def _gate_blocks(a):
     hdim = a.shape[-1] // 4
-    return tuple(a[..., k * hdim:(k + 1) * hdim] for k in range(4))
+    return tuple(a[..., k * hdim : (k + 1) * hdim] for k in range(4))
 
 
 def _lstm_local_derivatives(gates, cells, tanh_cells, c0):
@@ -151,7 +155,7 @@ def _lstm_local_derivatives(gates, cells, tanh_cells, c0):
     factors = np.empty_like(gates)
     blocks = _gate_blocks(factors)
     for block, gate, times in zip(blocks, (i, f, o), (g, prev_c, tanh_cells)):
-        np.multiply(gate, 1 - gate, out=block)        # sigmoid' = s (1 - s)
+        np.multiply(gate, 1 - gate, out=block)  # sigmoid' = s (1 - s)
         block *= times
     np.multiply(i, 1 - g * g, out=blocks[3])
     return factors, o * (1 - tanh_cells * tanh_cells), f
@@ -162,23 +166,29 @@ def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
     of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
     input gradients are one matrix product each over every step."""
     prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
-    gates, cells, tanh_cells = (SAVED.find(out, (x, h0, c0, wx, wh, b), ())
-                                or _lstm_recompute(prev_h, x, c0, wx, wh, b))
+    gates, cells, tanh_cells = SAVED.find(out, (x, h0, c0, wx, wh, b), ()) or _lstm_recompute(
+        prev_h, x, c0, wx, wh, b
+    )
     factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
     n, hdim = h0.shape
-    da = np.empty_like(factors)                       # gradient of the pre-activations
+    da = np.empty_like(factors)  # gradient of the pre-activations
     dh, dc = np.zeros_like(h0), np.zeros_like(c0)
     for t in reversed(range(x.shape[1])):
         dh += dout[:, t]
-        dc += dh * dc_dh[t]                           # h = o * tanh(c)
+        dc += dh * dc_dh[t]  # h = o * tanh(c)
         blocks = da[t].reshape(n, 4, hdim)
         np.multiply(factors[t].reshape(n, 4, hdim), dc[:, None], out=blocks)
-        blocks[:, 2] = factors[t, :, 2 * hdim:3 * hdim] * dh      # o acts on h, not on c
+        blocks[:, 2] = factors[t, :, 2 * hdim : 3 * hdim] * dh  # o acts on h, not on c
         dh, dc = da[t] @ wh.T, dc * forget[t]
     flat = da.reshape(-1, 4 * hdim)
-    return (np.moveaxis(da, 0, 1) @ wx.T, dh, dc,
-            np.moveaxis(x, 1, 0).reshape(-1, x.shape[-1]).T @ flat,
-            prev_h.reshape(-1, hdim).T @ flat, np.sum(flat, axis=0))
+    return (
+        np.moveaxis(da, 0, 1) @ wx.T,
+        dh,
+        dc,
+        np.moveaxis(x, 1, 0).reshape(-1, x.shape[-1]).T @ flat,
+        prev_h.reshape(-1, hdim).T @ flat,
+        np.sum(flat, axis=0),
+    )
 
 
 OPS = {

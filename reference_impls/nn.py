@@ -7,6 +7,7 @@ hidden states, the probabilities) from `out` and the arguments; conv2d's forward
 its im2col matrix for the backward (`SAVED`: a copy of the image the size of its taps),
 which rebuilds it for an output the forward did not make.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +17,7 @@ from .primitive import SAVED, Primitive, joint_rules
 
 
 # --- softmax family -----------------------------------------------------------------------
+
 
 def _softmax(x, axis=-1):
     # softmax is shift invariant; subtracting the max keeps exp from overflowing
@@ -57,6 +59,7 @@ def _cross_entropy_grad(g, out, scores, labels):
 
 # --- window offsets: shared by max- and average-pooling ------------------------------------
 
+
 def _window_offsets(size, oh, ow, stride):
     """For each offset (i, j) inside a window: the strided slice of x it reads in every window.
 
@@ -66,8 +69,11 @@ def _window_offsets(size, oh, ow, stride):
     """
     for i in range(size):
         for j in range(size):
-            yield (..., slice(i, i + stride * (oh - 1) + 1, stride),
-                   slice(j, j + stride * (ow - 1) + 1, stride))
+            yield (
+                ...,
+                slice(i, i + stride * (oh - 1) + 1, stride),
+                slice(j, j + stride * (ow - 1) + 1, stride),
+            )
 
 
 # --- conv2d -------------------------------------------------------------------------------
@@ -80,27 +86,31 @@ def _window_offsets(size, oh, ow, stride):
 # gradient goes back to the image tap by tap, a strided slice each (inside one tap no two
 # windows read the same pixel, so `+=` scatters with no collision).
 
+
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
     cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + out_hw)
     out = (out.swapaxes(0, 1) + b[:, None, None]).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
-    if out.ndim != 4:           # stacked images (fd's batches): no backward reads the matrix
+    if out.ndim != 4:  # stacked images (fd's batches): no backward reads the matrix
         return out
-    return SAVED.keep(out, cols, (x, w), (stride, pad, dilation, groups))   # (N, F, OH, OW)
+    return SAVED.keep(out, cols, (x, w), (stride, pad, dilation, groups))  # (N, F, OH, OW)
 
 
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
     f, out_hw = w.shape[0], g.shape[-2:]
-    cols = SAVED.find(out, (x, w), (stride, pad, dilation, groups))   # (G, Cg KH KW, windows)
+    cols = SAVED.find(out, (x, w), (stride, pad, dilation, groups))  # (G, Cg KH KW, windows)
     if cols is None:
         cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
     gg = g.reshape((-1, f) + out_hw).swapaxes(0, 1).reshape(groups, f // groups, -1)
     dcols = _filters(w, groups).swapaxes(1, 2) @ gg
-    dw = gg @ cols.swapaxes(1, 2)                                  # (G, F / G, Cg KH KW)
-    return (_col2im(dcols, x, w, out_hw, stride, pad, dilation, groups), dw.reshape(w.shape),
-            np.sum(g, axis=(0, 2, 3)))
+    dw = gg @ cols.swapaxes(1, 2)  # (G, F / G, Cg KH KW)
+    return (
+        _col2im(dcols, x, w, out_hw, stride, pad, dilation, groups),
+        dw.reshape(w.shape),
+        np.sum(g, axis=(0, 2, 3)),
+    )
 
 
 def _filters(w, groups):
@@ -112,16 +122,20 @@ def _padded(x, pad, groups):
     """(G, Cg, N, H + 2 pad, W + 2 pad): the zero-padded image, channels first."""
     n, (c, h, wd) = int(np.prod(x.shape[:-3], dtype=np.int64)), x.shape[-3:]
     image = np.zeros_like(x, shape=(c, n, h + 2 * pad, wd + 2 * pad))
-    image[:, :, pad:pad + h, pad:pad + wd] = x.reshape(n, c, h, wd).swapaxes(0, 1)
+    image[:, :, pad : pad + h, pad : pad + wd] = x.reshape(n, c, h, wd).swapaxes(0, 1)
     return image.reshape(groups, c // groups, n, h + 2 * pad, wd + 2 * pad)
 
 
 def _windows(image, taps_hw, out_hw, stride, dilation):
     """(G, Cg, KH, KW, N, OH, OW): every window of the padded image, a strided view."""
     s = image.strides
-    return as_strided(image, image.shape[:2] + tuple(taps_hw) + image.shape[2:3] + tuple(out_hw),
-                      (s[0], s[1], dilation * s[3], dilation * s[4], s[2], stride * s[3],
-                       stride * s[4]), subok=True, writeable=False)
+    return as_strided(
+        image,
+        image.shape[:2] + tuple(taps_hw) + image.shape[2:3] + tuple(out_hw),
+        (s[0], s[1], dilation * s[3], dilation * s[4], s[2], stride * s[3], stride * s[4]),
+        subok=True,
+        writeable=False,
+    )
 
 
 def _im2col(x, w, out_hw, stride, pad, dilation, groups):
@@ -134,24 +148,35 @@ def _col2im(dcols, x, w, out_hw, stride, pad, dilation, groups):
     """The gradient of the image from that of its im2col matrix: tap by tap, a strided
     slice of the padded image each."""
     (c, h, wd), (kh, kw), (oh, ow) = x.shape[-3:], w.shape[2:], out_hw
-    image = np.zeros((groups, c // groups, int(np.prod(x.shape[:-3], dtype=np.int64)),
-                      h + 2 * pad, wd + 2 * pad), dcols.dtype)
+    image = np.zeros(
+        (
+            groups,
+            c // groups,
+            int(np.prod(x.shape[:-3], dtype=np.int64)),
+            h + 2 * pad,
+            wd + 2 * pad,
+        ),
+        dcols.dtype,
+    )
     taps = dcols.reshape(image.shape[:2] + (kh, kw) + image.shape[2:3] + tuple(out_hw))
     for i in range(kh):
         for j in range(kw):
             rows = slice(i * dilation, i * dilation + stride * (oh - 1) + 1, stride)
             cols = slice(j * dilation, j * dilation + stride * (ow - 1) + 1, stride)
             image[..., rows, cols] += taps[:, :, i, j]
-    dx = image[..., pad:pad + h, pad:pad + wd].reshape((c,) + image.shape[2:3] + (h, wd))
+    dx = image[..., pad : pad + h, pad : pad + wd].reshape((c,) + image.shape[2:3] + (h, wd))
     return dx.swapaxes(0, 1).reshape(x.shape)
 
 
 def _conv_out_hw(x, w, stride, pad, dilation):
-    return tuple((size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-                 for size, k in zip(x.shape[-2:], w.shape[2:]))
+    return tuple(
+        (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+        for size, k in zip(x.shape[-2:], w.shape[2:])
+    )
 
 
 # --- maxpool2d ----------------------------------------------------------------------------
+
 
 def _pool_geometry(x, size, stride):
     return (x.shape[-2] - size) // stride + 1, (x.shape[-1] - size) // stride + 1
@@ -171,7 +196,7 @@ def _maxpool2d_grad(g, out, x, size=2, stride=2):
     # order, as torch and jax do; `free` marks the windows whose winner is still unknown
     oh, ow = _pool_geometry(x, size, stride)
     dx, free = np.zeros_like(x), np.ones(out.shape, bool)
-    wins, share = np.empty_like(free), np.empty_like(out)       # reused by every tap
+    wins, share = np.empty_like(free), np.empty_like(out)  # reused by every tap
     for window in _window_offsets(size, oh, ow, stride):
         np.equal(x[window], out, out=wins)
         wins &= free
@@ -182,8 +207,9 @@ def _maxpool2d_grad(g, out, x, size=2, stride=2):
 
 # --- rnn ----------------------------------------------------------------------------------
 
+
 def _rnn(x, h0, wx, wh, b):
-    xw = x @ wx + b                                   # the input's share of every step at once
+    xw = x @ wx + b  # the input's share of every step at once
     h, hs = h0, []
     for t in range(x.shape[-2]):
         h = np.tanh(xw[..., t, :] + h @ wh)
@@ -197,14 +223,19 @@ def _rnn_bptt(g, out, x, h0, wx, wh, b):
     Every h_t is in `out`, so nothing is cached. Only the dh recurrence is sequential:
     h_t reaches the loss through g[:, t] and through h_{t+1}; the rest is batched over t.
     """
-    da = np.empty_like(out)                                          # grad of the tanh input
+    da = np.empty_like(out)  # grad of the tanh input
     dh = np.zeros_like(h0)
     for t in reversed(range(x.shape[1])):
         da[:, t] = (g[:, t] + dh) * (1 - out[:, t] ** 2)
         dh = da[:, t] @ wh.T
-    prev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)         # h_{t-1} for every t
-    return (da @ wx.T, dh, _flat(x).T @ _flat(da), _flat(prev).T @ _flat(da),
-            np.sum(da, axis=(0, 1)))
+    prev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)  # h_{t-1} for every t
+    return (
+        da @ wx.T,
+        dh,
+        _flat(x).T @ _flat(da),
+        _flat(prev).T @ _flat(da),
+        np.sum(da, axis=(0, 1)),
+    )
 
 
 def _flat(a):

@@ -1,4 +1,5 @@
 """What one op is to the numpy reference: a forward and one gradient rule per input."""
+
 from __future__ import annotations
 
 import weakref
@@ -19,6 +20,7 @@ class Primitive:
     """`grads` holds one rule per argument. A variadic op (concat, stack, einsum) takes any
     number of operands: its `grads` holds one rule that serves every operand, called with
     the operand's position first, `rule(i, g, out, *args, **attrs)`."""
+
     forward: Callable[..., np.ndarray]
     grads: tuple[GradRule, ...]
     variadic: bool = False
@@ -39,7 +41,8 @@ class JointPart:
     backprop executor runs the pass once per node for all the parts it needs, so replacing
     one entry of `grads` by any other rule changes that argument's gradient and no other.
     """
-    joint: Callable[..., tuple]          # joint(g, out, *args, **attrs) -> one gradient per arg
+
+    joint: Callable[..., tuple]  # joint(g, out, *args, **attrs) -> one gradient per arg
     index: int
 
     def __call__(self, g, out, *args, **attrs):
@@ -63,26 +66,30 @@ class Saved:
 
     def keep(self, out: np.ndarray, residuals, args: tuple, attrs: tuple) -> np.ndarray:
         key = id(out)
-        self._entries[key] = (weakref.ref(out, partial(self._drop, key)), args, attrs,
-                              residuals)
+        self._entries[key] = (weakref.ref(out, partial(self._drop, key)), args, attrs, residuals)
         return out
 
     def find(self, out, args: tuple, attrs: tuple):
         ref, kept_args, kept_attrs, residuals = self._entries.get(id(out), (None,) * 4)
-        same = (ref is not None and ref() is out and len(args) == len(kept_args)
-                and all(a is b for a, b in zip(args, kept_args)) and attrs == kept_attrs)
+        same = (
+            ref is not None
+            and ref() is out
+            and len(args) == len(kept_args)
+            and all(a is b for a, b in zip(args, kept_args))
+            and attrs == kept_attrs
+        )
         return residuals if same else None
 
     def _drop(self, key: int, _ref) -> None:
         self._entries.pop(key, None)
 
 
-SAVED = Saved()     # one for every op: an array is the output of one forward call
+SAVED = Saved()  # one for every op: an array is the output of one forward call
 
 
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a gradient back to the shape of an input that numpy broadcast."""
-    g = np.asanyarray(g)            # an array subclass (the rounding bound's) stays one
+    g = np.asanyarray(g)  # an array subclass (the rounding bound's) stays one
     while g.ndim > len(shape):
         g = g.sum(axis=0)
     for axis, size in enumerate(shape):

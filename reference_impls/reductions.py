@@ -3,6 +3,7 @@
 Attributes arrive clean (the graph builder normalises them once): `axis` of a reduction
 is a tuple of non-negative axes, `keepdims` a bool, `axes` and `shape` tuples.
 """
+
 from __future__ import annotations
 
 import numpy as np

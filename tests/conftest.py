@@ -1,4 +1,5 @@
 """Fixtures shared by several test modules."""
+
 from __future__ import annotations
 
 import textwrap
@@ -36,8 +37,11 @@ HTML_TEXT = """\
 def mixed_catalog(tmp_path) -> Path:
     """A folder of three cases: one passes, one FAILs blaming `expect`, one has HTML text."""
     root = tmp_path / "cases"
-    for folder, name, text in [("scalar", "colah-e", COLAH_E), ("l2-wx", "wx-wrong-expect", WRONG_EXPECT),
-                               ("scalar", "html-text", HTML_TEXT)]:
+    for folder, name, text in [
+        ("scalar", "colah-e", COLAH_E),
+        ("l2-wx", "wx-wrong-expect", WRONG_EXPECT),
+        ("scalar", "html-text", HTML_TEXT),
+    ]:
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / f"{name}.yaml").write_text(textwrap.dedent(text))
     return root

@@ -5,12 +5,14 @@ The bugs are the classic ones: batch norm's variance path dropped, the stride fo
 in conv's dw, max-pool's gradient routed to the window's first element, tanh' forgotten on
 the way to the previous h, and a loss not divided by N.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
 # --- affine -------------------------------------------------------------------------------
+
 
 def affine_forward(x, w, b):
     out = x.reshape(x.shape[0], -1) @ w + b
@@ -26,28 +28,29 @@ def affine_backward(dout, cache):
 
 def affine_backward_db_mean(dout, cache):
     dx, dw, _ = affine_backward(dout, cache)
-    return dx, dw, dout.mean(axis=0)                 # bug: the bias gradient averaged
+    return dx, dw, dout.mean(axis=0)  # bug: the bias gradient averaged
 
 
 def affine_forward_minus_b(x, w, b):
-    out, cache = affine_forward(x, w, -b)            # bug: a sign in the forward pass
+    out, cache = affine_forward(x, w, -b)  # bug: a sign in the forward pass
     return out, (x, w, b)
 
 
 def affine_backward_minus_b(dout, cache):
     dx, dw, db = affine_backward(dout, cache)
-    return dx, dw, -db                               # consistent with its own forward
+    return dx, dw, -db  # consistent with its own forward
 
 
 # --- relu: the CS231n backward writes into dout -------------------------------------------
+
 
 def relu_forward(x):
     return np.maximum(x, 0), x
 
 
 def relu_backward(dout, cache):
-    dout[cache <= 0] = 0                             # in place, as in the assignment
-    cache *= 0                                       # and it scribbles over its cache
+    dout[cache <= 0] = 0  # in place, as in the assignment
+    cache *= 0  # and it scribbles over its cache
     return dout
 
 
@@ -75,15 +78,18 @@ def batchnorm_backward(dout, cache):
 def batchnorm_backward_no_var(dout, cache):
     xhat, gamma, inv_std = cache
     dxhat = dout * gamma
-    dx = inv_std * (dxhat - dxhat.mean(axis=0))      # bug: the path through var dropped
+    dx = inv_std * (dxhat - dxhat.mean(axis=0))  # bug: the path through var dropped
     return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
 
 
-BATCHNORM_REFERENCE = ("(x - mean(x, axis=0)) / (mean((x - mean(x, axis=0)) ** 2, axis=0)"
-                       " + 1e-5) ** 0.5 * gamma + beta")
+BATCHNORM_REFERENCE = (
+    "(x - mean(x, axis=0)) / (mean((x - mean(x, axis=0)) ** 2, axis=0)"
+    " + 1e-5) ** 0.5 * gamma + beta"
+)
 
 
 # --- naive convolution with stride and padding ----------------------------------------------
+
 
 def conv_forward_naive(x, w, b, conv_param):
     stride, pad = conv_param["stride"], conv_param["pad"]
@@ -94,7 +100,7 @@ def conv_forward_naive(x, w, b, conv_param):
     out = np.zeros((x.shape[0], f, oh, ow), dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):
-            window = xp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            window = xp[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw]
             out[:, :, i, j] = np.einsum("nchw,fchw->nf", window, w) + b
     return out, (x, w, b, conv_param)
 
@@ -109,19 +115,23 @@ def conv_backward_naive(dout, cache, dw_stride=None):
     for i in range(dout.shape[2]):
         for j in range(dout.shape[3]):
             g = dout[:, :, i, j]
-            dxp[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw] += \
-                np.einsum("nf,fchw->nchw", g, w)
-            window = xp[:, :, i * dw_stride:i * dw_stride + kh, j * dw_stride:j * dw_stride + kw]
+            dxp[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw] += np.einsum(
+                "nf,fchw->nchw", g, w
+            )
+            window = xp[
+                :, :, i * dw_stride : i * dw_stride + kh, j * dw_stride : j * dw_stride + kw
+            ]
             dw += np.einsum("nf,nchw->fchw", g, window)
-    dx = dxp[:, :, pad:pad + x.shape[2], pad:pad + x.shape[3]]
+    dx = dxp[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]]
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
 def conv_backward_no_stride_in_dw(dout, cache):
-    return conv_backward_naive(dout, cache, dw_stride=1)    # bug: stride forgotten in dw
+    return conv_backward_naive(dout, cache, dw_stride=1)  # bug: stride forgotten in dw
 
 
 # --- max-pool -------------------------------------------------------------------------------
+
 
 def max_pool_forward_naive(x, pool_param):
     size, stride = pool_param["size"], pool_param["stride"]
@@ -130,8 +140,9 @@ def max_pool_forward_naive(x, pool_param):
     out = np.zeros(x.shape[:2] + (oh, ow), dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = x[:, :, i * stride:i * stride + size,
-                                j * stride:j * stride + size].max(axis=(2, 3))
+            out[:, :, i, j] = x[
+                :, :, i * stride : i * stride + size, j * stride : j * stride + size
+            ].max(axis=(2, 3))
     return out, (x, pool_param)
 
 
@@ -141,14 +152,15 @@ def max_pool_backward_naive(dout, cache, first=False):
     dx = np.zeros_like(x)
     for i in range(dout.shape[2]):
         for j in range(dout.shape[3]):
-            window = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size]
-            if first:                                # bug: to the window's first element
+            window = x[:, :, i * stride : i * stride + size, j * stride : j * stride + size]
+            if first:  # bug: to the window's first element
                 mask = np.zeros_like(window)
                 mask[:, :, 0, 0] = 1
             else:
                 mask = window == window.max(axis=(2, 3), keepdims=True)
-            dx[:, :, i * stride:i * stride + size, j * stride:j * stride + size] += \
+            dx[:, :, i * stride : i * stride + size, j * stride : j * stride + size] += (
                 mask * dout[:, :, i, j][:, :, None, None]
+            )
     return (dx,)
 
 
@@ -158,6 +170,7 @@ def max_pool_backward_first(dout, cache):
 
 # --- one RNN step -------------------------------------------------------------------------
 
+
 def rnn_step_forward(x, prev_h, wx, wh, b):
     next_h = np.tanh(x @ wx + prev_h @ wh + b)
     return next_h, (x, prev_h, wx, wh, next_h)
@@ -165,8 +178,8 @@ def rnn_step_forward(x, prev_h, wx, wh, b):
 
 def rnn_step_backward(dnext_h, cache, tanh_grad_to_h=True):
     x, prev_h, wx, wh, next_h = cache
-    da = dnext_h * (1 - next_h ** 2)
-    dprev_h = (da if tanh_grad_to_h else dnext_h) @ wh.T    # the bug skips tanh' here
+    da = dnext_h * (1 - next_h**2)
+    dprev_h = (da if tanh_grad_to_h else dnext_h) @ wh.T  # the bug skips tanh' here
     return da @ wx.T, dprev_h, x.T @ da, prev_h.T @ da, da.sum(axis=0)
 
 
@@ -175,6 +188,7 @@ def rnn_step_backward_no_tanh_to_h(dnext_h, cache):
 
 
 # --- softmax loss: value and gradient together ------------------------------------------------
+
 
 def softmax_loss(x, y, divide_loss_by_n=True):
     shifted = x - x.max(axis=1, keepdims=True)
@@ -187,7 +201,7 @@ def softmax_loss(x, y, divide_loss_by_n=True):
 
 
 def softmax_loss_not_divided(x, y):
-    return softmax_loss(x, y, divide_loss_by_n=False)     # bug: the loss is a sum, not a mean
+    return softmax_loss(x, y, divide_loss_by_n=False)  # bug: the loss is a sum, not a mean
 
 
 def svm_loss(x, y):

@@ -4,6 +4,7 @@ They live in a module of their own, importable from `tests/` (pytest puts that f
 `sys.path`, and a spawned worker inherits it), because a worker process can only unpickle
 an engine whose class it can import: classes defined inside a test module cannot travel.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,6 +25,7 @@ class Raising:
 
 class Hanging:
     """Hangs on cases that have an input named `trigger`; elsewhere agrees with numpy."""
+
     name = "hanging"
 
     def __init__(self, trigger: str = "slow"):
@@ -37,6 +39,7 @@ class Hanging:
 
 class Crashing:
     """Kills its own process, as a segfault in a framework would."""
+
     name = "crashing"
 
     def vjp(self, graph, inputs, wrt, cotangent):
@@ -45,6 +48,7 @@ class Crashing:
 
 class NanGrads:
     """Right values, NaN gradients: a backward that divides by zero somewhere."""
+
     name = "nan-grads"
 
     def vjp(self, graph, inputs, wrt, cotangent):
@@ -54,6 +58,7 @@ class NanGrads:
 
 class MissingFramework:
     """An engine over a framework that is not installed."""
+
     name = "missing"
 
     def vjp(self, graph, inputs, wrt, cotangent):
@@ -63,6 +68,7 @@ class MissingFramework:
 
 class Unpicklable:
     """Agrees with numpy, but holds a lambda, so it cannot be sent to a worker."""
+
     name = "unpicklable"
 
     def __init__(self):
@@ -75,6 +81,7 @@ class Unpicklable:
 
 class Aborting:
     """Calls abort(), as XLA does on a failed CHECK: SIGABRT, no Python exception."""
+
     name = "aborting"
 
     def vjp(self, graph, inputs, wrt, cotangent):
@@ -84,12 +91,14 @@ class Aborting:
 def BrokenTanh():
     """The numpy engine with tanh' = 1 - tanh (a corpus mutant), under its usual name."""
     from gradcheck.power.corpus import CORPUS
+
     return next(m for m in CORPUS["tanh"] if m.name == "tanh.unsquared").engine()
 
 
 class Preparing:
     """Agrees with numpy; its `prepare()` (called in a worker before its first case) writes
     the worker's process id to `marker`, or raises when `marker` is empty."""
+
     name = "preparing"
 
     def __init__(self, marker: str = ""):

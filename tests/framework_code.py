@@ -6,6 +6,7 @@ Each `Item` is a label, a kind, the callable, an inputs builder (name -> float64
 the callable's argument order), an optional reference in the case language, whether it is
 correct, and its bug. A module item's parameters join the inputs by themselves (the builder
 gives only the data); `params` gives their float64 values for tools that need them all."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,8 +17,13 @@ import torch
 from torch import nn
 
 SIGN, MEAN_FOR_SUM, TRANSPOSED, CHAIN_DROPPED, LN_MEAN_DROPPED, SCALE = (
-    "sign error", "mean where a sum belongs", "transposed weight gradient",
-    "chain rule dropped", "layer norm's mean term dropped", "0.1% scale")
+    "sign error",
+    "mean where a sum belongs",
+    "transposed weight gradient",
+    "chain rule dropped",
+    "layer norm's mean term dropped",
+    "0.1% scale",
+)
 # bugs big enough to see in bfloat16 and float16 (the 0.1% scale is below bfloat16's eps)
 GROSS = {SIGN, MEAN_FOR_SUM, TRANSPOSED, CHAIN_DROPPED, LN_MEAN_DROPPED}
 N, D = 6, 5
@@ -26,13 +32,13 @@ N, D = 6, 5
 @dataclass
 class Item:
     label: str
-    kind: str                   # "torch Function", "nn.Module", "plain torch", "jax custom_vjp", "jax custom_jvp"
+    kind: str  # "torch Function", "nn.Module", "plain torch", "jax custom_vjp", "jax custom_jvp"
     fn: Callable
     inputs: Callable[[], dict]  # name -> float64 numpy array, in fn's argument order
     reference: str | None
     correct: bool
-    bug: str = ""               # "" for a correct item
-    engine: str = ""            # the name gradcheck gives the user's engine
+    bug: str = ""  # "" for a correct item
+    engine: str = ""  # the name gradcheck gives the user's engine
     params: Callable[[], dict] = field(default=lambda: {})
 
     @property
@@ -52,20 +58,29 @@ def linear_inputs(seed=1):
     def make():
         rng = _rng(seed)
         # a square weight: a transposed weight gradient still has the right shape
-        return {"x": rng.standard_normal((N, D)), "w": rng.standard_normal((D, D)),
-                "b": rng.standard_normal(D)}
+        return {
+            "x": rng.standard_normal((N, D)),
+            "w": rng.standard_normal((D, D)),
+            "b": rng.standard_normal(D),
+        }
+
     return make
 
 
 def layernorm_inputs(seed=2):
     def make():
         rng = _rng(seed)
-        return {"x": rng.standard_normal((N, D)), "gamma": 1 + 0.5 * rng.standard_normal(D),
-                "beta": rng.standard_normal(D)}
+        return {
+            "x": rng.standard_normal((N, D)),
+            "gamma": 1 + 0.5 * rng.standard_normal(D),
+            "beta": rng.standard_normal(D),
+        }
+
     return make
 
 
 # --- torch Functions ---------------------------------------------------------------------
+
 
 class Sigmoid(torch.autograd.Function):
     @staticmethod
@@ -76,15 +91,15 @@ class Sigmoid(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        y, = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         return g * y * (1 - y)
 
 
 class SigmoidSignBug(Sigmoid):
     @staticmethod
     def backward(ctx, g):
-        y, = ctx.saved_tensors
-        return g * y * (y - 1)                      # bug: (y - 1) for (1 - y)
+        (y,) = ctx.saved_tensors
+        return g * y * (y - 1)  # bug: (y - 1) for (1 - y)
 
 
 class Tanh(torch.autograd.Function):
@@ -96,14 +111,14 @@ class Tanh(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        y, = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         return g * (1 - y * y)
 
 
 class TanhChainDropped(Tanh):
     @staticmethod
     def backward(ctx, g):
-        return g                                    # bug: the local derivative 1 - y^2 is gone
+        return g  # bug: the local derivative 1 - y^2 is gone
 
 
 class Linear(torch.autograd.Function):
@@ -124,18 +139,19 @@ class LinearBiasMean(Linear):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        return g @ w.T, x.T @ g, g.mean(0)          # bug: mean over the batch, not the sum
+        return g @ w.T, x.T @ g, g.mean(0)  # bug: mean over the batch, not the sum
 
 
 class LinearTransposedW(Linear):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        return g @ w.T, g.T @ x, g.sum(0)           # bug: (x.T @ g).T; fits a square w
+        return g @ w.T, g.T @ x, g.sum(0)  # bug: (x.T @ g).T; fits a square w
 
 
 class LayerNorm(torch.autograd.Function):
     """Layer norm over the last axis, eps 1e-5, with the textbook backward."""
+
     eps = 1e-5
 
     @staticmethod
@@ -151,8 +167,9 @@ class LayerNorm(torch.autograd.Function):
     def backward(ctx, g):
         xhat, rstd, gamma = ctx.saved_tensors
         dxhat = g * gamma
-        dx = rstd * (dxhat - dxhat.mean(-1, keepdim=True)
-                     - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+        dx = rstd * (
+            dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True)
+        )
         return dx, (g * xhat).sum(0), g.sum(0)
 
 
@@ -161,7 +178,7 @@ class LayerNormMeanDropped(LayerNorm):
     def backward(ctx, g):
         xhat, rstd, gamma = ctx.saved_tensors
         dxhat = g * gamma
-        dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdim=True))   # bug: no mean term
+        dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdim=True))  # bug: no mean term
         return dx, (g * xhat).sum(0), g.sum(0)
 
 
@@ -173,15 +190,15 @@ class Softplus(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         return g * torch.sigmoid(x)
 
 
 class SoftplusScaled(Softplus):
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return g * torch.sigmoid(x) * 1.001         # bug: a 0.1% scale (a wrong constant)
+        (x,) = ctx.saved_tensors
+        return g * torch.sigmoid(x) * 1.001  # bug: a 0.1% scale (a wrong constant)
 
 
 class SquaredNorm(torch.autograd.Function):
@@ -194,15 +211,15 @@ class SquaredNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
         return 2 * g * x
 
 
 class SquaredNormSignBug(SquaredNorm):
     @staticmethod
     def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return -2 * g * x                           # bug: descent direction for the gradient
+        (x,) = ctx.saved_tensors
+        return -2 * g * x  # bug: descent direction for the gradient
 
 
 class Sum(torch.autograd.Function):
@@ -245,7 +262,7 @@ class Float32Only(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        y, = ctx.saved_tensors
+        (y,) = ctx.saved_tensors
         return g * (1 - y * y)
 
 
@@ -265,8 +282,10 @@ class MatMul(torch.autograd.Function):
 
 # --- nn.Modules ---------------------------------------------------------------------------
 
+
 class MyLinear(nn.Module):
     """An nn.Module whose forward is a custom Function: parameters `weight`, `bias`."""
+
     function = Linear
 
     def __init__(self, d_in=D, d_out=D, seed=3):
@@ -296,11 +315,14 @@ class TwoLayer(nn.Module):
 
 def module_params(module: nn.Module) -> Callable[[], dict]:
     from gradcheck.engines.own.torch_code import parameter_name
-    return lambda: {parameter_name(k): p.detach().double().numpy().copy()
-                    for k, p in module.named_parameters()}
+
+    return lambda: {
+        parameter_name(k): p.detach().double().numpy().copy() for k, p in module.named_parameters()
+    }
 
 
 # --- plain torch (autograd's own backward: correct by construction) -----------------------
+
 
 def mlp_layer(x, w, b):
     return torch.tanh(x @ w + b)
@@ -318,8 +340,13 @@ def lstm_cell(x, h, c, w):
 def lstm_inputs(seed=5):
     def make():
         rng = _rng(seed)
-        return {"x": rng.standard_normal((3, 4)), "h": rng.standard_normal((3, 2)),
-                "c": rng.standard_normal((3, 2)), "w": 0.5 * rng.standard_normal((6, 8))}
+        return {
+            "x": rng.standard_normal((3, 4)),
+            "h": rng.standard_normal((3, 2)),
+            "c": rng.standard_normal((3, 2)),
+            "w": 0.5 * rng.standard_normal((6, 8)),
+        }
+
     return make
 
 
@@ -339,13 +366,13 @@ def _vjp_fn(forward, backward, name):
 
 
 def _tanh_bwd(res, g):
-    x, = res
+    (x,) = res
     return (g * (1 - jnp.tanh(x) ** 2),)
 
 
 def _tanh_bwd_sign(res, g):
-    x, = res
-    return (g * (jnp.tanh(x) ** 2 - 1),)            # bug: sign
+    (x,) = res
+    return (g * (jnp.tanh(x) ** 2 - 1),)  # bug: sign
 
 
 jax_tanh = _vjp_fn(jnp.tanh, _tanh_bwd, "jax_tanh")
@@ -363,7 +390,7 @@ def _linear_bwd(res, g):
 
 def _linear_bwd_transposed(res, g):
     x, w, b = res
-    return g @ w.T, g.T @ x, g.sum(0)               # bug: transposed weight gradient
+    return g @ w.T, g.T @ x, g.sum(0)  # bug: transposed weight gradient
 
 
 jax_linear = _vjp_fn(_linear, _linear_bwd, "jax_linear")
@@ -383,14 +410,17 @@ def _layernorm_bwd(keep_mean):
         rstd = 1 / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
         xhat = (x - mu) * rstd
         dxhat = g * gamma
-        mean_term = dxhat.mean(-1, keepdims=True) if keep_mean else 0   # bug when dropped
+        mean_term = dxhat.mean(-1, keepdims=True) if keep_mean else 0  # bug when dropped
         dx = rstd * (dxhat - mean_term - xhat * (dxhat * xhat).mean(-1, keepdims=True))
         return dx, (g * xhat).sum(0), g.sum(0)
+
     return bwd
 
 
 jax_layernorm = _vjp_fn(_layernorm, _layernorm_bwd(True), "jax_layernorm")
-jax_layernorm_mean_dropped = _vjp_fn(_layernorm, _layernorm_bwd(False), "jax_layernorm_mean_dropped")
+jax_layernorm_mean_dropped = _vjp_fn(
+    _layernorm, _layernorm_bwd(False), "jax_layernorm_mean_dropped"
+)
 
 
 def _jvp_softplus(scale, chain=True):
@@ -400,18 +430,19 @@ def _jvp_softplus(scale, chain=True):
 
     @softplus.defjvp
     def _(primals, tangents):
-        x, = primals
-        t, = tangents
+        (x,) = primals
+        (t,) = tangents
         local = jax.nn.sigmoid(x) * scale if chain else 1.0
         return softplus(x), t * local
+
     return softplus
 
 
 jax_softplus = _jvp_softplus(1.0)
 jax_softplus.__name__ = "jax_softplus"
-jax_softplus_chain_dropped = _jvp_softplus(1.0, chain=False)   # bug: tangent passed through
+jax_softplus_chain_dropped = _jvp_softplus(1.0, chain=False)  # bug: tangent passed through
 jax_softplus_chain_dropped.__name__ = "jax_softplus_chain_dropped"
-jax_softplus_scaled = _jvp_softplus(1.001)                      # bug: 0.1% scale
+jax_softplus_scaled = _jvp_softplus(1.001)  # bug: 0.1% scale
 jax_softplus_scaled.__name__ = "jax_softplus_scaled"
 
 
@@ -423,57 +454,241 @@ _my_linear, _my_linear_bug, _two_layer = MyLinear(), MyLinearBiasMean(), TwoLaye
 
 SUITE: list[Item] = [
     # torch Functions, correct
-    Item("Sigmoid", "torch Function", Sigmoid.apply, x_only(0), "sigmoid(x)", True, engine="Sigmoid"),
+    Item(
+        "Sigmoid", "torch Function", Sigmoid.apply, x_only(0), "sigmoid(x)", True, engine="Sigmoid"
+    ),
     Item("Tanh", "torch Function", Tanh.apply, x_only(1), "tanh(x)", True, engine="Tanh"),
-    Item("Linear", "torch Function", Linear.apply, linear_inputs(), LINEAR_REF, True, engine="Linear"),
-    Item("LayerNorm", "torch Function", LayerNorm.apply, layernorm_inputs(), LN_REF, True, engine="LayerNorm"),
-    Item("Softplus", "torch Function", Softplus.apply, x_only(2), "softplus(x)", True, engine="Softplus"),
-    Item("SquaredNorm (fd)", "torch Function", SquaredNorm.apply, x_only(3), None, True, engine="SquaredNorm"),
+    Item(
+        "Linear", "torch Function", Linear.apply, linear_inputs(), LINEAR_REF, True, engine="Linear"
+    ),
+    Item(
+        "LayerNorm",
+        "torch Function",
+        LayerNorm.apply,
+        layernorm_inputs(),
+        LN_REF,
+        True,
+        engine="LayerNorm",
+    ),
+    Item(
+        "Softplus",
+        "torch Function",
+        Softplus.apply,
+        x_only(2),
+        "softplus(x)",
+        True,
+        engine="Softplus",
+    ),
+    Item(
+        "SquaredNorm (fd)",
+        "torch Function",
+        SquaredNorm.apply,
+        x_only(3),
+        None,
+        True,
+        engine="SquaredNorm",
+    ),
     # nn.Modules, correct
-    Item("MyLinear module", "nn.Module", _my_linear, x_only(4), "x @ weight + bias", True,
-         engine="MyLinear", params=module_params(_my_linear)),
-    Item("TwoLayer module (fd)", "nn.Module", _two_layer, x_only(5), None, True,
-         engine="TwoLayer", params=module_params(_two_layer)),
+    Item(
+        "MyLinear module",
+        "nn.Module",
+        _my_linear,
+        x_only(4),
+        "x @ weight + bias",
+        True,
+        engine="MyLinear",
+        params=module_params(_my_linear),
+    ),
+    Item(
+        "TwoLayer module (fd)",
+        "nn.Module",
+        _two_layer,
+        x_only(5),
+        None,
+        True,
+        engine="TwoLayer",
+        params=module_params(_two_layer),
+    ),
     # plain torch, correct by construction
-    Item("mlp_layer (plain)", "plain torch", mlp_layer, linear_inputs(6), "tanh(x @ w + b)", True,
-         engine="mlp_layer"),
-    Item("lstm_cell (plain, fd)", "plain torch", lstm_cell, lstm_inputs(), None, True,
-         engine="lstm_cell"),
+    Item(
+        "mlp_layer (plain)",
+        "plain torch",
+        mlp_layer,
+        linear_inputs(6),
+        "tanh(x @ w + b)",
+        True,
+        engine="mlp_layer",
+    ),
+    Item(
+        "lstm_cell (plain, fd)",
+        "plain torch",
+        lstm_cell,
+        lstm_inputs(),
+        None,
+        True,
+        engine="lstm_cell",
+    ),
     # torch, one bug each
-    Item("Sigmoid sign", "torch Function", SigmoidSignBug.apply, x_only(0), "sigmoid(x)", False,
-         SIGN, "SigmoidSignBug"),
-    Item("SquaredNorm sign", "torch Function", SquaredNormSignBug.apply, x_only(3), "sum(x ** 2)",
-         False, SIGN, "SquaredNormSignBug"),
-    Item("Linear bias mean", "torch Function", LinearBiasMean.apply, linear_inputs(), LINEAR_REF,
-         False, MEAN_FOR_SUM, "LinearBiasMean"),
-    Item("Linear transposed dW", "torch Function", LinearTransposedW.apply, linear_inputs(),
-         LINEAR_REF, False, TRANSPOSED, "LinearTransposedW"),
-    Item("Tanh chain dropped", "torch Function", TanhChainDropped.apply, x_only(1), "tanh(x)",
-         False, CHAIN_DROPPED, "TanhChainDropped"),
-    Item("LayerNorm mean dropped", "torch Function", LayerNormMeanDropped.apply,
-         layernorm_inputs(), LN_REF, False, LN_MEAN_DROPPED, "LayerNormMeanDropped"),
-    Item("Softplus 0.1%", "torch Function", SoftplusScaled.apply, x_only(2), "softplus(x)", False,
-         SCALE, "SoftplusScaled"),
-    Item("MyLinear module bias mean", "nn.Module", _my_linear_bug, x_only(4), "x @ weight + bias",
-         False, MEAN_FOR_SUM, "MyLinearBiasMean", params=module_params(_my_linear_bug)),
+    Item(
+        "Sigmoid sign",
+        "torch Function",
+        SigmoidSignBug.apply,
+        x_only(0),
+        "sigmoid(x)",
+        False,
+        SIGN,
+        "SigmoidSignBug",
+    ),
+    Item(
+        "SquaredNorm sign",
+        "torch Function",
+        SquaredNormSignBug.apply,
+        x_only(3),
+        "sum(x ** 2)",
+        False,
+        SIGN,
+        "SquaredNormSignBug",
+    ),
+    Item(
+        "Linear bias mean",
+        "torch Function",
+        LinearBiasMean.apply,
+        linear_inputs(),
+        LINEAR_REF,
+        False,
+        MEAN_FOR_SUM,
+        "LinearBiasMean",
+    ),
+    Item(
+        "Linear transposed dW",
+        "torch Function",
+        LinearTransposedW.apply,
+        linear_inputs(),
+        LINEAR_REF,
+        False,
+        TRANSPOSED,
+        "LinearTransposedW",
+    ),
+    Item(
+        "Tanh chain dropped",
+        "torch Function",
+        TanhChainDropped.apply,
+        x_only(1),
+        "tanh(x)",
+        False,
+        CHAIN_DROPPED,
+        "TanhChainDropped",
+    ),
+    Item(
+        "LayerNorm mean dropped",
+        "torch Function",
+        LayerNormMeanDropped.apply,
+        layernorm_inputs(),
+        LN_REF,
+        False,
+        LN_MEAN_DROPPED,
+        "LayerNormMeanDropped",
+    ),
+    Item(
+        "Softplus 0.1%",
+        "torch Function",
+        SoftplusScaled.apply,
+        x_only(2),
+        "softplus(x)",
+        False,
+        SCALE,
+        "SoftplusScaled",
+    ),
+    Item(
+        "MyLinear module bias mean",
+        "nn.Module",
+        _my_linear_bug,
+        x_only(4),
+        "x @ weight + bias",
+        False,
+        MEAN_FOR_SUM,
+        "MyLinearBiasMean",
+        params=module_params(_my_linear_bug),
+    ),
     # jax
     Item("jax tanh", "jax custom_vjp", jax_tanh, x_only(7), "tanh(x)", True, engine="jax_tanh"),
-    Item("jax linear", "jax custom_vjp", jax_linear, linear_inputs(8), LINEAR_REF, True,
-         engine="jax_linear"),
-    Item("jax layernorm", "jax custom_vjp", jax_layernorm, layernorm_inputs(9), LN_REF, True,
-         engine="jax_layernorm"),
-    Item("jax softplus (fd)", "jax custom_jvp", jax_softplus, x_only(10), None, True,
-         engine="jax_softplus"),
-    Item("jax tanh sign", "jax custom_vjp", jax_tanh_sign, x_only(7), "tanh(x)", False, SIGN,
-         "jax_tanh_sign"),
-    Item("jax linear transposed dW", "jax custom_vjp", jax_linear_transposed, linear_inputs(8),
-         LINEAR_REF, False, TRANSPOSED, "jax_linear_transposed"),
-    Item("jax layernorm mean dropped", "jax custom_vjp", jax_layernorm_mean_dropped,
-         layernorm_inputs(9), LN_REF, False, LN_MEAN_DROPPED, "jax_layernorm_mean_dropped"),
-    Item("jax softplus chain dropped", "jax custom_jvp", jax_softplus_chain_dropped, x_only(10),
-         "softplus(x)", False, CHAIN_DROPPED, "jax_softplus_chain_dropped"),
-    Item("jax softplus 0.1%", "jax custom_jvp", jax_softplus_scaled, x_only(10), "softplus(x)",
-         False, SCALE, "jax_softplus_scaled"),
+    Item(
+        "jax linear",
+        "jax custom_vjp",
+        jax_linear,
+        linear_inputs(8),
+        LINEAR_REF,
+        True,
+        engine="jax_linear",
+    ),
+    Item(
+        "jax layernorm",
+        "jax custom_vjp",
+        jax_layernorm,
+        layernorm_inputs(9),
+        LN_REF,
+        True,
+        engine="jax_layernorm",
+    ),
+    Item(
+        "jax softplus (fd)",
+        "jax custom_jvp",
+        jax_softplus,
+        x_only(10),
+        None,
+        True,
+        engine="jax_softplus",
+    ),
+    Item(
+        "jax tanh sign",
+        "jax custom_vjp",
+        jax_tanh_sign,
+        x_only(7),
+        "tanh(x)",
+        False,
+        SIGN,
+        "jax_tanh_sign",
+    ),
+    Item(
+        "jax linear transposed dW",
+        "jax custom_vjp",
+        jax_linear_transposed,
+        linear_inputs(8),
+        LINEAR_REF,
+        False,
+        TRANSPOSED,
+        "jax_linear_transposed",
+    ),
+    Item(
+        "jax layernorm mean dropped",
+        "jax custom_vjp",
+        jax_layernorm_mean_dropped,
+        layernorm_inputs(9),
+        LN_REF,
+        False,
+        LN_MEAN_DROPPED,
+        "jax_layernorm_mean_dropped",
+    ),
+    Item(
+        "jax softplus chain dropped",
+        "jax custom_jvp",
+        jax_softplus_chain_dropped,
+        x_only(10),
+        "softplus(x)",
+        False,
+        CHAIN_DROPPED,
+        "jax_softplus_chain_dropped",
+    ),
+    Item(
+        "jax softplus 0.1%",
+        "jax custom_jvp",
+        jax_softplus_scaled,
+        x_only(10),
+        "softplus(x)",
+        False,
+        SCALE,
+        "jax_softplus_scaled",
+    ),
 ]
 
 CORRECT = [i for i in SUITE if i.correct]
@@ -483,8 +698,10 @@ BUGGY = [i for i in SUITE if not i.correct]
 def check(item: Item, dtypes, device: str | None = None, reference: bool = True):
     """One gradcheck call for `item` in `dtypes` (its reference where it has one)."""
     import gradcheck
+
     ref = item.reference if reference else None
     if item.framework == "jax":
         return gradcheck.check_jax(item.fn, item.inputs(), reference=ref, dtypes=dtypes)
-    return gradcheck.check_torch(item.fn, item.inputs(), reference=ref, dtypes=dtypes,
-                                 device=device)
+    return gradcheck.check_torch(
+        item.fn, item.inputs(), reference=ref, dtypes=dtypes, device=device
+    )

@@ -1,4 +1,5 @@
 """Shared helpers of the test suite: one-step graphs through an engine, YAML cases in tmp_path."""
+
 from __future__ import annotations
 
 import textwrap
@@ -25,8 +26,9 @@ def graph_of(expr: str | list[tuple[str, str]], inputs: dict):
 
 def cast(inputs: dict, dtype) -> dict[str, np.ndarray]:
     """Floating inputs in `dtype`, integer data as int64, as the runner hands them over."""
-    return {k: np.asarray(v) if _is_int(v) else np.asarray(v, dtype=dtype)
-            for k, v in inputs.items()}
+    return {
+        k: np.asarray(v) if _is_int(v) else np.asarray(v, dtype=dtype) for k, v in inputs.items()
+    }
 
 
 def engine_vjp(engine, expr, inputs: dict, dtype="float64", cotangent=None, wrt=None):
@@ -42,8 +44,12 @@ def engine_vjp(engine, expr, inputs: dict, dtype="float64", cotangent=None, wrt=
         assert graph.output_shape == (), "a non-scalar output needs a cotangent"
         cotangent = np.ones((), dtype=dtype)
     cotangent = np.asarray(cotangent, dtype=dtype)
-    return graph, arrays, cotangent, gradcheck.engines.as_output(
-        engine.vjp(graph, arrays, wrt, cotangent))
+    return (
+        graph,
+        arrays,
+        cotangent,
+        gradcheck.engines.as_output(engine.vjp(graph, arrays, wrt, cotangent)),
+    )
 
 
 def write_case(folder: Path, filename: str, text: str) -> Path:
@@ -69,19 +75,34 @@ def ratio(actual, expected, rtol: float, atol: float = 0.0) -> float:
 
 
 def assert_close(actual, expected, rtol: float, atol: float = 0.0, what: str = "") -> None:
-    assert np.shape(actual) == np.shape(expected), \
+    assert np.shape(actual) == np.shape(expected), (
         f"{what}: shape {np.shape(actual)} != {np.shape(expected)}"
+    )
     assert np.all(np.isfinite(actual)), f"{what}: non-finite values {actual}"
     r = ratio(actual, expected, rtol, atol)
-    assert r <= 1, (f"{what}: tolerance ratio {r:.3g} (rtol {rtol}, atol {atol})\n"
-                    f"actual   {np.asarray(actual)!r}\nexpected {np.asarray(expected)!r}")
+    assert r <= 1, (
+        f"{what}: tolerance ratio {r:.3g} (rtol {rtol}, atol {atol})\n"
+        f"actual   {np.asarray(actual)!r}\nexpected {np.asarray(expected)!r}"
+    )
 
 
 # Every file of a complete run folder, and nothing else (no temporary file left behind).
-CATALOG = Path(__file__).resolve().parents[1] / "cases"      # the repository's catalog
+CATALOG = Path(__file__).resolve().parents[1] / "cases"  # the repository's catalog
 
-RUN_FILES = sorted([".gradcheck-run", "cases.csv", "comparisons.csv", "engines.csv", "errors.npz",
-                    "run.json", "report.html", "summary.md", "taylor.csv", "taylor.npz"])
+RUN_FILES = sorted(
+    [
+        ".gradcheck-run",
+        "cases.csv",
+        "comparisons.csv",
+        "engines.csv",
+        "errors.npz",
+        "run.json",
+        "report.html",
+        "summary.md",
+        "taylor.csv",
+        "taylor.npz",
+    ]
+)
 
 
 # Case texts reused by several test modules.

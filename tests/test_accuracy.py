@@ -1,6 +1,7 @@
 """Each engine's elementwise ops measured against mpmath (power/engine_accuracy.py), the
 table shipped with the package (gradcheck/harness/accuracy.json) and its reading
 (harness/accuracy.py)."""
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,20 @@ def _shipped() -> dict:
 
 
 def test_every_unary_elementwise_op_of_the_registry_is_measured():
-    elementwise_shapes = {registry.same_shape, registry.slope_shape, registry.elu_shape,
-                          registry.clip_shape}
-    unary = {name for name, spec in registry.OPS.items()
-             if spec.arity == 1 and not spec.variadic and not spec.int_args
-             and spec.shape in elementwise_shapes}
+    elementwise_shapes = {
+        registry.same_shape,
+        registry.slope_shape,
+        registry.elu_shape,
+        registry.clip_shape,
+    }
+    unary = {
+        name
+        for name, spec in registry.OPS.items()
+        if spec.arity == 1
+        and not spec.variadic
+        and not spec.int_args
+        and spec.shape in elementwise_shapes
+    }
     assert unary <= {op.op for op in measured.OPS.values()}
     assert {"pow^2", "pow^3", "pow^0.5", "pow^-1"} <= set(measured.OPS)
 
@@ -76,14 +86,15 @@ def test_torch_float64_gelu_at_minus_ten_remeasured():
     hi, lo = measured.true_values("gelu", x)
     y = measured.RUNNERS["torch"](measured.OPS["gelu"], "float64")(x)
     relative = np.abs(y - hi) / np.abs(hi)
-    assert relative[0] > 1e-3          # 1.8% off at -8
-    assert relative[1] > 0.5           # 100% off at -10
+    assert relative[0] > 1e-3  # 1.8% off at -8
+    assert relative[1] > 0.5  # 100% off at -10
 
 
 def test_remeasured_numpy_exp_matches_the_table():
     stored = _shipped()["numpy"]["float64"]["exp"]
-    fresh = measured.measure(engines=["numpy"], dtypes=["float64"], ops=["exp"],
-                             points=200)["numpy"]["float64"]["exp"]
+    fresh = measured.measure(engines=["numpy"], dtypes=["float64"], ops=["exp"], points=200)[
+        "numpy"
+    ]["float64"]["exp"]
     assert fresh["max_ulps"] <= 1 and stored["max_ulps"] <= 1
     assert fresh["max_ulps"] > stored["max_ulps"] / 10
 
@@ -92,7 +103,7 @@ def test_ulps_of_the_correctly_rounded_value_is_at_most_half():
     x = measured.grid("exp", "float32", 300)
     hi, lo = measured.true_values("exp", x)
     keep = np.abs(hi) <= float(np.finfo(np.float32).max)
-    rounded = hi[keep].astype(np.float32)                # double rounding: within 0.5 + tiny
+    rounded = hi[keep].astype(np.float32)  # double rounding: within 0.5 + tiny
     assert measured.ulps(rounded, hi[keep], lo[keep], "float32").max() <= 0.5 + 1e-6
 
 

@@ -1,5 +1,6 @@
 """The Python API: load_cases, run, the result's tables and `.ok`, write_reports, and
 `run_case` as a pure function whose results pickle."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,20 @@ from helpers import COLAH_E, TANH_LAYER, write_case
 from reference_impls import Primitive
 
 CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message"]
-COMPARISON_COLUMNS = ["case", "dtype", "param", "engine_a", "engine_b", "verdict", "max_abs_err",
-                      "max_rel_err", "tol_ratio", "worst_index", "atol", "rtol"]
+COMPARISON_COLUMNS = [
+    "case",
+    "dtype",
+    "param",
+    "engine_a",
+    "engine_b",
+    "verdict",
+    "max_abs_err",
+    "max_rel_err",
+    "tol_ratio",
+    "worst_index",
+    "atol",
+    "rtol",
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +98,9 @@ def test_run_dtypes_override(catalog, engines):
     cases = gradcheck.load_cases([catalog])
     result = gradcheck.run(cases, engines=engines, dtypes=["float32"])
     assert sorted(zip(result.cases["case"], result.cases["dtype"])) == [
-        ("colah-e", "float32"), ("tanh-layer", "float32")]
+        ("colah-e", "float32"),
+        ("tanh-layer", "float32"),
+    ]
     assert result.ok
 
 
@@ -96,8 +111,11 @@ def test_failing_run_is_not_ok(catalog, engines):
     result = gradcheck.run(cases, engines=[NumpyEngine(ops, name="mine")] + engines[1:])
     assert not result.ok and result.exit_code == 1
     verdicts = dict(zip(zip(result.cases["case"], result.cases["dtype"]), result.cases["verdict"]))
-    assert verdicts == {("colah-e", "float64"): "PASS", ("tanh-layer", "float64"): "FAIL",
-                        ("tanh-layer", "float32"): "FAIL"}
+    assert verdicts == {
+        ("colah-e", "float64"): "PASS",
+        ("tanh-layer", "float64"): "FAIL",
+        ("tanh-layer", "float32"): "FAIL",
+    }
     assert set(result.cases.loc[result.cases["verdict"] == "FAIL", "blame"]) == {"mine"}
 
 
@@ -107,7 +125,7 @@ def test_a_plain_object_with_name_and_vjp_is_an_engine(catalog, engines):
 
         def vjp(self, graph, inputs, wrt, cotangent):
             out = NumpyEngine().vjp(graph, inputs, wrt, cotangent)
-            return out.value, dict(out.grads)            # a plain pair
+            return out.value, dict(out.grads)  # a plain pair
 
     cases = gradcheck.load_cases([catalog / "scalar"])
     result = gradcheck.run(cases, engines=[Mine(), engines[2]])
@@ -123,6 +141,7 @@ def test_progress_callback(catalog, engines):
 
 
 # --- run_case: pure, plain data ---------------------------------------------------------------
+
 
 def _without_seconds(result):
     case = {k: v for k, v in vars(result.case).items() if k != "seconds"}
@@ -145,7 +164,7 @@ def _same(x, y) -> bool:
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_run_case_results_pickle_and_repeat_exactly(catalog, engines, dtype):
-    ops = dict(reference_impls.OPS)        # a failing run, so that element-wise errors are kept
+    ops = dict(reference_impls.OPS)  # a failing run, so that element-wise errors are kept
     ops["tanh"] = Primitive(ops["tanh"].forward, (lambda g, out, x: g * (1 - out),))
     [case] = gradcheck.load_cases([catalog / "l2-wx"])
     runs = [gradcheck.run_case(case, dtype, [NumpyEngine(ops)] + engines[1:]) for _ in range(2)]
@@ -171,9 +190,11 @@ def test_cases_pickle(catalog):
 
 def test_run_result_round_trips_through_a_report_folder(catalog, engines, tmp_path):
     from gradcheck import read_run
+
     result = gradcheck.run(gradcheck.load_cases([catalog]), engines=engines[:2])
     result.write_reports(tmp_path / "r")
     back = read_run(tmp_path / "r")
     assert list(back.cases["verdict"]) == list(result.cases["verdict"])
-    np.testing.assert_allclose(back.comparisons["tol_ratio"], result.comparisons["tol_ratio"],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        back.comparisons["tol_ratio"], result.comparisons["tol_ratio"], rtol=1e-12
+    )

@@ -1,5 +1,6 @@
 """Never crash on a number, never hang on a file: what a careless or hostile catalog holds
 reaches the user as a verdict or as one clear error (exit 2), and reports always render."""
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,13 @@ def test_a_nan_case_is_nonfinite_in_every_report_and_exits_1(tmp_path, capsys):
     cases.mkdir()
     write(cases, "nan.yaml", NAN_CASE)
     out = tmp_path / "out"
-    code = main(["run", str(cases), "--engines", "numpy,fd,torch", "--timeout", "0",
-                 "--out", str(out)])
+    code = main(
+        ["run", str(cases), "--engines", "numpy,fd,torch", "--timeout", "0", "--out", str(out)]
+    )
     assert code == 1
     row = pd.read_csv(out / "cases.csv").iloc[0]
     assert (row["case"], row["verdict"]) == ("log-of-negative", "NONFINITE")
-    assert pd.isna(row["blame"])            # every source agrees the numbers are not finite
+    assert pd.isna(row["blame"])  # every source agrees the numbers are not finite
     assert "NONFINITE" in (out / "summary.md").read_text()
     html = (out / "report.html").read_text()
     assert "NONFINITE" in html and "NaN" in html
@@ -53,12 +55,15 @@ def test_odd_strings_and_numbers_render(tmp_path):
     cases = tmp_path / "cases"
     cases.mkdir()
     # a lone surrogate in a tag and the description, 1e308 and -0.0 in the data
-    text = ('name: odd-text\ndescription: "\\ud800 <b>&</b>"\ntags: [scalar, "\\udfff"]\n'
-            "inputs: {a: 1.0e+308, b: -0.0}\nexpr: a * b + tanh(b)\n")
+    text = (
+        'name: odd-text\ndescription: "\\ud800 <b>&</b>"\ntags: [scalar, "\\udfff"]\n'
+        "inputs: {a: 1.0e+308, b: -0.0}\nexpr: a * b + tanh(b)\n"
+    )
     (cases / "odd.yaml").write_text(text)
     out = tmp_path / "out"
-    assert main(["run", str(cases), "--engines", "numpy,torch", "--timeout", "0",
-                 "--out", str(out)]) in (0, 1)
+    assert main(
+        ["run", str(cases), "--engines", "numpy,torch", "--timeout", "0", "--out", str(out)]
+    ) in (0, 1)
     assert "\\ud800" in (out / "report.html").read_text(encoding="utf-8")
     assert pd.read_csv(out / "cases.csv")["case"].tolist() == ["odd-text"]
 
@@ -84,8 +89,12 @@ def test_subnormal_gradients_pass_and_render(tmp_path, capsys):
     cases.mkdir()
     write(cases, "subnormal.yaml", SUBNORMAL_CASE)
     out = tmp_path / "out"
-    assert main(["run", str(cases), "--engines", "numpy,fd,torch", "--timeout", "0",
-                 "--out", str(out)]) == 0, capsys.readouterr()
+    assert (
+        main(
+            ["run", str(cases), "--engines", "numpy,fd,torch", "--timeout", "0", "--out", str(out)]
+        )
+        == 0
+    ), capsys.readouterr()
     assert set(pd.read_csv(out / "comparisons.csv")["verdict"]) == {"PASS"}
     assert "could not be rendered" not in capsys.readouterr().err
     assert "data:image/svg+xml" in (out / "report.html").read_text()
@@ -96,9 +105,9 @@ def test_case_files_are_read_as_regular_files_only(tmp_path, capsys, kind):
     cases = tmp_path / "cases"
     cases.mkdir()
     if kind == "fifo":
-        os.mkfifo(cases / "pipe.yaml")         # opening it for reading would wait forever
+        os.mkfifo(cases / "pipe.yaml")  # opening it for reading would wait forever
     else:
-        (cases / "zero.yaml").symlink_to("/dev/zero")   # endless bytes past any size check
+        (cases / "zero.yaml").symlink_to("/dev/zero")  # endless bytes past any size check
     before = snapshot(tmp_path)
     assert main(["validate", str(cases)]) == 2
     assert "not a regular file" in capsys.readouterr().err
@@ -122,12 +131,16 @@ def test_too_many_inputs_are_refused_before_anything_runs(tmp_path, capsys):
 
 
 def test_a_jacobian_over_the_row_limit_is_refused_not_skipped(tmp_path, capsys):
-    path = write(tmp_path, "jac.yaml", f"""\
+    path = write(
+        tmp_path,
+        "jac.yaml",
+        f"""\
         name: big-jacobian
         inputs: {{x: {{shape: [{MAX_JACOBIAN_ROWS + 1}]}}}}
         expr: tanh(x)
         jacobian: true
-    """)
+    """,
+    )
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{MAX_JACOBIAN_ROWS + 1} rows" in err and "big-jacobian" in err

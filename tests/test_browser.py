@@ -5,6 +5,7 @@ failing case shows its blamed engine and a heatmap that loads, and case text sta
 Needs Debian's chromium and chromedriver (`make browser`). Without them the test skips, or
 fails when $CI is set, where a silent skip would hide a report nobody checked.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,16 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DESCRIPTION = "<script>alert(1)</script> & <b>bold</b>"
-CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]
+CHROME_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def require_browser() -> None:
@@ -34,8 +42,10 @@ def require_browser() -> None:
         missing.append("the selenium package")
     if not missing:
         return
-    message = (f"the browser test needs {', '.join(missing)} "
-               "(Debian: apt-get install chromium chromium-driver; or `make browser`)")
+    message = (
+        f"the browser test needs {', '.join(missing)} "
+        "(Debian: apt-get install chromium chromium-driver; or `make browser`)"
+    )
     if os.environ.get("CI", "").lower() not in ("", "0", "false"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
@@ -45,7 +55,8 @@ def require_browser() -> None:
 def chromium(width: int = 1400, height: int = 1000):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    profile = tempfile.mkdtemp(prefix="gradcheck-chromium-")     # a fresh profile each time
+
+    profile = tempfile.mkdtemp(prefix="gradcheck-chromium-")  # a fresh profile each time
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROME_FLAGS + [f"--user-data-dir={profile}", f"--window-size={width},{height}"]:
@@ -60,9 +71,12 @@ def chromium(width: int = 1400, height: int = 1000):
 
 def case_column(driver) -> list[str]:
     from selenium.webdriver.common.by import By
-    return [row.find_element(By.CSS_SELECTOR, "td").text
-            for row in driver.find_elements(By.CSS_SELECTOR, "#case-table tbody tr")
-            if row.is_displayed()]
+
+    return [
+        row.find_element(By.CSS_SELECTOR, "td").text
+        for row in driver.find_elements(By.CSS_SELECTOR, "#case-table tbody tr")
+        if row.is_displayed()
+    ]
 
 
 def test_report_in_chromium(mixed_catalog, tmp_path):
@@ -82,7 +96,8 @@ def test_report_in_chromium(mixed_catalog, tmp_path):
 def check_table_sorts_and_filters(driver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    assert case_column(driver) == ["wx-wrong-expect", "colah-e", "html-text"]   # failures first
+
+    assert case_column(driver) == ["wx-wrong-expect", "colah-e", "html-text"]  # failures first
     header = driver.find_element(By.CSS_SELECTOR, "#case-table th[data-key=case]")
     header.click()
     assert case_column(driver) == ["colah-e", "html-text", "wx-wrong-expect"]
@@ -97,6 +112,7 @@ def check_table_sorts_and_filters(driver) -> None:
 
 def check_failing_case(driver) -> None:
     from selenium.webdriver.common.by import By
+
     row = driver.find_element(By.CSS_SELECTOR, "#case-table tr[data-verdict=FAIL]")
     assert row.find_element(By.CSS_SELECTOR, "td.blame").text == "expect"
     section = driver.find_element(By.ID, "case-wx-wrong-expect")
@@ -109,6 +125,7 @@ def check_failing_case(driver) -> None:
 def check_case_text_is_text(driver) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
+
     # Its section is closed (the case passes): following the table's link opens it.
     driver.find_element(By.LINK_TEXT, "html-text").click()
     section = driver.find_element(By.ID, "case-html-text")
@@ -118,7 +135,7 @@ def check_case_text_is_text(driver) -> None:
     assert "<img src=x onerror=alert(2)>" in section.text
     assert not section.find_elements(By.CSS_SELECTOR, ".description b, .description script, dd img")
     with pytest.raises(NoAlertPresentException):
-        driver.switch_to.alert                       # alert(1) / alert(2) never ran
+        driver.switch_to.alert  # alert(1) / alert(2) never ran
 
 
 def check_no_errors_and_no_network(driver) -> None:
@@ -126,7 +143,8 @@ def check_no_errors_and_no_network(driver) -> None:
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
     fetched = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
     assert [u for u in fetched if not u.startswith("data:")] == []
 
 

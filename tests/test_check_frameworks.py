@@ -2,6 +2,7 @@
 every correct item PASSes in float64, float32, bfloat16 and float16 through one call; every
 buggy one FAILs blamed on the user's code alone. CPU only (tests/test_gpu.py: the same on a GPU).
 About 15 s on 2 cores; the jax items take the most (jit of the reference engines)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,16 +19,23 @@ ALL = ["float64", "float32", "bfloat16", "float16"]
 
 
 def _verdicts(result) -> dict:
-    return {d: (str(v), b) for d, v, b in zip(result.cases.dtype, result.cases.verdict,
-                                               result.cases.blame)}
+    return {
+        d: (str(v), b)
+        for d, v, b in zip(result.cases.dtype, result.cases.verdict, result.cases.blame)
+    }
 
 
 def test_the_suite_has_what_it_promises():
     torch_items = [i for i in fc.SUITE if i.framework == "torch"]
     jax_items = [i for i in fc.SUITE if i.framework == "jax"]
     assert len(torch_items) >= 14 and len(jax_items) >= 5
-    assert {i.kind for i in fc.SUITE} == {"torch Function", "nn.Module", "plain torch",
-                                          "jax custom_vjp", "jax custom_jvp"}
+    assert {i.kind for i in fc.SUITE} == {
+        "torch Function",
+        "nn.Module",
+        "plain torch",
+        "jax custom_vjp",
+        "jax custom_jvp",
+    }
     assert {i.bug for i in fc.BUGGY} == fc.GROSS | {fc.SCALE}
     assert all(i.bug == "" for i in fc.CORRECT) and all(i.reference for i in fc.BUGGY)
 
@@ -39,8 +47,9 @@ def test_correct_code_passes_in_every_dtype_in_one_call(item):
     assert _verdicts(result) == {d: ("PASS", "") for d in ALL}
     engines = set(result.comparisons.engine_a) | set(result.comparisons.engine_b)
     # against the reference's four engines, or against fd of the function itself
-    assert engines == ({item.engine, "numpy", "fd", "torch", "jax"} if item.reference
-                       else {item.engine, "fd"})
+    assert engines == (
+        {item.engine, "numpy", "fd", "torch", "jax"} if item.reference else {item.engine, "fd"}
+    )
 
 
 @pytest.mark.parametrize("item", fc.BUGGY, ids=lambda i: i.label)
@@ -74,10 +83,10 @@ def test_a_float32_reduction_over_20000_terms_passes_in_float32():
     result = gradcheck.check_torch(fc.Sum.apply, {"x": x}, reference="sum(x)")
     assert _verdicts(result) == {"float32": ("PASS", "")}, str(result)
     value = result.comparisons[result.comparisons.param == "(value)"]
-    assert value.tol_ratio.max() < 0.1     # the float32 sum's rounding is in the bound
+    assert value.tol_ratio.max() < 0.1  # the float32 sum's rounding is in the bound
     result = gradcheck.check_torch(fc.DotSum.apply, {"x": x, "w": w}, reference="sum(x * w)")
     assert _verdicts(result) == {"float32": ("PASS", "")}, str(result)
-    result = gradcheck.check_torch(fc.DotSum.apply, {"x": x, "w": w})     # fd of itself
+    result = gradcheck.check_torch(fc.DotSum.apply, {"x": x, "w": w})  # fd of itself
     assert _verdicts(result) == {"float32": ("PASS", "")}, str(result)
 
 
@@ -87,17 +96,24 @@ def test_module_parameters_are_checked_under_their_names():
     assert set(result.comparisons.param) == {"(value)", "x", "weight", "bias"}
     result = gradcheck.check_torch(fc.TwoLayer(), fc.x_only(5)(), dtypes=["float32"])
     assert result.ok
-    assert set(result.comparisons.param) == {"(value)", "x", "fc1_weight", "fc1_bias",
-                                             "fc2_weight", "fc2_bias"}
+    assert set(result.comparisons.param) == {
+        "(value)",
+        "x",
+        "fc1_weight",
+        "fc1_bias",
+        "fc2_weight",
+        "fc2_bias",
+    }
     sequential = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh())
-    result = gradcheck.check_torch(sequential, fc.x_only(6)())      # float32 parameters
+    result = gradcheck.check_torch(sequential, fc.x_only(6)())  # float32 parameters
     assert _verdicts(result) == {"float32": ("PASS", "")}
     assert set(result.comparisons.param) == {"(value)", "x", "_0_weight", "_0_bias"}
 
 
 def test_module_bug_is_in_the_bias_row_only():
-    result = fc.check(next(i for i in fc.BUGGY if i.label == "MyLinear module bias mean"),
-                      ["float64"])
+    result = fc.check(
+        next(i for i in fc.BUGGY if i.label == "MyLinear module bias mean"), ["float64"]
+    )
     rows = result.comparisons[result.comparisons.engine_a == "MyLinearBiasMean"]
     failed = set(rows[rows.verdict.astype(str) == "FAIL"].param)
     assert failed == {"bias"}
@@ -121,20 +137,23 @@ def test_two_outputs_each_get_a_cotangent():
     assert _verdicts(result) == {"float64": ("PASS", ""), "float32": ("PASS", "")}, str(result)
     assert set(result.comparisons.param) == {"(value)", "x", "h", "c", "w"}
 
-    def lstm_dropping_c_grad(x, h, c, w):        # c's gradient path cut: a wrong backward
+    def lstm_dropping_c_grad(x, h, c, w):  # c's gradient path cut: a wrong backward
         h_new, c_new = fc.lstm_cell(x, h, c.detach(), w)
         return h_new, c_new
+
     result = gradcheck.check_torch(lstm_dropping_c_grad, fc.lstm_inputs()())
     rows = result.comparisons
     assert set(rows[rows.verdict.astype(str) == "FAIL"].param) == {"c"}
 
 
 def test_a_jitted_jax_function():
-    result = gradcheck.check_jax(jax.jit(fc.jax_tanh), fc.x_only(7)(), reference="tanh(x)",
-                                 dtypes=["float64", "float32"])
+    result = gradcheck.check_jax(
+        jax.jit(fc.jax_tanh), fc.x_only(7)(), reference="tanh(x)", dtypes=["float64", "float32"]
+    )
     assert result.ok, str(result)
-    result = gradcheck.check_jax(jax.jit(fc.jax_linear_transposed), fc.linear_inputs(8)(),
-                                 reference=fc.LINEAR_REF)
+    result = gradcheck.check_jax(
+        jax.jit(fc.jax_linear_transposed), fc.linear_inputs(8)(), reference=fc.LINEAR_REF
+    )
     assert _verdicts(result) == {"float64": ("FAIL", "jax_linear_transposed")}
     rows = result.comparisons
     assert set(rows[rows.verdict.astype(str) == "FAIL"].param) == {"w"}
@@ -142,8 +161,9 @@ def test_a_jitted_jax_function():
 
 def test_a_compiled_torch_function():
     compiled = torch.compile(fc.mlp_layer, backend="eager")
-    result = gradcheck.check_torch(compiled, fc.linear_inputs(6)(), reference="tanh(x @ w + b)",
-                                   dtypes=["float64", "float32"])
+    result = gradcheck.check_torch(
+        compiled, fc.linear_inputs(6)(), reference="tanh(x @ w + b)", dtypes=["float64", "float32"]
+    )
     assert result.ok, str(result)
 
 
@@ -164,8 +184,9 @@ def test_assert_jax_gradients_raises_with_the_table():
 
 
 def test_name_renames_the_engine():
-    result = gradcheck.check_torch(fc.SigmoidSignBug.apply, fc.x_only(0)(), reference="sigmoid(x)",
-                                   name="my_sigmoid")
+    result = gradcheck.check_torch(
+        fc.SigmoidSignBug.apply, fc.x_only(0)(), reference="sigmoid(x)", name="my_sigmoid"
+    )
     assert _verdicts(result) == {"float64": ("FAIL", "my_sigmoid")}
 
 
@@ -174,8 +195,9 @@ def test_a_reference_keeps_the_users_tf32_flag():
     saved = torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = True
-        gradcheck.check_torch(fc.Linear.apply, fc.linear_inputs()(), reference=fc.LINEAR_REF,
-                              dtypes=["float32"])
+        gradcheck.check_torch(
+            fc.Linear.apply, fc.linear_inputs()(), reference=fc.LINEAR_REF, dtypes=["float32"]
+        )
         assert torch.backends.cuda.matmul.allow_tf32 is True
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
@@ -183,13 +205,16 @@ def test_a_reference_keeps_the_users_tf32_flag():
 
 def test_the_report_says_where_tf32_was_on(tmp_path):
     """TF32 changes nothing on the CPU, but a run that asked for it says so."""
-    result = gradcheck.check_torch(fc.Linear.apply, fc.linear_inputs()(), reference=fc.LINEAR_REF,
-                                   dtypes=["float32"])
+    result = gradcheck.check_torch(
+        fc.Linear.apply, fc.linear_inputs()(), reference=fc.LINEAR_REF, dtypes=["float32"]
+    )
     assert result.metadata["engine_options"]["Linear"] == {"device": "cpu", "tf32": False}
     assert not str(result).startswith("TF32")
     case = result.cases.iloc[0]
-    tf32 = gradcheck.run(gradcheck.load_cases([CATALOG / "l2-wx"])[:1], engines=[
-        gradcheck.NumpyEngine(), gradcheck.TorchEngine(allow_tf32=True)])
+    tf32 = gradcheck.run(
+        gradcheck.load_cases([CATALOG / "l2-wx"])[:1],
+        engines=[gradcheck.NumpyEngine(), gradcheck.TorchEngine(allow_tf32=True)],
+    )
     assert str(tf32).splitlines()[0] == "TF32 on for: torch"
     tf32.write_reports(tmp_path)
     assert "torch: cpu, TF32 on" in (tmp_path / "report.html").read_text()

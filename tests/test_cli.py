@@ -1,6 +1,7 @@
 """The command line: `gradcheck run|validate|list|schema|report`, exit codes, report files,
 filtering, custom engines; in-process through `gradcheck.cli.main`, and as real processes
 (the console script next to this interpreter, and `python -m gradcheck`)."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,20 @@ from gradcheck.cli import main
 from helpers import COLAH_E, TANH_LAYER, write_case
 
 CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message"]
-COMPARISON_COLUMNS = ["case", "dtype", "param", "engine_a", "engine_b", "verdict", "max_abs_err",
-                      "max_rel_err", "tol_ratio", "worst_index", "atol", "rtol"]
+COMPARISON_COLUMNS = [
+    "case",
+    "dtype",
+    "param",
+    "engine_a",
+    "engine_b",
+    "verdict",
+    "max_abs_err",
+    "max_rel_err",
+    "tol_ratio",
+    "worst_index",
+    "atol",
+    "rtol",
+]
 ENGINE_NAMES = {"numpy", "fd", "torch", "jax", "expect"}
 
 
@@ -32,7 +45,7 @@ def catalog(tmp_path) -> Path:
     return root
 
 
-IN_PROCESS = ["--timeout", "0"]      # no worker process: fast, and the same code path
+IN_PROCESS = ["--timeout", "0"]  # no worker process: fast, and the same code path
 
 
 def run_cli(*argv, worker: bool = False) -> int:
@@ -53,6 +66,7 @@ def read_comparisons(out: Path) -> pd.DataFrame:
 
 # --- gradcheck run ------------------------------------------------------------------------------
 
+
 def test_run_passes_and_writes_every_report(catalog, tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli("run", catalog, "--out", out, worker=True) == 0
@@ -62,7 +76,10 @@ def test_run_passes_and_writes_every_report(catalog, tmp_path, capsys):
     cases = read_cases(out)
     assert set(CASE_COLUMNS) <= set(cases.columns)
     assert sorted(zip(cases["case"], cases["dtype"])) == [
-        ("colah-e", "float64"), ("tanh-layer", "float32"), ("tanh-layer", "float64")]
+        ("colah-e", "float64"),
+        ("tanh-layer", "float32"),
+        ("tanh-layer", "float64"),
+    ]
     assert set(cases["verdict"]) == {"PASS"}
     assert (cases["blame"] == "").all()
     assert (cases["seconds"] >= 0).all()
@@ -83,20 +100,25 @@ def test_run_passes_and_writes_every_report(catalog, tmp_path, capsys):
     assert versions["numpy"] == np.__version__
     import jax
     import torch
+
     assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert versions["jax"] == jax.__version__
     assert "platform" in meta and "time" in meta and "seed" in meta
 
     summary = (out / "summary.md").read_text()
     assert "colah-e" in summary and "tanh-layer" in summary
-    printed = capsys.readouterr().out      # compact: counts, no row for a passing run
+    printed = capsys.readouterr().out  # compact: counts, no row for a passing run
     assert "3 PASS" in printed and "colah-e" not in printed
 
 
 def test_one_wrong_expect_number_exits_1_and_blames_expect(catalog, tmp_path):
-    write_case(catalog / "scalar", "colah-wrong.yaml",
-               COLAH_E.replace("name: colah-e", "name: colah-wrong")
-                      .replace("grad: {a: 2.0, b: 5.0}", "grad: {a: 2.0, b: 5.5}"))
+    write_case(
+        catalog / "scalar",
+        "colah-wrong.yaml",
+        COLAH_E.replace("name: colah-e", "name: colah-wrong").replace(
+            "grad: {a: 2.0, b: 5.0}", "grad: {a: 2.0, b: 5.5}"
+        ),
+    )
     out = tmp_path / "out"
     assert run_cli("run", catalog, "--out", out) == 1
     cases = read_cases(out).set_index("case")
@@ -122,15 +144,19 @@ def test_run_into_a_folder_it_wrote_replaces_it(catalog, tmp_path):
 
 # --- usage errors: exit 2 -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra", [
-    ["--engines", "numpy,bogus"],
-    ["--dtypes", "float8"],
-    ["--engine", "no-colon-here"],
-    ["--engine", "no_such_module_xyz:Engine"],
-    ["--engine", "json:no_such_attr"],
-    ["--engine", "json:dumps"],                  # importable, but not an engine
-    ["--engine", "json:__name__"],               # not even callable
-])
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--engines", "numpy,bogus"],
+        ["--dtypes", "float8"],
+        ["--engine", "no-colon-here"],
+        ["--engine", "no_such_module_xyz:Engine"],
+        ["--engine", "json:no_such_attr"],
+        ["--engine", "json:dumps"],  # importable, but not an engine
+        ["--engine", "json:__name__"],  # not even callable
+    ],
+)
 def test_usage_errors_exit_2(catalog, tmp_path, extra, capsys):
     out = tmp_path / "out"
     assert run_cli("run", catalog, "--out", out, *extra) == 2
@@ -161,6 +187,7 @@ def test_invalid_case_exits_2_naming_the_file(catalog, tmp_path, capsys):
 
 # --- filtering ------------------------------------------------------------------------------------
 
+
 def test_engines_option_limits_the_engines(catalog, tmp_path):
     out = tmp_path / "out"
     assert run_cli("run", catalog, "--out", out, "--engines", "numpy,torch") == 0
@@ -183,15 +210,30 @@ def test_keyword_and_tags_select_cases(catalog, tmp_path):
     assert run_cli("run", catalog, "--out", out, "-k", "colah", "--engines", "numpy,fd") == 0
     assert list(read_cases(out)["case"]) == ["colah-e"]
     out = tmp_path / "tags"
-    assert run_cli("run", catalog, "--out", out, "--tags", "l2-wx,nothing",
-                   "--engines", "numpy,fd") == 0
+    assert (
+        run_cli("run", catalog, "--out", out, "--tags", "l2-wx,nothing", "--engines", "numpy,fd")
+        == 0
+    )
     assert set(read_cases(out)["case"]) == {"tanh-layer"}
 
 
 def test_fd_max_elements_option(catalog, tmp_path):
     out = tmp_path / "out"
-    assert run_cli("run", catalog, "--out", out, "-k", "tanh", "--engines", "numpy,fd",
-                   "--fd-max-elements", "5") == 0
+    assert (
+        run_cli(
+            "run",
+            catalog,
+            "--out",
+            out,
+            "-k",
+            "tanh",
+            "--engines",
+            "numpy,fd",
+            "--fd-max-elements",
+            "5",
+        )
+        == 0
+    )
     comps = read_comparisons(out)
     x = comps[(comps["param"] == "x")]
     assert set(x["checked"]) == {5} and set(x["elements"]) == {12}
@@ -199,7 +241,7 @@ def test_fd_max_elements_option(catalog, tmp_path):
 
 # --- custom engines -------------------------------------------------------------------------------
 
-ENGINE_MODULE = '''
+ENGINE_MODULE = """
 import reference_impls
 from gradcheck import NumpyEngine
 from reference_impls import Primitive
@@ -220,7 +262,7 @@ class WrongTanh:
 
 
 good = NumpyEngine(name="mine")
-'''
+"""
 
 
 @pytest.fixture
@@ -235,25 +277,42 @@ def engine_module(tmp_path, monkeypatch) -> str:
 
 def test_custom_engine_that_agrees(catalog, tmp_path, engine_module):
     out = tmp_path / "out"
-    assert run_cli("run", catalog, "--out", out, "--engines", "fd",
-                   "--engine", f"{engine_module}:good") == 0
+    assert (
+        run_cli(
+            "run", catalog, "--out", out, "--engines", "fd", "--engine", f"{engine_module}:good"
+        )
+        == 0
+    )
     comps = read_comparisons(out)
-    assert ("mine", "fd") in set(zip(comps["engine_a"], comps["engine_b"])) | \
-        set(zip(comps["engine_b"], comps["engine_a"]))
+    assert ("mine", "fd") in set(zip(comps["engine_a"], comps["engine_b"])) | set(
+        zip(comps["engine_b"], comps["engine_a"])
+    )
 
 
 def test_custom_engine_with_a_wrong_backward_is_blamed(catalog, tmp_path, engine_module):
     out = tmp_path / "out"
-    assert run_cli("run", catalog, "--out", out, "--engines", "numpy,fd,torch",
-                   "--engine", f"{engine_module}:WrongTanh") == 1
+    assert (
+        run_cli(
+            "run",
+            catalog,
+            "--out",
+            out,
+            "--engines",
+            "numpy,fd,torch",
+            "--engine",
+            f"{engine_module}:WrongTanh",
+        )
+        == 1
+    )
     cases = read_cases(out).set_index(["case", "dtype"])
     assert cases.loc[("tanh-layer", "float64"), "verdict"] == "FAIL"
     assert cases.loc[("tanh-layer", "float64"), "blame"] == "mine"
     assert cases.loc[("tanh-layer", "float32"), "blame"] == "mine"
-    assert cases.loc[("colah-e", "float64"), "verdict"] == "PASS"      # no tanh there
+    assert cases.loc[("colah-e", "float64"), "verdict"] == "PASS"  # no tanh there
 
 
 # --- validate, list, schema, report ---------------------------------------------------------------
+
 
 def test_validate(catalog, capsys):
     assert run_cli("validate", catalog) == 0
@@ -271,7 +330,10 @@ def test_list_with_filters(catalog, capsys):
     assert run_cli("list", catalog, "--tags", "seed") == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["name", "colah-e"]
     assert run_cli("list", catalog, "-k", "tanh") == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["name", "tanh-layer"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "name",
+        "tanh-layer",
+    ]
 
 
 def test_list_formats_for_scripts(catalog, capsys):
@@ -303,10 +365,11 @@ def test_report_rerenders_a_run_folder(catalog, tmp_path):
     assert run_cli("report", out) == 0
     assert "tanh-layer" in (out / "summary.md").read_text()
     assert "tanh-layer" in (out / "report.html").read_text()
-    assert run_cli("report", tmp_path) == 2            # not a run folder
+    assert run_cli("report", tmp_path) == 2  # not a run folder
 
 
 # --- real processes -------------------------------------------------------------------------------
+
 
 def console_script() -> Path:
     script = Path(sys.executable).parent / "gradcheck"
@@ -317,29 +380,65 @@ def console_script() -> Path:
 
 def test_console_script_exit_codes(catalog, tmp_path):
     out = tmp_path / "out"
-    ok = subprocess.run([str(console_script()), "run", str(catalog), "--out", str(out),
-                         "--engines", "numpy,fd", "-q"], capture_output=True, text=True,
-                        timeout=300)
+    ok = subprocess.run(
+        [
+            str(console_script()),
+            "run",
+            str(catalog),
+            "--out",
+            str(out),
+            "--engines",
+            "numpy,fd",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     assert set(read_cases(out)["verdict"]) == {"PASS"}
-    write_case(catalog / "scalar", "colah-wrong.yaml",
-               COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0",
-                                                                             "value: 7.0"))
-    bad = subprocess.run([str(console_script()), "run", str(catalog), "--out", str(out),
-                          "--engines", "numpy,fd", "-q", *IN_PROCESS],
-                         capture_output=True, text=True, timeout=300)
+    write_case(
+        catalog / "scalar",
+        "colah-wrong.yaml",
+        COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0", "value: 7.0"),
+    )
+    bad = subprocess.run(
+        [
+            str(console_script()),
+            "run",
+            str(catalog),
+            "--out",
+            str(out),
+            "--engines",
+            "numpy,fd",
+            "-q",
+            *IN_PROCESS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1, bad.stderr
     assert "colah-wrong" in bad.stdout
-    usage = subprocess.run([str(console_script()), "run", str(catalog), "--engines", "nope"],
-                           capture_output=True, text=True, timeout=300)
+    usage = subprocess.run(
+        [str(console_script()), "run", str(catalog), "--engines", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert usage.returncode == 2
 
 
 def test_python_dash_m_gradcheck(catalog):
-    listed = subprocess.run([sys.executable, "-m", "gradcheck", "list", str(catalog)],
-                            capture_output=True, text=True, timeout=300)
+    listed = subprocess.run(
+        [sys.executable, "-m", "gradcheck", "list", str(catalog)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr
     assert "colah-e" in listed.stdout and "tanh-layer" in listed.stdout
-    schema = subprocess.run([sys.executable, "-m", "gradcheck", "schema"],
-                            capture_output=True, text=True, timeout=300)
+    schema = subprocess.run(
+        [sys.executable, "-m", "gradcheck", "schema"], capture_output=True, text=True, timeout=300
+    )
     assert schema.returncode == 0 and "inputs" in json.loads(schema.stdout)["properties"]

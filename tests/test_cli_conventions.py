@@ -1,6 +1,7 @@
 """The command line follows the usual conventions: --version, --debug anywhere, defaults
 in help, valid choices and "did you mean" in errors, a progress bar with an ETA and the
 failures so far, and the catalog that ships inside the package."""
+
 from __future__ import annotations
 
 import filecmp
@@ -27,7 +28,7 @@ def test_version(capsys):
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_debug_is_accepted_before_and_after_every_command(command):
     parser = build_parser()
-    extra = ["somewhere"] if command in ("report", "fuzz") else []   # a required argument
+    extra = ["somewhere"] if command in ("report", "fuzz") else []  # a required argument
     assert parser.parse_args([command, *extra]).debug is False
     assert parser.parse_args(["--debug", command, *extra]).debug is True
     assert parser.parse_args([command, "--debug", *extra]).debug is True
@@ -45,55 +46,82 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("(default: reports/latest)", "(default: numpy,fd,torch,jax)",
-                  "(default: 600.0)", "(default: 10000000)"):
+    for shown in (
+        "(default: reports/latest)",
+        "(default: numpy,fd,torch,jax)",
+        "(default: 600.0)",
+        "(default: 10000000)",
+    ):
         assert shown in text, shown
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--dtypes", "float8", "unknown dtype 'float8' (did you mean 'float64'?); "
-                           "valid: float64, float32, bfloat16, float16"),
-    ("--dtypes", "float64,half", "unknown dtype 'half'; valid: float64, float32, bfloat16, "
-                                 "float16"),
-    ("--engines", "numpi", "unknown engine 'numpi' (did you mean 'numpy'?); "
-                           "valid: numpy, fd, torch, jax"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        (
+            "--dtypes",
+            "float8",
+            "unknown dtype 'float8' (did you mean 'float64'?); "
+            "valid: float64, float32, bfloat16, float16",
+        ),
+        (
+            "--dtypes",
+            "float64,half",
+            "unknown dtype 'half'; valid: float64, float32, bfloat16, float16",
+        ),
+        (
+            "--engines",
+            "numpi",
+            "unknown engine 'numpi' (did you mean 'numpy'?); valid: numpy, fd, torch, jax",
+        ),
+    ],
+)
 def test_errors_list_the_valid_choices(catalog, tmp_path, capsys, option, value, message):
     assert run_cli("run", catalog, option, value, "--out", tmp_path / "out") == 2
     assert capsys.readouterr().err.strip() == f"usage error: {message}"
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("expr, message", [
-    ("sum(tanhh(x))", "unknown op 'tanhh' (did you mean 'tanh'?)"),
-    ("sum(tahn(x) * x)", "unknown op 'tahn' (did you mean 'tanh'?)"),
-    ("sum(tanh(xs))", "name 'xs' is not defined (did you mean 'x'?)"),
-    ("sum(tanh(q))", "name 'q' is not defined (choose from w, x)"),
-    ("sum(x, axes=0)", "sum has no keyword argument 'axes' (did you mean 'axis'?) (allowed: "),
-])
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ("sum(tanhh(x))", "unknown op 'tanhh' (did you mean 'tanh'?)"),
+        ("sum(tahn(x) * x)", "unknown op 'tahn' (did you mean 'tanh'?)"),
+        ("sum(tanh(xs))", "name 'xs' is not defined (did you mean 'x'?)"),
+        ("sum(tanh(q))", "name 'q' is not defined (choose from w, x)"),
+        ("sum(x, axes=0)", "sum has no keyword argument 'axes' (did you mean 'axis'?) (allowed: "),
+    ],
+)
 def test_did_you_mean_for_ops_and_names(tmp_path, capsys, expr, message):
-    write_case(tmp_path, "typo.yaml", f"name: typo\ninputs: {{x: [1.0, 2.0], w: 3.0}}\nexpr: {expr}\n")
+    write_case(
+        tmp_path, "typo.yaml", f"name: typo\ninputs: {{x: [1.0, 2.0], w: 3.0}}\nexpr: {expr}\n"
+    )
     assert run_cli("validate", tmp_path / "typo.yaml") == 2
     err = capsys.readouterr().err
     assert f"typo.yaml:3: case 'typo': step 'out'" in err and message in err
 
 
-def test_the_progress_bar_shows_an_eta_and_the_failures_so_far(catalog, tmp_path, capfd,
-                                                                  monkeypatch):
-    monkeypatch.setenv("TTY_COMPATIBLE", "1")         # rich draws the bar as on a terminal
+def test_the_progress_bar_shows_an_eta_and_the_failures_so_far(
+    catalog, tmp_path, capfd, monkeypatch
+):
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich draws the bar as on a terminal
     monkeypatch.setenv("COLUMNS", "200")
-    write_case(catalog / "scalar", "colah-wrong.yaml",
-               COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0",
-                                                                             "value: 7.0"))
+    write_case(
+        catalog / "scalar",
+        "colah-wrong.yaml",
+        COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0", "value: 7.0"),
+    )
     assert run_cli("run", catalog, "--out", tmp_path / "out", "--engines", "numpy,fd") == 1
     bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", capfd.readouterr().err)
     assert re.search(r"\d/4 .*1 not passed .*eta", bar), bar[-2000:]
 
 
 def test_the_final_table_is_compact_unless_verbose(catalog, tmp_path, capsys):
-    write_case(catalog / "scalar", "colah-wrong.yaml",
-               COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0",
-                                                                             "value: 7.0"))
+    write_case(
+        catalog / "scalar",
+        "colah-wrong.yaml",
+        COLAH_E.replace("name: colah-e", "name: colah-wrong").replace("value: 6.0", "value: 7.0"),
+    )
     args = ["run", catalog, "--out", tmp_path / "out", "--engines", "numpy,fd"]
     assert run_cli(*args) == 1
     lines = capsys.readouterr().out.splitlines()
@@ -107,6 +135,7 @@ def test_the_final_table_is_compact_unless_verbose(catalog, tmp_path, capsys):
 
 
 # --- the catalog inside the package -------------------------------------------------------------
+
 
 def test_the_packaged_catalog_is_the_repository_catalog():
     files = sorted(p.relative_to(REPO_CASES) for p in REPO_CASES.rglob("*.yaml"))
@@ -159,5 +188,7 @@ def test_every_problem_of_a_file_is_shown_at_once(tmp_path, capsys):
 def test_without_a_cases_folder_the_error_points_at_the_catalog(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert run_cli("list") == 2
-    assert "no cases/ folder here: name case files or folders, or use --catalog" in \
-        capsys.readouterr().err
+    assert (
+        "no cases/ folder here: name case files or folders, or use --catalog"
+        in capsys.readouterr().err
+    )

@@ -1,5 +1,6 @@
 """The comparator: judge() numbers and verdicts, tolerances, blame, and the whole path from a
 YAML case through `run_case` to a verdict that names the wrong engine."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,15 @@ import pytest
 import gradcheck
 import reference_impls
 from gradcheck.engines import FiniteDifferences, JaxEngine, NumpyEngine, TorchEngine
-from gradcheck.harness.compare import (EXACT, FD_ERR_FACTOR, WITH_FD, Tolerance, blame, judge,
-                                       tolerance_for)
+from gradcheck.harness.compare import (
+    EXACT,
+    FD_ERR_FACTOR,
+    WITH_FD,
+    Tolerance,
+    blame,
+    judge,
+    tolerance_for,
+)
 from gradcheck.loading.models import Tolerance as CaseTolerance
 from helpers import COLAH_E, TANH_LAYER, load_one
 from reference_impls import Primitive
@@ -21,6 +29,7 @@ TIGHT = Tolerance(rtol=1e-7, atol=0.0)
 
 # --- judge: the numbers ---------------------------------------------------------------------
 
+
 def test_judge_numbers_follow_the_definition():
     a = np.array([[1.0, -2.0], [4.0, 0.5]])
     b = np.array([[1.0, -2.0 + 3e-6], [4.0 + 1e-6, 0.5]])
@@ -28,14 +37,14 @@ def test_judge_numbers_follow_the_definition():
     j = judge(a, b, tol)
     diff = np.abs(a - b)
     scale = np.maximum(np.abs(a), np.abs(b))
-    atol = 1e-9 * 4.000001                    # atol is relative to the larger magnitude
+    atol = 1e-9 * 4.000001  # atol is relative to the larger magnitude
     ratio = diff / (atol + 1e-7 * scale)
     assert j.verdict == "FAIL"
     assert j.max_abs_err == pytest.approx(diff.max(), rel=1e-12)
     assert j.max_abs_err == pytest.approx(3e-6, rel=1e-6)
     assert j.max_rel_err == pytest.approx((diff / scale).max(), rel=1e-12)
     assert j.tol_ratio == pytest.approx(ratio.max(), rel=1e-12)
-    assert j.tol_ratio == pytest.approx(3e-6 / (atol + 1e-7 * 2.0), rel=1e-5)   # ~15
+    assert j.tol_ratio == pytest.approx(3e-6 / (atol + 1e-7 * 2.0), rel=1e-5)  # ~15
     assert j.worst_index == (0, 1)
     assert j.value_a == -2.0 and j.value_b == -2.0 + 3e-6
     assert j.atol == pytest.approx(atol, rel=1e-12)
@@ -67,7 +76,7 @@ def test_identical_arrays_pass_with_zero_errors():
     a = np.linspace(-3, 3, 7).reshape(7)
     j = judge(a, a.copy(), TIGHT)
     assert (j.verdict, j.max_abs_err, j.max_rel_err, j.tol_ratio) == ("PASS", 0.0, 0.0, 0.0)
-    assert j.abs_err is None               # element-wise errors are kept for failures only
+    assert j.abs_err is None  # element-wise errors are kept for failures only
 
 
 def test_zeros_on_both_sides_pass_even_with_zero_tolerance():
@@ -90,12 +99,13 @@ def test_shape_mismatch_fails_with_infinite_ratio():
 
 def test_float32_inputs_are_judged_in_float64():
     a = np.float32([1.0, 2.0])
-    b = a.astype(np.float64) + np.array([0.0, 2.0 ** -30])
+    b = a.astype(np.float64) + np.array([0.0, 2.0**-30])
     j = judge(a, b, TIGHT)
-    assert j.max_abs_err == 2.0 ** -30
+    assert j.max_abs_err == 2.0**-30
 
 
 # --- non-finite numbers never pass ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("side", ["a", "b", "both"])
@@ -105,7 +115,7 @@ def test_non_finite_is_nonfinite(bad, side):
         a[1] = bad
     if side in ("b", "both"):
         b[1] = bad
-    j = judge(a, b, Tolerance(rtol=1e30, atol=1e30))       # no tolerance can save it
+    j = judge(a, b, Tolerance(rtol=1e30, atol=1e30))  # no tolerance can save it
     assert j.verdict == "NONFINITE", j
     assert "1 non-finite" in j.message
 
@@ -126,12 +136,13 @@ def test_nan_outside_the_checked_mask_is_ignored():
 
 # --- the checked mask, fd error estimates, kinks ---------------------------------------------
 
+
 def test_checked_mask_limits_the_comparison():
     a = np.array([1.0, 2.0, 3.0, 4.0])
     b = np.array([1.0, 5.0, 3.0, 4.0 + 1e-3])
     masked = judge(a, b, TIGHT, checked=np.array([True, False, True, True]))
     assert masked.verdict == "FAIL"
-    assert masked.max_abs_err == pytest.approx(1e-3)          # the unchecked 3.0 error is out
+    assert masked.max_abs_err == pytest.approx(1e-3)  # the unchecked 3.0 error is out
     assert masked.worst_index == (3,) and masked.checked == 3
     assert judge(a, b, TIGHT, checked=np.array([True, False, True, False])).verdict == "PASS"
 
@@ -150,10 +161,10 @@ def test_fd_error_estimate_widens_the_bound_by_its_factor():
 
 def test_failures_only_at_kinks_are_nondiff():
     a = np.array([0.0, 1.0, 2.0])
-    b = np.array([0.5, 1.0, 2.0])           # relu'(0): 0 by backprop, 1/2 by differences
+    b = np.array([0.5, 1.0, 2.0])  # relu'(0): 0 by backprop, 1/2 by differences
     j = judge(a, b, TIGHT, kinks=np.array([True, False, False]))
     assert j.verdict == "NONDIFF" and j.kinks == 1
-    assert j.tol_ratio > 1                  # the numbers are still reported
+    assert j.tol_ratio > 1  # the numbers are still reported
     assert j.max_abs_err == 0.5 and j.worst_index == (0,)
 
 
@@ -169,20 +180,24 @@ def test_kinks_outside_the_checked_mask_do_not_count():
     j = judge(a, b, TIGHT, checked=np.array([True, False]), kinks=np.array([False, True]))
     assert j.verdict == "FAIL" and j.kinks == 0 and j.checked == 1
     j = judge(a, b, TIGHT, checked=np.array([True, True]), kinks=np.array([False, True]))
-    assert j.verdict == "FAIL" and j.kinks == 1      # a kink elsewhere excuses nothing
+    assert j.verdict == "FAIL" and j.kinks == 1  # a kink elsewhere excuses nothing
 
 
 # --- tolerances ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, pair, expected", [
-    ("float64", ("numpy", "torch"), (1e-7, 1e-9)),
-    ("float64", ("numpy", "expect"), (1e-7, 1e-9)),
-    ("float64", ("torch", "jax"), (1e-7, 1e-9)),
-    ("float64", ("numpy", "fd"), (1e-6, 1e-8)),
-    ("float64", ("fd", "expect"), (1e-6, 1e-8)),
-    ("float32", ("numpy", "torch"), (1e-4, 2e-5)),
-    ("float32", ("fd", "jax"), (1e-4, 2e-5)),
-])
+
+@pytest.mark.parametrize(
+    "dtype, pair, expected",
+    [
+        ("float64", ("numpy", "torch"), (1e-7, 1e-9)),
+        ("float64", ("numpy", "expect"), (1e-7, 1e-9)),
+        ("float64", ("torch", "jax"), (1e-7, 1e-9)),
+        ("float64", ("numpy", "fd"), (1e-6, 1e-8)),
+        ("float64", ("fd", "expect"), (1e-6, 1e-8)),
+        ("float32", ("numpy", "torch"), (1e-4, 2e-5)),
+        ("float32", ("fd", "jax"), (1e-4, 2e-5)),
+    ],
+)
 def test_tolerance_for_dtype_and_pair(dtype, pair, expected):
     tol = tolerance_for(dtype, numerical="fd" in pair)
     assert (tol.rtol, tol.atol) == expected
@@ -207,24 +222,40 @@ def test_case_override_replaces_only_what_it_names():
 ENGINES5 = ["numpy", "fd", "torch", "jax", "expect"]
 
 
-@pytest.mark.parametrize("disagreeing, expected", [
-    (set(), []),
-    ({("numpy", "fd"), ("numpy", "torch"), ("numpy", "jax"), ("numpy", "expect")}, ["numpy"]),
-    ({("numpy", "expect"), ("fd", "expect"), ("torch", "expect"), ("jax", "expect")}, ["expect"]),
-    # one engine disagrees with only some of the others: still that one alone
-    ({("numpy", "jax"), ("fd", "jax")}, ["jax"]),
-    # two wrong engines that also disagree with each other
-    ({("numpy", "fd"), ("numpy", "torch"), ("numpy", "expect"), ("jax", "fd"), ("jax", "torch"),
-      ("jax", "expect"), ("numpy", "jax")}, ["numpy", "jax"]),
-    # a lone disagreeing pair: either could be wrong, so both are named
-    ({("torch", "jax")}, ["torch", "jax"]),
-    # two disjoint disagreeing pairs: four equally small covers, union of all
-    ({("numpy", "fd"), ("torch", "jax")}, ["numpy", "fd", "torch", "jax"]),
-    # a triangle: every 2-cover works; the union is the three
-    ({("numpy", "fd"), ("fd", "torch"), ("numpy", "torch")}, ["numpy", "fd", "torch"]),
-    # a path a-b-c: {b} covers it
-    ({("numpy", "fd"), ("fd", "torch")}, ["fd"]),
-])
+@pytest.mark.parametrize(
+    "disagreeing, expected",
+    [
+        (set(), []),
+        ({("numpy", "fd"), ("numpy", "torch"), ("numpy", "jax"), ("numpy", "expect")}, ["numpy"]),
+        (
+            {("numpy", "expect"), ("fd", "expect"), ("torch", "expect"), ("jax", "expect")},
+            ["expect"],
+        ),
+        # one engine disagrees with only some of the others: still that one alone
+        ({("numpy", "jax"), ("fd", "jax")}, ["jax"]),
+        # two wrong engines that also disagree with each other
+        (
+            {
+                ("numpy", "fd"),
+                ("numpy", "torch"),
+                ("numpy", "expect"),
+                ("jax", "fd"),
+                ("jax", "torch"),
+                ("jax", "expect"),
+                ("numpy", "jax"),
+            },
+            ["numpy", "jax"],
+        ),
+        # a lone disagreeing pair: either could be wrong, so both are named
+        ({("torch", "jax")}, ["torch", "jax"]),
+        # two disjoint disagreeing pairs: four equally small covers, union of all
+        ({("numpy", "fd"), ("torch", "jax")}, ["numpy", "fd", "torch", "jax"]),
+        # a triangle: every 2-cover works; the union is the three
+        ({("numpy", "fd"), ("fd", "torch"), ("numpy", "torch")}, ["numpy", "fd", "torch"]),
+        # a path a-b-c: {b} covers it
+        ({("numpy", "fd"), ("fd", "torch")}, ["fd"]),
+    ],
+)
 def test_blame_is_the_minimum_cover(disagreeing, expected):
     assert blame(ENGINES5, disagreeing) == expected
 
@@ -239,6 +270,7 @@ def test_blame_with_two_engines_cannot_decide():
 
 
 # --- end to end: a case through run_case ----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def engines():
@@ -277,8 +309,9 @@ def test_wrong_tanh_backward_fails_and_is_blamed_on_numpy_alone(tmp_path, engine
                 assert rows[(param, "numpy", other)].verdict == "FAIL"
                 assert rows[(param, "numpy", other)].tol_ratio > 10
         # the forward value is right, and the other engines agree among themselves
-        assert all(r.verdict == "PASS" for k, r in rows.items()
-                   if k[0] == "(value)" or "numpy" not in k)
+        assert all(
+            r.verdict == "PASS" for k, r in rows.items() if k[0] == "(value)" or "numpy" not in k
+        )
 
 
 def test_a_custom_engine_is_blamed_by_its_own_name(tmp_path, engines):
@@ -307,48 +340,58 @@ def test_right_expect_passes_on_the_seed_numbers(tmp_path, engines):
     result = gradcheck.run_case(case, "float64", engines)
     assert result.case.verdict == "PASS"
     expect_rows = [r for r in result.comparisons if "expect" in (r.engine_a, r.engine_b)]
-    assert len(expect_rows) == 4 * 3          # (value), a, b against each of the 4 engines
+    assert len(expect_rows) == 4 * 3  # (value), a, b against each of the 4 engines
     assert all(r.max_abs_err < 1e-9 for r in expect_rows)
 
 
 def test_relu_at_zero_is_nondiff_not_fail(tmp_path, engines):
-    case = load_one(tmp_path, """\
+    case = load_one(
+        tmp_path,
+        """\
         name: relu-kink
         inputs:
           x: [-1.0, 0.0, 2.0]
         expr: sum(relu(x) * 3)
-        """)
+        """,
+    )
     result = gradcheck.run_case(case, "float64", engines)
     assert result.case.verdict == "NONDIFF", result.case
-    fd_rows = [r for r in result.comparisons if r.param == "x" and "fd" in
-               (r.engine_a, r.engine_b)]
+    fd_rows = [r for r in result.comparisons if r.param == "x" and "fd" in (r.engine_a, r.engine_b)]
     assert {r.verdict for r in fd_rows} == {"NONDIFF"}
     assert all(r.kinks == 1 and r.worst_index == (1,) for r in fd_rows)
-    assert all(getattr(r, "value_a" if r.engine_a == "fd" else "value_b") == pytest.approx(1.5)
-               for r in fd_rows)      # differences straddle the kink: half of 3
+    assert all(
+        getattr(r, "value_a" if r.engine_a == "fd" else "value_b") == pytest.approx(1.5)
+        for r in fd_rows
+    )  # differences straddle the kink: half of 3
 
 
 def test_wrong_backward_at_a_kink_input_is_still_fail(tmp_path, engines):
     """A kink elsewhere must not hide a real error: relu' = 1 everywhere is wrong at -1."""
     ops = dict(reference_impls.OPS)
     ops["relu"] = Primitive(ops["relu"].forward, (lambda g, out, x: g,))
-    case = load_one(tmp_path, """\
+    case = load_one(
+        tmp_path,
+        """\
         name: relu-kink-wrong
         inputs:
           x: [-1.0, 0.0, 2.0]
         expr: sum(relu(x) * 3)
-        """)
+        """,
+    )
     result = gradcheck.run_case(case, "float64", [NumpyEngine(ops)] + engines[1:])
     assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
 
 
 def test_log_of_zero_is_nonfinite(tmp_path, engines):
-    case = load_one(tmp_path, """\
+    case = load_one(
+        tmp_path,
+        """\
         name: log-zero
         inputs:
           x: [0.0, 1.0]
         expr: sum(log(x))
-        """)
+        """,
+    )
     result = gradcheck.run_case(case, "float64", engines)
     assert result.case.verdict == "NONFINITE"
     assert all(r.verdict == "NONFINITE" for r in result.comparisons)
@@ -384,9 +427,13 @@ def test_a_subnormal_scale_in_a_layer_passes_with_every_engine(tmp_path):
     """Found by `gradcheck fuzz cases/batchnorm/batchnorm-2d-vjp.yaml`: gamma = 2.2e-311 puts
     the gradient of x among float64's subnormals, which each engine rounds its own way and
     jax flushes to zero."""
-    case = load_one(tmp_path, "name: bn-subnormal\ninputs: {x: [[0.0], [0.0]], gamma: [2.225073858507e-311],"
-                    " beta: [0.0]}\nexpr: batchnorm(x, gamma, beta)\ndtypes: [float64]\n")
+    case = load_one(
+        tmp_path,
+        "name: bn-subnormal\ninputs: {x: [[0.0], [0.0]], gamma: [2.225073858507e-311],"
+        " beta: [0.0]}\nexpr: batchnorm(x, gamma, beta)\ndtypes: [float64]\n",
+    )
     engines = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]
     result = gradcheck.run_case(case, "float64", engines)
     assert {r.verdict for r in result.comparisons} == {"PASS"}, [
-        (r.param, r.engine_a, r.engine_b, r.tol_ratio) for r in result.comparisons]
+        (r.param, r.engine_a, r.engine_b, r.tol_ratio) for r in result.comparisons
+    ]

@@ -1,6 +1,7 @@
 """The engines' own accuracy in the verdict: a float64 tanh far in its tail (tanh(-19.2)
 rounds to -1 in numpy and torch and is a few ulps off in jax) PASSes with all four engines;
 a backward 1e-10 relatively off on a smooth graph still FAILs, blamed on it alone."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,10 @@ def _saturated(count: int):
 
 
 def test_a_tanh_in_its_tail_passes_with_all_four_engines(tmp_path):
-    cases = [load_one(tmp_path, TAIL.format(i=i, p=p, b=b), f"t{i}.yaml")
-             for i, (p, b) in enumerate(_saturated(60))]
+    cases = [
+        load_one(tmp_path, TAIL.format(i=i, p=p, b=b), f"t{i}.yaml")
+        for i, (p, b) in enumerate(_saturated(60))
+    ]
     result = gradcheck.run(cases)
     assert set(result.engines["engine"]) == {"numpy", "fd", "torch", "jax"}
     failing = result.failing_cases()
@@ -41,9 +44,10 @@ def test_a_tanh_in_its_tail_passes_with_all_four_engines(tmp_path):
 def test_jaxs_bound_is_its_own_where_its_tanh_was_measured_off(tmp_path):
     [case] = [load_one(tmp_path, TAIL.format(i=0, p=0.2, b=0.09), "t.yaml")]
     settings = gradcheck.Settings("float64")
-    bounds = runner._rounding_bounds(case, case.arrays("float64"), settings,
-                                     ["numpy", "torch", "jax", "fd"])
-    assert set(bounds.own) == {"jax"}           # numpy and torch: within an ulp
+    bounds = runner._rounding_bounds(
+        case, case.arrays("float64"), settings, ["numpy", "torch", "jax", "fd"]
+    )
+    assert set(bounds.own) == {"jax"}  # numpy and torch: within an ulp
     assert accuracy.widened_ops("jax", "float64", {"tanh"})["tanh"] > 2
     assert bounds.of("jax").grads["b"] > bounds.model.grads["b"] > 0
 
@@ -59,15 +63,23 @@ expr: sum(tanh(x @ w) ** 2)
 def _tanh_off(relative: float) -> dict:
     tanh = reference_impls.OPS["tanh"]
     rule = tanh.grads[0]
-    return {**reference_impls.OPS, "tanh": dataclasses.replace(
-        tanh, grads=(lambda g, out, x: rule(g, out, x) * (1 + relative),))}
+    return {
+        **reference_impls.OPS,
+        "tanh": dataclasses.replace(
+            tanh, grads=(lambda g, out, x: rule(g, out, x) * (1 + relative),)
+        ),
+    }
 
 
 @pytest.mark.parametrize("relative", [1e-10, -1e-10])
 def test_a_backward_one_ten_billionth_off_fails_blamed_on_it(tmp_path, relative):
     case = load_one(tmp_path, SMOOTH)
-    engines = [gradcheck.NumpyEngine(_tanh_off(relative)), gradcheck.FiniteDifferences(),
-               gradcheck.TorchEngine(), gradcheck.JaxEngine()]
+    engines = [
+        gradcheck.NumpyEngine(_tanh_off(relative)),
+        gradcheck.FiniteDifferences(),
+        gradcheck.TorchEngine(),
+        gradcheck.JaxEngine(),
+    ]
     result = gradcheck.run([case], engines=engines)
     assert list(result.cases["verdict"]) == ["FAIL"]
     assert list(result.cases["blame"]) == ["numpy"]

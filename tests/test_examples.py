@@ -1,5 +1,6 @@
 """Every example runs as written: from a temporary copy of `examples/`, in a subprocess,
 with only this checkout's gradcheck importable (as after installing it from a clone)."""
+
 from __future__ import annotations
 
 import os
@@ -24,20 +25,29 @@ def examples(tmp_path_factory) -> Path:
 def _run(folder: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     env.pop("GRADCHECK_PLUGINS", None)
-    return subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_every_example_folder_is_exercised_here():
-    assert sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) == \
-        ["custom_engine", "jax_custom_vjp", "layers", "new_op", "torch_function", "torch_module"]
+    assert sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()) == [
+        "custom_engine",
+        "jax_custom_vjp",
+        "layers",
+        "new_op",
+        "torch_function",
+        "torch_module",
+    ]
 
 
 def test_layers_script_prints_a_pass_and_a_blamed_failure(examples):
     run = _run(examples / "layers", "check_layers.py")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("PASS: case batchnorm-backward [float64]; engines batchnorm_backward, fd agree")
+    assert lines[0].startswith(
+        "PASS: case batchnorm-backward [float64]; engines batchnorm_backward, fd agree"
+    )
     assert "FAIL: case batchnorm-backward-buggy [float64] blame: batchnorm_backward_buggy" in lines
     rows = [line.split() for line in lines if line.split()[:1] == ["x"]]
     assert [r[3] for r in rows] == ["numpy", "fd", "torch", "jax"]
@@ -56,8 +66,10 @@ def test_new_op_under_the_cli_and_under_pytest(examples):
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "2 PASS" in cli.stdout
     cases = (folder / "reports" / "cases.csv").read_text().splitlines()
-    assert [line.split(",")[:3] for line in cases[1:]] == [["swish-layer", "float64", "PASS"],
-                                                           ["swish-layer", "float32", "PASS"]]
+    assert [line.split(",")[:3] for line in cases[1:]] == [
+        ["swish-layer", "float64", "PASS"],
+        ["swish-layer", "float32", "PASS"],
+    ]
     tests = _run(folder, "-m", "pytest", "-q", "-p", "no:cacheprovider")
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "2 passed" in tests.stdout
@@ -65,18 +77,37 @@ def test_new_op_under_the_cli_and_under_pytest(examples):
 
 def test_custom_engine_under_the_cli_and_under_pytest(examples):
     folder = examples / "custom_engine"
-    cli = _run(folder, "-m", "gradcheck", "run", "--engine", "my_engine:engine", "cases",
-               "--out", "reports")
+    cli = _run(
+        folder,
+        "-m",
+        "gradcheck",
+        "run",
+        "--engine",
+        "my_engine:engine",
+        "cases",
+        "--out",
+        "reports",
+    )
     assert cli.returncode == 0, cli.stdout + cli.stderr
     engines = (folder / "reports" / "engines.csv").read_text()
     assert "tanh-layer,float64,my-tanh,ok" in engines
-    tests = _run(folder, "-m", "pytest", "-q", "-p", "no:cacheprovider", "cases",
-                 "--gradcheck-engine", "my_engine:engine")
+    tests = _run(
+        folder,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "cases",
+        "--gradcheck-engine",
+        "my_engine:engine",
+    )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "2 passed" in tests.stdout
 
 
 # --- the torch and jax examples -------------------------------------------------------------
+
 
 def test_no_framework_example_holds_adapter_code():
     for folder in ("torch_function", "torch_module", "jax_custom_vjp"):
@@ -93,8 +124,17 @@ def test_torch_function_pytest_passes_and_shows_the_bug_as_xfail(examples):
 
 
 def test_torch_function_buggy_test_fails_with_the_table_when_not_xfailed(examples):
-    run = _run(examples / "torch_function", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "--runxfail", "-k", "buggy")
+    run = _run(
+        examples / "torch_function",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--runxfail",
+        "-k",
+        "buggy",
+    )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "FAIL: case swishbuggy [float64] blame: SwishBuggy" in run.stdout
     assert "SwishBuggy vs numpy" in run.stdout
@@ -105,8 +145,9 @@ def test_torch_module_script_checks_every_parameter(examples):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("PASS: case block [float32]; engines Block, fd agree")
-    assert any(line.startswith("PASS: case block [float64]; engines Block, fd agree")
-               for line in lines)
+    assert any(
+        line.startswith("PASS: case block [float64]; engines Block, fd agree") for line in lines
+    )
     assert lines[-1] == "checked: fc_bias, fc_weight, norm_weight, x"
 
 
@@ -114,8 +155,9 @@ def test_jax_custom_vjp_script_prints_a_pass_and_a_blamed_failure(examples):
     run = _run(examples / "jax_custom_vjp", "check_custom_vjp.py")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("PASS: case logsumexp [float64]; engines logsumexp, numpy, fd, "
-                               "torch, jax agree")
+    assert lines[0].startswith(
+        "PASS: case logsumexp [float64]; engines logsumexp, numpy, fd, torch, jax agree"
+    )
     assert any(line.startswith("PASS: case logsumexp [float32]") for line in lines)
     assert "FAIL: case logsumexp-buggy [float64] blame: logsumexp_buggy" in lines
     rows = [line.split() for line in lines if line.split()[:1] == ["x"]]

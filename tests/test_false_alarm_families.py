@@ -2,6 +2,7 @@
 load and validate for any seed, and a few cases of the newer families (attention,
 embedding, indexing, einsum, dropout, svm) come out PASS or NONDIFF in both dtypes under
 all four engines (a correct implementation never fails)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,7 +36,7 @@ def test_default_engines_are_all_four():
 @pytest.mark.parametrize("family", list(fa.FAMILIES))
 def test_generated_cases_load(family):
     for seed in (0, 7):
-        for i in range(15):              # 30 cases per family, two seeds
+        for i in range(15):  # 30 cases per family, two seeds
             cases = load_text(fa.case_yaml(family, i, seed, DTYPES), f"<{family}-{i}>")
             assert len(cases) == 1 and cases[0].family == family
 
@@ -49,7 +50,6 @@ def engines():
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
 def test_new_family_no_false_alarm(family, engines):
-    counts, alarms = fa.measure(fa.generate(family, 3, 0, DTYPES), DTYPES, engines,
-                                RunOptions())
+    counts, alarms = fa.measure(fa.generate(family, 3, 0, DTYPES), DTYPES, engines, RunOptions())
     assert alarms == []
     assert sum(counts.values()) == 3 * len(DTYPES)

@@ -1,5 +1,6 @@
 """Faults stay in their case: an engine that raises, hangs, crashes its process or lacks its
 framework costs that case alone; reports are written whole or not at all."""
+
 from __future__ import annotations
 
 import pickle
@@ -22,7 +23,7 @@ from reference_impls import Primitive
 
 QUICK = "name: quick\ninputs: {a: 2.0, b: 3.0}\nexpr: tanh(a) * b\n"
 SLOW = "name: slow-one\ninputs: {slow: 1.5, x: 2.0}\nexpr: slow * exp(x)\n"
-WORKER = RunOptions(timeout=60)      # worker mode, a limit no healthy case comes near
+WORKER = RunOptions(timeout=60)  # worker mode, a limit no healthy case comes near
 
 
 def cases(*texts):
@@ -43,10 +44,12 @@ def reference_engines():
 
 # --- an engine that raises ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("options", [None, WORKER], ids=["in-process", "worker"])
 def test_a_raising_engine_gives_error_and_the_run_goes_on(options):
-    result = gradcheck.run(cases(SLOW, QUICK), engines=reference_engines() + [fault_engines.Raising()],
-                           options=options)
+    result = gradcheck.run(
+        cases(SLOW, QUICK), engines=reference_engines() + [fault_engines.Raising()], options=options
+    )
     assert verdicts(result) == {"slow-one": "ERROR", "quick": "ERROR"}
     bad = row(result, "quick")
     assert bad["blame"] == "raising"
@@ -58,12 +61,16 @@ def test_a_raising_engine_gives_error_and_the_run_goes_on(options):
 
 # --- an engine that hangs -------------------------------------------------------------------
 
+
 def test_a_hanging_engine_is_stopped_by_the_time_limit_and_blamed():
     start = time.monotonic()
-    result = gradcheck.run(cases(SLOW, QUICK), engines=reference_engines() + [fault_engines.Hanging()],
-                           options=RunOptions(timeout=3))
+    result = gradcheck.run(
+        cases(SLOW, QUICK),
+        engines=reference_engines() + [fault_engines.Hanging()],
+        options=RunOptions(timeout=3),
+    )
     assert time.monotonic() - start < 60
-    assert verdicts(result) == {"slow-one": "ERROR", "quick": "PASS"}   # a fresh worker ran it
+    assert verdicts(result) == {"slow-one": "ERROR", "quick": "PASS"}  # a fresh worker ran it
     stopped = row(result, "slow-one")
     assert "timeout" in stopped["message"] and "hanging" in stopped["message"]
     assert stopped["blame"] == "hanging"
@@ -84,24 +91,29 @@ def test_a_crashing_worker_costs_one_case():
 def test_a_run_without_a_time_limit_stays_in_this_process(monkeypatch):
     def no_workers(*args, **kwargs):
         raise AssertionError("no worker process may start without a time limit")
+
     monkeypatch.setattr(isolation.CaseWorker, "_started", no_workers)
     assert gradcheck.run(cases(QUICK), engines=reference_engines()).ok
 
 
 # --- a missing framework --------------------------------------------------------------------
 
+
 def test_a_missing_framework_is_a_skip_not_an_error():
-    result = gradcheck.run(cases(QUICK), engines=reference_engines() + [fault_engines.MissingFramework()])
+    result = gradcheck.run(
+        cases(QUICK), engines=reference_engines() + [fault_engines.MissingFramework()]
+    )
     assert verdicts(result) == {"quick": "PASS"}
     engine = result.engines.set_index("engine").loc["missing"]
     assert engine.status == "SKIP" and "gradcheck_no_such_framework" in engine.message
     assert row(result, "quick")["skipped"] == "missing"
 
 
-@pytest.mark.parametrize("framework, engine", [("torch", gradcheck.TorchEngine),
-                                               ("jax", gradcheck.JaxEngine)])
+@pytest.mark.parametrize(
+    "framework, engine", [("torch", gradcheck.TorchEngine), ("jax", gradcheck.JaxEngine)]
+)
 def test_builtin_engines_skip_when_their_framework_is_missing(monkeypatch, framework, engine):
-    monkeypatch.setitem(sys.modules, framework, None)       # `import torch` now fails
+    monkeypatch.setitem(sys.modules, framework, None)  # `import torch` now fails
     result = gradcheck.run(cases(QUICK), engines=reference_engines() + [engine()])
     assert verdicts(result) == {"quick": "PASS"}
     status = result.engines.set_index("engine").loc[framework]
@@ -110,12 +122,13 @@ def test_builtin_engines_skip_when_their_framework_is_missing(monkeypatch, frame
 
 # --- what travels to a worker ---------------------------------------------------------------
 
+
 def test_builtin_engines_and_cases_travel_to_a_worker():
     engines = make_engines()
     back = pickle.loads(pickle.dumps((engines, cases(QUICK))))
     assert [e.name for e in back[0]] == [e.name for e in engines]
     assert back[0][0].ops.keys() == reference_impls.OPS.keys()
-    assert back[0][0].ops["tanh"] == reference_impls.OPS["tanh"]   # rules travel by name
+    assert back[0][0].ops["tanh"] == reference_impls.OPS["tanh"]  # rules travel by name
     assert back[1][0].graph == cases(QUICK)[0].graph
 
 
@@ -150,11 +163,12 @@ def test_a_case_result_pickles():
 
 # --- the CLI option -------------------------------------------------------------------------
 
+
 def test_cli_timeout_option():
     parse = build_parser().parse_args
     assert parse(["run"]).timeout == DEFAULT_TIMEOUT
     assert parse(["run", "--timeout", "2.5"]).timeout == 2.5
-    assert parse(["run", "--timeout", "0"]).timeout == 0          # 0: in this process
+    assert parse(["run", "--timeout", "0"]).timeout == 0  # 0: in this process
     for bad in ["-1", "nan", "inf", "soon"]:
         with pytest.raises(SystemExit):
             parse(["run", "--timeout", bad])
@@ -164,8 +178,20 @@ def test_the_cli_stops_a_hanging_case_and_goes_on(tmp_path, capsys):
     for name, text in [("slow.yaml", SLOW), ("quick.yaml", QUICK)]:
         (tmp_path / name).write_text(text)
     out = tmp_path / "out"
-    code = main(["run", str(tmp_path), "--out", str(out), "--engines", "numpy,fd",
-                 "--engine", "fault_engines:Hanging", "--timeout", "3"])
+    code = main(
+        [
+            "run",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--engines",
+            "numpy,fd",
+            "--engine",
+            "fault_engines:Hanging",
+            "--timeout",
+            "3",
+        ]
+    )
     assert code == 1
     rows = pd.read_csv(out / "cases.csv").set_index("case")
     assert rows.loc["slow-one", "verdict"] == "ERROR" and rows.loc["slow-one", "blame"] == "hanging"
@@ -177,40 +203,48 @@ def test_a_worker_gives_the_same_rows_as_this_process():
     here = gradcheck.run(cases(SLOW, QUICK), engines=make_engines())
     there = gradcheck.run(cases(SLOW, QUICK), engines=make_engines(), options=WORKER)
     pd.testing.assert_frame_equal(here.comparisons, there.comparisons)
-    pd.testing.assert_frame_equal(here.cases.drop(columns="seconds"),
-                                  there.cases.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        here.cases.drop(columns="seconds"), there.cases.drop(columns="seconds")
+    )
 
 
 # --- reports are written atomically ---------------------------------------------------------
 
+
 def test_a_failure_while_writing_data_leaves_the_previous_report_intact(tmp_path, monkeypatch):
     from gradcheck.harness.result import RunResult
+
     out = tmp_path / "latest"
     gradcheck.run(cases(QUICK), engines=reference_engines()).write_reports(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def broken(self, folder):
         raise OSError("disk full while writing cases.csv")
+
     monkeypatch.setattr(RunResult, "save_data", broken)
     second = gradcheck.run(cases(SLOW), engines=reference_engines())
     with pytest.raises(OSError, match="disk full"):
         second.write_reports(out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]    # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]  # no temporary folder left
 
 
 def test_a_failure_while_rendering_keeps_the_new_data_files(tmp_path, monkeypatch):
     from gradcheck import reports
     from gradcheck.errors import ReportRenderError
+
     out = tmp_path / "latest"
     gradcheck.run(cases(QUICK), engines=reference_engines()).write_reports(out)
 
     def broken(result):
         raise RuntimeError("disk full while rendering")
+
     monkeypatch.setattr(reports, "render_html", broken)
     second = gradcheck.run(cases(SLOW), engines=reference_engines())
-    with pytest.raises(ReportRenderError, match="disk full while rendering.*CSV files and run.json"):
+    with pytest.raises(
+        ReportRenderError, match="disk full while rendering.*CSV files and run.json"
+    ):
         second.write_reports(out)
     assert set(pd.read_csv(out / "cases.csv")["case"]) == set(second.cases["case"])
     assert not (out / "report.html").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]    # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]  # no temporary folder left

@@ -1,6 +1,7 @@
 """Kinks inside fd's stencil but not at the point: a relu input or a max-pool's top two
 values closer than the stencil is wide. Such a point is differentiable and must PASS; a
 point on the kink is NONDIFF, with how far the kink was."""
+
 from __future__ import annotations
 
 import math
@@ -36,11 +37,14 @@ def verdict_of(tmp_path, text: str):
     return result.case.verdict, row
 
 
-@pytest.mark.parametrize("x, verdict, kinks, distance", [
-    ("1.000001, 3.0, 0.2", "PASS", 0, None),          # only x[0]'s stencil straddles the kink
-    ("1.0, 3.0, 0.2", "NONDIFF", 1, 0.0),             # x[0] sits on it
-    ("1.0000000000001, 3.0, 0.2", "NONDIFF", 1, 1e-13),   # closer than any stencil resolves
-])
+@pytest.mark.parametrize(
+    "x, verdict, kinks, distance",
+    [
+        ("1.000001, 3.0, 0.2", "PASS", 0, None),  # only x[0]'s stencil straddles the kink
+        ("1.0, 3.0, 0.2", "NONDIFF", 1, 0.0),  # x[0] sits on it
+        ("1.0000000000001, 3.0, 0.2", "NONDIFF", 1, 1e-13),  # closer than any stencil resolves
+    ],
+)
 def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks, distance):
     case_verdict, row = verdict_of(tmp_path, RELU.format(x=x))
     assert (case_verdict, row.kinks) == (verdict, kinks)
@@ -51,10 +55,13 @@ def test_relu_one_millionth_from_its_kink(tmp_path, x, verdict, kinks, distance)
         assert row.kink_distance == pytest.approx(distance, abs=3e-14)
 
 
-@pytest.mark.parametrize("x, verdict, kinks", [
-    ("1.0, 0.9999, 0.2, -0.3", "PASS", 0),    # top two 1e-4 apart
-    ("1.0, 1.0, 0.2, -0.3", "NONDIFF", 2),    # tied
-])
+@pytest.mark.parametrize(
+    "x, verdict, kinks",
+    [
+        ("1.0, 0.9999, 0.2, -0.3", "PASS", 0),  # top two 1e-4 apart
+        ("1.0, 1.0, 0.2, -0.3", "NONDIFF", 2),  # tied
+    ],
+)
 def test_maxpool_near_a_tie(tmp_path, x, verdict, kinks):
     case_verdict, row = verdict_of(tmp_path, MAXPOOL.format(x=x))
     assert (case_verdict, row.kinks) == (verdict, kinks)
@@ -68,6 +75,7 @@ def test_a_kink_whose_jump_is_tiny_beside_f_is_flagged_before_noise_drowns_it():
     where it is still seen, and numpy's and jax's subgradients at 0 (0.05 and 1) are NONDIFF,
     not a FAIL."""
     import numpy as np
+
     f = lambda x: 0.7 + 3.2e-5 * float(np.sum(np.where(x > 0, x, 0.05 * x)))
     found = gradcheck.differentiate(f, np.zeros(1))
     assert found.kink.tolist() == [True]

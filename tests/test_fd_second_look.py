@@ -1,6 +1,7 @@
 """fd's second look: where fd disagrees with an exact engine on a few elements
 (a relu input 1e-6 to 1e-4 from its kink, inside fd's first stencil and unseen by it), fd
 goes round again on those elements with narrower stencils. A real bug still FAILs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,23 +52,29 @@ def _fd_failures(result) -> int:
     return int((result.cases["blame"] == "fd").sum())
 
 
-@pytest.mark.parametrize("trial", [10, 13])      # relu inputs -1.7e-6 and -7.0e-7 from 0
+@pytest.mark.parametrize("trial", [10, 13])  # relu inputs -1.7e-6 and -7.0e-7 from 0
 def test_a_relu_input_near_its_kink_passes_after_the_second_look(trial, monkeypatch):
     cases = load_text(_relu_net_near_a_kink(trial), "<relu>")
     result = gradcheck.run(cases)
     assert set(result.cases["verdict"]) <= {"PASS", "NONDIFF"}, str(result)
     _first_look_only(monkeypatch)
-    assert _fd_failures(gradcheck.run(cases)) == 2      # the first look alone: fd blamed
+    assert _fd_failures(gradcheck.run(cases)) == 2  # the first look alone: fd blamed
 
 
 def test_a_real_bug_next_to_the_kink_still_fails(monkeypatch):
     cases = load_text(_relu_net_near_a_kink(10), "<relu>")
     matmul = reference_impls.OPS["matmul"]
-    scaled = (lambda g, out, a, b, rule=matmul.grads[1]: rule(g, out, a, b) * 1.001)
-    ops = {**reference_impls.OPS, "matmul": dataclasses.replace(
-        matmul, grads=(matmul.grads[0], scaled))}
-    engines = [gradcheck.NumpyEngine(ops), gradcheck.FiniteDifferences(),
-               gradcheck.TorchEngine(), gradcheck.JaxEngine()]
+    scaled = lambda g, out, a, b, rule=matmul.grads[1]: rule(g, out, a, b) * 1.001
+    ops = {
+        **reference_impls.OPS,
+        "matmul": dataclasses.replace(matmul, grads=(matmul.grads[0], scaled)),
+    }
+    engines = [
+        gradcheck.NumpyEngine(ops),
+        gradcheck.FiniteDifferences(),
+        gradcheck.TorchEngine(),
+        gradcheck.JaxEngine(),
+    ]
     result = gradcheck.run(cases, engines=engines)
     assert list(result.cases["verdict"]) == ["FAIL", "FAIL"]
     assert set(result.cases["blame"]) == {"numpy"}

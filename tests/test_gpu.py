@@ -1,6 +1,7 @@
 """check_torch on a CUDA device: the framework suite's torch items (tests/framework_code.py)
 in float32, bfloat16 and float16, and TF32. Skipped where torch sees no GPU; run with
 `pytest -m gpu tests/test_gpu.py` on a machine that has one."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,9 @@ import framework_code as fc  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason="no CUDA device: run on a machine with a GPU"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device: run on a machine with a GPU"
+    ),
 ]
 
 GPU_DTYPES = ["float32", "bfloat16", "float16"]
@@ -32,8 +34,10 @@ def tf32_off():
 
 
 def _verdicts(result) -> dict:
-    return {d: (str(v), b) for d, v, b in zip(result.cases.dtype, result.cases.verdict,
-                                               result.cases.blame)}
+    return {
+        d: (str(v), b)
+        for d, v, b in zip(result.cases.dtype, result.cases.verdict, result.cases.blame)
+    }
 
 
 @pytest.mark.parametrize("item", TORCH_CORRECT, ids=lambda i: i.label)
@@ -81,7 +85,8 @@ def test_tf32_with_a_reference_checks_the_users_code_as_it_runs():
     torch.backends.cuda.matmul.allow_tf32 = True
     rng = np.random.default_rng(1)
     inputs = {"x": rng.standard_normal((64, 64)), "w": rng.standard_normal((64, 64))}
-    result = gradcheck.check_torch(fc.MatMul.apply, inputs, reference="x @ w",
-                                   dtypes=["float32"], device="cuda")
+    result = gradcheck.check_torch(
+        fc.MatMul.apply, inputs, reference="x @ w", dtypes=["float32"], device="cuda"
+    )
     assert _verdicts(result) == {"float32": ("PASS", "")}, str(result)
     assert torch.backends.cuda.matmul.allow_tf32 is True

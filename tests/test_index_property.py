@@ -1,6 +1,7 @@
 """Basic indexing as numpy defines it, for any constant key: the shape rule, the cleaned key
 (ellipsis expanded, bounds resolved) and the torch form (which slices only forwards) agree
 with numpy's own indexing on random shapes and keys."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,11 @@ from gradcheck.engines.torch_ops import OPS as TORCH
 from gradcheck.ir.ops import ShapeError, clean_index, index_shape
 
 bounds = st.one_of(st.none(), st.integers(-7, 7))
-entries = st.one_of(st.integers(-6, 5), st.none(),
-                    st.builds(slice, bounds, bounds, st.sampled_from([None, 1, 2, 3, -1, -2, -3])))
+entries = st.one_of(
+    st.integers(-6, 5),
+    st.none(),
+    st.builds(slice, bounds, bounds, st.sampled_from([None, 1, 2, 3, -1, -2, -3])),
+)
 
 
 @st.composite
@@ -50,6 +54,7 @@ dims = st.lists(st.integers(1, 3), min_size=1, max_size=4).map(tuple)
 @given(dims, dims)
 def test_matmul_shape_rule_matches_numpy(a, b):
     from gradcheck.ir.ops import matmul_shape
+
     try:
         expected = np.matmul(np.zeros(a), np.zeros(b)).shape
     except ValueError:

@@ -5,6 +5,7 @@ engine applies them, so `x * mask` is float data of the case's dtype (float32 st
 in numpy, where int64 * float32 would be float64), `expand_dims(y, 1)` stays labels, and
 only the float operands get gradients.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,9 +58,10 @@ def assert_all_pass(result, engines=ENGINES) -> None:
 
 # --- through the public API: YAML cases, every engine, both dtypes -------------------------
 
+
 def test_masked_sum_gradient_is_the_mask_exactly(tmp_path, engines):
     case = load(tmp_path, "masked-sum", "sum(x * mask)")
-    assert case.wrt == ["x"]                     # integer data is never differentiated
+    assert case.wrt == ["x"]  # integer data is never differentiated
     assert_all_pass(gradcheck.run([case], engines=engines))
     for dtype in DTYPES:
         arrays, out = numpy_vjp(case, dtype)
@@ -78,7 +80,7 @@ def test_cross_entropy_plus_masked_sum_passes_on_every_engine(tmp_path, engines)
         x = arrays["x"].astype(np.float64)
         p = np.exp(x - x.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
-        want = (p - np.eye(4)[LABELS]) / 3 + np.asarray(MASK)     # seed 004's p - y, over N
+        want = (p - np.eye(4)[LABELS]) / 3 + np.asarray(MASK)  # seed 004's p - y, over N
         rtol = 1e-12 if dtype == "float64" else 1e-5
         np.testing.assert_allclose(out.grads["x"], want, rtol=rtol, atol=rtol)
 
@@ -94,28 +96,33 @@ def test_masked_mean_divides_by_the_count_of_the_mask(tmp_path, engines):
 
 
 def test_an_integer_input_in_wrt_is_refused(tmp_path):
-    with pytest.raises(gradcheck.CaseError, match="'mask', an integer input: integer data "
-                                                  "is never differentiated"):
+    with pytest.raises(
+        gradcheck.CaseError, match="'mask', an integer input: integer data is never differentiated"
+    ):
         load(tmp_path, "wrt-int", "sum(x * mask)", "wrt: [x, mask]")
 
 
 # --- labels through shape ops stay labels -------------------------------------------------
 
-@pytest.mark.parametrize("engine", [NumpyEngine(), FiniteDifferences(), TorchEngine(),
-                                    JaxEngine(cache_dir=None)], ids=lambda e: e.name)
+
+@pytest.mark.parametrize(
+    "engine",
+    [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine(cache_dir=None)],
+    ids=lambda e: e.name,
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_take_along_axis_of_expanded_labels_matches_the_hand_gradient(engine, dtype):
     s = np.random.default_rng(3).standard_normal((3, 4))
     inputs = {"s": s, "y": np.array(LABELS)}
     expr = "sum(take_along_axis(s, expand_dims(y, 1), 1) ** 2)"
     graph, arrays, _, out = engine_vjp(engine, expr, inputs, dtype)
-    assert [n.kind for n in graph.nodes][:1] == [INT]           # expand_dims(y, 1)
+    assert [n.kind for n in graph.nodes][:1] == [INT]  # expand_dims(y, 1)
     picked = arrays["s"][np.arange(3), LABELS].astype(np.float64)
     want = np.zeros((3, 4))
-    want[np.arange(3), LABELS] = 2 * picked                      # d/ds of sum(s[i, y_i]^2)
+    want[np.arange(3), LABELS] = 2 * picked  # d/ds of sum(s[i, y_i]^2)
     rtol = 1e-12 if dtype == "float64" else 1e-6
-    rtol = max(rtol, 1e-8) if out.numerical else rtol          # fd: an estimate, in float64
-    np.testing.assert_allclose(out.value, np.sum(picked ** 2), rtol=rtol)
+    rtol = max(rtol, 1e-8) if out.numerical else rtol  # fd: an estimate, in float64
+    np.testing.assert_allclose(out.value, np.sum(picked**2), rtol=rtol)
     np.testing.assert_allclose(out.grads["s"], want, rtol=rtol, atol=0)
 
 
@@ -125,13 +132,28 @@ def test_take_along_axis_of_expanded_labels_loads_from_yaml(tmp_path, engines):
 
 
 KINDS = {
-    "expand_dims(y, 1)": INT, "reshape(y, shape=[3, 1])": INT, "y[::-1]": INT,
-    "concat(y, y)": INT, "stack(y, y, axis=1)": INT, "transpose(mask)": INT,
-    "squeeze(expand_dims(y, 0))": INT, "take(y, y)": INT,
-    "y - 1": INT, "2 * y + 1": INT, "-y": INT, "y * y": INT, "maximum(y, 0)": INT,
+    "expand_dims(y, 1)": INT,
+    "reshape(y, shape=[3, 1])": INT,
+    "y[::-1]": INT,
+    "concat(y, y)": INT,
+    "stack(y, y, axis=1)": INT,
+    "transpose(mask)": INT,
+    "squeeze(expand_dims(y, 0))": INT,
+    "take(y, y)": INT,
+    "y - 1": INT,
+    "2 * y + 1": INT,
+    "-y": INT,
+    "y * y": INT,
+    "maximum(y, 0)": INT,
     "minimum(mask, y[0])": INT,
-    "y * 0.5": FLOAT, "y / 2": FLOAT, "y / y": FLOAT, "sum(mask)": FLOAT, "mean(mask)": FLOAT,
-    "concat(x[0], y)": FLOAT, "x[0] * y[0]": FLOAT, "maximum(mask, x)": FLOAT,
+    "y * 0.5": FLOAT,
+    "y / 2": FLOAT,
+    "y / y": FLOAT,
+    "sum(mask)": FLOAT,
+    "mean(mask)": FLOAT,
+    "concat(x[0], y)": FLOAT,
+    "x[0] * y[0]": FLOAT,
+    "maximum(mask, x)": FLOAT,
 }
 
 
@@ -145,8 +167,10 @@ def test_the_kind_of_a_result(expr):
 def test_integer_arithmetic_stays_int64_and_float_results_keep_the_dtype(dtype):
     """Every value the numpy forward makes: INT nodes int64, FLOAT nodes in the case's dtype."""
     inputs = {"x": np.ones((3, 4)), "y": np.array(LABELS), "mask": np.array(MASK)}
-    expr = ("softmax_cross_entropy(x * (2 * mask - 1) / sum(mask), (y + 1) - 1)"
-            " + sum(take_along_axis(x, expand_dims(y, 1), 1) * reshape(y, shape=[3, 1]))")
+    expr = (
+        "softmax_cross_entropy(x * (2 * mask - 1) / sum(mask), (y + 1) - 1)"
+        " + sum(take_along_axis(x, expand_dims(y, 1), 1) * reshape(y, shape=[3, 1]))"
+    )
     graph = graph_of(expr, inputs)
     env = {**cast(inputs, dtype), **{k: np.asarray(v, dtype) for k, v in graph.consts.items()}}
     env = reference_impls.forward(graph, reference_impls.OPS, env)
@@ -155,12 +179,14 @@ def test_integer_arithmetic_stays_int64_and_float_results_keep_the_dtype(dtype):
         assert env[node.name].dtype == want, (node.name, node.op, node.kind)
 
 
-@pytest.mark.parametrize("engine", [NumpyEngine(), TorchEngine(), JaxEngine(cache_dir=None)],
-                         ids=lambda e: e.name)
+@pytest.mark.parametrize(
+    "engine", [NumpyEngine(), TorchEngine(), JaxEngine(cache_dir=None)], ids=lambda e: e.name
+)
 def test_float32_stays_float32_in_every_engine(engine):
     inputs = {"x": np.linspace(-1, 1, 12).reshape(3, 4), "mask": np.array(MASK)}
-    _, arrays, _, out = engine_vjp(engine, "sum(x * mask) / sum(mask) + mean(x / mask[0, 0])",
-                                   inputs, "float32")
+    _, arrays, _, out = engine_vjp(
+        engine, "sum(x * mask) / sum(mask) + mean(x / mask[0, 0])", inputs, "float32"
+    )
     assert out.value.dtype == np.float32 and out.grads["x"].dtype == np.float32
     want = np.asarray(MASK, np.float32) / np.float32(7) + np.float32(1 / 12)
     np.testing.assert_allclose(out.grads["x"], want, rtol=1e-6)
@@ -180,15 +206,24 @@ def test_a_fractional_literal_is_not_cast_to_an_integer():
 
 # --- what stays refused, and says why -----------------------------------------------------
 
-@pytest.mark.parametrize("expr, message", [
-    ("exp(y)", "exp argument 1 (y) must be float data, got int: integer data enters only "
-               "a + b, a - b, a * b, a / b, maximum, minimum"),
-    ("sum(x @ mask)", "matmul argument 2 (mask) must be float data, got int"),
-    ("sum(y ** 2)", "pow argument 1 (y) must be float data, got int"),
-    ("softmax_cross_entropy(x, y * 0.5)", "softmax_cross_entropy argument 2 (out#1) must be "
-                                          "int data, got float"),
-    ("sum(take(x, y / 1))", "take argument 2 (out#1) must be int data, got float"),
-])
+
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        (
+            "exp(y)",
+            "exp argument 1 (y) must be float data, got int: integer data enters only "
+            "a + b, a - b, a * b, a / b, maximum, minimum",
+        ),
+        ("sum(x @ mask)", "matmul argument 2 (mask) must be float data, got int"),
+        ("sum(y ** 2)", "pow argument 1 (y) must be float data, got int"),
+        (
+            "softmax_cross_entropy(x, y * 0.5)",
+            "softmax_cross_entropy argument 2 (out#1) must be int data, got float",
+        ),
+        ("sum(take(x, y / 1))", "take argument 2 (out#1) must be int data, got float"),
+    ],
+)
 def test_still_invalid_uses_name_the_argument(expr, message):
     inputs = {"x": np.zeros((3, 4)), "y": np.array(LABELS), "mask": np.zeros((4, 4), int)}
     with pytest.raises(GraphError) as info:

@@ -6,6 +6,7 @@ The jax engine pads with `jnp.pad` and convolves VALID, which compiles, so those
 still checked by jax. Each program runs in a subprocess, since an abort would take pytest
 down with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,22 +59,26 @@ def inputs() -> list[np.ndarray]:
 
 def run_jax(form: str) -> subprocess.CompletedProcess:
     args = json.dumps([a.tolist() for a in inputs()])
-    return subprocess.run([sys.executable, "-c", PROGRAM, args, form], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM, args, form], capture_output=True, text=True, timeout=300
+    )
 
 
 class UpstreamAbort(Exception):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=UpstreamAbort,
-                   reason="jax 0.10.2 XLA CPU aborts compiling this conv VJP; an XPASS means "
-                          "upstream fixed it and jax_ops._conv2d may pad in the conv again")
+@pytest.mark.xfail(
+    strict=True,
+    raises=UpstreamAbort,
+    reason="jax 0.10.2 XLA CPU aborts compiling this conv VJP; an XPASS means "
+    "upstream fixed it and jax_ops._conv2d may pad in the conv again",
+)
 def test_upstream_conv_vjp_with_its_own_padding_compiles():
     done = run_jax("upstream")
     if done.returncode == -signal.SIGABRT and "Check failed" in done.stderr:
         raise UpstreamAbort(done.stderr.strip().splitlines()[0])
-    assert done.returncode == 0, done.stderr[-2000:]      # any other failure is a real one
+    assert done.returncode == 0, done.stderr[-2000:]  # any other failure is a real one
 
 
 def test_engine_conv_compiles_and_matches_numpy_on_the_crashing_shape():
@@ -85,5 +90,9 @@ def test_engine_conv_compiles_and_matches_numpy_on_the_crashing_shape():
     want = prim.forward(x, w, b, stride=2, pad=1)
     np.testing.assert_allclose(out, want, rtol=1e-12)
     for got, rule, name in zip(grads, prim.grads, SHAPES):
-        np.testing.assert_allclose(got, rule(np.ones_like(want), want, x, w, b, stride=2, pad=1),
-                                   rtol=1e-12, err_msg=f"d/d{name}")
+        np.testing.assert_allclose(
+            got,
+            rule(np.ones_like(want), want, x, w, b, stride=2, pad=1),
+            rtol=1e-12,
+            err_msg=f"d/d{name}",
+        )

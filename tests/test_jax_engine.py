@@ -1,5 +1,6 @@
 """The jax engine compiles a graph once: per structure, dtype and shapes in memory, across
 processes through the cache folder; a Jacobian's rows come from one vmapped program."""
+
 from __future__ import annotations
 
 import shutil
@@ -57,9 +58,11 @@ def test_a_jacobian_is_one_batched_program_with_the_right_rows(compiles, dtype):
     case = case_of(SOFTMAX_JACOBIAN)
     out = _run_engine(JaxEngine(cache_dir=None), case, case.arrays(dtype), Settings(dtype))
     x = np.array([0.5, -1.0, 2.0])
-    np.testing.assert_allclose(out.grads["x"], softmax_jacobian(x), rtol=1e-12 if dtype == "float64" else 1e-5)
+    np.testing.assert_allclose(
+        out.grads["x"], softmax_jacobian(x), rtol=1e-12 if dtype == "float64" else 1e-5
+    )
     assert out.grads["x"].dtype == dtype and out.value.shape == (3,)
-    assert len(compiles) == 1                                # not one program per row
+    assert len(compiles) == 1  # not one program per row
 
 
 def test_the_runner_uses_batched_vjp_when_an_engine_has_it():
@@ -78,12 +81,14 @@ def test_the_runner_uses_batched_vjp_when_an_engine_has_it():
     out = _run_engine(Batched(), case, case.arrays("float64"), Settings("float64"))
     [cotangents] = calls
     np.testing.assert_array_equal(cotangents, np.eye(3))
-    np.testing.assert_allclose(out.grads["x"], softmax_jacobian(np.array([0.5, -1.0, 2.0])), rtol=1e-12)
+    np.testing.assert_allclose(
+        out.grads["x"], softmax_jacobian(np.array([0.5, -1.0, 2.0])), rtol=1e-12
+    )
 
 
 def test_a_graph_of_the_same_structure_is_compiled_once_per_dtype(compiles):
     engine = JaxEngine(cache_dir=None)
-    for _ in range(2):                                       # two loads: equal, not identical
+    for _ in range(2):  # two loads: equal, not identical
         case = case_of(TANH)
         out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
     assert len(compiles) == 1
@@ -109,12 +114,14 @@ def test_a_new_process_loads_the_program_from_the_cache_folder(compiles, tmp_pat
     engine = JaxEngine(cache_dir=tmp_path)
     first = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
     assert len(compiles) == 1 and list((tmp_path / "executables").glob("*.pkl"))
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path)     # jax's own cache too
-    jax_cache._COMPILED.clear()                              # as a fresh process starts
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path)  # jax's own cache too
+    jax_cache._COMPILED.clear()  # as a fresh process starts
     again = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
-    assert len(compiles) == 1                                # loaded, not compiled
+    assert len(compiles) == 1  # loaded, not compiled
     np.testing.assert_array_equal(again.grads["w"], first.grads["w"])
-    np.testing.assert_allclose(again.grads["w"], [0.3 / np.cosh(0.45) ** 2, -0.7 / np.cosh(1.4) ** 2])
+    np.testing.assert_allclose(
+        again.grads["w"], [0.3 / np.cosh(0.45) ** 2, -0.7 / np.cosh(1.4) ** 2]
+    )
 
 
 LOADS_BACK = """
@@ -139,25 +146,32 @@ def test_a_program_missing_from_the_store_is_saved_again(tmp_path):
     """JAX's own cache outlives the store's entries (their keys change with gradcheck's
     code, JAX's do not); an executable that JAX loads from its cache does not load back
     once written, so the program is compiled afresh and kept: the next run loads it."""
+
     def run() -> list[str]:
-        return subprocess.run([sys.executable, "-c", LOADS_BACK, str(tmp_path),
-                               str(CATALOG / "maxpool")], env=isolation._worker_env(),
-                              capture_output=True, text=True, check=True).stdout.split()
+        return subprocess.run(
+            [sys.executable, "-c", LOADS_BACK, str(tmp_path), str(CATALOG / "maxpool")],
+            env=isolation._worker_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+
     programs = run()[1]
-    shutil.rmtree(tmp_path / "executables")                 # JAX's cache stays
+    shutil.rmtree(tmp_path / "executables")  # JAX's cache stays
     assert run() == ["0", programs]
-    assert run() == [programs, programs]                    # every one loaded back
+    assert run() == [programs, programs]  # every one loaded back
 
 
-def test_a_program_that_does_not_travel_is_compiled_once_per_process(compiles, tmp_path,
-                                                                    monkeypatch):
+def test_a_program_that_does_not_travel_is_compiled_once_per_process(
+    compiles, tmp_path, monkeypatch
+):
     """Where no executable loads back, the first run compiles twice (the second time
     afresh) and notes it; later runs compile once and write nothing."""
     monkeypatch.setattr(jax_cache.ExecutableStore, "save", lambda *a: False)
     case, engine = case_of(TANH), JaxEngine(cache_dir=tmp_path)
     engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
     assert len(compiles) == 2 and len(list((tmp_path / "executables").glob("*.stays"))) == 1
-    jax_cache._COMPILED.clear()                              # as a fresh process starts
+    jax_cache._COMPILED.clear()  # as a fresh process starts
     out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
     assert len(compiles) == 3
     assert float(out.value) == pytest.approx(np.tanh(0.45) + np.tanh(-1.4))
@@ -177,21 +191,31 @@ def test_a_damaged_cache_file_is_compiled_again(compiles, tmp_path):
     jax_cache._COMPILED.clear()
     compiled = len(compiles)
     engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
-    assert len(compiles) == compiled                         # the store holds it again
+    assert len(compiles) == compiled  # the store holds it again
 
 
 def test_no_cache_folder_writes_nothing(compiles, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     case = case_of(TANH)
-    JaxEngine(cache_dir=None).vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
+    JaxEngine(cache_dir=None).vjp(
+        case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64")
+    )
     assert jax.config.jax_compilation_cache_dir is None
     assert not list(tmp_path.rglob("*"))
 
 
-@pytest.mark.parametrize("setting, expected", [
-    (None, "{xdg}/gradcheck/jax"), ("off", None), ("OFF", None), ("0", None), ("", None),
-    ("{tmp}/elsewhere", "{tmp}/elsewhere")])
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        (None, "{xdg}/gradcheck/jax"),
+        ("off", None),
+        ("OFF", None),
+        ("0", None),
+        ("", None),
+        ("{tmp}/elsewhere", "{tmp}/elsewhere"),
+    ],
+)
 def test_the_cache_folder_setting(monkeypatch, tmp_path, setting, expected):
     monkeypatch.setattr("sys.platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -201,13 +225,17 @@ def test_the_cache_folder_setting(monkeypatch, tmp_path, setting, expected):
         monkeypatch.setenv(jax_cache.CACHE_ENV, setting.format(tmp=tmp_path))
     want = expected and expected.format(xdg=tmp_path / "xdg", tmp=tmp_path)
     assert JaxEngine().cache_dir == want
-    assert JaxEngine(cache_dir=tmp_path / "mine").cache_dir == tmp_path / "mine"   # option wins
+    assert JaxEngine(cache_dir=tmp_path / "mine").cache_dir == tmp_path / "mine"  # option wins
     assert JaxEngine(cache_dir=None).cache_dir is None
 
 
 def test_the_catalog_agrees_with_and_without_the_cache(compiles, tmp_path):
     """Loaded programs compute what compiled ones do, bit for bit."""
-    cases = [c for c in gradcheck.load_cases([CATALOG / "rnn", CATALOG / "softmax"]) if c.model.jacobian or "vjp" in c.name]
+    cases = [
+        c
+        for c in gradcheck.load_cases([CATALOG / "rnn", CATALOG / "softmax"])
+        if c.model.jacobian or "vjp" in c.name
+    ]
     assert len(cases) >= 4
     fresh, cached = JaxEngine(cache_dir=None), JaxEngine(cache_dir=tmp_path)
     for case in cases:
@@ -223,6 +251,7 @@ def test_an_edited_op_table_gets_its_own_program(compiles, tmp_path, monkeypatch
     """A program kept for one `tanh` must not answer for another (a user's edit, or a new
     version of the table): the key names the functions that trace the graph."""
     from gradcheck.engines import jax_ops
+
     case = case_of(TANH)
     engine = JaxEngine(cache_dir=tmp_path)
     engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))

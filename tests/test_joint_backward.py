@@ -5,6 +5,7 @@ one working rule per input in `grads`: replacing one entry of a copied table cha
 the numpy engine computes for that input, and only for it, and the joint pass runs once
 per node, not once per input.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,13 +18,18 @@ from reference_impls import JointPart, Primitive, joint_rules
 from reference_impls.primitive import SAVED
 
 SHAPES = {
-    "conv2d": ("conv2d(x, w, b, stride=2, pad=1, dilation=1, groups=2)",
-               {"x": (2, 4, 5, 6), "w": (6, 2, 3, 2), "b": (6,)}),
-    "rnn": ("rnn(x, h0, wx, wh, b)",
-            {"x": (2, 3, 4), "h0": (2, 5), "wx": (4, 5), "wh": (5, 5), "b": (5,)}),
-    "lstm": ("lstm(x, h0, c0, wx, wh, b)",
-             {"x": (2, 3, 4), "h0": (2, 5), "c0": (2, 5), "wx": (4, 20), "wh": (5, 20),
-              "b": (20,)}),
+    "conv2d": (
+        "conv2d(x, w, b, stride=2, pad=1, dilation=1, groups=2)",
+        {"x": (2, 4, 5, 6), "w": (6, 2, 3, 2), "b": (6,)},
+    ),
+    "rnn": (
+        "rnn(x, h0, wx, wh, b)",
+        {"x": (2, 3, 4), "h0": (2, 5), "wx": (4, 5), "wh": (5, 5), "b": (5,)},
+    ),
+    "lstm": (
+        "lstm(x, h0, c0, wx, wh, b)",
+        {"x": (2, 3, 4), "h0": (2, 5), "c0": (2, 5), "wx": (4, 20), "wh": (5, 20), "b": (20,)},
+    ),
 }
 
 
@@ -49,7 +55,7 @@ def test_joint_ops_keep_one_working_rule_per_input(op):
     attrs = graph.nodes[-1].attrs
     out = prim.forward(*inputs.values(), **attrs)
     together = prim.grads[0].joint(g, out, *inputs.values(), **attrs)
-    for rule, joint_grad in zip(prim.grads, together):         # each rule alone, the same
+    for rule, joint_grad in zip(prim.grads, together):  # each rule alone, the same
         np.testing.assert_array_equal(rule(g, out, *inputs.values(), **attrs), joint_grad)
 
 
@@ -79,7 +85,10 @@ def test_joint_pass_runs_once_per_node(op):
         return joint(*args, **attrs)
 
     prim = reference_impls.OPS[op]
-    ops = {**reference_impls.OPS, op: Primitive(prim.forward, joint_rules(counted, len(prim.grads)))}
+    ops = {
+        **reference_impls.OPS,
+        op: Primitive(prim.forward, joint_rules(counted, len(prim.grads))),
+    }
     got = vjp(ops, op)
     assert len(calls) == 1
     want = vjp(reference_impls.OPS, op)
@@ -89,8 +98,10 @@ def test_joint_pass_runs_once_per_node(op):
 
 # --- what a forward keeps for its backward ---------------------------------------------------
 
-RECOMPUTE = {"conv2d": (reference_impls.nn, "_im2col"),
-             "lstm": (reference_impls.layers, "_lstm_recompute")}
+RECOMPUTE = {
+    "conv2d": (reference_impls.nn, "_im2col"),
+    "lstm": (reference_impls.layers, "_lstm_recompute"),
+}
 
 
 def refused(*args, **kwargs):
@@ -115,8 +126,10 @@ def test_a_backward_called_with_other_attributes_or_arguments_recomputes():
     out = prim.forward(*inputs.values(), **attrs)
     x, w, b = inputs.values()
     for args, kwargs in [((x, w, b), {**attrs, "stride": 1}), ((x.copy(), w, b), attrs)]:
-        np.testing.assert_array_equal(prim.grads[1](cotangent, out, *args, **kwargs),
-                                      prim.grads[1](cotangent, out.copy(), *args, **kwargs))
+        np.testing.assert_array_equal(
+            prim.grads[1](cotangent, out, *args, **kwargs),
+            prim.grads[1](cotangent, out.copy(), *args, **kwargs),
+        )
 
 
 def test_what_a_forward_kept_goes_with_its_output():

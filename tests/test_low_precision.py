@@ -7,6 +7,7 @@ How much a per-element check can see in a low dtype (measured here, see
 fd (tol ratio ~2) but not in bfloat16 (~0.26): its eps is 0.78%, and a bug must be some 5%
 before fd sees it, 25% before torch and jax do as well and numpy alone is blamed.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -29,7 +30,7 @@ from gradcheck.harness.compare import KNOWN_ROUNDING, LOW_IN_EPS, ULPS
 from gradcheck.harness.runner import _run_engine, run_case
 
 LOW = ["bfloat16", "float16"]
-EPS = {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}
+EPS = {"bfloat16": 2.0**-7, "float16": 2.0**-10}
 ENGINES = ["numpy", "fd", "torch", "jax"]
 
 CASES = {
@@ -98,7 +99,7 @@ CASES = {
         """,
 }
 
-LONG = {   # 20,000 terms in each sum: their rounding must not read as a wrong gradient
+LONG = {  # 20,000 terms in each sum: their rounding must not read as a wrong gradient
     "lp-long-matmul.yaml": """
         name: lp-long-matmul
         inputs:
@@ -134,11 +135,10 @@ def catalog_result(tmp_path_factory):
 def test_the_dtypes_module_knows_each_dtype():
     assert dtypes.DTYPES == ("float64", "float32", "bfloat16", "float16")
     assert dtypes.numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
-    assert [dtypes.info(d).eps for d in dtypes.DTYPES] == [2.0 ** -52, 2.0 ** -23, 2.0 ** -7,
-                                                            2.0 ** -10]
-    assert dtypes.info("float16").tiny == 2.0 ** -14
-    assert dtypes.info("float16").smallest_subnormal == 2.0 ** -24
-    assert dtypes.info("bfloat16").tiny == 2.0 ** -126
+    assert [dtypes.info(d).eps for d in dtypes.DTYPES] == [2.0**-52, 2.0**-23, 2.0**-7, 2.0**-10]
+    assert dtypes.info("float16").tiny == 2.0**-14
+    assert dtypes.info("float16").smallest_subnormal == 2.0**-24
+    assert dtypes.info("bfloat16").tiny == 2.0**-126
     assert [dtypes.info(d).low for d in dtypes.DTYPES] == [False, False, True, True]
     assert dtypes.floating(ml_dtypes.bfloat16) and not dtypes.floating(np.int64)
     with pytest.raises(ValueError, match="bfloat16"):
@@ -147,6 +147,7 @@ def test_the_dtypes_module_knows_each_dtype():
 
 def test_torch_helpers_round_trip_every_dtype():
     import torch
+
     for name in dtypes.DTYPES:
         array = np.array([1.5, -2.25, 3e-3]).astype(dtypes.numpy_dtype(name))
         tensor = dtypes.to_torch(array)
@@ -182,13 +183,13 @@ def test_tolerances_used_are_in_the_dtype_s_eps(catalog_result):
         mine = rows[rows.dtype == dtype]
         # fd's gradients are estimates; its forward value is computed as any engine's
         fd = ((mine.engine_a == "fd") | (mine.engine_b == "fd")) & (mine.param != "(value)")
-        assert set(mine[~fd].rtol) == {ULPS * EPS[dtype]}            # exact pairs: 4 eps
-        assert set(mine[fd].rtol) == {EPS[dtype]}                    # with fd's estimate: eps
+        assert set(mine[~fd].rtol) == {ULPS * EPS[dtype]}  # exact pairs: 4 eps
+        assert set(mine[fd].rtol) == {EPS[dtype]}  # with fd's estimate: eps
         # a scalar value's tensor is itself: its atol is 4 eps of its magnitude
         loss = mine[(mine.case == "lp-softmax-ce") & (mine.param == "(value)")]
         magnitude = np.maximum(loss.value_a.abs(), loss.value_b.abs())
         np.testing.assert_allclose(loss.atol, ULPS * EPS[dtype] * magnitude)
-    assert KNOWN_ROUNDING["float32"].rtol == ULPS * 2.0 ** -23
+    assert KNOWN_ROUNDING["float32"].rtol == ULPS * 2.0**-23
 
 
 @pytest.mark.parametrize("dtype", LOW)
@@ -197,11 +198,12 @@ def test_a_case_s_own_rtol_keeps_the_fixed_atol_of_the_dtype(tmp_path, dtype):
     [case] = load(tmp_path, {"c.yaml": text})
     rows = gradcheck.run([case], dtypes=[dtype]).comparisons
     assert set(rows.rtol) == {0.05}
-    value = rows[(rows.param == "(value)") & (rows.engine_a == "numpy")
-                 & (rows.engine_b == "torch")]
-    bound = LOW_IN_EPS.atol * EPS[dtype]       # relative to the tensor's largest magnitude
+    value = rows[
+        (rows.param == "(value)") & (rows.engine_a == "numpy") & (rows.engine_b == "torch")
+    ]
+    bound = LOW_IN_EPS.atol * EPS[dtype]  # relative to the tensor's largest magnitude
     assert (value.atol >= bound * np.maximum(value.value_a.abs(), value.value_b.abs())).all()
-    assert (value.atol < bound * 10).all()     # the value's entries are of order 1
+    assert (value.atol < bound * 10).all()  # the value's entries are of order 1
 
 
 @pytest.mark.parametrize("dtype", LOW)
@@ -217,21 +219,23 @@ def test_engines_return_arrays_of_the_case_s_dtype(tmp_path, dtype):
 
 
 @pytest.mark.parametrize("dtype,torch_name", [("bfloat16", "BFloat16"), ("float16", "Half")])
-def test_an_op_torch_refuses_in_a_dtype_is_a_skip_not_an_error(tmp_path, monkeypatch, dtype,
-                                                               torch_name):
+def test_an_op_torch_refuses_in_a_dtype_is_a_skip_not_an_error(
+    tmp_path, monkeypatch, dtype, torch_name
+):
     """Every op of the table runs in both dtypes on CPU in torch 2.13; older versions (and
     other devices) lack some kernels, which torch reports as "... not implemented for 'Half'"."""
     from gradcheck.engines import torch_ops
 
     def refused(x):
-        raise RuntimeError(f'"tanh_cpu" not implemented for \'{torch_name}\'')
+        raise RuntimeError(f"\"tanh_cpu\" not implemented for '{torch_name}'")
+
     monkeypatch.setitem(torch_ops.OPS, "tanh", refused)
     [case] = load(tmp_path, {"c.yaml": TANH})
     result = run_case(case, dtype, make_engines(ENGINES))
     torch_row = next(r for r in result.engines if r.engine == "torch")
     assert torch_row.status == "SKIP" and f"no {dtype} kernel" in torch_row.message
     assert (result.case.verdict, result.case.skipped) == ("PASS", "torch")
-    monkeypatch.setitem(torch_ops.OPS, "tanh", lambda x: 1 / 0)     # a bug stays an ERROR
+    monkeypatch.setitem(torch_ops.OPS, "tanh", lambda x: 1 / 0)  # a bug stays an ERROR
     assert run_case(case, dtype, make_engines(ENGINES)).case.verdict == "ERROR"
 
 
@@ -252,7 +256,7 @@ def test_sums_of_20000_terms_do_not_false_alarm(tmp_path, dtype):
     assert (result.cases.engines == " ".join(ENGINES)).all()
     rows = result.comparisons
     assert (rows.verdict == "PASS").all()
-    assert (rows.round_err > 0).any()      # the rounding model, not luck, carries them
+    assert (rows.round_err > 0).any()  # the rounding model, not luck, carries them
 
 
 def wrong_tanh(factor: float) -> gradcheck.NumpyEngine:
@@ -292,8 +296,11 @@ def test_how_small_a_scale_bug_shows(tmp_path):
     """tanh's rule 1% and 5% too large, on tanh of an 8 x 16 input: the measured ratios."""
     [case] = load(tmp_path, {"c.yaml": TANH})
     rest = make_engines(["fd", "torch", "jax"])
-    seen = {(dtype, factor): checked_by([wrong_tanh(factor)] + rest, case, dtype)
-            for dtype in LOW for factor in (1.01, 1.05)}
+    seen = {
+        (dtype, factor): checked_by([wrong_tanh(factor)] + rest, case, dtype)
+        for dtype in LOW
+        for factor in (1.01, 1.05)
+    }
     # float16 (eps 0.098%): 1% FAILs against fd (~2), within torch's and jax's bounds (~0.5)
     row, worst = seen["float16", 1.01]
     assert row.verdict == "FAIL" and worst["fd"] > 1.5 and worst["torch"] < 1
@@ -304,16 +311,19 @@ def test_how_small_a_scale_bug_shows(tmp_path):
     row, worst = seen["bfloat16", 1.05]
     assert row.verdict == "FAIL" and worst["fd"] > 1 and worst["torch"] < 1
     assert "numpy" in row.blame.split()
-    for dtype in LOW:                                   # and the right rule passes
+    for dtype in LOW:  # and the right rule passes
         assert checked_by([wrong_tanh(1.0)] + rest, case, dtype)[0].verdict == "PASS"
 
 
 def test_the_cli_runs_low_dtypes(tmp_path):
     path = write_case(tmp_path / "cases", "c.yaml", CASES["lp-affine.yaml"])
     out = tmp_path / "out"
-    assert main(["run", str(path), "--dtypes", "bfloat16,float16", "--out", str(out),
-                 "--timeout", "0"]) == 0
+    assert (
+        main(
+            ["run", str(path), "--dtypes", "bfloat16,float16", "--out", str(out), "--timeout", "0"]
+        )
+        == 0
+    )
     cases = pd.read_csv(out / "cases.csv")
     assert list(cases.dtype) == LOW and (cases.verdict == "PASS").all()
-    assert main(["run", str(path), "--dtypes", "float8", "--out", str(out),
-                 "--timeout", "0"]) == 2
+    assert main(["run", str(path), "--dtypes", "float8", "--out", str(out), "--timeout", "0"]) == 2

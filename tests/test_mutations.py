@@ -7,6 +7,7 @@ the op; and the corpus of `gradcheck mutate` (realistic bugs: a transposed matmu
 gradient, a reduction that forgets its axis, fan-out gradients overwritten...), which the
 catalog must kill in both dtypes.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -25,8 +26,12 @@ from gradcheck.power.corpus import CORPUS, EXECUTOR, all_mutants
 from gradcheck.power.mutate import KILLED, mutate
 
 CATALOG = Path(__file__).resolve().parent.parent / "cases"
-MUTANTS = [(op, i) for op, prim in sorted(reference_impls.OPS.items())
-           for i, rule in enumerate(prim.grads) if rule is not None]
+MUTANTS = [
+    (op, i)
+    for op, prim in sorted(reference_impls.OPS.items())
+    for i, rule in enumerate(prim.grads)
+    if rule is not None
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def mutant_engine(op: str, index: int) -> gradcheck.NumpyEngine:
     ops = dict(reference_impls.OPS)
     grads = list(ops[op].grads)
     grads[index] = scaled(grads[index])
-    ops[op] = replace(ops[op], grads=tuple(grads))     # keeps a variadic op variadic
+    ops[op] = replace(ops[op], grads=tuple(grads))  # keeps a variadic op variadic
     return gradcheck.NumpyEngine(ops, name="numpy")
 
 
@@ -69,8 +74,9 @@ def test_mutant_is_caught_and_blamed_on_numpy(op, index, catalog, references):
     engines = [mutant_engine(op, index)] + references
     verdicts = [run_case(c, "float64", engines).case for c in cases]
     caught = [v for v in verdicts if v.verdict == "FAIL" and v.blame == "numpy"]
-    assert caught, f"mutant {op} arg {index + 1} passed every case: " + \
-        ", ".join(f"{v.case}={v.verdict}/{v.blame}" for v in verdicts)
+    assert caught, f"mutant {op} arg {index + 1} passed every case: " + ", ".join(
+        f"{v.case}={v.verdict}/{v.blame}" for v in verdicts
+    )
 
 
 # --- `gradcheck mutate`: the corpus of realistic bugs ------------------------------------------
@@ -99,8 +105,8 @@ def test_the_baseline_passes_and_the_matrix_has_one_row_per_mutant(catalog_mutat
     assert len(matrix.columns) == 1 + sum(len(c.dtypes) for c in catalog)
     softmax_last = matrix.set_index("mutant").loc["softmax.last-axis"]
     assert softmax_last["softmax-axis0-vjp[float64]"] == "killed"
-    assert softmax_last["softmax-vjp[float64]"] == "survived"      # the last axis hides it
-    assert softmax_last["colah-e[float64]"] == ""                  # no softmax there
+    assert softmax_last["softmax-vjp[float64]"] == "survived"  # the last axis hides it
+    assert softmax_last["colah-e[float64]"] == ""  # no softmax there
 
 
 def test_every_op_of_the_numpy_table_has_a_mutant():
@@ -135,11 +141,17 @@ def test_never_zeroed_buffers_add_up_across_calls():
 def test_an_equivalent_mutant_is_not_a_survivor(tmp_path):
     """relu'(0) = 1 is a valid subgradient: the run at the kink is NONDIFF, not a kill, and
     the mutant is reported as equivalent, not counted."""
-    case = load_one(tmp_path, "name: relu-kink\n"
-                              "inputs: {x: [-1.0, 0.0, 2.0], w: [1.0, 3.0, -0.5]}\n"
-                              "expr: sum(relu(x) * w)\nwrt: [x]\n")
-    result = mutate([case], [m for m in all_mutants() if m.op == "relu"],
-                    references=[gradcheck.TorchEngine(), gradcheck.FiniteDifferences()])
+    case = load_one(
+        tmp_path,
+        "name: relu-kink\n"
+        "inputs: {x: [-1.0, 0.0, 2.0], w: [1.0, 3.0, -0.5]}\n"
+        "expr: sum(relu(x) * w)\nwrt: [x]\n",
+    )
+    result = mutate(
+        [case],
+        [m for m in all_mutants() if m.op == "relu"],
+        references=[gradcheck.TorchEngine(), gradcheck.FiniteDifferences()],
+    )
     status = result.mutants.set_index("mutant")["status"]
     assert status["relu.one-at-zero"] == "equivalent"
     assert status["relu.gated-by-upstream"] == "killed"
@@ -150,9 +162,18 @@ def test_an_equivalent_mutant_is_not_a_survivor(tmp_path):
 
 def test_mutate_cli_writes_the_folder_and_exits_1_on_a_survivor(tmp_path):
     out = tmp_path / "mutants"
-    code = main(["mutate", str(CATALOG / "softmax" / "softmax-vjp.yaml"), "--mutant", "softmax",
-                 "--out", str(out), "-q"])
-    assert code == 1                                   # softmax.last-axis survives a last-axis case
+    code = main(
+        [
+            "mutate",
+            str(CATALOG / "softmax" / "softmax-vjp.yaml"),
+            "--mutant",
+            "softmax",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
+    assert code == 1  # softmax.last-axis survives a last-axis case
     rows = pd.read_csv(out / "mutants.csv", keep_default_na=False).set_index("mutant")
     assert {"mutant", "description", "killed", "blamed_alone", "cases"} <= set(rows.reset_index())
     assert rows.loc["softmax.last-axis", "status"] == "survived"
@@ -161,14 +182,27 @@ def test_mutate_cli_writes_the_folder_and_exits_1_on_a_survivor(tmp_path):
     assert list(rows.index)[0] == "softmax.last-axis"  # survivors first
     html = (out / "mutants.html").read_text()
     assert "softmax.last-axis" in html and "survived" in html
-    assert main(["mutate", str(CATALOG / "softmax" / "softmax-vjp.yaml"), "--mutant",
-                 "softmax.diag", "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "mutate",
+                str(CATALOG / "softmax" / "softmax-vjp.yaml"),
+                "--mutant",
+                "softmax.diag",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     for bad in (["--mutant", "no-such-op"], ["--dtypes", "float8"]):
         assert main(["mutate", str(CATALOG / "scalar"), "--out", str(out), *bad]) == 2
 
 
 class CountingTorch:
     """torch's autograd, counting its calls."""
+
     name = "torch"
 
     def __init__(self):
@@ -183,8 +217,12 @@ def test_reference_engines_run_once_per_case_and_dtype_whatever_the_mutants(cata
     cases = [c for c in catalog if c.name in ("softmax-vjp", "softmax-axis0-vjp")]
     counting = CountingTorch()
     mutants = [m for m in all_mutants() if m.op in ("softmax", "log_softmax", EXECUTOR)]
-    result = mutate(cases, mutants, dtypes=["float64", "float32"],
-                    references=[counting, gradcheck.FiniteDifferences()])
+    result = mutate(
+        cases,
+        mutants,
+        dtypes=["float64", "float32"],
+        references=[counting, gradcheck.FiniteDifferences()],
+    )
     assert len(mutants) > 5 and counting.calls == 2 * 2
     runs = result.mutants.set_index("mutant")["runs"]
     assert runs["softmax.last-axis"] == 4 and runs["log_softmax.last-axis"] == 0
@@ -193,26 +231,35 @@ def test_reference_engines_run_once_per_case_and_dtype_whatever_the_mutants(cata
 
 # a gradient sent to every element equal to the maximum: only an exact tie that is no kink
 # (a value duplicated and summed back through concat) tells it from a valid rule
-TIE_CASES = [("max.ties-to-all", "maxpool/max-duplicated-tie.yaml"),
-             ("maxpool2d.ties-to-all", "maxpool/maxpool-duplicated-rows.yaml")]
+TIE_CASES = [
+    ("max.ties-to-all", "maxpool/max-duplicated-tie.yaml"),
+    ("maxpool2d.ties-to-all", "maxpool/maxpool-duplicated-rows.yaml"),
+]
 
 
 @pytest.mark.parametrize("name,path", TIE_CASES, ids=[n for n, _ in TIE_CASES])
 def test_a_max_that_gives_every_tie_the_gradient_is_killed_by_a_structural_tie(name, path):
     case = gradcheck.load_cases([CATALOG / path])[0]
-    ties = [m for m in all_mutants() if m.op == name.split(".")[0]
-            and m.name in (name, f"{m.op}.ties-first", f"{m.op}.ties-last")]
+    ties = [
+        m
+        for m in all_mutants()
+        if m.op == name.split(".")[0]
+        and m.name in (name, f"{m.op}.ties-first", f"{m.op}.ties-last")
+    ]
     result = mutate([case], ties)
-    assert set(result.baseline["verdict"]) == {"PASS"}                   # correct engines agree
+    assert set(result.baseline["verdict"]) == {"PASS"}  # correct engines agree
     assert case.dtypes == ["float64", "float32"]
     rows = result.mutants.set_index("mutant")
     assert rows.at[name, "status"] == KILLED and rows.at[name, "blamed_alone"]
     assert rows.at[name, "killed_dtypes"] == "float32 float64"
     assert rows.at[name, "cases"] == case.name
     cells = result.matrix.set_index("mutant").loc[name]
-    assert {cells[f"{case.name}[{d}]"] for d in case.dtypes} == {"killed"}   # numpy alone
+    assert {cells[f"{case.name}[{d}]"] for d in case.dtypes} == {"killed"}  # numpy alone
     # a valid tie-breaking rule (one copy gets it all) survives the same case: no false kill
     valid = [m.name for m in ties if m.equivalent]
     assert valid and all(rows.at[v, "status"] == "equivalent" for v in valid)
-    assert all(result.matrix.set_index("mutant").at[v, f"{case.name}[{d}]"] == "survived"
-               for v in valid for d in case.dtypes)
+    assert all(
+        result.matrix.set_index("mutant").at[v, f"{case.name}[{d}]"] == "survived"
+        for v in valid
+        for d in case.dtypes
+    )

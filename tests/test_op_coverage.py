@@ -4,6 +4,7 @@ An engine may lack an op on purpose; then the case reports SKIP for that engine 
 op named), never PASS, and no comparison row involves it. The softmax family, conv2d,
 maxpool2d and rnn are required here like every other op.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,20 +17,67 @@ from gradcheck.engines import FiniteDifferences, JaxEngine, NumpyEngine, TorchEn
 from gradcheck.ir.ops import OPS as REGISTRY
 from helpers import COLAH_E, load_one
 
-REQUIRED = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "matmul", "neg", "exp",
-            "log", "tanh", "sigmoid", "relu", "abs", "sum", "mean", "max", "transpose",
-            "reshape", "softmax", "log_softmax", "softmax_cross_entropy", "conv2d", "maxpool2d",
-            "rnn",
-            # the second vocabulary (DESIGN.md), non-layer ops
-            "sqrt", "square", "sin", "cos", "log1p", "softplus", "gelu", "leaky_relu", "elu",
-            "clip", "min", "var", "logsumexp", "einsum", "index", "concat", "stack",
-            "expand_dims", "squeeze", "take", "take_along_axis"} | {
-            # and its layers
-            "avgpool2d", "batchnorm", "layernorm", "lstm"}
+REQUIRED = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "matmul",
+    "neg",
+    "exp",
+    "log",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "abs",
+    "sum",
+    "mean",
+    "max",
+    "transpose",
+    "reshape",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "conv2d",
+    "maxpool2d",
+    "rnn",
+    # the second vocabulary (DESIGN.md), non-layer ops
+    "sqrt",
+    "square",
+    "sin",
+    "cos",
+    "log1p",
+    "softplus",
+    "gelu",
+    "leaky_relu",
+    "elu",
+    "clip",
+    "min",
+    "var",
+    "logsumexp",
+    "einsum",
+    "index",
+    "concat",
+    "stack",
+    "expand_dims",
+    "squeeze",
+    "take",
+    "take_along_axis",
+} | {
+    # and its layers
+    "avgpool2d",
+    "batchnorm",
+    "layernorm",
+    "lstm",
+}
 
 
 def _tables() -> dict:
     from gradcheck.engines import jax_ops, torch_ops
+
     return {"numpy": reference_impls.OPS, "torch": torch_ops.OPS, "jax": jax_ops.OPS}
 
 
@@ -55,7 +103,7 @@ def test_tables_name_only_registered_ops(table):
 def test_numpy_primitive_has_one_rule_per_argument(op):
     spec, prim = REGISTRY[op], reference_impls.OPS[op]
     assert prim.variadic == spec.variadic, op
-    rules = 1 if spec.variadic else spec.arity        # a variadic op: one rule serves all
+    rules = 1 if spec.variadic else spec.arity  # a variadic op: one rule serves all
     assert len(prim.grads) == rules, f"{op}: {len(prim.grads)} rules for {spec.arity} args"
     for i, rule in enumerate(prim.grads):
         if i in spec.int_args:
@@ -88,15 +136,20 @@ EXAMPLES = {
     "reshape": ("reshape(a, shape=[4, -1])", "a: {shape: [2, 3, 4]}"),
     "softmax": ("softmax(a, axis=-1)", "a: {shape: [2, 5]}"),
     "log_softmax": ("log_softmax(a, axis=0)", "a: {shape: [3, 4]}"),
-    "softmax_cross_entropy": ("softmax_cross_entropy(s, y)",
-                              "s: {shape: [3, 4]}\n  y: {value: [0, 3, 1], dtype: int64}"),
-    "conv2d": ("conv2d(x, w, b, stride=2, pad=1)",
-               "x: {shape: [1, 2, 5, 5]}\n  w: {shape: [3, 2, 3, 3], scale: 0.5}\n"
-               "  b: {shape: [3]}"),
+    "softmax_cross_entropy": (
+        "softmax_cross_entropy(s, y)",
+        "s: {shape: [3, 4]}\n  y: {value: [0, 3, 1], dtype: int64}",
+    ),
+    "conv2d": (
+        "conv2d(x, w, b, stride=2, pad=1)",
+        "x: {shape: [1, 2, 5, 5]}\n  w: {shape: [3, 2, 3, 3], scale: 0.5}\n  b: {shape: [3]}",
+    ),
     "maxpool2d": ("maxpool2d(x, size=2, stride=2)", "x: {shape: [1, 2, 4, 4]}"),
-    "rnn": ("rnn(x, h0, wx, wh, b)",
-            "x: {shape: [2, 3, 2]}\n  h0: {shape: [2, 4]}\n  wx: {shape: [2, 4], scale: 0.5}\n"
-            "  wh: {shape: [4, 4], scale: 0.5}\n  b: {shape: [4]}"),
+    "rnn": (
+        "rnn(x, h0, wx, wh, b)",
+        "x: {shape: [2, 3, 2]}\n  h0: {shape: [2, 4]}\n  wx: {shape: [2, 4], scale: 0.5}\n"
+        "  wh: {shape: [4, 4], scale: 0.5}\n  b: {shape: [4]}",
+    ),
     # --- the second vocabulary: non-square shapes, non-last axes, batches ----------------
     "sqrt": ("sqrt(a)", "a: {shape: [2, 3], init: uniform, low: 0.5, high: 2}"),
     "square": ("square(a)", "a: {shape: [2, 3]}"),
@@ -113,34 +166,49 @@ EXAMPLES = {
     "logsumexp": ("logsumexp(a, axis=0)", "a: {shape: [3, 4], scale: 3}"),
     "einsum": ('einsum("bij,bjk->bki", a, b)', "a: {shape: [2, 3, 4]}\n  b: {shape: [2, 4, 5]}"),
     "index": ("a[1, ::-2, None, 1:3]", "a: {shape: [2, 5, 4]}"),
-    "concat": ("concat(a, b, c, axis=1)",
-               "a: {shape: [2, 1, 3]}\n  b: {shape: [2, 4, 3]}\n  c: {shape: [2, 2, 3]}"),
+    "concat": (
+        "concat(a, b, c, axis=1)",
+        "a: {shape: [2, 1, 3]}\n  b: {shape: [2, 4, 3]}\n  c: {shape: [2, 2, 3]}",
+    ),
     "stack": ("stack(a, b, axis=-1)", "a: {shape: [2, 3]}\n  b: {shape: [2, 3]}"),
     "expand_dims": ("expand_dims(a, axis=[0, -1])", "a: {shape: [2, 3]}"),
     "squeeze": ("squeeze(a, axis=2)", "a: {shape: [2, 3, 1, 1]}"),
-    "take": ("take(a, i, axis=1)",
-             "a: {shape: [2, 4, 3]}\n  i: {value: [[0, 3], [3, 1], [0, 0]], dtype: int64}"),
-    "take_along_axis": ("take_along_axis(a, i, axis=1)",
-                        "a: {shape: [3, 4]}\n  i: {value: [[1], [3], [1]], dtype: int64}"),
+    "take": (
+        "take(a, i, axis=1)",
+        "a: {shape: [2, 4, 3]}\n  i: {value: [[0, 3], [3, 1], [0, 0]], dtype: int64}",
+    ),
+    "take_along_axis": (
+        "take_along_axis(a, i, axis=1)",
+        "a: {shape: [3, 4]}\n  i: {value: [[1], [3], [1]], dtype: int64}",
+    ),
     # layers: non-square, batch > 1, channels != filters
-    "conv2d-dilated": ("conv2d(x, w, b, stride=1, pad=2, dilation=2)",
-                       "x: {shape: [2, 3, 6, 7]}\n  w: {shape: [4, 3, 3, 2], scale: 0.5}\n"
-                       "  b: {shape: [4]}"),
-    "conv2d-groups": ("conv2d(x, w, b, stride=2, pad=1, groups=2)",
-                      "x: {shape: [2, 4, 5, 6]}\n  w: {shape: [6, 2, 3, 3], scale: 0.5}\n"
-                      "  b: {shape: [6]}"),
+    "conv2d-dilated": (
+        "conv2d(x, w, b, stride=1, pad=2, dilation=2)",
+        "x: {shape: [2, 3, 6, 7]}\n  w: {shape: [4, 3, 3, 2], scale: 0.5}\n  b: {shape: [4]}",
+    ),
+    "conv2d-groups": (
+        "conv2d(x, w, b, stride=2, pad=1, groups=2)",
+        "x: {shape: [2, 4, 5, 6]}\n  w: {shape: [6, 2, 3, 3], scale: 0.5}\n  b: {shape: [6]}",
+    ),
     "avgpool2d": ("avgpool2d(x, size=3, stride=2)", "x: {shape: [2, 3, 7, 6]}"),
-    "batchnorm": ("batchnorm(x, gamma, beta)",
-                  "x: {shape: [5, 3]}\n  gamma: {shape: [3]}\n  beta: {shape: [3]}"),
-    "batchnorm-spatial": ("batchnorm(x, gamma, beta, eps=0.001)",
-                          "x: {shape: [2, 3, 4, 5]}\n  gamma: {shape: [3]}\n"
-                          "  beta: {shape: [3]}"),
-    "layernorm": ("layernorm(x, gamma, beta)",
-                  "x: {shape: [2, 3, 5]}\n  gamma: {shape: [5]}\n  beta: {shape: [5]}"),
-    "lstm": ("lstm(x, h0, c0, wx, wh, b)",
-             "x: {shape: [2, 3, 4]}\n  h0: {shape: [2, 5]}\n  c0: {shape: [2, 5]}\n"
-             "  wx: {shape: [4, 20], scale: 0.5}\n  wh: {shape: [5, 20], scale: 0.5}\n"
-             "  b: {shape: [20]}"),
+    "batchnorm": (
+        "batchnorm(x, gamma, beta)",
+        "x: {shape: [5, 3]}\n  gamma: {shape: [3]}\n  beta: {shape: [3]}",
+    ),
+    "batchnorm-spatial": (
+        "batchnorm(x, gamma, beta, eps=0.001)",
+        "x: {shape: [2, 3, 4, 5]}\n  gamma: {shape: [3]}\n  beta: {shape: [3]}",
+    ),
+    "layernorm": (
+        "layernorm(x, gamma, beta)",
+        "x: {shape: [2, 3, 5]}\n  gamma: {shape: [5]}\n  beta: {shape: [5]}",
+    ),
+    "lstm": (
+        "lstm(x, h0, c0, wx, wh, b)",
+        "x: {shape: [2, 3, 4]}\n  h0: {shape: [2, 5]}\n  c0: {shape: [2, 5]}\n"
+        "  wx: {shape: [4, 20], scale: 0.5}\n  wh: {shape: [5, 20], scale: 0.5}\n"
+        "  b: {shape: [20]}",
+    ),
 }
 
 ALL_ENGINES = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]
@@ -149,8 +217,11 @@ ALL_ENGINES = [NumpyEngine(), FiniteDifferences(), TorchEngine(), JaxEngine()]
 def example_case(tmp_path, example: str, dtypes="[float64, float32]"):
     expr, inputs = EXAMPLES[example]
     name = example.replace("_", "-")
-    return load_one(tmp_path, f"name: {name}\ninputs:\n  {inputs}\nexpr: {expr}\n"
-                              f"dtypes: {dtypes}\n", f"{name}.yaml")
+    return load_one(
+        tmp_path,
+        f"name: {name}\ninputs:\n  {inputs}\nexpr: {expr}\ndtypes: {dtypes}\n",
+        f"{name}.yaml",
+    )
 
 
 def test_every_registered_op_has_an_example():
@@ -167,10 +238,11 @@ def test_each_op_runs_and_agrees_on_all_four_engines(tmp_path, example):
         assert statuses == {"numpy": "ok", "fd": "ok", "torch": "ok", "jax": "ok"}, result.engines
         assert result.case.verdict == "PASS", (dtype, result.case.message)
         pairs = {(r.engine_a, r.engine_b) for r in result.comparisons}
-        assert len(pairs) == 6          # every pair of the four engines was compared
+        assert len(pairs) == 6  # every pair of the four engines was compared
 
 
 # --- an engine without an op: SKIP, never PASS ----------------------------------------------
+
 
 def without(table: dict, op: str) -> dict:
     table = dict(table)
@@ -180,12 +252,15 @@ def without(table: dict, op: str) -> dict:
 
 @pytest.fixture
 def tanh_case(tmp_path):
-    return load_one(tmp_path, """\
+    return load_one(
+        tmp_path,
+        """\
         name: tanh-only
         inputs:
           x: [0.5, -1.0, 2.0]
         expr: sum(tanh(x))
-        """)
+        """,
+    )
 
 
 def _status(result, engine):
@@ -200,7 +275,7 @@ def test_numpy_engine_lacking_an_op_is_skipped_not_compared(tanh_case):
     assert status == "SKIP" and "tanh" in message
     assert result.case.skipped == "numpy"
     assert all("numpy" not in (r.engine_a, r.engine_b) for r in result.comparisons)
-    assert result.case.verdict == "PASS"          # torch and jax still agree
+    assert result.case.verdict == "PASS"  # torch and jax still agree
     assert result.case.engines == "torch jax"
 
 
@@ -225,18 +300,19 @@ def test_expect_alone_does_not_make_a_pass(tmp_path):
 @pytest.mark.parametrize("module", ["torch_ops", "jax_ops"])
 def test_framework_table_lacking_an_op_skips(tanh_case, monkeypatch, module):
     import importlib
+
     ops_module = importlib.import_module(f"gradcheck.engines.{module}")
     monkeypatch.setattr(ops_module, "OPS", without(ops_module.OPS, "tanh"))
     engine = TorchEngine() if module == "torch_ops" else JaxEngine()
     result = gradcheck.run_case(tanh_case, "float64", [engine, NumpyEngine()])
     status, message = _status(result, engine.name)
     assert status == "SKIP" and "tanh" in message
-    assert result.case.verdict == "SKIP"           # numpy alone is not a comparison
+    assert result.case.verdict == "SKIP"  # numpy alone is not a comparison
 
 
 @pytest.mark.parametrize("framework", ["torch", "jax"])
 def test_framework_not_installed_skips(tanh_case, monkeypatch, framework):
-    monkeypatch.setitem(sys.modules, framework, None)     # `import torch` now raises ImportError
+    monkeypatch.setitem(sys.modules, framework, None)  # `import torch` now raises ImportError
     engine = TorchEngine() if framework == "torch" else JaxEngine()
     result = gradcheck.run_case(tanh_case, "float64", [engine, NumpyEngine(), FiniteDifferences()])
     status, message = _status(result, framework)

@@ -3,6 +3,7 @@
 Each test runs pytest in a fresh folder through `pytester` (in-process: torch and jax are
 imported once). The plugin comes from the `pytest11` entry point, as for a user.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,8 +23,14 @@ def _keep_loaded() -> None:
 
     from gradcheck.engines import make_engines
     from helpers import graph_of
-    for module in ("torch", "jax", "gradcheck.engines.torch_ops", "gradcheck.engines.jax_ops",
-                   "hypothesis"):
+
+    for module in (
+        "torch",
+        "jax",
+        "gradcheck.engines.torch_ops",
+        "gradcheck.engines.jax_ops",
+        "hypothesis",
+    ):
         try:
             importlib.import_module(module)
         except ImportError:
@@ -33,7 +40,7 @@ def _keep_loaded() -> None:
     for engine in make_engines():
         try:
             engine.vjp(graph, {"x": x}, ["x"], np.ones(()))
-        except Exception:       # a missing framework: its engine skips in the inner runs too
+        except Exception:  # a missing framework: its engine skips in the inner runs too
             pass
 
 
@@ -52,11 +59,13 @@ def make_catalog(pytester):
 def test_collects_one_item_per_case_and_dtype(pytester):
     make_catalog(pytester)
     result = pytester.runpytest("--collect-only", "-q", *ENGINES)
-    result.stdout.fnmatch_lines_random([
-        "cases/scalar/colah-e.yaml::colah-e[[]float64[]]",
-        "cases/l2-wx/tanh-layer.yaml::tanh-layer[[]float64[]]",
-        "cases/l2-wx/tanh-layer.yaml::tanh-layer[[]float32[]]",
-    ])
+    result.stdout.fnmatch_lines_random(
+        [
+            "cases/scalar/colah-e.yaml::colah-e[[]float64[]]",
+            "cases/l2-wx/tanh-layer.yaml::tanh-layer[[]float64[]]",
+            "cases/l2-wx/tanh-layer.yaml::tanh-layer[[]float32[]]",
+        ]
+    )
     result.stdout.fnmatch_lines(["3 tests collected*"])
     assert result.ret == 0
 
@@ -70,16 +79,22 @@ def test_catalog_passes(pytester):
 
 def test_failing_case_shows_the_discrepancy_table_not_a_traceback(pytester):
     root = make_catalog(pytester)
-    write_case(root / "scalar", "colah-wrong.yaml",
-               COLAH_E.replace("name: colah-e", "name: colah-wrong")
-                      .replace("grad: {a: 2.0, b: 5.0}", "grad: {a: 2.0, b: 4.0}"))
+    write_case(
+        root / "scalar",
+        "colah-wrong.yaml",
+        COLAH_E.replace("name: colah-e", "name: colah-wrong").replace(
+            "grad: {a: 2.0, b: 5.0}", "grad: {a: 2.0, b: 4.0}"
+        ),
+    )
     result = pytester.runpytest(*ENGINES)
     result.assert_outcomes(passed=3, failed=1)
     out = result.stdout.str()
-    result.stdout.fnmatch_lines([
-        "*FAIL: case colah-wrong [[]float64[]] blame: expect*",
-        "*tol_ratio*max_abs_err*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*FAIL: case colah-wrong [[]float64[]] blame: expect*",
+            "*tol_ratio*max_abs_err*",
+        ]
+    )
     # one row per engine that disagrees with the hand value of d/db, naming the pair
     for engine in ("numpy", "fd", "torch", "jax"):
         result.stdout.fnmatch_lines([f"*b *{engine} vs expect *FAIL*"])
@@ -125,15 +140,18 @@ def test_users_fixture():
 
 def test_an_unrelated_project_with_a_cases_folder_collects_as_before(pytester):
     """An API project keeps request fixtures in tests/cases/*.yaml: not gradcheck cases."""
-    write_case(pytester.path / "tests" / "cases", "get_users.yaml",
-               "name: get users\nrequest: {method: GET, path: /users}\nexpect: {status: 200}\n")
+    write_case(
+        pytester.path / "tests" / "cases",
+        "get_users.yaml",
+        "name: get users\nrequest: {method: GET, path: /users}\nexpect: {status: 200}\n",
+    )
     write_case(pytester.path / "tests", "test_users_endpoint.py", UNRELATED_TEST)
     for args in ([], ["tests"], ["--strict-markers"]):
         result = pytester.runpytest("-q", *args)
         result.assert_outcomes(passed=1)
         assert result.ret == 0 and "get_users" not in result.stdout.str(), args
     result = pytester.runpytest("-q", "tests/cases")
-    assert result.ret == 5 and "error" not in result.stdout.str().lower()    # nothing, no error
+    assert result.ret == 5 and "error" not in result.stdout.str().lower()  # nothing, no error
 
 
 def test_a_folder_named_on_the_command_line_is_collected(pytester):
@@ -141,9 +159,13 @@ def test_a_folder_named_on_the_command_line_is_collected(pytester):
     write_case(pytester.path / "mycases" / "l2", "tanh.yaml", TANH_LAYER)
     result = pytester.runpytest("-v", "mycases", *ENGINES)
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines_random(["*mycases/colah.yaml::colah-e[[]float64[]] PASSED*",
-                                        "*mycases/l2/tanh.yaml::tanh-layer[[]float32[]] PASSED*"])
-    assert pytester.runpytest("-q", *ENGINES).ret == 5         # not named, not listed: none
+    result.stdout.fnmatch_lines_random(
+        [
+            "*mycases/colah.yaml::colah-e[[]float64[]] PASSED*",
+            "*mycases/l2/tanh.yaml::tanh-layer[[]float32[]] PASSED*",
+        ]
+    )
+    assert pytester.runpytest("-q", *ENGINES).ret == 5  # not named, not listed: none
 
 
 def test_the_ini_option_lists_the_case_folders(pytester):
@@ -151,7 +173,7 @@ def test_the_ini_option_lists_the_case_folders(pytester):
     make_catalog(pytester)
     pytester.makeini("[pytest]\ngradcheck_paths = checks\n")
     result = pytester.runpytest("-v", *ENGINES)
-    result.assert_outcomes(passed=1)              # checks/ only: cases/ is no longer listed
+    result.assert_outcomes(passed=1)  # checks/ only: cases/ is no longer listed
     result.stdout.fnmatch_lines(["*checks/grads/colah.yaml::colah-e[[]float64[]] PASSED*"])
 
 
@@ -159,8 +181,9 @@ def test_tags_are_markers_accepted_by_strict_markers(pytester):
     make_catalog(pytester)
     result = pytester.runpytest("-v", "-m", "l2-wx", "--strict-markers", *ENGINES)
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines_random(["*tanh-layer[[]float64[]] PASSED*",
-                                        "*tanh-layer[[]float32[]] PASSED*"])
+    result.stdout.fnmatch_lines_random(
+        ["*tanh-layer[[]float64[]] PASSED*", "*tanh-layer[[]float32[]] PASSED*"]
+    )
     result = pytester.runpytest("-q", "-m", "seed and not l2-wx", "--strict-markers", *ENGINES)
     result.assert_outcomes(passed=1)
 
@@ -189,31 +212,39 @@ def test_invalid_yaml_is_a_collection_error_naming_the_file(pytester):
     root = make_catalog(pytester)
     write_case(root / "scalar", "broken.yaml", "name: broken\ninputs:\n  x: [1.0, 2.0\nexpr: x\n")
     result = pytester.runpytest(*ENGINES)
-    assert result.ret == 2                       # interrupted: errors during collection
-    result.stdout.fnmatch_lines(["*ERROR collecting cases/scalar/broken.yaml*",
-                                 "*broken.yaml:*"])
+    assert result.ret == 2  # interrupted: errors during collection
+    result.stdout.fnmatch_lines(["*ERROR collecting cases/scalar/broken.yaml*", "*broken.yaml:*"])
     assert "Traceback" not in result.stdout.str()
 
 
 def test_invalid_case_names_file_line_and_problem(pytester):
     root = make_catalog(pytester)
-    write_case(root / "scalar", "typo.yaml",
-               "name: typo\ninputs:\n  x: 1.0\nexpr: x * 2\ndtype: [float64]\n")
+    write_case(
+        root / "scalar",
+        "typo.yaml",
+        "name: typo\ninputs:\n  x: 1.0\nexpr: x * 2\ndtype: [float64]\n",
+    )
     result = pytester.runpytest(*ENGINES)
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*typo.yaml:5*unknown key 'dtype'*"])
 
 
 def test_nonfinite_case_fails(pytester):
-    write_case(pytester.path / "cases", "log0.yaml",
-               "name: log0\ninputs:\n  x: [0.0, 1.0]\nexpr: sum(log(x))\n")
+    write_case(
+        pytester.path / "cases",
+        "log0.yaml",
+        "name: log0\ninputs:\n  x: [0.0, 1.0]\nexpr: sum(log(x))\n",
+    )
     result = pytester.runpytest(*ENGINES)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*NONFINITE: case log0*"])
 
 
 def test_nondiff_case_passes(pytester):
-    write_case(pytester.path / "cases", "relu0.yaml",
-               "name: relu0\ninputs:\n  x: [-1.0, 0.0, 2.0]\nexpr: sum(relu(x))\n")
+    write_case(
+        pytester.path / "cases",
+        "relu0.yaml",
+        "name: relu0\ninputs:\n  x: [-1.0, 0.0, 2.0]\nexpr: sum(relu(x))\n",
+    )
     result = pytester.runpytest(*ENGINES)
     result.assert_outcomes(passed=1)

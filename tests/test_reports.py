@@ -1,6 +1,7 @@
 """The report files of a run: CSVs that are stable and load with plain pandas, a lossless
 read-back, summary.md with failures first, an escaped self-contained report.html that
 `gradcheck report` re-renders from the files alone, and the terminal summary."""
+
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,16 @@ from pandas.api.types import is_float_dtype, is_integer_dtype, is_string_dtype
 import gradcheck
 from gradcheck.cli import main
 from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
-from gradcheck.harness.rows import (FLOAT, INT, TIMING_COLUMNS, CaseRow, ComparisonRow, EngineRow,
-                                    TaylorRow, column_kinds)
+from gradcheck.harness.rows import (
+    FLOAT,
+    INT,
+    TIMING_COLUMNS,
+    CaseRow,
+    ComparisonRow,
+    EngineRow,
+    TaylorRow,
+    column_kinds,
+)
 from gradcheck.reports.heatmap import grid_position, to_grid
 from helpers import RUN_FILES
 
@@ -46,12 +55,15 @@ def csv_rows_without_timing(path: Path) -> list[list[str]]:
 
 # --- CSV -----------------------------------------------------------------------------------------
 
+
 def test_two_runs_write_the_same_csv_apart_from_timings(run, mixed_catalog, tmp_path):
     _, first = run
     second = tmp_path / "again"
     run_into(mixed_catalog, second)
     for filename in CSV_FILES.values():
-        assert csv_rows_without_timing(first / filename) == csv_rows_without_timing(second / filename), filename
+        assert csv_rows_without_timing(first / filename) == csv_rows_without_timing(
+            second / filename
+        ), filename
 
 
 def test_plain_read_csv_gives_numbers_and_strings(run):
@@ -64,7 +76,7 @@ def test_plain_read_csv_gives_numbers_and_strings(run):
                 assert is_float_dtype(frame[column]), (filename, column)
             elif kind == INT:
                 assert is_integer_dtype(frame[column]), (filename, column)
-            elif frame[column].notna().any():       # all-empty text reads as NaN here
+            elif frame[column].notna().any():  # all-empty text reads as NaN here
                 assert is_string_dtype(frame[column]), (filename, column)
     assert set(pd.read_csv(out / "cases.csv")["verdict"]) == {"PASS", "FAIL"}
 
@@ -74,8 +86,8 @@ def test_read_run_round_trips_the_tables(run):
     back = read_run(out)
     for attr in CSV_FILES:
         pd.testing.assert_frame_equal(getattr(back, attr), getattr(result, attr), check_dtype=True)
-    assert (back.cases.set_index("case").loc["colah-e", "blame"]) == ""     # '' stays ''
-    assert back.details == json.loads(json.dumps(result.details))      # tuples come back as lists
+    assert (back.cases.set_index("case").loc["colah-e", "blame"]) == ""  # '' stays ''
+    assert back.details == json.loads(json.dumps(result.details))  # tuples come back as lists
     assert back.metadata == result.metadata
     assert back.errors.keys() == result.errors.keys()
     for key, err in result.errors.items():
@@ -94,13 +106,18 @@ def test_readme_column_tables_are_the_row_classes(row_type):
 
 # --- summary.md ----------------------------------------------------------------------------------
 
+
 def test_summary_lists_failures_first_with_blame(run):
     _, out = run
     summary = (out / "summary.md").read_text()
     lines = summary.splitlines()
     assert lines[0] == "## gradcheck: 1 of 3 case runs failed"
     assert "Blamed: `expect` (1)" in summary
-    rows = [line for line in lines if line.startswith("| ") and "---" not in line and "| case |" not in line]
+    rows = [
+        line
+        for line in lines
+        if line.startswith("| ") and "---" not in line and "| case |" not in line
+    ]
     assert rows[0].startswith("| wx-wrong-expect | float64 | **FAIL** | expect |")
     first_pass = next(i for i, line in enumerate(lines) if "| PASS |" in line)
     assert lines.index(rows[0]) < first_pass
@@ -109,30 +126,32 @@ def test_summary_lists_failures_first_with_blame(run):
 
 # --- report.html ---------------------------------------------------------------------------------
 
+
 def test_html_escapes_case_text(run):
     html = (run[1] / "report.html").read_text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
     assert "<script>alert(1)" not in html and "<b>bold" not in html
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(2)&gt;" in html
-    assert html.count("<script") == 1              # ours, at the end
+    assert html.count("<script") == 1  # ours, at the end
 
 
 def test_html_is_self_contained(run):
     html = (run[1] / "report.html").read_text()
-    assert "default-src 'none'" in html             # the browser itself refuses any fetch
+    assert "default-src 'none'" in html  # the browser itself refuses any fetch
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
     assert "<link" not in html
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert images and all(src.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,"))
-                          for src in images)
+    assert images and all(
+        src.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for src in images
+    )
 
 
 def test_html_shows_the_failing_case(run):
     html = (run[1] / "report.html").read_text()
     section = html.split('id="case-wx-wrong-expect"', 1)[1].split("</section>", 1)[0]
     assert 'blamed: <span class="blame">expect</span>' in section
-    assert "data:image/png;base64," in section        # the heatmap of W
-    assert ">2.5<" in section and ">[1, 2]<" in section   # expect's wrong entry, where it is
+    assert "data:image/png;base64," in section  # the heatmap of W
+    assert ">2.5<" in section and ">[1, 2]<" in section  # expect's wrong entry, where it is
 
 
 def test_report_command_rerenders_the_same_files_from_the_folder(run):
@@ -142,13 +161,22 @@ def test_report_command_rerenders_the_same_files_from_the_folder(run):
         (out / name).unlink()
     assert main(["report", str(out)]) == 0
     assert {name: (out / name).read_text() for name in before} == before
-    assert sorted(p.name for p in out.iterdir()) == RUN_FILES     # nothing temporary left
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES  # nothing temporary left
 
 
 # --- heatmap layout ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape, grid_shape", [((3, 4), (3, 4)), ((5,), (1, 5)), ((100,), (10, 10)),
-                                               ((2, 5, 3), (5, 6)), ((2, 3, 7, 7), (14, 21))])
+
+@pytest.mark.parametrize(
+    "shape, grid_shape",
+    [
+        ((3, 4), (3, 4)),
+        ((5,), (1, 5)),
+        ((100,), (10, 10)),
+        ((2, 5, 3), (5, 6)),
+        ((2, 3, 7, 7), (14, 21)),
+    ],
+)
 def test_heatmap_layout_keeps_every_element_once(shape, grid_shape):
     x = np.arange(np.prod(shape), dtype=float).reshape(shape)
     grid, _ = to_grid(x)
@@ -163,14 +191,15 @@ def test_nchw_tiles_are_whole_images():
     x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     grid, tile = to_grid(x)
     assert tile == (4, 5)
-    np.testing.assert_array_equal(grid[4:8, 5:10], x[1, 1])   # sample 1, channel 1
+    np.testing.assert_array_equal(grid[4:8, 5:10], x[1, 1])  # sample 1, channel 1
 
 
 # --- terminal ------------------------------------------------------------------------------------
 
+
 def test_quiet_run_prints_failures_without_colors(mixed_catalog, tmp_path, capsys):
     assert main(["run", str(mixed_catalog), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     printed = capsys.readouterr()
-    assert "\x1b[" not in printed.out + printed.err     # not a terminal: no color codes
+    assert "\x1b[" not in printed.out + printed.err  # not a terminal: no color codes
     assert "wx-wrong-expect" in printed.out and "colah-e" not in printed.out
     assert "1 FAIL, 2 PASS; blamed: expect (1)" in printed.out

@@ -2,6 +2,7 @@
 bound, which follows the terms that cancel (no false alarm where a gradient is zero by
 symmetry) and stays tight where nothing cancels (smaller bugs are caught than a fixed rtol
 could catch)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,7 @@ NO_TAYLOR = RunOptions(taylor=False)
 def scaled_tanh(factor: float) -> gradcheck.NumpyEngine:
     ops = dict(reference_impls.OPS)
     rule = ops["tanh"].grads[0]
-    ops["tanh"] = Primitive(ops["tanh"].forward,
-                            (lambda g, out, x: factor * rule(g, out, x),))
+    ops["tanh"] = Primitive(ops["tanh"].forward, (lambda g, out, x: factor * rule(g, out, x),))
     return gradcheck.NumpyEngine(ops)
 
 
@@ -45,7 +45,7 @@ def test_cancelling_terms_pass_and_the_bound_is_reported(tmp_path, dtype):
     result = run_case(case, dtype, EXACT_PAIR, NO_TAYLOR)
     assert result.case.verdict == "PASS"
     [row] = [r for r in result.comparisons if r.param == "b"]
-    assert abs(row.value_a) < 10 * np.finfo(dtype).eps         # zero, up to rounding
+    assert abs(row.value_a) < 10 * np.finfo(dtype).eps  # zero, up to rounding
     assert 0 < row.round_err <= row.bound
     assert abs(row.value_a - row.value_b) <= row.bound
 
@@ -56,7 +56,7 @@ def test_a_case_tolerance_wins_over_the_rounding_bound(tmp_path, dtype):
     result = run_case(load_one(tmp_path, text), dtype, EXACT_PAIR, NO_TAYLOR)
     [row] = [r for r in result.comparisons if r.param == "b"]
     assert row.round_err == 0 and row.rtol == 1e-7
-    assert result.case.verdict == "FAIL"          # the fixed rtol cannot see the cancellation
+    assert result.case.verdict == "FAIL"  # the fixed rtol cannot see the cancellation
 
 
 @pytest.mark.parametrize("dtype,factor", [("float32", 1 + 3e-5), ("float64", 1 + 3e-9)])
@@ -72,34 +72,42 @@ def test_errors_below_the_old_fixed_rtol_are_caught(tmp_path, dtype, factor):
 def test_the_scale_follows_the_terms_that_cancel_not_the_element():
     """1 - tanh^2 at saturation: the gradient is tiny, but its rounding is that of 1."""
     inputs = {"x": np.array([0.5, 9.0])}
-    graph, arrays, cotangent, exact = engine_vjp(gradcheck.NumpyEngine(), "sum(tanh(x))",
-                                                 inputs, "float32")
+    graph, arrays, cotangent, exact = engine_vjp(
+        gradcheck.NumpyEngine(), "sum(tanh(x))", inputs, "float32"
+    )
     scale = rounding_scale(graph, arrays, ["x"], cotangent, "float32", "t").grads["x"]
     eps = np.finfo(np.float32).eps
     grad = 1 - np.tanh(arrays["x"].astype(np.float64)) ** 2
-    assert scale[0] < 4 * eps * grad[0]           # nothing cancels: a few eps of itself
-    assert scale[1] > 1e3 * eps * grad[1]         # cancels: far above its own size
-    assert scale[1] < 4 * eps                     # ... and within a few eps of 1
+    assert scale[0] < 4 * eps * grad[0]  # nothing cancels: a few eps of itself
+    assert scale[1] > 1e3 * eps * grad[1]  # cancels: far above its own size
+    assert scale[1] < 4 * eps  # ... and within a few eps of 1
     torch_grad = engine_vjp(gradcheck.TorchEngine(), "sum(tanh(x))", inputs, "float32")[3]
     error = np.abs(torch_grad.grads["x"] - grad)
     assert np.all(error <= 2 * ENGINE_FACTOR * scale)
 
 
-@pytest.mark.parametrize("expr, out_shape", [
-    ("x * w + b", (64, 3)),        # b broadcast over 64 rows: its gradient is their sum
-    ("b + b", (3,)),               # b used twice: the two gradients add up
-])
+@pytest.mark.parametrize(
+    "expr, out_shape",
+    [
+        ("x * w + b", (64, 3)),  # b broadcast over 64 rows: its gradient is their sum
+        ("b + b", (3,)),  # b used twice: the two gradients add up
+    ],
+)
 def test_the_executors_own_sums_are_rounded_too(expr, out_shape):
     """The sums the backprop executor does itself (a broadcast input's gradient summed back
     to its shape; the gradients of a value that fans out, added) round like any op's: a
     float32 engine errs there, and a bound of 0 failed a correct float32 layer norm's beta
     (benchmarks/false_alarms.py, family norms)."""
     rng = np.random.default_rng(3)
-    inputs = {"x": rng.standard_normal((64, 3)), "w": rng.standard_normal(3),
-              "b": rng.standard_normal(3)}
+    inputs = {
+        "x": rng.standard_normal((64, 3)),
+        "w": rng.standard_normal(3),
+        "b": rng.standard_normal(3),
+    }
     inputs = {k: v for k, v in inputs.items() if k in expr}
-    graph, arrays, cotangent, exact = engine_vjp(gradcheck.NumpyEngine(), expr, inputs,
-                                                 "float32", rng.standard_normal(out_shape))
+    graph, arrays, cotangent, exact = engine_vjp(
+        gradcheck.NumpyEngine(), expr, inputs, "float32", rng.standard_normal(out_shape)
+    )
     scale = rounding_scale(graph, arrays, list(arrays), cotangent, "float32", "s").grads["b"]
     eps = float(np.finfo(np.float32).eps)
     assert np.all(scale > 0.1 * eps * np.abs(exact.grads["b"]))
@@ -122,10 +130,11 @@ def test_a_sum_of_terms_of_one_sign_rounds_with_its_partial_sums():
     rng = np.random.default_rng(4)
     inputs = {"x": rng.uniform(0, 1, (2, 20_000)), "w": rng.uniform(0, 1, (20_000, 3))}
     cotangent = np.ones((2, 3))
-    graph, arrays, cotangent, torch_out = engine_vjp(gradcheck.TorchEngine(), "x @ w", inputs,
-                                                     "float32", cotangent)
+    graph, arrays, cotangent, torch_out = engine_vjp(
+        gradcheck.TorchEngine(), "x @ w", inputs, "float32", cotangent
+    )
     scale = rounding_scale(graph, arrays, ["x", "w"], cotangent, "float32", "p").value
     exact = arrays["x"].astype(np.float64) @ arrays["w"].astype(np.float64)
     error = np.abs(torch_out.value - exact)
     assert np.all(error <= ENGINE_FACTOR * scale)
-    assert np.max(error / np.abs(exact)) > 10 * np.finfo(np.float32).eps   # it does err so
+    assert np.max(error / np.abs(exact)) > 10 * np.finfo(np.float32).eps  # it does err so

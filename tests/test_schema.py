@@ -1,5 +1,6 @@
 """`gradcheck schema`: a JSON Schema (draft 2020-12) that editors can use, checked with the
 `jsonschema` package against every catalog file and against cases the loader refuses."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ CATALOG = Path(__file__).resolve().parent.parent / "cases"
 @pytest.fixture(scope="module")
 def schema() -> dict:
     from gradcheck.loading.models import case_json_schema
+
     return case_json_schema()
 
 
@@ -52,7 +54,7 @@ def test_the_command_prints_a_draft_2020_12_schema(capsys):
 
 def test_every_field_has_a_description(schema):
     fields = list(_properties(schema))
-    assert len(fields) >= 25                   # the case, its inputs, tolerance, expect
+    assert len(fields) >= 25  # the case, its inputs, tolerance, expect
     assert [path for path, prop in fields if not prop.get("description")] == []
 
 

@@ -4,6 +4,7 @@ Every `import` statement counts, at module level or inside a function (a lazy im
 still a dependency). An import of `pkg.mod` is an edge to `pkg.mod`, and `from pkg import
 name` an edge to `pkg.name` when that is a module, else to `pkg` itself.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,9 @@ def imports_of(name: str) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = _absolute(node, package)
-            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
-                         for a in node.names)
+            found.update(
+                f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names
+            )
     return {m for m in found if m in MODULES and m != name}
 
 
@@ -40,7 +42,7 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
     if not node.level:
         return node.module or ""
     parts = package.split(".")
-    base = ".".join(parts[:len(parts) - node.level + 1])
+    base = ".".join(parts[: len(parts) - node.level + 1])
     return f"{base}.{node.module}" if node.module else base
 
 
@@ -52,7 +54,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"

@@ -1,5 +1,6 @@
 """The Taylor-remainder test: a right gradient converges at rate 2, a wrong one at rate 1,
 and the rate names the wrong engine where two engines alone cannot."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -48,7 +49,7 @@ def test_two_engines_the_broken_one_is_blamed_by_its_rate(tanh_case):
     with_taylor = run_case(tanh_case, "float64", engines).case
     without = run_case(tanh_case, "float64", engines, RunOptions(taylor=False)).case
     assert with_taylor.verdict == "FAIL" and with_taylor.blame == "broken"
-    assert without.verdict == "FAIL" and without.blame == "broken torch"   # a tie without it
+    assert without.verdict == "FAIL" and without.blame == "broken torch"  # a tie without it
 
 
 def test_taylor_csv_and_curves_in_the_run_folder(tanh_case, tmp_path):
@@ -58,11 +59,14 @@ def test_taylor_csv_and_curves_in_the_run_folder(tanh_case, tmp_path):
     assert list(table.columns[:5]) == ["case", "dtype", "engine", "rate", "verdict"]
     assert set(table["engine"]) == {"broken", "torch"}
     assert table.set_index(["dtype", "engine"])["verdict"].to_dict() == {
-        ("float64", "broken"): "FAIL", ("float64", "torch"): "PASS",
-        ("float32", "broken"): "FAIL", ("float32", "torch"): "PASS"}
+        ("float64", "broken"): "FAIL",
+        ("float64", "torch"): "PASS",
+        ("float32", "broken"): "FAIL",
+        ("float32", "torch"): "PASS",
+    }
     with np.load(out / "taylor.npz") as curves:
         curve = curves["tanh-layer|float64|torch"]
-    assert curve.shape == (3, 28)                    # eps, then two directions
+    assert curve.shape == (3, 28)  # eps, then two directions
     html = (out / "report.html").read_text()
     assert html.count('alt="Taylor remainder curves per engine"') == 2
 
@@ -71,12 +75,12 @@ def test_fit_rate_finds_the_slope_between_rounding_and_nonlinearity():
     eps = 0.1 * 2.0 ** -np.arange(28)
     floor = 1e-13 * np.ones_like(eps)
     # quadratic, bent by a cubic at large eps, drowned in noise at small eps
-    quadratic = 3 * eps ** 2 + 50 * eps ** 3 + 1e-14
+    quadratic = 3 * eps**2 + 50 * eps**3 + 1e-14
     rate, (lo, hi) = fit_rate(eps, quadratic, floor)
     assert rate == pytest.approx(2.0, abs=0.05)
     assert quadratic[hi - 1] > floor[hi - 1] and eps[lo] < 0.01
     # a wrong gradient: a linear term that wins at small eps
-    wrong = 3 * eps ** 2 + 1e-4 * eps + 1e-14
+    wrong = 3 * eps**2 + 1e-4 * eps + 1e-14
     assert fit_rate(eps, wrong, floor)[0] == pytest.approx(1.0, abs=0.05)
     # nothing above the floor: no rate
     assert np.isnan(fit_rate(eps, 1e-15 * np.ones_like(eps), floor)[0])
@@ -97,26 +101,28 @@ def test_the_remainder_plot_puts_each_curve_on_its_decades():
     import base64
     import re
     from gradcheck.reports import taylor_plot as plot
+
     eps = np.array([1e-1, 1e-2, 1e-3, 1e-4])
     broken = np.array([1e-2, 0, 1e-4, 1e-5])
-    curves = {"numpy": np.vstack([eps, eps ** 2]), "broken": np.vstack([eps, broken])}
-    svg = base64.b64decode(plot.remainder_svg(curves, {"numpy": 2.0, "broken": 1.04})
-                           .split(",", 1)[1]).decode()
-    box = plot._LogBox([eps], [eps ** 2])
+    curves = {"numpy": np.vstack([eps, eps**2]), "broken": np.vstack([eps, broken])}
+    svg = base64.b64decode(
+        plot.remainder_svg(curves, {"numpy": 2.0, "broken": 1.04}).split(",", 1)[1]
+    ).decode()
+    box = plot._LogBox([eps], [eps**2])
     assert (box.x0, box.x1, box.y0, box.y1) == (-4, -1, -8, -2)
     left, right = plot.LEFT, plot.WIDTH - plot.RIGHT
     top, bottom = plot.TOP, plot.HEIGHT - plot.BOTTOM
     assert box.point(1e-4, 1e-8) == pytest.approx((left, bottom))
     assert box.point(1e-1, 1e-2) == pytest.approx((right, top))
-    guide = plot._guide(curves)[1]              # through the median R at eps 1e-3: 5.05e-5
+    guide = plot._guide(curves)[1]  # through the median R at eps 1e-3: 5.05e-5
     assert guide[2] == pytest.approx(5.05e-5)
-    shown = plot._LogBox([eps], [eps ** 2, broken, guide])
+    shown = plot._LogBox([eps], [eps**2, broken, guide])
     numpy_line = re.findall(r'points="([^"]+)" fill="none" stroke="#1f77b4"', svg)
     broken_lines = re.findall(r'points="([^"]+)" fill="none" stroke="#8c564b"', svg)
     points = [float(v) for p in numpy_line[0].split() for v in p.split(",")]
     expected = [v for x in eps for v in shown.point(x, x * x)]
     np.testing.assert_allclose(points, expected, atol=0.06)
-    assert [len(line.split()) for line in broken_lines] == [1, 2]   # the zero breaks the line
+    assert [len(line.split()) for line in broken_lines] == [1, 2]  # the zero breaks the line
     assert "numpy (rate 2.00)" in svg and "broken (rate 1.04)" in svg and "slope 2" in svg
 
 
@@ -142,6 +148,9 @@ def test_every_catalog_case_gets_its_taylor_test():
     """An exception inside the Taylor test only drops its rows (no evidence, no verdict), so
     nothing else would notice it failing on a kind of input (a 0-d one, say)."""
     engines = [gradcheck.NumpyEngine(), gradcheck.FiniteDifferences()]
-    missing = [case.name for case in gradcheck.load_cases([CATALOG])
-               if not run_case(case, case.dtypes[0], engines).taylor]
+    missing = [
+        case.name
+        for case in gradcheck.load_cases([CATALOG])
+        if not run_case(case, case.dtypes[0], engines).taylor
+    ]
     assert missing == []

@@ -2,6 +2,7 @@
 `__main__` guard, `python -`, a REPL); N workers give the rows of a serial run, in its
 order; a framework that aborts costs one case in a worker, and in this process ends the run
 saying where."""
+
 from __future__ import annotations
 
 import os
@@ -40,22 +41,32 @@ def reference_engines():
 
 def python(args, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=kwargs.pop("cwd", ROOT), timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=kwargs.pop("cwd", ROOT),
+        timeout=300,
+        **kwargs,
+    )
 
 
 # --- timeout=0 means this process --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("timeout", [0, None])
 def test_timeout_zero_or_none_runs_in_this_process(monkeypatch, timeout):
     def no_workers(*args, **kwargs):
         raise AssertionError("no worker process may start without a time limit")
+
     monkeypatch.setattr(isolation.CaseWorker, "_started", no_workers)
-    result = gradcheck.run(cases(QUICK), engines=reference_engines(),
-                           options=RunOptions(timeout=timeout))
+    result = gradcheck.run(
+        cases(QUICK), engines=reference_engines(), options=RunOptions(timeout=timeout)
+    )
     assert list(result.cases["verdict"]) == ["PASS"]
     grads = result.comparisons.set_index("param")
-    assert grads.loc["b", "value_a"] == pytest.approx(0.9640275800758169)     # tanh(2)
+    assert grads.loc["b", "value_a"] == pytest.approx(0.9640275800758169)  # tanh(2)
 
 
 # --- workers start from any script ------------------------------------------------------------
@@ -76,8 +87,8 @@ SCRIPT = textwrap.dedent("""\
 def _ran_in_workers(proc) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "VERDICTS PASS PASS" in proc.stdout
-    assert "GRAD 2.473081906" in proc.stdout                 # exp(0.5) * 1.5
-    assert "RuntimeWarning" not in proc.stderr               # no fallback to this process
+    assert "GRAD 2.473081906" in proc.stdout  # exp(0.5) * 1.5
+    assert "RuntimeWarning" not in proc.stderr  # no fallback to this process
 
 
 def test_workers_start_from_a_script_without_a_main_guard(tmp_path):
@@ -97,9 +108,11 @@ def test_workers_start_from_an_interactive_session():
 def test_an_engine_defined_in_the_script_runs_here_with_a_note(tmp_path):
     """A worker does not import the caller's script, so it cannot rebuild its classes."""
     script = tmp_path / "mine.py"
-    script.write_text(SCRIPT.replace("engines=[NumpyEngine(), FiniteDifferences()]",
-                                     "engines=[Mine(), FiniteDifferences()]").replace(
-        "cases = load_text", "class Mine(NumpyEngine):\n    pass\ncases = load_text", 1))
+    script.write_text(
+        SCRIPT.replace(
+            "engines=[NumpyEngine(), FiniteDifferences()]", "engines=[Mine(), FiniteDifferences()]"
+        ).replace("cases = load_text", "class Mine(NumpyEngine):\n    pass\ncases = load_text", 1)
+    )
     proc = python([str(script)])
     assert proc.returncode == 0, proc.stderr
     assert "VERDICTS PASS PASS" in proc.stdout
@@ -109,29 +122,49 @@ def test_an_engine_defined_in_the_script_runs_here_with_a_note(tmp_path):
 def test_workers_that_cannot_start_leave_the_run_in_this_process(monkeypatch):
     monkeypatch.setattr(isolation, "WORKER_MAIN", "import sys; sys.exit(7)")
     with pytest.warns(RuntimeWarning, match=r"did not start \(exit code 7\)"):
-        result = gradcheck.run(cases(QUICK, OTHER), engines=reference_engines(),
-                               options=RunOptions(timeout=60), workers=2)
+        result = gradcheck.run(
+            cases(QUICK, OTHER),
+            engines=reference_engines(),
+            options=RunOptions(timeout=60),
+            workers=2,
+        )
     assert list(result.cases["verdict"]) == ["PASS", "PASS"]
 
 
 # --- N workers give the serial run's reports -------------------------------------------------
 
 
-
 def _tables(folder: Path) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_csv(folder / name, keep_default_na=False).drop(columns=list(TIMING_COLUMNS),
-                                                                           errors="ignore")
-            for name in ("cases.csv", "comparisons.csv", "engines.csv")}
+    return {
+        name: pd.read_csv(folder / name, keep_default_na=False).drop(
+            columns=list(TIMING_COLUMNS), errors="ignore"
+        )
+        for name in ("cases.csv", "comparisons.csv", "engines.csv")
+    }
 
 
 def test_two_workers_write_the_same_reports_as_one(tmp_path):
-    selection = [str(ROOT / "cases" / "scalar"), str(ROOT / "cases" / "softmax"),
-                 str(ROOT / "cases" / "l2-wx")]
+    selection = [
+        str(ROOT / "cases" / "scalar"),
+        str(ROOT / "cases" / "softmax"),
+        str(ROOT / "cases" / "l2-wx"),
+    ]
     outs = {}
     for workers in (1, 2):
         outs[workers] = tmp_path / f"w{workers}"
-        code = main(["run", *selection, "--out", str(outs[workers]), "--workers", str(workers),
-                     "--engines", "numpy,fd,torch", "-q"])
+        code = main(
+            [
+                "run",
+                *selection,
+                "--out",
+                str(outs[workers]),
+                "--workers",
+                str(workers),
+                "--engines",
+                "numpy,fd,torch",
+                "-q",
+            ]
+        )
         assert code == 0
     one, two = _tables(outs[1]), _tables(outs[2])
     assert len(one["cases.csv"]) > 20
@@ -141,38 +174,52 @@ def test_two_workers_write_the_same_reports_as_one(tmp_path):
 
 def test_results_come_back_in_job_order_whatever_finishes_first():
     slow_first = cases(OTHER, QUICK) + cases(
-        "name: big\ninputs: {x: {shape: [40, 30], init: normal}}\nexpr: sum(tanh(x))\n")
+        "name: big\ninputs: {x: {shape: [40, 30], init: normal}}\nexpr: sum(tanh(x))\n"
+    )
     heard, labels = [], []
-    result = gradcheck.run(slow_first, engines=reference_engines(), options=RunOptions(timeout=60),
-                           workers=2, on_result=heard.append, progress=labels.append)
+    result = gradcheck.run(
+        slow_first,
+        engines=reference_engines(),
+        options=RunOptions(timeout=60),
+        workers=2,
+        on_result=heard.append,
+        progress=labels.append,
+    )
     assert list(result.cases["case"]) == ["other", "quick", "big"]
-    assert sorted(r.case.case for r in heard) == ["big", "other", "quick"]    # as each ended
+    assert sorted(r.case.case for r in heard) == ["big", "other", "quick"]  # as each ended
     assert sorted(labels) == ["big [float64]", "other [float64]", "quick [float64]"]
 
 
 def test_a_started_pool_prepares_its_workers_before_the_first_case(tmp_path):
     marker = tmp_path / "prepared"
-    pool = isolation.WorkerPool(1, 60).prepare([NumpyEngine(), fault_engines.Preparing(str(marker))])
+    pool = isolation.WorkerPool(1, 60).prepare(
+        [NumpyEngine(), fault_engines.Preparing(str(marker))]
+    )
     try:
-        for _ in range(600):                  # no case has been sent yet
+        for _ in range(600):  # no case has been sent yet
             if marker.exists() and marker.read_text():
                 break
             time.sleep(0.1)
         worker_pid = int(marker.read_text())
         assert worker_pid == pool.workers[0].process.pid != os.getpid()
-        result = gradcheck.run(cases(QUICK), engines=[NumpyEngine(), fault_engines.Preparing(str(marker))],
-                               options=RunOptions(timeout=60), workers=pool)
+        result = gradcheck.run(
+            cases(QUICK),
+            engines=[NumpyEngine(), fault_engines.Preparing(str(marker))],
+            options=RunOptions(timeout=60),
+            workers=pool,
+        )
     finally:
         pool.stop()
     assert list(result.cases["verdict"]) == ["PASS"]
-    assert pool.workers[0].process is None                     # the run stopped the pool
+    assert pool.workers[0].process is None  # the run stopped the pool
 
 
 def test_an_engine_that_fails_to_prepare_still_runs_its_cases():
-    engines = [NumpyEngine(), fault_engines.Preparing("")]      # prepare() raises
+    engines = [NumpyEngine(), fault_engines.Preparing("")]  # prepare() raises
     pool = isolation.WorkerPool(2, 60).prepare(engines)
-    result = gradcheck.run(cases(QUICK, OTHER), engines=engines, options=RunOptions(timeout=60),
-                           workers=pool)
+    result = gradcheck.run(
+        cases(QUICK, OTHER), engines=engines, options=RunOptions(timeout=60), workers=pool
+    )
     assert list(result.cases["verdict"]) == ["PASS", "PASS"]
     assert set(result.engines["status"]) == {"ok"}
 
@@ -183,15 +230,16 @@ def test_cli_starts_workers_before_loading_only_when_every_case_runs(monkeypatch
     early = lambda *argv: cli._early_workers(parse(["run", *argv]), [NumpyEngine()])
     assert len(early(str(ROOT / "cases"), "--workers", "3").workers) == 3
     assert len(early(str(ROOT / "cases"), "--workers", "500").workers) == len(
-        list((ROOT / "cases").rglob("*.yaml")))                          # one per file at most
-    assert early(str(ROOT / "cases/l2-wx")) is None               # a few files load at once
+        list((ROOT / "cases").rglob("*.yaml"))
+    )  # one per file at most
+    assert early(str(ROOT / "cases/l2-wx")) is None  # a few files load at once
     for filtered in (["-k", "wx"], ["--tags", "rnn"], ["--timeout", "0"]):
         assert early(str(ROOT / "cases"), *filtered) is None
 
 
 def test_cli_workers_option():
     parse = build_parser().parse_args
-    assert parse(["run"]).workers is None                      # the number of cores
+    assert parse(["run"]).workers is None  # the number of cores
     assert parse(["run", "--workers", "3"]).workers == 3
     for bad in ["0", "-2", "two"]:
         with pytest.raises(SystemExit):
@@ -206,9 +254,14 @@ def test_workers_run_one_blas_thread_each():
 
 # --- a framework that aborts -----------------------------------------------------------------
 
+
 def test_an_abort_in_a_worker_costs_one_case():
-    result = gradcheck.run(cases(QUICK, OTHER), engines=reference_engines() + [fault_engines.Aborting()],
-                           options=RunOptions(timeout=60), workers=1)
+    result = gradcheck.run(
+        cases(QUICK, OTHER),
+        engines=reference_engines() + [fault_engines.Aborting()],
+        options=RunOptions(timeout=60),
+        workers=1,
+    )
     rows = result.cases.set_index("case")
     for name in ("quick", "other"):
         assert rows.loc[name, "verdict"] == "ERROR" and rows.loc[name, "blame"] == "aborting"
@@ -249,11 +302,24 @@ def test_the_plugin_runs_under_pytest_xdist(tmp_path):
     for name, text in [("quick", QUICK), ("other", OTHER), ("wrong", WRONG)]:
         files.append(tmp_path / f"{name}.yaml")
         files[-1].write_text(text)
-    proc = python(["-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q",
-                   "--gradcheck-engines", "numpy,fd", *map(str, files)], cwd=tmp_path)
+    proc = python(
+        [
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--gradcheck-engines",
+            "numpy,fd",
+            *map(str, files),
+        ],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout and "1 failed" in proc.stdout
-    assert "FAIL: case wrong [float64] blame: expect" in proc.stdout     # the discrepancy table
+    assert "FAIL: case wrong [float64] blame: expect" in proc.stdout  # the discrepancy table
 
 
 # --- freed memory is reused, not faulted in again ------------------------------------------------
@@ -281,5 +347,5 @@ def test_after_keep_freed_memory_a_freed_array_is_reused_without_page_faults():
     done = python(["-c", PAGE_FAULTS])
     applied, default, kept = done.stdout.split()
     assert applied == "True", done.stderr
-    assert float(default) >= 500          # 1,024 pages faulted in again, every time
+    assert float(default) >= 500  # 1,024 pages faulted in again, every time
     assert float(kept) < 0.1 * float(default)

@@ -3,13 +3,14 @@
 `gradcheck run --engine my_engine:engine cases` or
 `python -m pytest cases --gradcheck-engine my_engine:engine`, from this folder.
 """
+
 import gradcheck
 import reference_impls
 from reference_impls import Primitive
 
 
 def my_tanh_grad(g, out, x):
-    return g * (1 - out ** 2)
+    return g * (1 - out**2)
 
 
 ops = dict(reference_impls.OPS)

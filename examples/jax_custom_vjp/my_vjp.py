@@ -1,5 +1,6 @@
 """logsumexp over the last axis with a custom_vjp rule (its gradient is softmax), and
 `logsumexp_buggy`, whose rule forgets to normalize: exp(x - max) instead of softmax(x)."""
+
 import jax
 import jax.numpy as jnp
 
@@ -21,7 +22,7 @@ def _fwd(x):
 
 def _bwd(res, g):
     x, out = res
-    return (g[..., None] * jnp.exp(x - out[..., None]),)     # softmax(x)
+    return (g[..., None] * jnp.exp(x - out[..., None]),)  # softmax(x)
 
 
 logsumexp.defvjp(_fwd, _bwd)
@@ -34,7 +35,7 @@ def logsumexp_buggy(x):
 
 def _bwd_buggy(res, g):
     x, out = res
-    return (g[..., None] * jnp.exp(x - x.max(-1, keepdims=True)),)   # bug: not normalized
+    return (g[..., None] * jnp.exp(x - x.max(-1, keepdims=True)),)  # bug: not normalized
 
 
 logsumexp_buggy.defvjp(_fwd, _bwd_buggy)

@@ -1,4 +1,5 @@
 """A CS231n-style batch norm layer: forward -> (out, cache), backward(dout, cache)."""
+
 import numpy as np
 
 
@@ -17,7 +18,7 @@ def batchnorm_backward(dout, cache):
 
 def batchnorm_backward_buggy(dout, cache):
     xhat, gamma, inv_std = cache
-    dx = inv_std * (dout * gamma - (dout * gamma).mean(axis=0))   # the path through var is missing
+    dx = inv_std * (dout * gamma - (dout * gamma).mean(axis=0))  # the path through var is missing
     return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
 
 

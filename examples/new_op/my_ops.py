@@ -2,6 +2,7 @@
 
 Load it with `gradcheck run --plugin my_ops`, or import it from a conftest.py for pytest.
 """
+
 import numpy as np
 
 import gradcheck
@@ -18,13 +19,16 @@ def swish_grad(g, out, x):
 
 def swish_torch(x):
     import torch
+
     return x * torch.sigmoid(x)
 
 
 def swish_jax(x):
     import jax
+
     return x * jax.nn.sigmoid(x)
 
 
-gradcheck.register_op("swish", swish, [swish_grad], torch=swish_torch, jax=swish_jax,
-                      doc="x * sigmoid(x)")
+gradcheck.register_op(
+    "swish", swish, [swish_grad], torch=swish_torch, jax=swish_jax, doc="x * sigmoid(x)"
+)

@@ -1,5 +1,6 @@
 """A torch autograd Function with a hand-written backward: swish(x) = x * sigmoid(x).
 `SwishBuggy` forgets the product rule's second term (a realistic slip)."""
+
 import torch
 
 
@@ -20,4 +21,4 @@ class SwishBuggy(Swish):
     @staticmethod
     def backward(ctx, g):
         x, s = ctx.saved_tensors
-        return g * s            # bug: d/dx [x * sigmoid(x)] lost its x * sigmoid'(x) term
+        return g * s  # bug: d/dx [x * sigmoid(x)] lost its x * sigmoid'(x) term

@@ -1,5 +1,6 @@
 """Run with `python check_module.py` in this folder: the module's input and parameter
 gradients (fc_weight, fc_bias, norm_weight) checked in float32 and float64."""
+
 import torch
 
 import gradcheck

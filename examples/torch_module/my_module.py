@@ -1,5 +1,6 @@
 """An nn.Module with parameters: a linear layer, then an RMS norm whose backward is written
 by hand in a torch autograd Function."""
+
 import torch
 from torch import nn
 

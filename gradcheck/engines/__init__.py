@@ -1,4 +1,5 @@
 """The engines: built-in ones by name, and any `module:attr` a user names."""
+
 from __future__ import annotations
 
 import importlib
@@ -37,9 +38,11 @@ def load_engine(spec: str):
             raise ValueError(f"{spec} is not an engine: it needs a `name` and a `vjp` method")
         try:
             engine = target()
-        except Exception as e:      # a function that is not a factory, or a factory that fails
+        except Exception as e:  # a function that is not a factory, or a factory that fails
             raise ValueError(f"{spec}() raised {type(e).__name__}: {e}") from None
-    if not isinstance(getattr(engine, "name", None), str) or not callable(getattr(engine, "vjp", None)):
+    if not isinstance(getattr(engine, "name", None), str) or not callable(
+        getattr(engine, "vjp", None)
+    ):
         raise ValueError(f"{spec} is not an engine: it needs a `name` and a `vjp` method")
     return engine
 
@@ -61,7 +64,23 @@ class VjpFunction:
         return self.function(graph, inputs, wrt, cotangent)
 
 
-__all__ = ["VjpFunction", "register_op", "unregister_op", "load_plugins", "Engine", "EngineOutput",
-           "EngineSkip", "Settings", "as_output", "call_vjp", "make_engines", "load_engine",
-           "BUILTIN", "DEFAULT_ENGINES", "NumpyEngine", "FiniteDifferences", "TorchEngine",
-           "JaxEngine"]
+__all__ = [
+    "VjpFunction",
+    "register_op",
+    "unregister_op",
+    "load_plugins",
+    "Engine",
+    "EngineOutput",
+    "EngineSkip",
+    "Settings",
+    "as_output",
+    "call_vjp",
+    "make_engines",
+    "load_engine",
+    "BUILTIN",
+    "DEFAULT_ENGINES",
+    "NumpyEngine",
+    "FiniteDifferences",
+    "TorchEngine",
+    "JaxEngine",
+]

@@ -10,6 +10,7 @@ An engine's own options (device, dtype policy) are arguments of its constructor.
 An engine may also have a `prepare()` method: a worker process calls it before its first
 case, while the parent still loads the cases (torch and jax import their frameworks there).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,16 +25,18 @@ import numpy as np
 class Engine(Protocol):
     name: str
 
-    def vjp(self, graph, inputs: Mapping[str, np.ndarray], wrt: list[str],
-            cotangent: np.ndarray) -> Any: ...
+    def vjp(
+        self, graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent: np.ndarray
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
 class Settings:
     """What one case asks of the engines, in one dtype."""
+
     dtype: str
-    fd_max_elements: int | None = None   # a numerical oracle's per-input full-coverage limit
-    fd_coverage: str | None = None       # "auto", "full" or "directional"
+    fd_max_elements: int | None = None  # a numerical oracle's per-input full-coverage limit
+    fd_coverage: str | None = None  # "auto", "full" or "directional"
 
 
 @dataclass
@@ -42,12 +45,12 @@ class EngineOutput:
     grads: dict[str, np.ndarray]
     # A numerical estimate (finite differences) fills these, per input and element; their
     # presence, not the engine's name, makes the comparator judge it as an estimate:
-    grad_err: dict[str, np.ndarray] = field(default_factory=dict)   # error estimate
-    checked: dict[str, np.ndarray] = field(default_factory=dict)    # elements computed
-    kinks: dict[str, np.ndarray] = field(default_factory=dict)      # non-differentiable points
+    grad_err: dict[str, np.ndarray] = field(default_factory=dict)  # error estimate
+    checked: dict[str, np.ndarray] = field(default_factory=dict)  # elements computed
+    kinks: dict[str, np.ndarray] = field(default_factory=dict)  # non-differentiable points
     kink_distance: dict[str, np.ndarray] = field(default_factory=dict)  # how far, where flagged
-    coverage: dict[str, str] = field(default_factory=dict)          # "full" or "directional"
-    directions: dict[str, "Directions"] = field(default_factory=dict)   # directional checks
+    coverage: dict[str, str] = field(default_factory=dict)  # "full" or "directional"
+    directions: dict[str, "Directions"] = field(default_factory=dict)  # directional checks
     # An engine that measures its own rounding (your code, run again in another precision)
     # says per element how far from exact its value and each gradient may be:
     value_rounding: np.ndarray | None = None
@@ -62,10 +65,11 @@ class EngineOutput:
 class Directions:
     """Directional checks of one input: k seeded directions and the estimate of the
     directional derivative <grad, v> along each, which any engine's gradient must match."""
-    vectors: np.ndarray         # (k, *input shape)
-    slopes: np.ndarray          # (k,)
-    err: np.ndarray             # (k,) estimated absolute error of each slope
-    kinks: np.ndarray           # (k,) bool: a kink along that direction
+
+    vectors: np.ndarray  # (k, *input shape)
+    slopes: np.ndarray  # (k,)
+    err: np.ndarray  # (k,) estimated absolute error of each slope
+    kinks: np.ndarray  # (k,) bool: a kink along that direction
 
 
 def call_vjp(engine, graph, inputs, wrt, cotangent, settings: Settings) -> EngineOutput:

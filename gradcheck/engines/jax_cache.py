@@ -6,6 +6,7 @@ beside it, the compiled executables themselves (they save tracing and lowering t
 is most of the cost of a small graph once XLA's work is cached). The folder is trusted
 as JAX's is: its files are loaded as code, so it is created private to the user.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_ENV = "GRADCHECK_JAX_CACHE"     # a folder, or "off"; unset: the user's cache folder
+CACHE_ENV = "GRADCHECK_JAX_CACHE"  # a folder, or "off"; unset: the user's cache folder
 CACHE_OFF = {"", "0", "off", "none", "false"}
-MAX_IN_MEMORY = 256                   # compiled programs kept per process (least recent out)
+MAX_IN_MEMORY = 256  # compiled programs kept per process (least recent out)
 
-_COMPILED: OrderedDict = OrderedDict()   # a cache only: one key always gives the same program
+_COMPILED: OrderedDict = OrderedDict()  # a cache only: one key always gives the same program
 
 
 def default_cache_dir() -> str | None:
@@ -50,7 +51,8 @@ def use_persistent_cache(jax, cache_dir) -> None:
     if jax.config.jax_compilation_cache_dir == folder:
         return
     from jax.experimental.compilation_cache import compilation_cache
-    compilation_cache.reset_cache()          # jax initialises its cache once; start over
+
+    compilation_cache.reset_cache()  # jax initialises its cache once; start over
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
@@ -105,10 +107,12 @@ class ExecutableStore:
 
     def load(self, key: str, device):
         from jax.experimental import serialize_executable
+
         try:
             blob, in_tree, out_tree = pickle.loads(self._path(key).read_bytes())
             return serialize_executable.deserialize_and_load(
-                blob, in_tree, out_tree, backend=device.client, execution_devices=[device])
+                blob, in_tree, out_tree, backend=device.client, execution_devices=[device]
+            )
         except Exception:  # noqa: BLE001 -- a missing or stale entry: compile instead
             return None
 
@@ -117,10 +121,12 @@ class ExecutableStore:
         `args`: XLA CPU does not load every executable it wrote (a deduplicated kernel
         can go missing). Whether it loaded back."""
         from jax.experimental import serialize_executable
+
         try:
             data = pickle.dumps(serialize_executable.serialize(program))
             loaded = serialize_executable.deserialize_and_load(
-                *pickle.loads(data), backend=device.client, execution_devices=[device])
+                *pickle.loads(data), backend=device.client, execution_devices=[device]
+            )
             if not _same_numbers(self.jax, loaded(*args), program(*args)):
                 return False
         except Exception:  # noqa: BLE001 -- a program that does not travel still runs here
@@ -138,12 +144,12 @@ class ExecutableStore:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(dir=self.folder)
-        except OSError:          # a folder we may not write: the program still ran
+        except OSError:  # a folder we may not write: the program still ran
             return
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(temporary, self._path(key).with_suffix(suffix))   # whole file or none
+            os.replace(temporary, self._path(key).with_suffix(suffix))  # whole file or none
         except OSError:
             os.unlink(temporary)
 
@@ -155,10 +161,13 @@ class ExecutableStore:
 
 def _jaxlib_version() -> str:
     import jaxlib
+
     return jaxlib.__version__
 
 
 def _same_numbers(jax, a, b) -> bool:
     leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     return len(leaves_a) == len(leaves_b) and all(
-        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True) for x, y in zip(leaves_a, leaves_b))
+        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        for x, y in zip(leaves_a, leaves_b)
+    )

@@ -5,6 +5,7 @@ once: one program gives the value and the VJP (every row of a Jacobian at once, 
 `vmap`), and it is kept by `jax_cache` in memory and in the user's cache folder, keyed by
 the graph's structure, the names differentiated, and the arguments' dtypes and shapes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,9 @@ class JaxEngine:
     else uses the platform's user cache folder; None turns it off. JAX's cache folder is
     process-wide: the engine that runs last sets it."""
 
-    def __init__(self, device: str = "cpu", name: str = "jax",
-                 cache_dir: str | os.PathLike | None = "auto"):
+    def __init__(
+        self, device: str = "cpu", name: str = "jax", cache_dir: str | os.PathLike | None = "auto"
+    ):
         self.device, self.name = device, name
         self.cache_dir = default_cache_dir() if cache_dir == "auto" else cache_dir
 
@@ -47,6 +49,7 @@ class JaxEngine:
         """Import jax and its op table and start its backend: what a worker process does
         while the parent still loads the cases."""
         from . import jax_ops  # noqa: F401
+
         self._jax().devices(self.device)
 
     def _jax(self):
@@ -59,15 +62,21 @@ class JaxEngine:
     def _run(self, graph, inputs, wrt, cotangent, batched: bool) -> EngineOutput:
         jax = self._jax()
         from .jax_ops import OPS
+
         require_ops(self.name, graph, OPS)
         fixed = {k: v for k, v in inputs.items() if k not in wrt}
         fixed.update(constants(graph, cotangent.dtype))
         args = ([inputs[w] for w in wrt], fixed, cotangent)
         device = jax.devices(self.device)[0]
         with jax.default_device(device):
-            program = compiled_program(jax, program_key(graph, wrt, batched, device, args),
-                                       lambda: _compile(jax, graph, tuple(wrt), batched, args),
-                                       args, device, self.cache_dir)
+            program = compiled_program(
+                jax,
+                program_key(graph, wrt, batched, device, args),
+                lambda: _compile(jax, graph, tuple(wrt), batched, args),
+                args,
+                device,
+                self.cache_dir,
+            )
             out, grads = program(*args)
         return EngineOutput(np.asarray(out), {w: np.asarray(g) for w, g in zip(wrt, grads)})
 
@@ -78,8 +87,10 @@ def _compile(jax, graph, wrt: tuple, batched: bool, args):
     def value_and_vjp(arrays, fixed, cotangent):
         def forward(*a):
             return interpret(graph, OPS, {**fixed, **dict(zip(wrt, a))})[graph.output]
+
         out, pullback = jax.vjp(forward, *arrays)
         return out, (jax.vmap(pullback) if batched else pullback)(cotangent)
+
     return jax.jit(value_and_vjp).lower(*args).compile()
 
 
@@ -88,6 +99,7 @@ def program_key(graph, wrt, batched: bool, device, args) -> str:
     (and whether over a batch of cotangents), the device, the arguments' dtypes and shapes,
     and the code that traces it (an op table edited since, or another version of it)."""
     from .jax_ops import OPS
+
     arrays, fixed, cotangent = args
     # by name: a dtype's `str` does not tell ml_dtypes' apart (bfloat16's is '<V2')
     avals = [(np.shape(a), np.asarray(a).dtype.name) for a in [*arrays, cotangent]]
@@ -101,6 +113,7 @@ def _source_hash() -> str:
     """This module, the op table and the graph interpreter, as they are on disk."""
     from ..ir import graph as ir_graph
     from . import jax_ops
+
     modules = (sys.modules[__name__], jax_ops, ir_graph)
     texts = [Path(module.__file__).read_bytes() for module in modules]
     return hashlib.sha256(b"".join(texts)).hexdigest()

@@ -1,4 +1,5 @@
 """The jax engine's op table: jax.numpy / jax.lax ops, one entry per op of the registry."""
+
 from __future__ import annotations
 
 import jax
@@ -14,9 +15,11 @@ _EXACT = lax.Precision.HIGHEST
 # Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
 # as bools, a reshape's -1 resolved.
 
+
 def _reduction(fn):
     def reduce(x, axis=(), keepdims=False):
         return fn(x, axis=axis, keepdims=keepdims)
+
     return reduce
 
 
@@ -43,22 +46,36 @@ def _cross_entropy(scores, labels):
 
 # --- layers (attributes arrive cleaned: plain Python ints and floats) ----------------------
 
+
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     # padding done by jnp.pad, then a VALID convolution: XLA's CPU backend aborts compiling
     # the VJP of some stride-2 convolutions that carry their own padding (see
     # tests/test_jax_conv_crash.py); a separate pad is the same function and compiles
     x = jnp.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
-    out = lax.conv_general_dilated(x, w, (stride, stride), "VALID", rhs_dilation=(dilation,) * 2,
-                                   feature_group_count=groups, precision=_EXACT,
-                                   dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    out = lax.conv_general_dilated(
+        x,
+        w,
+        (stride, stride),
+        "VALID",
+        rhs_dilation=(dilation,) * 2,
+        feature_group_count=groups,
+        precision=_EXACT,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
     return out + b[:, None, None]
 
 
 def _pool(x, monoid, init, size, stride):
     # a concrete numpy init (-inf with max, 0 with add) is the monoid jax recognizes as
     # reduce_window_max / _sum, which have VJPs, even while tracing under jit
-    return lax.reduce_window(x, np.array(init, dtype=x.dtype), monoid, (1, 1, size, size),
-                             (1, 1, stride, stride), "VALID")
+    return lax.reduce_window(
+        x,
+        np.array(init, dtype=x.dtype),
+        monoid,
+        (1, 1, size, size),
+        (1, 1, stride, stride),
+        "VALID",
+    )
 
 
 def _maxpool2d(x, size=2, stride=2):
@@ -90,10 +107,12 @@ def _layernorm(x, gamma, beta, eps=1e-5):
 
 def _rnn(x, h0, wx, wh, b):
     def step(h, x_t):
-        h = jnp.tanh(jnp.matmul(x_t, wx, precision=_EXACT)
-                     + jnp.matmul(h, wh, precision=_EXACT) + b)
+        h = jnp.tanh(
+            jnp.matmul(x_t, wx, precision=_EXACT) + jnp.matmul(h, wh, precision=_EXACT) + b
+        )
         return h, h
-    _, hs = lax.scan(step, h0, jnp.swapaxes(x, 0, 1))              # scan runs over axis 0: time
+
+    _, hs = lax.scan(step, h0, jnp.swapaxes(x, 0, 1))  # scan runs over axis 0: time
     return jnp.swapaxes(hs, 0, 1)
 
 
@@ -101,10 +120,11 @@ def _lstm(x, h0, c0, wx, wh, b):
     def step(state, x_t):
         h, c = state
         a = jnp.matmul(x_t, wx, precision=_EXACT) + jnp.matmul(h, wh, precision=_EXACT) + b
-        i, f, o, g = jnp.split(a, 4, axis=-1)                       # the registry's gate order
+        i, f, o, g = jnp.split(a, 4, axis=-1)  # the registry's gate order
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return (h, c), h
+
     _, hs = lax.scan(step, (h0, c0), jnp.swapaxes(x, 0, 1))
     return jnp.swapaxes(hs, 0, 1)
 
@@ -152,8 +172,9 @@ OPS = {
     "max": _reduction(jnp.max),
     "min": _reduction(jnp.min),
     "var": _reduction(jnp.var),
-    "logsumexp": lambda x, axis=-1, keepdims=False: jax.nn.logsumexp(x, axis=axis,
-                                                                     keepdims=keepdims),
+    "logsumexp": lambda x, axis=-1, keepdims=False: jax.nn.logsumexp(
+        x, axis=axis, keepdims=keepdims
+    ),
     "transpose": lambda x, axes=(): jnp.transpose(x, axes),
     "reshape": lambda x, shape=(): jnp.reshape(x, shape),
     "index": lambda x, key=(): x[key],

@@ -1,4 +1,5 @@
 """The `numpy` engine: our own reverse mode from `reference_impls`."""
+
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -22,8 +23,12 @@ class NumpyEngine:
     bfloat16 arithmetic and a slow, partial float16. This reference is more accurate than
     an engine computing in the dtype itself; the rounding model bounds the difference."""
 
-    def __init__(self, ops: Mapping[str, Primitive] | None = None, name: str = "numpy",
-                 executor: Callable = reference_impls.backprop):
+    def __init__(
+        self,
+        ops: Mapping[str, Primitive] | None = None,
+        name: str = "numpy",
+        executor: Callable = reference_impls.backprop,
+    ):
         self.ops = reference_impls.OPS if ops is None else ops
         self.name = name
         self.executor = executor
@@ -31,13 +36,15 @@ class NumpyEngine:
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         require_ops(self.name, graph, self.ops)
         dtype = cotangent.dtype
-        env = {**{k: dtypes.as_compute(v) for k, v in inputs.items()},
-               **constants(graph, dtypes.compute_dtype(dtype))}
-        with np.errstate(all="ignore"):     # NaN and Inf are judged (NONFINITE), not warned
-            value, grads = self.executor(graph, self.ops, env, wrt,
-                                         dtypes.as_compute(cotangent))
-        return EngineOutput(_rounded(value, dtype),
-                            {w: _rounded(g, dtype) for w, g in grads.items()})
+        env = {
+            **{k: dtypes.as_compute(v) for k, v in inputs.items()},
+            **constants(graph, dtypes.compute_dtype(dtype)),
+        }
+        with np.errstate(all="ignore"):  # NaN and Inf are judged (NONFINITE), not warned
+            value, grads = self.executor(graph, self.ops, env, wrt, dtypes.as_compute(cotangent))
+        return EngineOutput(
+            _rounded(value, dtype), {w: _rounded(g, dtype) for w, g in grads.items()}
+        )
 
 
 def _rounded(array, dtype) -> np.ndarray:

@@ -11,6 +11,7 @@ environment variable (comma-separated module names), or, for an installed packag
 entry point in the group `gradcheck.plugins`. `import gradcheck` loads the last two, so
 that the worker processes that run cases with a time limit know the ops too.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,22 +28,36 @@ from ..ir.ops import OPS as REGISTRY, OpSpec, broadcast
 
 PLUGINS_VARIABLE = "GRADCHECK_PLUGINS"
 ENTRY_POINT_GROUP = "gradcheck.plugins"
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")     # what the expression parser calls
-_FROM_PYTHON: set[str] = set()      # ops registered here, which may be registered again
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what the expression parser calls
+_FROM_PYTHON: set[str] = set()  # ops registered here, which may be registered again
 
 
-def register_op(name: str, forward: Callable, grads: Sequence[Callable | None], *,
-                shape: Callable | None = None, attrs: dict | None = None,
-                int_args: Sequence[int] = (), torch: Callable | None = None,
-                jax: Callable | None = None, doc: str = "") -> OpSpec:
+def register_op(
+    name: str,
+    forward: Callable,
+    grads: Sequence[Callable | None],
+    *,
+    shape: Callable | None = None,
+    attrs: dict | None = None,
+    int_args: Sequence[int] = (),
+    torch: Callable | None = None,
+    jax: Callable | None = None,
+    doc: str = "",
+) -> OpSpec:
     """Add op `name`: `forward(*args, **attrs)` in numpy, one gradient rule per argument
     (`rule(g, out, *args, **attrs)`, `None` for integer data), a shape rule
     `shape(*input_shapes, **attrs) -> output shape` (default: elementwise, broadcasting
     two or more arguments), and optional torch / jax forms with the same signature."""
     _check_name(name)
     arity = len(grads)
-    spec = OpSpec(name=name, arity=arity, shape=shape or _elementwise_shape,
-                  attrs=dict(attrs or {}), int_args=tuple(int_args), doc=doc)
+    spec = OpSpec(
+        name=name,
+        arity=arity,
+        shape=shape or _elementwise_shape,
+        attrs=dict(attrs or {}),
+        int_args=tuple(int_args),
+        doc=doc,
+    )
     REGISTRY[name] = spec
     reference_impls.OPS[name] = Primitive(forward, tuple(grads))
     for framework, form in (("torch", torch), ("jax", jax)):
@@ -105,8 +120,10 @@ def load_installed_plugins() -> None:
         try:
             entry.load()
         except Exception as e:  # noqa: BLE001 -- name the package, or the failure is a puzzle
-            raise ImportError(f"entry point {entry.name} = {entry.value} of group "
-                              f"{ENTRY_POINT_GROUP}: {type(e).__name__}: {e}") from e
+            raise ImportError(
+                f"entry point {entry.name} = {entry.value} of group "
+                f"{ENTRY_POINT_GROUP}: {type(e).__name__}: {e}"
+            ) from e
 
 
 def load_env_plugins() -> None:
@@ -114,8 +131,9 @@ def load_env_plugins() -> None:
     try:
         load_plugins(modules)
     except Exception as e:  # noqa: BLE001 -- name the variable, or the failure is a puzzle
-        raise ImportError(f"{PLUGINS_VARIABLE}={os.environ[PLUGINS_VARIABLE]!r}: "
-                          f"{type(e).__name__}: {e}") from e
+        raise ImportError(
+            f"{PLUGINS_VARIABLE}={os.environ[PLUGINS_VARIABLE]!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def add_cwd_to_path() -> None:

@@ -1,4 +1,5 @@
 """The `torch` engine: PyTorch autograd over torch's own ops, in the case's dtype."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ class TorchEngine:
         in it; results come back as numpy arrays of the case's dtype."""
         torch = require("torch")
         from .torch_ops import OPS
+
         require_ops(self.name, graph, OPS)
         dtype = cotangent.dtype
         with _refusals_skip(self.device, dtype.name), _tf32(torch, self.allow_tf32):
@@ -46,10 +48,12 @@ class TorchEngine:
             # cotangent, bit for bit) without handing autograd a grad_output, whose shape check
             # imports torch's symbolic-shape machinery (sympy): about 1 s in every new process
             contracted = (out * self._tensor(cotangent)).sum()
-            grads = torch.autograd.grad(contracted, [leaves[w] for w in wrt],
-                                        allow_unused=True, materialize_grads=True)
-        return EngineOutput(dtypes.to_numpy(out, dtype),
-                            {w: dtypes.to_numpy(g, dtype) for w, g in zip(wrt, grads)})
+            grads = torch.autograd.grad(
+                contracted, [leaves[w] for w in wrt], allow_unused=True, materialize_grads=True
+            )
+        return EngineOutput(
+            dtypes.to_numpy(out, dtype), {w: dtypes.to_numpy(g, dtype) for w, g in zip(wrt, grads)}
+        )
 
     def _tensor(self, array, requires_grad=False):
         return dtypes.to_torch(array, self.device, requires_grad)

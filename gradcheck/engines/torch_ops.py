@@ -1,4 +1,5 @@
 """The torch engine's op table: torch's own ops, one entry per op of the registry."""
+
 from __future__ import annotations
 
 import torch
@@ -10,9 +11,11 @@ from .base import EngineSkip
 # Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
 # as bools, a reshape's -1 resolved.
 
+
 def _reduction(fn):
     def reduce(x, axis=(), keepdims=False):
         return fn(x, dim=axis, keepdim=keepdims)
+
     return reduce
 
 
@@ -39,14 +42,14 @@ def _index(x, key=()):
 
 
 def _expand_dims(x, axis=()):
-    for a in axis:                      # ascending, so each lands where it is named
+    for a in axis:  # ascending, so each lands where it is named
         x = x.unsqueeze(a)
     return x
 
 
 def _take(x, indices, axis=0):
     picked = torch.index_select(x, axis, indices.reshape(-1))
-    return picked.reshape(x.shape[:axis] + indices.shape + x.shape[axis + 1:])
+    return picked.reshape(x.shape[:axis] + indices.shape + x.shape[axis + 1 :])
 
 
 def _einsum(*operands, subscripts):
@@ -54,6 +57,7 @@ def _einsum(*operands, subscripts):
 
 
 # --- layers (attributes arrive cleaned: plain Python ints and floats) ----------------------
+
 
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     return F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dilation, groups=groups)
@@ -70,8 +74,10 @@ def _avgpool2d(x, size=2, stride=2):
 def _batchnorm(x, gamma, beta, eps=1e-5):
     # no running statistics: training mode normalises with the batch's own biased variance
     if x.numel() // x.shape[1] < 2:
-        raise EngineSkip("torch's training-mode batch norm needs more than one value per "
-                         f"channel, got input size {list(x.shape)}")
+        raise EngineSkip(
+            "torch's training-mode batch norm needs more than one value per "
+            f"channel, got input size {list(x.shape)}"
+        )
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
 
 
@@ -96,8 +102,12 @@ def _torch_gate_order(a):
 
 def _lstm(x, h0, c0, wx, wh, b):
     # torch's own multi-step LSTM (one layer, batch first), weights as it stores them
-    params = [_torch_gate_order(wx).T, _torch_gate_order(wh).T, _torch_gate_order(b),
-              torch.zeros_like(b)]
+    params = [
+        _torch_gate_order(wx).T,
+        _torch_gate_order(wh).T,
+        _torch_gate_order(b),
+        torch.zeros_like(b),
+    ]
     out, _, _ = torch.lstm(x, (h0[None], c0[None]), params, True, 1, 0.0, True, False, True)
     return out
 

@@ -8,6 +8,7 @@ by what was measured (`widened_ops`, harness/rounding.py): a difference explaine
 engine's own accuracy is not a FAIL. Up to CAP ulps: beyond that the engine is wrong there,
 not inexact (torch's float64 gelu is 100% off at -10), and its comparisons still fail.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,8 +16,8 @@ import json
 from pathlib import Path
 
 SHIPPED = Path(__file__).with_name("accuracy.json")
-WIDEN_ABOVE = 2.0       # ulps: what the rounding model's "about an ulp" covers
-CAP = 64.0              # ulps: the most an engine's op is forgiven
+WIDEN_ABOVE = 2.0  # ulps: what the rounding model's "about an ulp" covers
+CAP = 64.0  # ulps: the most an engine's op is forgiven
 
 
 @functools.lru_cache(maxsize=1)

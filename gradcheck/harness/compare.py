@@ -6,6 +6,7 @@ when one side is a numerical estimate such as `fd`); the tolerance ratio is the 
 1 passes. `atol` is stated relative to the larger magnitude in the two tensors, so that
 large sums do not fail on rounding alone; the rows report the absolute value used.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -16,15 +17,15 @@ import numpy as np
 from ..dtypes import DTYPES, info
 from .verdict import Verdict
 
-EXPECT = "expect"           # the source name of a case's hand-written values
-VALUE = "(value)"           # the `param` of forward-value rows: cannot clash with an input
+EXPECT = "expect"  # the source name of a case's hand-written values
+VALUE = "(value)"  # the `param` of forward-value rows: cannot clash with an input
 
 
 @dataclass(frozen=True)
 class Tolerance:
     rtol: float
-    atol: float             # relative to the larger magnitude in the two tensors
-    floor: float = 0.0      # the least absolute atol (see SMALLEST_NORMAL)
+    atol: float  # relative to the larger magnitude in the two tensors
+    floor: float = 0.0  # the least absolute atol (see SMALLEST_NORMAL)
 
 
 # Below its smallest normal number a dtype keeps few digits, and an engine may flush such
@@ -37,14 +38,23 @@ SMALLEST_NORMAL = {d: info(d).tiny for d in DTYPES}
 # 0.82). float32's 1e-4 and 2e-5 are some 840 and 170 of its eps: as many of bfloat16's
 # would pass anything (rtol 6.5).
 LOW_IN_EPS = Tolerance(rtol=16, atol=8)
-LOW = {d: Tolerance(rtol=LOW_IN_EPS.rtol * info(d).eps, atol=LOW_IN_EPS.atol * info(d).eps)
-       for d in DTYPES if info(d).low}
+LOW = {
+    d: Tolerance(rtol=LOW_IN_EPS.rtol * info(d).eps, atol=LOW_IN_EPS.atol * info(d).eps)
+    for d in DTYPES
+    if info(d).low
+}
 # Exact pairs (backprop, autograd, hand values) agree to near machine precision; pairs with
 # a numerical estimate (`fd`) are judged against its own error estimate on top of these.
-EXACT = {"float64": Tolerance(rtol=1e-7, atol=1e-9), "float32": Tolerance(rtol=1e-4, atol=2e-5),
-         **LOW}
-WITH_FD = {"float64": Tolerance(rtol=1e-6, atol=1e-8), "float32": Tolerance(rtol=1e-4, atol=2e-5),
-           **LOW}
+EXACT = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-9),
+    "float32": Tolerance(rtol=1e-4, atol=2e-5),
+    **LOW,
+}
+WITH_FD = {
+    "float64": Tolerance(rtol=1e-6, atol=1e-8),
+    "float32": Tolerance(rtol=1e-4, atol=2e-5),
+    **LOW,
+}
 FD_ERR_FACTOR = 2.0
 # When each exact engine's rounding bound is known (harness/rounding.py), it carries the
 # comparison: exact pairs keep only a floor of a few units in the last place of the element
@@ -60,17 +70,20 @@ KNOWN_ROUNDING = {d: Tolerance(rtol=ULPS * info(d).eps, atol=ULPS * info(d).eps)
 # least eps: the exact side was rounded to its dtype at the end, by up to eps/2 of each element,
 # a step its bound may not hold (an op's rule that adds in place, np.add.at, rounds unseen);
 # float64's and float32's eps are below fd's 1e-6, which covers it for them.
-FD_KNOWN_ROUNDING = {d: replace(WITH_FD["float64"], rtol=max(WITH_FD["float64"].rtol, info(d).eps))
-                     for d in DTYPES}
+FD_KNOWN_ROUNDING = {
+    d: replace(WITH_FD["float64"], rtol=max(WITH_FD["float64"].rtol, info(d).eps)) for d in DTYPES
+}
 
 
-def tolerance_for(dtype: str, numerical: bool, override=None,
-                  rounding_known: bool = False) -> Tolerance:
+def tolerance_for(
+    dtype: str, numerical: bool, override=None, rounding_known: bool = False
+) -> Tolerance:
     """`numerical`: one side of the pair is an estimate with its own error (fd).
     `rounding_known`: the exact sides' rounding bounds are part of the comparison. Every
     tolerance keeps the floor of the run's dtype."""
-    return replace(_table_tolerance(dtype, numerical, override, rounding_known),
-                   floor=SMALLEST_NORMAL[dtype])
+    return replace(
+        _table_tolerance(dtype, numerical, override, rounding_known), floor=SMALLEST_NORMAL[dtype]
+    )
 
 
 def _table_tolerance(dtype: str, numerical: bool, override, rounding_known: bool) -> Tolerance:
@@ -79,8 +92,10 @@ def _table_tolerance(dtype: str, numerical: bool, override, rounding_known: bool
     base = (WITH_FD if numerical else EXACT)[dtype]
     if override is None:
         return base
-    return Tolerance(rtol=override.rtol if override.rtol is not None else base.rtol,
-                     atol=override.atol if override.atol is not None else base.atol)
+    return Tolerance(
+        rtol=override.rtol if override.rtol is not None else base.rtol,
+        atol=override.atol if override.atol is not None else base.atol,
+    )
 
 
 @dataclass
@@ -89,44 +104,57 @@ class Judgement:
     max_abs_err: float
     max_rel_err: float
     tol_ratio: float
-    worst_index: tuple | None     # None when the shapes differ
+    worst_index: tuple | None  # None when the shapes differ
     value_a: float
     value_b: float
     atol: float
     rtol: float
     fd_err: float
-    round_err: float        # the rounding bound at the worst element (both sides together)
-    bound: float            # all that |a - b| may be at the worst element
+    round_err: float  # the rounding bound at the worst element (both sides together)
+    bound: float  # all that |a - b| may be at the worst element
     checked: int
     kinks: int
     message: str
-    abs_err: np.ndarray | None = None     # element-wise, kept for heatmaps of failures
-    failing: np.ndarray | None = None     # element-wise: out of tolerance (fd's second look)
+    abs_err: np.ndarray | None = None  # element-wise, kept for heatmaps of failures
+    failing: np.ndarray | None = None  # element-wise: out of tolerance (fd's second look)
 
 
-def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None,
-          round_err=None) -> Judgement:
+def judge(a, b, tol: Tolerance, fd_err=None, checked=None, kinks=None, round_err=None) -> Judgement:
     """Compare two arrays: shape first, then finiteness, then values (masked by `checked`).
     `round_err`: per element, the rounding error that the pair's exact sides may carry."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return _shape_mismatch(a, b, tol)
     mask = None if checked is None else np.asarray(checked, bool)
-    mask = None if mask is None or mask.all() else mask           # None: every element counts
-    kinks = (np.zeros(a.shape, bool) if kinks is None
-             else _masked(np.asarray(kinks, bool), mask, False))
+    mask = None if mask is None or mask.all() else mask  # None: every element counts
+    kinks = (
+        np.zeros(a.shape, bool) if kinks is None else _masked(np.asarray(kinks, bool), mask, False)
+    )
     err = np.zeros(a.shape) if fd_err is None else _masked(fd_err, mask, 0.0)
     rounding = np.broadcast_to(0.0 if round_err is None else round_err, a.shape)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/Inf are verdicts
         diff, rel, ratio, atol, bound = _errors(a, b, tol, err, mask, rounding)
     worst = _worst(ratio)
     verdict, message = _verdict(a, b, mask, ratio, kinks)
-    return Judgement(verdict, _max(diff), _max(rel), _max(ratio), worst,
-                     _at(a, worst), _at(b, worst), atol, tol.rtol, _max(err),
-                     _at(rounding, worst), _at(bound, worst),
-                     a.size if mask is None else int(mask.sum()), int(kinks.sum()), message,
-                     abs_err=_masked(diff, mask, np.nan) if verdict != Verdict.PASS else None,
-                     failing=ratio > 1 if verdict != Verdict.PASS else None)
+    return Judgement(
+        verdict,
+        _max(diff),
+        _max(rel),
+        _max(ratio),
+        worst,
+        _at(a, worst),
+        _at(b, worst),
+        atol,
+        tol.rtol,
+        _max(err),
+        _at(rounding, worst),
+        _at(bound, worst),
+        a.size if mask is None else int(mask.sum()),
+        int(kinks.sum()),
+        message,
+        abs_err=_masked(diff, mask, np.nan) if verdict != Verdict.PASS else None,
+        failing=ratio > 1 if verdict != Verdict.PASS else None,
+    )
 
 
 def _masked(x, mask, fill):
@@ -136,9 +164,9 @@ def _masked(x, mask, fill):
 
 @dataclass
 class DirectionalJudgement:
-    tol_ratio: float        # the worst |<g, v> - J v| / bound over the directions
-    failing: int            # directions out of tolerance
-    count: int              # directions compared (those without a kink along them)
+    tol_ratio: float  # the worst |<g, v> - J v| / bound over the directions
+    failing: int  # directions out of tolerance
+    count: int  # directions compared (those without a kink along them)
 
 
 def judge_directions(g, directions, tol: Tolerance) -> DirectionalJudgement:
@@ -151,14 +179,19 @@ def judge_directions(g, directions, tol: Tolerance) -> DirectionalJudgement:
     smooth = ~np.asarray(directions.kinks, bool)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.abs(np.tensordot(v, g, axes=g.ndim) - directions.slopes)
-        atol = (max(tol.atol * float(np.max(np.abs(g), initial=0)), tol.floor)
-                * np.abs(v).reshape(len(v), -1).sum(1))
-        bound = (atol + tol.rtol * np.tensordot(np.abs(v), np.abs(g), axes=g.ndim)
-                 + FD_ERR_FACTOR * directions.err)
+        atol = max(tol.atol * float(np.max(np.abs(g), initial=0)), tol.floor) * np.abs(v).reshape(
+            len(v), -1
+        ).sum(1)
+        bound = (
+            atol
+            + tol.rtol * np.tensordot(np.abs(v), np.abs(g), axes=g.ndim)
+            + FD_ERR_FACTOR * directions.err
+        )
         ratio = np.where(diff == 0, 0.0, np.nan_to_num(diff / bound, nan=np.inf))
     ratio = np.where(smooth, ratio, 0.0)
-    return DirectionalJudgement(float(np.max(ratio, initial=0)), int(np.sum(ratio > 1)),
-                                int(smooth.sum()))
+    return DirectionalJudgement(
+        float(np.max(ratio, initial=0)), int(np.sum(ratio > 1)), int(smooth.sum())
+    )
 
 
 def with_directions(j: Judgement, d: DirectionalJudgement) -> Judgement:
@@ -221,14 +254,29 @@ def disagrees(verdict: str, message: str) -> bool:
 
 
 def _shape_mismatch(a, b, tol) -> Judgement:
-    return Judgement(Verdict.FAIL, np.nan, np.nan, np.inf, None, np.nan, np.nan, 0.0, tol.rtol,
-                     0.0, 0.0, 0.0, 0, 0, f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
+    return Judgement(
+        Verdict.FAIL,
+        np.nan,
+        np.nan,
+        np.inf,
+        None,
+        np.nan,
+        np.nan,
+        0.0,
+        tol.rtol,
+        0.0,
+        0.0,
+        0.0,
+        0,
+        0,
+        f"shapes differ: {list(a.shape)} vs {list(b.shape)}",
+    )
 
 
 def _max(x) -> float:
     """The largest non-NaN element; 0 when there is none."""
     x = np.asarray(x, dtype=np.float64)
-    largest = np.fmax.reduce(x, axis=None) if x.size else np.nan     # fmax skips NaN
+    largest = np.fmax.reduce(x, axis=None) if x.size else np.nan  # fmax skips NaN
     return 0.0 if np.isnan(largest) else float(largest)
 
 
@@ -241,8 +289,11 @@ def blame(engines: list[str], disagreeing: set[tuple[str, str]], suspects=()) ->
     if not disagreeing:
         return []
     for size in range(1, len(engines) + 1):
-        covers = [set(c) for c in combinations(engines, size)
-                  if all(a in c or b in c for a, b in disagreeing)]
+        covers = [
+            set(c)
+            for c in combinations(engines, size)
+            if all(a in c or b in c for a, b in disagreeing)
+        ]
         if covers:
             most = max(len(c & set(suspects)) for c in covers)
             best = [c for c in covers if len(c & set(suspects)) == most]

@@ -18,6 +18,7 @@ tables are named functions. An engine that does not pickle (a lambda in a user's
 that a worker cannot import (a class defined in the caller's script), runs in this process
 instead, with a warning and no time limit; so does everything when workers cannot start.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,21 +44,23 @@ import numpy as np
 
 from .runner import CaseResult, RunOptions, error_result, run_case
 
-STARTUP_SECONDS = 120       # importing gradcheck in a fresh process; not a case's time
+STARTUP_SECONDS = 120  # importing gradcheck in a fresh process; not a case's time
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-WORKER_MAIN = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
-               "from gradcheck.harness.isolation import serve_socket; serve_socket(int(sys.argv[1]))")
+WORKER_MAIN = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+    "from gradcheck.harness.isolation import serve_socket; serve_socket(int(sys.argv[1]))"
+)
 
 
-_HERE = threading.Lock()     # cases that fall back to this process run one at a time
+_HERE = threading.Lock()  # cases that fall back to this process run one at a time
 
 # glibc gives large freed blocks back to the system (those it mapped apart, and the heap's top
 # beyond a threshold), and the next array of that size faults its pages in again (~4 us per
 # 4 KiB page on a virtual machine): a conv2d's temporaries cost more in page faults than in
 # arithmetic. Blocks up to 32 MiB (glibc's largest setting) come from the heap instead, which
 # keeps up to 256 MiB of freed memory.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbers
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers
 KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 256 << 20}
 
 
@@ -76,13 +79,17 @@ def keep_freed_memory() -> bool:
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:                   # not on Linux
+    except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
-             workers: "int | WorkerPool | None" = None,
-             report: Callable[[CaseResult, str], None] | None = None) -> list:
+def run_jobs(
+    jobs: list,
+    engines: list,
+    options: RunOptions | None = None,
+    workers: "int | WorkerPool | None" = None,
+    report: Callable[[CaseResult, str], None] | None = None,
+) -> list:
     """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
     `options.timeout` is set, else one after another in this process. `workers` may also
     be a pool already started (`WorkerPool.prepare`): this run uses it, then stops it.
@@ -93,8 +100,10 @@ def run_jobs(jobs: list, engines: list, options: RunOptions | None = None,
         if isinstance(workers, WorkerPool):
             workers.stop()
         with crash_traces():
-            return [_reported(run_case(case, dtype, engines, options), case, dtype, report)
-                    for case, dtype in jobs]
+            return [
+                _reported(run_case(case, dtype, engines, options), case, dtype, report)
+                for case, dtype in jobs
+            ]
     if not isinstance(workers, WorkerPool):
         workers = WorkerPool(max(1, min(workers or available_cores(), len(jobs))), timeout)
     return workers.run(jobs, engines, options, report)
@@ -109,7 +118,7 @@ def crash_traces() -> Iterator[None]:
         return
     try:
         faulthandler.enable()
-    except (AttributeError, ValueError, io.UnsupportedOperation):   # stderr without a file
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # stderr without a file
         yield
         return
     try:
@@ -128,8 +137,12 @@ def _travels(engines) -> bool:
         pickle.dumps(engines)
         return True
     except Exception as e:  # noqa: BLE001 -- any object may refuse to pickle, any way
-        warnings.warn(f"engines cannot be sent to a worker process ({e}); running in this "
-                      "process without a time limit", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"engines cannot be sent to a worker process ({e}); running in this "
+            "process without a time limit",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         return False
 
 
@@ -143,8 +156,9 @@ class WorkerPool:
         """Start the workers now, each importing what `engines` need (torch, jax), so that
         they are ready when the caller has loaded its cases (`gradcheck run` does this)."""
         for worker in self.workers:
-            threading.Thread(target=worker.prepare, args=(engines,), daemon=True,
-                             name="gradcheck-prepare").start()
+            threading.Thread(
+                target=worker.prepare, args=(engines,), daemon=True, name="gradcheck-prepare"
+            ).start()
         return self
 
     def stop(self) -> None:
@@ -153,11 +167,17 @@ class WorkerPool:
 
     def run(self, jobs, engines, options, report) -> list:
         todo, done = queue.SimpleQueue(), queue.SimpleQueue()
-        for i in _biggest_first(jobs):            # the long cases do not start last
+        for i in _biggest_first(jobs):  # the long cases do not start last
             todo.put(i)
-        threads = [threading.Thread(target=self._drive, daemon=True, name="gradcheck-feeder",
-                                    args=(worker, jobs, todo, done, engines, options))
-                   for worker in self.workers]
+        threads = [
+            threading.Thread(
+                target=self._drive,
+                daemon=True,
+                name="gradcheck-feeder",
+                args=(worker, jobs, todo, done, engines, options),
+            )
+            for worker in self.workers
+        ]
         results = [None] * len(jobs)
         try:
             for thread in threads:
@@ -188,6 +208,7 @@ class WorkerPool:
 def _biggest_first(jobs) -> list[int]:
     def size(i):
         return sum(int(np.prod(leaf.shape)) for leaf in jobs[i][0].graph.inputs.values())
+
     return sorted(range(len(jobs)), key=lambda i: -size(i))
 
 
@@ -201,10 +222,10 @@ class CaseWorker:
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.process = self.conn = None
-        self.in_process = None           # why cases run here instead, once they must
+        self.in_process = None  # why cases run here instead, once they must
         self._warned = False
         self.stopped = False
-        self._starting = threading.Lock()    # `prepare` and the feeder both start the process
+        self._starting = threading.Lock()  # `prepare` and the feeder both start the process
 
     def __enter__(self) -> "CaseWorker":
         return self
@@ -229,7 +250,7 @@ class CaseWorker:
             with self._starting:
                 conn = self._started() if self.in_process is None else None
         except Exception as e:  # noqa: BLE001 -- unpicklable engines, a worker that will not start
-            if self.stopped:             # killed by `stop` while starting: no fallback, no warning
+            if self.stopped:  # killed by `stop` while starting: no fallback, no warning
                 raise Stopped() from None
             self.in_process = self.in_process or str(e)
         if self.in_process is not None:
@@ -251,10 +272,14 @@ class CaseWorker:
 
     def _here(self, case, dtype, engines, options) -> CaseResult:
         if not self._warned:
-            warnings.warn(f"cases cannot run in a worker process ({self.in_process}); running "
-                          "in this process without a time limit", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"cases cannot run in a worker process ({self.in_process}); running "
+                "in this process without a time limit",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             self._warned = True
-        with _HERE:                      # one case at a time, as a serial run would
+        with _HERE:  # one case at a time, as a serial run would
             return run_case(case, dtype, engines, options)
 
     def _started(self) -> Connection:
@@ -264,8 +289,11 @@ class CaseWorker:
             with theirs:
                 self.process = subprocess.Popen(
                     [sys.executable, "-c", WORKER_MAIN, str(theirs.fileno()), json.dumps(sys.path)],
-                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=_worker_env(),
-                    start_new_session=True)     # Ctrl-C reaches the parent alone: it kills us
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    env=_worker_env(),
+                    start_new_session=True,
+                )  # Ctrl-C reaches the parent alone: it kills us
             self.conn = Connection(ours.detach())
             self._handshake()
         return self.conn
@@ -285,24 +313,33 @@ class CaseWorker:
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not conn.poll(left):
-                return self._stopped(case, dtype, engines, started,
-                                     f"timeout: no result within {self.timeout:g} s")
+                return self._stopped(
+                    case, dtype, engines, started, f"timeout: no result within {self.timeout:g} s"
+                )
             try:
                 kind, payload = conn.recv()
             except (EOFError, OSError):
-                return self._stopped(case, dtype, engines, started,
-                                     f"worker process died ({_ended(self._exit_code())})")
+                return self._stopped(
+                    case,
+                    dtype,
+                    engines,
+                    started,
+                    f"worker process died ({_ended(self._exit_code())})",
+                )
             if kind == "engine":
                 started.append(payload)
-            elif kind == "unloadable":          # the worker cannot import what was sent
+            elif kind == "unloadable":  # the worker cannot import what was sent
                 self.in_process = payload
                 return self._here(case, dtype, engines, options)
             else:
-                return payload if kind == "result" else self._failed(case, dtype, engines,
-                                                                      started, payload)
+                return (
+                    payload
+                    if kind == "result"
+                    else self._failed(case, dtype, engines, started, payload)
+                )
 
     def _stopped(self, case, dtype, engines, started, why: str) -> CaseResult:
-        self.close()                     # the next case gets a fresh worker
+        self.close()  # the next case gets a fresh worker
         culprit = started[-1] if started else None
         message = why + (f" while engine {culprit!r} was running" if culprit else "")
         return error_result(case, dtype, engines, message, culprit, tuple(started[:-1]))
@@ -378,9 +415,10 @@ def _prepare(engines: list) -> None:
 
 def _answer(conn, case, dtype, engines, options) -> tuple[str, object]:
     try:
-        result = run_case(case, dtype, engines, options,
-                          announce=lambda name: conn.send(("engine", name)))
-        pickle.dumps(result)             # a result that cannot travel is this case's error
+        result = run_case(
+            case, dtype, engines, options, announce=lambda name: conn.send(("engine", name))
+        )
+        pickle.dumps(result)  # a result that cannot travel is this case's error
         return "result", result
     except Exception as e:  # noqa: BLE001 -- the fault stays in this case
         return "failed", f"{type(e).__name__}: {e}"

@@ -12,6 +12,7 @@ op is your forward in float64, registered in a private copy of the numpy op tabl
 blame, reports) is the harness's own. Whatever your code raises or returns is a verdict:
 nothing but a wrong argument to these functions raises out of them.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -38,12 +39,21 @@ from .result import RunResult
 from .runner import RunOptions, stopped_result
 from .verdict import Verdict
 
-JOINED = "joined_outputs"       # the step that joins a reference's several outputs
+JOINED = "joined_outputs"  # the step that joins a reference's several outputs
 
 
-def check(forward: Callable, backward: Callable, inputs: Mapping, *, reference=None,
-          wrt=None, dtypes=None, name: str | None = None, outputs: int = 1,
-          params: Mapping | None = None) -> RunResult:
+def check(
+    forward: Callable,
+    backward: Callable,
+    inputs: Mapping,
+    *,
+    reference=None,
+    wrt=None,
+    dtypes=None,
+    name: str | None = None,
+    outputs: int = 1,
+    params: Mapping | None = None,
+) -> RunResult:
     """Check a numpy layer's `backward` against its `forward` (by finite differences) and,
     given a `reference`, against numpy, torch and jax running that reference.
 
@@ -71,12 +81,21 @@ def check(forward: Callable, backward: Callable, inputs: Mapping, *, reference=N
     naming it; a forward that disagrees with the reference FAILs blamed on the forward."""
     arrays, floating = _inputs(inputs)
     code = LayerCode(forward, backward, floating, outputs, params, name or _caller(backward))
-    return check_code(code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes,
-                      outputs=outputs)
+    return check_code(
+        code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes, outputs=outputs
+    )
 
 
-def check_loss(fn: Callable, inputs: Mapping, *, reference=None, wrt=None, dtypes=None,
-               name: str | None = None, params: Mapping | None = None) -> RunResult:
+def check_loss(
+    fn: Callable,
+    inputs: Mapping,
+    *,
+    reference=None,
+    wrt=None,
+    dtypes=None,
+    name: str | None = None,
+    params: Mapping | None = None,
+) -> RunResult:
     """Check a numpy function that returns a scalar value and its gradients together:
     `fn(*arrays, **params) -> (loss, dx)`, `(loss, dx, dw)`, `(loss, (dx, dw))` or
     `(loss, {name: gradient})` (CS231n's `softmax_loss`, `svm_loss`). The other arguments
@@ -86,8 +105,16 @@ def check_loss(fn: Callable, inputs: Mapping, *, reference=None, wrt=None, dtype
     return check_code(code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes)
 
 
-def check_torch(fn, inputs: Mapping, *, reference=None, wrt=None, dtypes=None,
-                device: str | None = None, name: str | None = None) -> RunResult:
+def check_torch(
+    fn,
+    inputs: Mapping,
+    *,
+    reference=None,
+    wrt=None,
+    dtypes=None,
+    device: str | None = None,
+    name: str | None = None,
+) -> RunResult:
     """Check torch code's gradients as it runs: `torch.autograd.grad` of `fn` in each dtype
     on `device`, so a `Function`'s `backward`, hooks and compiled code are what is checked.
 
@@ -101,30 +128,42 @@ def check_torch(fn, inputs: Mapping, *, reference=None, wrt=None, dtypes=None,
     Without a `reference`, fd differentiates `fn` itself in float64 (where `fn` cannot run
     in float64, fd is left out with that reason). The other arguments are `check`'s."""
     from ..engines.own.torch_code import TorchCode, torch_inputs
+
     given, own_dtypes, own_device = torch_inputs(inputs, fn)
     arrays, floating = _inputs(given)
     code = TorchCode(fn, list(inputs), device or own_device or "cpu", name or _caller(fn))
-    return check_code(code, arrays, floating, reference=reference, wrt=wrt,
-                      dtypes=dtypes or own_dtypes or None)
+    return check_code(
+        code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes or own_dtypes or None
+    )
 
 
-def check_jax(fn, inputs: Mapping, *, reference=None, wrt=None, dtypes=None,
-              name: str | None = None) -> RunResult:
+def check_jax(
+    fn, inputs: Mapping, *, reference=None, wrt=None, dtypes=None, name: str | None = None
+) -> RunResult:
     """Check jax code's gradients: `jax.vjp` of `fn` (jitted or not) in each dtype, so its
     `custom_vjp` / `custom_jvp` rules are what is checked. `fn` may return an array or a
     pytree of arrays (a dict's outputs come in jax's order: sorted keys). The other
     arguments are `check_torch`'s; dtypes default to the inputs' own floating dtypes."""
     from ..engines.own.jax_code import JaxCode
+
     arrays, floating = _inputs(inputs)
     own = [np.asarray(v).dtype.name for v in inputs.values() if _floating(np.asarray(v))]
     code = JaxCode(fn, list(inputs), name or _caller(fn))
-    return check_code(code, arrays, floating, reference=reference, wrt=wrt,
-                      dtypes=dtypes or list(dict.fromkeys(own)) or None)
+    return check_code(
+        code,
+        arrays,
+        floating,
+        reference=reference,
+        wrt=wrt,
+        dtypes=dtypes or list(dict.fromkeys(own)) or None,
+    )
 
 
-def assert_gradients(forward: Callable, backward: Callable, inputs: Mapping, **options) -> RunResult:
+def assert_gradients(
+    forward: Callable, backward: Callable, inputs: Mapping, **options
+) -> RunResult:
     """`check`, raising AssertionError with the discrepancy table when it does not pass."""
-    __tracebackhide__ = True        # pytest shows the table, not this frame's arguments
+    __tracebackhide__ = True  # pytest shows the table, not this frame's arguments
     return _asserted(check(forward, backward, inputs, **options))
 
 
@@ -155,27 +194,38 @@ def _asserted(result: RunResult) -> RunResult:
 
 # --- the one implementation -------------------------------------------------------------
 
-def check_code(code, arrays: dict, floating: list[str], *, reference=None, wrt=None,
-               dtypes=None, outputs: int = 1) -> RunResult:
+
+def check_code(
+    code,
+    arrays: dict,
+    floating: list[str],
+    *,
+    reference=None,
+    wrt=None,
+    dtypes=None,
+    outputs: int = 1,
+) -> RunResult:
     """Run your `code` (engines/own's protocol) as an engine beside the reference engines
     (or fd of your own forward) on `arrays` (float64, integer data int64)."""
     wrt, dtypes = _wrt(wrt, floating), _dtypes(dtypes)
     if code.name in set(BUILTIN) | {EXPECT}:
         raise ValueError(f"name {code.name!r} is taken by another engine; pass name=...")
-    leaves = {k: Leaf(k, a.shape, INT if a.dtype.kind in "iub" else FLOAT)
-              for k, a in arrays.items()}
+    leaves = {
+        k: Leaf(k, a.shape, INT if a.dtype.kind in "iub" else FLOAT) for k, a in arrays.items()
+    }
     ref_graph = None if reference is None else _reference_graph(reference, leaves, outputs)
     shapes, float64_error = _output_shapes(code, arrays, dtypes)
     graph = ref_graph or _own_graph(code, leaves, shapes)
     case = OwnCase.make(_slug(code.name), arrays, graph, wrt, dtypes, reference)
     engines = _engines(code, shapes, ref_graph, float64_error, list(arrays))
     if ref_graph is None and float64_error is None:
-        case.ops = engines[1].ops       # fd's table, your forward in it: the Taylor test's too
+        case.ops = engines[1].ops  # fd's table, your forward in it: the Taylor test's too
     stop = _stop(code, shapes, ref_graph)
     if stop is not None:
         results = [stopped_result(case, d, engines, *stop) for d in dtypes]
-        return RunResult.from_case_results(results, run_metadata(engines),
-                                           {case.name: case.details()})
+        return RunResult.from_case_results(
+            results, run_metadata(engines), {case.name: case.details()}
+        )
     # in this process (no time limit, no worker): your functions need not pickle, and may
     # be closures
     return run([case], engines=engines, options=RunOptions(timeout=None))
@@ -192,7 +242,7 @@ def _output_shapes(code, arrays: dict, dtypes: list[str]):
             return [np.shape(o) for o in outs], (errors[0] if errors else None)
         except UserCodeError as e:
             errors.append(e)
-    first_checked = errors[min(1, len(errors) - 1)]     # float64's when it is the checked one
+    first_checked = errors[min(1, len(errors) - 1)]  # float64's when it is the checked one
     return first_checked, errors[0]
 
 
@@ -205,9 +255,13 @@ def _stop(code, shapes, ref_graph) -> tuple | None:
         return None
     want = ref_graph.output_shape
     if joined_shape(shapes) != want:
-        return (Verdict.FAIL, f"the forward disagrees with the reference: {code.forward_name} "
-                f"returned shape(s) {', '.join(str(list(s)) for s in shapes)}, the reference "
-                f"{list(want)}", code.forward_name)
+        return (
+            Verdict.FAIL,
+            f"the forward disagrees with the reference: {code.forward_name} "
+            f"returned shape(s) {', '.join(str(list(s)) for s in shapes)}, the reference "
+            f"{list(want)}",
+            code.forward_name,
+        )
     return None
 
 
@@ -216,8 +270,12 @@ def _engines(code, shapes, ref_graph, float64_error, names: list[str]) -> list:
     if ref_graph is not None:
         return [mine] + make_engines()
     if float64_error is not None:
-        return [mine, Unavailable("fd", f"fd differentiates your code in float64, which "
-                                        f"failed: {float64_error}")]
+        return [
+            mine,
+            Unavailable(
+                "fd", f"fd differentiates your code in float64, which failed: {float64_error}"
+            ),
+        ]
     own_op = {_op_name(code): Primitive(_float64_forward(code, names), ())}
     return [mine, FiniteDifferences({**reference_impls.OPS, **own_op})]
 
@@ -234,8 +292,10 @@ class Unavailable:
 
 def _float64_forward(code, names: list[str]) -> Callable:
     """Your forward as the own node's op: numpy arrays in, your outputs joined out."""
+
     def value(*arrays):
         return np.asarray(joined(code.outputs(dict(zip(names, arrays)))), np.float64)
+
     value.__name__ = code.forward_name
     return value
 
@@ -259,8 +319,10 @@ def _reference_graph(reference, leaves: dict[str, Leaf], outputs: int) -> Graph:
     steps = list(reference.items()) if isinstance(reference, Mapping) else [("out", reference)]
     if outputs > 1:
         if len(steps) < outputs:
-            raise ValueError(f"reference has {len(steps)} step(s); outputs={outputs} takes "
-                             "the last ones as the outputs")
+            raise ValueError(
+                f"reference has {len(steps)} step(s); outputs={outputs} takes "
+                "the last ones as the outputs"
+            )
         raveled = [f"reshape({k}, shape=[-1])" for k, _ in steps[-outputs:]]
         steps.append((JOINED, f"concat({', '.join(raveled)}, axis=0)"))
     try:
@@ -277,13 +339,23 @@ class OwnCase(Case):
     """A case whose inputs are your arrays (rounded to each dtype) instead of YAML specs."""
 
     @classmethod
-    def make(cls, name: str, arrays: dict, graph: Graph, wrt: list[str], dtypes: list[str],
-             reference) -> "OwnCase":
-        body = ({"graph": dict(reference)} if isinstance(reference, Mapping)
-                else {"expr": reference or f"{name}({', '.join(arrays)})"})
-        model = CaseModel(name=name, inputs={k: {"shape": list(a.shape)} for k, a in arrays.items()},
-                          wrt=wrt, dtypes=dtypes, tags=["own"],
-                          description="checked with gradcheck.check", **body)
+    def make(
+        cls, name: str, arrays: dict, graph: Graph, wrt: list[str], dtypes: list[str], reference
+    ) -> "OwnCase":
+        body = (
+            {"graph": dict(reference)}
+            if isinstance(reference, Mapping)
+            else {"expr": reference or f"{name}({', '.join(arrays)})"}
+        )
+        model = CaseModel(
+            name=name,
+            inputs={k: {"shape": list(a.shape)} for k, a in arrays.items()},
+            wrt=wrt,
+            dtypes=dtypes,
+            tags=["own"],
+            description="checked with gradcheck.check",
+            **body,
+        )
         case = cls(model, graph, wrt, "<python>", 0)
         case.values = arrays
         return case
@@ -307,8 +379,10 @@ def _inputs(inputs: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
         elif array.dtype.kind in "iub":
             arrays[name] = array.astype(np.int64)
         else:
-            raise TypeError(f"input {name!r} has dtype {array.dtype}; expected floating "
-                            "numbers, or integers (data such as labels)")
+            raise TypeError(
+                f"input {name!r} has dtype {array.dtype}; expected floating "
+                "numbers, or integers (data such as labels)"
+            )
     return arrays, floating
 
 
@@ -318,13 +392,17 @@ def _wrt(wrt, floating: list[str]) -> list[str]:
     wrt = [wrt] if isinstance(wrt, str) else list(wrt)
     wrong = [k for k in wrt if k not in floating]
     if wrong or not wrt:
-        raise ValueError(f"wrt names {wrong or 'nothing'}: it must name floating inputs among "
-                         f"{', '.join(floating) or 'none'}")
+        raise ValueError(
+            f"wrt names {wrong or 'nothing'}: it must name floating inputs among "
+            f"{', '.join(floating) or 'none'}"
+        )
     return wrt
 
 
 def _dtypes(dtypes) -> list[str]:
-    dtypes = ["float64"] if dtypes is None else [dtypes] if isinstance(dtypes, str) else list(dtypes)
+    dtypes = (
+        ["float64"] if dtypes is None else [dtypes] if isinstance(dtypes, str) else list(dtypes)
+    )
     wrong = [d for d in dtypes if d not in dt.DTYPES]
     if wrong or not dtypes:
         raise ValueError(f"dtypes must be among {', '.join(dt.DTYPES)}, got {dtypes}")

@@ -4,6 +4,7 @@ queries that every front end and report asks of them.
 Reports only render a `RunResult`; they never import this module, so the dependency runs one
 way (this module -> reports, for `write_reports`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,18 +16,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .rows import (FLOAT, INDEX, TEXT, CaseRow, ComparisonRow, EngineRow, TaylorRow,
-                   column_kinds, columns)
+from .rows import (
+    FLOAT,
+    INDEX,
+    TEXT,
+    CaseRow,
+    ComparisonRow,
+    EngineRow,
+    TaylorRow,
+    column_kinds,
+    columns,
+)
 from .verdict import FAILING, Verdict
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # attribute of RunResult -> (file, row type)
-TABLES = {"cases": ("cases.csv", CaseRow), "comparisons": ("comparisons.csv", ComparisonRow),
-          "engines": ("engines.csv", EngineRow), "taylor": ("taylor.csv", TaylorRow)}
+TABLES = {
+    "cases": ("cases.csv", CaseRow),
+    "comparisons": ("comparisons.csv", ComparisonRow),
+    "engines": ("engines.csv", EngineRow),
+    "taylor": ("taylor.csv", TaylorRow),
+}
 CSV_FILES = {attr: filename for attr, (filename, _) in TABLES.items()}
-UNCHECKED = (Verdict.SKIP,)     # not a failure, but not a check either: green needs allow_skips
+UNCHECKED = (Verdict.SKIP,)  # not a failure, but not a check either: green needs allow_skips
 
 
 @dataclass
@@ -35,24 +49,36 @@ class RunResult:
     comparisons: pd.DataFrame
     engines: pd.DataFrame
     metadata: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)      # (case, dtype, param, a, b) -> |a - b|
-    details: dict = field(default_factory=dict)     # case name -> description, source, steps
+    errors: dict = field(default_factory=dict)  # (case, dtype, param, a, b) -> |a - b|
+    details: dict = field(default_factory=dict)  # case name -> description, source, steps
     taylor: pd.DataFrame = field(default_factory=lambda: _frame([], TaylorRow))
-    curves: dict = field(default_factory=dict)      # (case, dtype, engine) -> eps, R rows
+    curves: dict = field(default_factory=dict)  # (case, dtype, engine) -> eps, R rows
 
     @classmethod
     def from_case_results(cls, results, metadata=None, details=None) -> "RunResult":
-        errors = {(r.case.case, r.case.dtype) + key: value
-                  for r in results for key, value in r.errors.items()}
-        tables = {"cases": [r.case for r in results],
-                  "comparisons": [row for r in results for row in r.comparisons],
-                  "engines": [row for r in results for row in r.engines],
-                  "taylor": [row for r in results for row in r.taylor]}
-        curves = {(r.case.case, r.case.dtype, engine): curve
-                  for r in results for engine, curve in r.curves.items()}
-        return cls(**{attr: _frame(rows, TABLES[attr][1]) for attr, rows in tables.items()},
-                   metadata=metadata or {}, errors=errors, details=details or {},
-                   curves=curves)
+        errors = {
+            (r.case.case, r.case.dtype) + key: value
+            for r in results
+            for key, value in r.errors.items()
+        }
+        tables = {
+            "cases": [r.case for r in results],
+            "comparisons": [row for r in results for row in r.comparisons],
+            "engines": [row for r in results for row in r.engines],
+            "taylor": [row for r in results for row in r.taylor],
+        }
+        curves = {
+            (r.case.case, r.case.dtype, engine): curve
+            for r in results
+            for engine, curve in r.curves.items()
+        }
+        return cls(
+            **{attr: _frame(rows, TABLES[attr][1]) for attr, rows in tables.items()},
+            metadata=metadata or {},
+            errors=errors,
+            details=details or {},
+            curves=curves,
+        )
 
     # --- queries --------------------------------------------------------------------------
 
@@ -79,8 +105,11 @@ class RunResult:
     def sorted_cases(self) -> pd.DataFrame:
         """Case runs, the worst verdicts first, then by name and dtype."""
         rank = self.cases["verdict"].map(Verdict.rank_of)
-        return (self.cases.assign(_rank=rank).sort_values(["_rank", "case", "dtype"], kind="stable")
-                .drop(columns="_rank"))
+        return (
+            self.cases.assign(_rank=rank)
+            .sort_values(["_rank", "case", "dtype"], kind="stable")
+            .drop(columns="_rank")
+        )
 
     def failing_cases(self) -> pd.DataFrame:
         cases = self.sorted_cases()
@@ -101,36 +130,57 @@ class RunResult:
     def __str__(self) -> str:
         """The discrepancy table: each case run's verdict and blame, and the failing pairs."""
         from ..reports.text import render_text
+
         return render_text(self)
 
     def write_reports(self, out_dir: str | Path) -> Path:
         from ..reports import write_reports
+
         return write_reports(self, Path(out_dir))
 
     def save_data(self, folder: Path) -> None:
         """The machine-readable files: the CSV tables, run.json and errors.npz."""
         for attr, filename in CSV_FILES.items():
             write_table(getattr(self, attr), folder / filename)
-        (folder / "run.json").write_text(json.dumps(
-            {**self.metadata, "counts": self.counts(), "details": self.details},
-            indent=2, sort_keys=True, default=str), encoding="utf-8", errors="backslashreplace")
+        (folder / "run.json").write_text(
+            json.dumps(
+                {**self.metadata, "counts": self.counts(), "details": self.details},
+                indent=2,
+                sort_keys=True,
+                default=str,
+            ),
+            encoding="utf-8",
+            errors="backslashreplace",
+        )
         # a zip member's name must encode: a lone surrogate is escaped, as in the CSV files
         for filename, arrays in (("errors.npz", self.errors), ("taylor.npz", self.curves)):
-            np.savez_compressed(folder / filename, **{
-                "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
-                for k, v in arrays.items()})
+            np.savez_compressed(
+                folder / filename,
+                **{
+                    "|".join(map(str, k)).encode("utf-8", "backslashreplace").decode("utf-8"): v
+                    for k, v in arrays.items()
+                },
+            )
 
 
 def read_run(folder: str | Path) -> RunResult:
     """Load a run folder back into a `RunResult`, without recomputing anything."""
     folder = Path(folder)
-    frames = {attr: read_table(folder / f) for attr, f in CSV_FILES.items()
-              if (folder / f).exists() or attr != "taylor"}    # folders from before taylor.csv
+    frames = {
+        attr: read_table(folder / f)
+        for attr, f in CSV_FILES.items()
+        if (folder / f).exists() or attr != "taylor"
+    }  # folders from before taylor.csv
     meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     details = meta.pop("details", {})
     meta.pop("counts", None)
-    return RunResult(**frames, metadata=meta, errors=_arrays(folder / "errors.npz"),
-                     details=details, curves=_arrays(folder / "taylor.npz"))
+    return RunResult(
+        **frames,
+        metadata=meta,
+        errors=_arrays(folder / "errors.npz"),
+        details=details,
+        curves=_arrays(folder / "taylor.npz"),
+    )
 
 
 def _arrays(path: Path) -> dict:
@@ -141,7 +191,8 @@ def _arrays(path: Path) -> dict:
 
 
 def _frame(rows: list, row_type) -> pd.DataFrame:
-    import pandas as pd      # here, not above: worker processes import this package, not pandas
+    import pandas as pd  # here, not above: worker processes import this package, not pandas
+
     return pd.DataFrame([vars(r) for r in rows], columns=columns(row_type))
 
 
@@ -150,8 +201,9 @@ def _frame(rows: list, row_type) -> pd.DataFrame:
 # without help. `read_table` also knows that an empty text cell is '' rather than a missing
 # number, and turns index cells back into tuples, so a folder reads back into its tables.
 
-KINDS = {name: kind for _, row_type in TABLES.values()
-         for name, kind in column_kinds(row_type).items()}
+KINDS = {
+    name: kind for _, row_type in TABLES.values() for name, kind in column_kinds(row_type).items()
+}
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -171,6 +223,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     text = {c: str for c in header if KINDS.get(c) in (TEXT, INDEX)}
     floats = {c: [""] for c in header if KINDS.get(c) == FLOAT}
     import pandas as pd
+
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=floats)
     for column in [c for c in header if KINDS.get(c) == INDEX]:
         frame[column] = frame[column].map(_index_value)

@@ -12,6 +12,7 @@ scale. Where terms cancel
 the perturbed terms no longer cancel, and the scale follows the terms' magnitudes, not the
 element's own small size. Any op works, with no rule of its own.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,14 +28,14 @@ from ..dtypes import DTYPES, as_float64, info
 from ..engines.base import EngineOutput
 from ..engines.numpy_engine import NumpyEngine
 
-SAMPLES = 8          # perturbed evaluations: the root-mean-square of 8 is a steady scale
+SAMPLES = 8  # perturbed evaluations: the root-mean-square of 8 is a steady scale
 # Half of a dtype's smallest subnormal: the most one of its rounding steps errs where its
 # result underflows. float64's (2.5e-324) never shows beside its eps, and subnormal operands
 # would slow every noisy product; float64 runs model relative rounding alone.
 UNDERFLOW = {d: info(d).smallest_subnormal / 2 for d in DTYPES if d != "float64"}
 # Whole numbers below this are exact in every dtype modelled here, as below 2 / eps in any one
 # (an exponent k - 1 must stay 1); float64's limit stays float32's (2^24), as it always was.
-WHOLE = {d: min(2.0 ** 24, 2 / info(d).eps) for d in DTYPES}
+WHOLE = {d: min(2.0**24, 2 / info(d).eps) for d in DTYPES}
 
 
 class Noise:
@@ -49,8 +50,9 @@ class Noise:
 
     POOL = 1 << 15
 
-    def __init__(self, eps: float, rng: np.random.Generator, tiny: float = 0.0,
-                 whole: float = 2.0 ** 24):
+    def __init__(
+        self, eps: float, rng: np.random.Generator, tiny: float = 0.0, whole: float = 2.0**24
+    ):
         self.eps, self.rng, self.tiny, self.whole = eps, rng, tiny, whole
         self._pool, self._factors, self._floors, self._at = np.empty(0), np.empty(0), None, 0
 
@@ -74,9 +76,9 @@ class Noise:
         if x.dtype.kind != "f":
             return x
         at = self._start(x.size)
-        rounded = np.asarray(x * self._factors[at:self._at].reshape(x.shape))
+        rounded = np.asarray(x * self._factors[at : self._at].reshape(x.shape))
         if self._floors is not None:
-            rounded += self._floors[at:self._at].reshape(x.shape)
+            rounded += self._floors[at : self._at].reshape(x.shape)
         whole = np.rint(x) == x
         if np.count_nonzero(whole):
             exact = whole & (np.abs(x) < self.whole) & _of_whole_numbers(operands, x.shape)
@@ -90,7 +92,7 @@ class Noise:
         if x.dtype.kind != "f":
             return x
         at = self._start(x.size)
-        return np.asarray(x * (1 + ulps * self.eps * self._pool[at:self._at].reshape(x.shape)))
+        return np.asarray(x * (1 + ulps * self.eps * self._pool[at : self._at].reshape(x.shape)))
 
     def of_sum(self, total, squares, count: int):
         """A sum of `count` terms, whose squares add up to `squares`: each partial sum is
@@ -100,7 +102,7 @@ class Noise:
         their squares add up to about n total^2 / 3 (terms in no particular order)."""
         spread = self.eps * np.sqrt(count * (np.asarray(squares) + np.square(total) / 3))
         at = self._start(np.size(total))
-        return np.asarray(total + spread * self._pool[at:self._at].reshape(np.shape(total)))
+        return np.asarray(total + spread * self._pool[at : self._at].reshape(np.shape(total)))
 
 
 def _of_whole_numbers(operands, shape) -> np.ndarray | bool:
@@ -133,9 +135,17 @@ def _sum_of_squares(ufunc, method, inputs, kwargs):
 
 # Ufuncs whose result is one of their arguments, or its exact negation or size: no rounding
 # (and a max must stay equal to the element it picked, which its gradient rule looks for)
-EXACT_UFUNCS = {np.maximum, np.minimum, np.fmax, np.fmin, np.absolute, np.negative,
-                np.positive, np.sign}
-SUMS = {np.add, np.matmul}     # ufuncs with a method that sums (add.reduce, matmul)
+EXACT_UFUNCS = {
+    np.maximum,
+    np.minimum,
+    np.fmax,
+    np.fmin,
+    np.absolute,
+    np.negative,
+    np.positive,
+    np.sign,
+}
+SUMS = {np.add, np.matmul}  # ufuncs with a method that sums (add.reduce, matmul)
 # Array functions whose floating result is a fresh sum of products (not a view or a copy);
 # those of two operands also err with the magnitudes of the terms (einsum: only relatively)
 PRODUCTS = {np.dot, np.tensordot, np.inner, np.vdot, np.einsum}
@@ -160,8 +170,11 @@ class Noisy(np.ndarray):
         result = getattr(ufunc, method)(*inputs, **kwargs)
         if ufunc in EXACT_UFUNCS:
             return result if out is not None else _view(result, self.noise)
-        squares = (_sum_of_squares(ufunc, method, inputs, kwargs)
-                   if out is None and ufunc in SUMS else None)
+        squares = (
+            _sum_of_squares(ufunc, method, inputs, kwargs)
+            if out is None and ufunc in SUMS
+            else None
+        )
         if squares is not None and np.asarray(result).dtype.kind == "f":
             result = self.noise.of_sum(result, *squares)
         if out is not None:
@@ -176,7 +189,7 @@ class Noisy(np.ndarray):
         result = super().__array_function__(func, types, args, kwargs)
         if func in TWO_OPERANDS and np.size(result):
             a, b = (np.asarray(_plain(x)) for x in args[:2])
-            count = int(round(np.sqrt(a.size * b.size / np.size(result))))   # terms per sum
+            count = int(round(np.sqrt(a.size * b.size / np.size(result))))  # terms per sum
             squares = func(a * a, b * b, *args[2:], **kwargs)
             result = self.noise.of_sum(result, squares, max(count, 1))
         if func in PRODUCTS:
@@ -217,7 +230,7 @@ class Perturbed:
 
     def __call__(self, *args, **attrs):
         result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
-        if isinstance(result, tuple):                 # a joint backward: one per argument
+        if isinstance(result, tuple):  # a joint backward: one per argument
             return tuple(np.asarray(r).view(np.ndarray) for r in result)
         if self.ulps:
             result = self.noise.widened(np.asarray(result).view(np.ndarray), self.ulps)
@@ -231,10 +244,14 @@ def perturbed_ops(ops: Mapping, noise: Noise, widened: Mapping[str, float] | Non
     exact one. `widened`: op -> ulps by which an engine's forward of it errs beyond
     rounding (its value, and so every rule that reads it, carries that too)."""
     widened = widened or {}
-    return {name: dataclasses.replace(prim, forward=Perturbed(prim.forward, noise,
-                                                              widened.get(name, 0.0)),
-                                      grads=_perturbed_rules(prim.grads, noise))
-            for name, prim in ops.items()}
+    return {
+        name: dataclasses.replace(
+            prim,
+            forward=Perturbed(prim.forward, noise, widened.get(name, 0.0)),
+            grads=_perturbed_rules(prim.grads, noise),
+        )
+        for name, prim in ops.items()
+    }
 
 
 def _perturbed_rules(rules: tuple, noise: Noise) -> tuple:
@@ -244,9 +261,11 @@ def _perturbed_rules(rules: tuple, noise: Noise) -> tuple:
         if rule is None:
             return None
         if isinstance(rule, JointPart):
-            return JointPart(joints.setdefault(rule.joint, Perturbed(rule.joint, noise)),
-                             rule.index)
+            return JointPart(
+                joints.setdefault(rule.joint, Perturbed(rule.joint, noise)), rule.index
+            )
         return Perturbed(rule, noise)
+
     return tuple(perturbed(r) for r in rules)
 
 
@@ -254,8 +273,9 @@ def rounded_executor(noise: Noise):
     """The backprop executor with its own arithmetic rounded too: the sum of a broadcast
     gradient back to its input's shape (a bias's gradient is a sum over the batch) and the
     addition of the gradients of a value that fans out."""
-    return partial(backprop, combine=partial(_rounded_add, noise),
-                   reduce=partial(_rounded_unbroadcast, noise))
+    return partial(
+        backprop, combine=partial(_rounded_add, noise), reduce=partial(_rounded_unbroadcast, noise)
+    )
 
 
 def _rounded_add(noise: Noise, a, b):
@@ -266,29 +286,45 @@ def _rounded_unbroadcast(noise: Noise, g, shape):
     return np.asarray(unbroadcast(_view(g, noise), shape)).view(np.ndarray)
 
 
-def rounding_scale(graph, inputs: Mapping[str, np.ndarray], wrt: list[str], cotangent,
-                   dtype: str, seed: str = "", ops: Mapping | None = None,
-                   widened: Mapping[str, float] | None = None) -> EngineOutput:
+def rounding_scale(
+    graph,
+    inputs: Mapping[str, np.ndarray],
+    wrt: list[str],
+    cotangent,
+    dtype: str,
+    seed: str = "",
+    ops: Mapping | None = None,
+    widened: Mapping[str, float] | None = None,
+) -> EngineOutput:
     """Per element of the value and of each gradient: the root-mean-square deviation of
     noisy float64 evaluations from the exact-as-can-be float64 one, with noise at the
     rounding unit of `dtype` (and `widened`, op -> ulps, for an engine whose op is measured
     that far off). Seeded by `seed` (the case's name): the same on every run."""
     import reference_impls
+
     ops = reference_impls.OPS if ops is None else ops
     inputs = {k: as_float64(v) for k, v in inputs.items()}
     cotangent = np.asarray(cotangent, dtype=np.float64)
     exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
     noise = _noise(info(dtype).name, seed)
-    noisy = NumpyEngine(perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise,
-                                      widened), executor=rounded_executor(noise))
+    noisy = NumpyEngine(
+        perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise, widened),
+        executor=rounded_executor(noise),
+    )
     runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
-    return EngineOutput(_rms([r.value for r in runs], exact.value),
-                        {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt})
+    return EngineOutput(
+        _rms([r.value for r in runs], exact.value),
+        {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt},
+    )
 
 
 def _noise(dtype: str, seed: str) -> Noise:
-    return Noise(info(dtype).eps, np.random.default_rng(zlib.crc32(seed.encode())),
-                 UNDERFLOW.get(dtype, 0.0), WHOLE[dtype])
+    return Noise(
+        info(dtype).eps,
+        np.random.default_rng(zlib.crc32(seed.encode())),
+        UNDERFLOW.get(dtype, 0.0),
+        WHOLE[dtype],
+    )
 
 
 def _rms(samples: list, exact) -> np.ndarray:
@@ -308,8 +344,8 @@ def root_mean_square(x: np.ndarray, axis=None) -> np.ndarray:
         return largest * np.sqrt(np.mean((x / unit) ** 2, axis=axis))
 
 
-ENGINE_FACTOR = 8.0      # an exact engine's error stays within 8 rounding scales (measured:
-                         # |numpy - torch| at most 3 scales over 1,300 random tensors)
+ENGINE_FACTOR = 8.0  # an exact engine's error stays within 8 rounding scales (measured:
+# |numpy - torch| at most 3 scales over 1,300 random tensors)
 
 
 class RoundingBound:
@@ -323,7 +359,15 @@ class RoundingBound:
         self.seed, self.widened = seed, widened
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
-        scale = rounding_scale(graph, inputs, wrt, cotangent, np.asarray(cotangent).dtype.name,
-                               self.seed, widened=self.widened)
-        return EngineOutput(ENGINE_FACTOR * scale.value,
-                            {w: ENGINE_FACTOR * g for w, g in scale.grads.items()})
+        scale = rounding_scale(
+            graph,
+            inputs,
+            wrt,
+            cotangent,
+            np.asarray(cotangent).dtype.name,
+            self.seed,
+            widened=self.widened,
+        )
+        return EngineOutput(
+            ENGINE_FACTOR * scale.value, {w: ENGINE_FACTOR * g for w, g in scale.grads.items()}
+        )

@@ -5,6 +5,7 @@ Adding a column is one field here (and its line in the README's column table, wh
 holds against these classes). Text columns that hold lists (`tags`, `blame`, `engines`,
 `skipped`) separate their items with spaces.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ _KINDS = {"str": TEXT, "float": FLOAT, "int": INT, "tuple": INDEX}
 @dataclass
 class CaseRow:
     """cases.csv: one row per case x dtype, in the order they ran."""
+
     case: str
     dtype: str
     verdict: str
@@ -35,6 +37,7 @@ class CaseRow:
 @dataclass
 class ComparisonRow:
     """comparisons.csv: one row per case x dtype x input x engine pair."""
+
     case: str
     dtype: str
     param: str
@@ -44,7 +47,7 @@ class ComparisonRow:
     max_abs_err: float
     max_rel_err: float
     tol_ratio: float
-    worst_index: tuple          # None when the shapes differ
+    worst_index: tuple  # None when the shapes differ
     atol: float
     rtol: float
     value_a: float
@@ -56,21 +59,22 @@ class ComparisonRow:
     elements: int
     kinks: int
     message: str
-    coverage: str = "full"      # how the numerical side covered the input: full, directional
-    directions: int = 0         # directional checks compared (0 unless directional)
-    kink_distance: float = float("nan")   # the farthest flagged kink from its element
+    coverage: str = "full"  # how the numerical side covered the input: full, directional
+    directions: int = 0  # directional checks compared (0 unless directional)
+    kink_distance: float = float("nan")  # the farthest flagged kink from its element
 
 
 @dataclass
 class TaylorRow:
     """taylor.csv: one row per case x dtype x engine whose gradient is complete."""
+
     case: str
     dtype: str
     engine: str
-    rate: float         # the lowest over the directions; NaN when nothing rose above rounding
+    rate: float  # the lowest over the directions; NaN when nothing rose above rounding
     verdict: str
-    rates: str          # each direction's rate
-    eps_high: float     # the fitted window of the direction with the lowest rate
+    rates: str  # each direction's rate
+    eps_high: float  # the fitted window of the direction with the lowest rate
     eps_low: float
     message: str
 
@@ -78,6 +82,7 @@ class TaylorRow:
 @dataclass
 class EngineRow:
     """engines.csv: one row per case x dtype x engine."""
+
     case: str
     dtype: str
     engine: str
@@ -86,7 +91,7 @@ class EngineRow:
     message: str
 
 
-TIMING_COLUMNS = ("seconds",)     # the only columns that change between identical runs
+TIMING_COLUMNS = ("seconds",)  # the only columns that change between identical runs
 
 
 def columns(row_type) -> list[str]:

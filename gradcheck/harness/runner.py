@@ -3,6 +3,7 @@
 `run_case` is a pure function of a case, a dtype, the engines and the options, and
 returns plain data (`CaseResult`), so that cases can run in worker processes.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,23 +17,31 @@ from .. import dtypes as dt
 from ..engines import EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from ..engines.base import UserCodeError
 from . import taylor
-from .compare import (EXPECT, VALUE, blame, disagrees, judge, judge_directions, tolerance_for,
-                      with_directions)
+from .compare import (
+    EXPECT,
+    VALUE,
+    blame,
+    disagrees,
+    judge,
+    judge_directions,
+    tolerance_for,
+    with_directions,
+)
 from .accuracy import widened_ops
 from .rounding import ENGINE_FACTOR, RoundingBound, root_mean_square
 from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
 from .verdict import Verdict
 
-OK = "ok"                   # engines.csv status of an engine that gave results
+OK = "ok"  # engines.csv status of an engine that gave results
 
 
 @dataclass
 class RunOptions:
-    fd_max_elements: int | None = None   # None: the fd engine's own default
-    fd_coverage: str | None = None       # auto, full or directional; None: the engine's own
-    timeout: float | None = None         # seconds per case and dtype, in a worker process;
-                                         # None or 0: run in this process, with no time limit
-    taylor: bool = True                  # the Taylor-remainder test of each engine
+    fd_max_elements: int | None = None  # None: the fd engine's own default
+    fd_coverage: str | None = None  # auto, full or directional; None: the engine's own
+    timeout: float | None = None  # seconds per case and dtype, in a worker process;
+    # None or 0: run in this process, with no time limit
+    taylor: bool = True  # the Taylor-remainder test of each engine
 
 
 @dataclass
@@ -40,19 +49,27 @@ class CaseResult:
     case: CaseRow
     comparisons: list[ComparisonRow]
     engines: list[EngineRow]
-    errors: dict = field(default_factory=dict)   # (param, a, b) -> element-wise |a - b|
+    errors: dict = field(default_factory=dict)  # (param, a, b) -> element-wise |a - b|
     taylor: list[TaylorRow] = field(default_factory=list)
-    curves: dict = field(default_factory=dict)   # engine -> rows: eps, then R per direction
+    curves: dict = field(default_factory=dict)  # engine -> rows: eps, then R per direction
 
 
-def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
-             announce: Callable[[str], None] | None = None) -> CaseResult:
+def run_case(
+    case,
+    dtype: str,
+    engines: list,
+    options: RunOptions | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> CaseResult:
     """`announce(engine name)` is called as each engine starts (a worker tells its parent
     which engine to blame when the time limit passes)."""
     options = options or RunOptions()
     start = time.perf_counter()
-    settings = Settings(dtype, case.fd_max_elements or options.fd_max_elements,
-                        case.fd_coverage or options.fd_coverage)
+    settings = Settings(
+        dtype,
+        case.fd_max_elements or options.fd_max_elements,
+        case.fd_coverage or options.fd_coverage,
+    )
     arrays = case.arrays(dtype)
     outputs, engine_rows = {}, []
     for engine in engines:
@@ -76,15 +93,21 @@ def run_case(case, dtype: str, engines: list, options: RunOptions | None = None,
     summary = _summarize(case, dtype, engine_rows, rows, outputs, checks, forward_names)
     summary.message = summary.message or _rounding_note(outputs, model, dtype, forward_names)
     summary.seconds = round(time.perf_counter() - start, 4)
-    return CaseResult(summary, rows, engine_rows, errors,
-                      [_taylor_row(case.name, dtype, t) for t in checks],
-                      {t.engine: np.vstack([t.eps] + t.remainders) for t in checks})
+    return CaseResult(
+        summary,
+        rows,
+        engine_rows,
+        errors,
+        [_taylor_row(case.name, dtype, t) for t in checks],
+        {t.engine: np.vstack([t.eps] + t.remainders) for t in checks},
+    )
 
 
 @dataclass
 class Bounds:
     """Each exact engine's per-element rounding bound: the model's, or the engine's own
     where an op of the case was measured less accurate in it (harness/accuracy.py)."""
+
     model: EngineOutput
     own: dict[str, EngineOutput] = field(default_factory=dict)
 
@@ -100,8 +123,11 @@ def _rounding_bounds(case, arrays, settings: Settings, engines=()) -> Bounds | N
     model = _bound(case, arrays, settings, None)
     if model is None:
         return None
-    own = {e: _bound(case, arrays, settings, w) for e in engines
-           if (w := widened_ops(e, settings.dtype, case.graph.ops()))}
+    own = {
+        e: _bound(case, arrays, settings, w)
+        for e in engines
+        if (w := widened_ops(e, settings.dtype, case.graph.ops()))
+    }
     return Bounds(model, {e: b for e, b in own.items() if b is not None})
 
 
@@ -109,25 +135,32 @@ def _bound(case, arrays, settings: Settings, widened) -> EngineOutput | None:
     try:
         with np.errstate(all="ignore"):
             bounds = _run_engine(RoundingBound(case.name, widened), case, arrays, settings)
-    except Exception:       # an op the reference lacks: the fixed tolerances still judge
+    except Exception:  # an op the reference lacks: the fixed tolerances still judge
         return None
     finite = all(np.isfinite(b).all() for b in [bounds.value, *bounds.grads.values()])
-    return bounds if finite else None     # a NaN bound would pass anything
+    return bounds if finite else None  # a NaN bound would pass anything
 
 
 def _taylor(case, arrays, dtype, outputs, bounds) -> list:
     try:
         return taylor.check_engines(case, arrays, case.cotangent(dtype), outputs, bounds)
-    except Exception:       # the numpy forward cannot evaluate the case: no evidence
+    except Exception:  # the numpy forward cannot evaluate the case: no evidence
         return []
 
 
 def _taylor_row(case: str, dtype: str, t) -> TaylorRow:
     lo, hi = t.windows[int(np.nanargmin(t.rates))] if np.isfinite(t.rate) else (0, 0)
-    return TaylorRow(case, dtype, t.engine, t.rate, t.verdict,
-                     " ".join(f"{r:.3f}" for r in t.rates),
-                     float(t.eps[lo]) if hi > lo else np.nan,
-                     float(t.eps[hi - 1]) if hi > lo else np.nan, t.message)
+    return TaylorRow(
+        case,
+        dtype,
+        t.engine,
+        t.rate,
+        t.verdict,
+        " ".join(f"{r:.3f}" for r in t.rates),
+        float(t.eps[lo]) if hi > lo else np.nan,
+        float(t.eps[hi - 1]) if hi > lo else np.nan,
+        t.message,
+    )
 
 
 def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOutput | None]:
@@ -138,7 +171,7 @@ def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOu
         status, message = OK, ""
     except EngineSkip as e:
         output, status, message = None, Verdict.SKIP, str(e)
-    except UserCodeError as e:      # its message names your function and what happened
+    except UserCodeError as e:  # its message names your function and what happened
         output, status, message = None, Verdict.ERROR, str(e)
     except Exception as e:  # an engine's failure stays in its case
         output, status, message = None, Verdict.ERROR, f"{type(e).__name__}: {e}"
@@ -148,8 +181,9 @@ def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOu
 
 def _run_engine(engine, case, arrays, settings: Settings) -> EngineOutput:
     if not case.jacobian:
-        return call_vjp(engine, case.graph, arrays, case.wrt, case.cotangent(settings.dtype),
-                        settings)
+        return call_vjp(
+            engine, case.graph, arrays, case.wrt, case.cotangent(settings.dtype), settings
+        )
     return _jacobian(engine, case, arrays, settings)
 
 
@@ -159,11 +193,12 @@ def _jacobian(engine, case, arrays, settings: Settings) -> EngineOutput:
     shape = case.graph.output_shape
     size = int(np.prod(shape))
     cotangents = np.eye(size, dtype=settings.dtype).reshape((size, *shape))
-    if hasattr(engine, "batched_vjp"):        # every row in one call (one compiled program)
+    if hasattr(engine, "batched_vjp"):  # every row in one call (one compiled program)
         return as_output(engine.batched_vjp(case.graph, arrays, case.wrt, cotangents))
     rows = [call_vjp(engine, case.graph, arrays, case.wrt, c, settings) for c in cotangents]
-    parts = [_stacked(rows, part)
-             for part in ("grads", "grad_err", "checked", "kinks", "kink_distance")]
+    parts = [
+        _stacked(rows, part) for part in ("grads", "grad_err", "checked", "kinks", "kink_distance")
+    ]
     # one row's directional checks do not apply to the stacked rows: elements only
     return EngineOutput(rows[0].value, *parts, coverage=rows[0].coverage)
 
@@ -178,7 +213,9 @@ def _check_output(output: EngineOutput, case) -> None:
     wrong result, which its comparisons FAIL naming both shapes."""
     want = case.graph.output_shape
     if np.shape(output.value) != want:
-        raise ValueError(f"output value has shape {list(np.shape(output.value))}, expected {list(want)}")
+        raise ValueError(
+            f"output value has shape {list(np.shape(output.value))}, expected {list(want)}"
+        )
     missing = [name for name in case.wrt if name not in output.grads]
     if missing:
         raise ValueError(f"no gradient returned for {missing[0]!r}")
@@ -187,8 +224,11 @@ def _check_output(output: EngineOutput, case) -> None:
 def _shaped(output: EngineOutput, case) -> bool:
     """Every gradient has its input's shape (a full Jacobian's: one per output element)."""
     rows = (int(np.prod(case.graph.output_shape)),) if case.jacobian else ()
-    return all(np.shape(output.grads[w]) == rows + case.graph.inputs[w].shape
-               for w in case.wrt if w in output.grads)     # (`expect` may give a few)
+    return all(
+        np.shape(output.grads[w]) == rows + case.graph.inputs[w].shape
+        for w in case.wrt
+        if w in output.grads
+    )  # (`expect` may give a few)
 
 
 def _expect_output(case) -> EngineOutput | None:
@@ -207,13 +247,22 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
                 continue
             estimate = _estimate(outputs[a], outputs[b], param)
             tol = tolerance_for(dtype, estimate is not None, case.tolerance, bounds is not None)
-            j = judge(*pair, tol, **_estimate_extras(estimate, param), kinks=kinks,
-                      round_err=_pair_rounding(bounds, {a: outputs[a], b: outputs[b]}, param))
+            j = judge(
+                *pair,
+                tol,
+                **_estimate_extras(estimate, param),
+                kinks=kinks,
+                round_err=_pair_rounding(bounds, {a: outputs[a], b: outputs[b]}, param),
+            )
             # directions are judged as fd judges them: the fixed tables, no rounding bound
-            j = _directional(j, estimate, (outputs[a], outputs[b]), param,
-                             tolerance_for(dtype, estimate is not None, case.tolerance))
-            rows.append(_row(case.name, dtype, param, a, b, j, pair[0],
-                             _coverage(estimate, param)))
+            j = _directional(
+                j,
+                estimate,
+                (outputs[a], outputs[b]),
+                param,
+                tolerance_for(dtype, estimate is not None, case.tolerance),
+            )
+            rows.append(_row(case.name, dtype, param, a, b, j, pair[0], _coverage(estimate, param)))
             if j.abs_err is not None:
                 errors[(param, a, b)] = j.abs_err
             if j.failing is not None:
@@ -236,8 +285,9 @@ def _second_look(case, arrays, dtype, engines, outputs, failing: dict) -> bool:
         for param in case.wrt:
             disputed = _disputed(engine.name, param, outputs, failing)
             if disputed is not None:
-                found = engine.second_look(case.graph, arrays, case.cotangent(dtype), param,
-                                           np.flatnonzero(disputed))
+                found = engine.second_look(
+                    case.graph, arrays, case.cotangent(dtype), param, np.flatnonzero(disputed)
+                )
                 _take(output, param, disputed, found)
                 looked = True
     return looked
@@ -248,8 +298,11 @@ def _disputed(name: str, param: str, outputs, failing: dict):
     exact = {n for n, o in outputs.items() if not (o.numerical and param in o.grad_err)}
     if name in exact:
         return None
-    masks = [m for (p, a, b), m in failing.items()
-             if p == param and name in (a, b) and ({a, b} - {name}) <= exact]
+    masks = [
+        m
+        for (p, a, b), m in failing.items()
+        if p == param and name in (a, b) and ({a, b} - {name}) <= exact
+    ]
     if not masks:
         return None
     disputed = np.logical_or.reduce(masks) & ~np.asarray(outputs[name].kinks.get(param, False))
@@ -296,13 +349,16 @@ def _rounding_note(outputs, bounds, dtype: str, forward_names: dict) -> str:
         if output.value_rounding is None or not np.size(output.value_rounding):
             continue
         largest = float(np.max(np.abs(np.asarray(output.value, np.float64))))
-        model = (np.max(bounds.value) if bounds is not None else
-                 ENGINE_FACTOR * dt.eps(dtype) * largest)
+        model = (
+            np.max(bounds.value) if bounds is not None else ENGINE_FACTOR * dt.eps(dtype) * largest
+        )
         measured = float(np.max(_measured(output, VALUE)))
         lost = np.log10(max(measured, 1e-300) / max(model, 1e-300))
         if lost >= 1:
-            notes.append(f"note: {forward_names.get(name, name)} loses about {lost:.0f} "
-                         "digit(s) to its own rounding (measured; its tolerance holds it)")
+            notes.append(
+                f"note: {forward_names.get(name, name)} loses about {lost:.0f} "
+                "digit(s) to its own rounding (measured; its tolerance holds it)"
+            )
     return "; ".join(notes)
 
 
@@ -335,7 +391,7 @@ def _directional(j, estimate: EngineOutput | None, pair, param: str, tol):
     found = estimate.directions.get(param) if estimate is not None else None
     other = next((o for o in pair if o is not estimate), None)
     if found is None or other is None or other.numerical or j.worst_index is None:
-        return j            # (no worst index: the shapes differ, a FAIL already)
+        return j  # (no worst index: the shapes differ, a FAIL already)
     return with_directions(j, judge_directions(other.grads[param], found, tol))
 
 
@@ -346,34 +402,68 @@ def _coverage(estimate: EngineOutput | None, param: str) -> tuple[str, int, floa
     found, distance = estimate.directions.get(param), estimate.kink_distance.get(param)
     flagged = np.asarray(estimate.kinks.get(param, False)) & estimate.checked.get(param, True)
     farthest = np.max(distance[flagged]) if distance is not None and flagged.any() else np.nan
-    return (estimate.coverage.get(param, "full"), 0 if found is None else len(found.slopes),
-            float(farthest))
+    return (
+        estimate.coverage.get(param, "full"),
+        0 if found is None else len(found.slopes),
+        float(farthest),
+    )
 
 
 def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -> ComparisonRow:
     coverage, directions, kink_distance = covered
-    return ComparisonRow(case, dtype, param, a, b, j.verdict, j.max_abs_err, j.max_rel_err,
-                         j.tol_ratio, j.worst_index, j.atol, j.rtol, j.value_a, j.value_b,
-                         j.fd_err, j.round_err, j.bound, j.checked, int(np.size(array)),
-                         j.kinks, j.message, coverage, directions, kink_distance)
+    return ComparisonRow(
+        case,
+        dtype,
+        param,
+        a,
+        b,
+        j.verdict,
+        j.max_abs_err,
+        j.max_rel_err,
+        j.tol_ratio,
+        j.worst_index,
+        j.atol,
+        j.rtol,
+        j.value_a,
+        j.value_b,
+        j.fd_err,
+        j.round_err,
+        j.bound,
+        j.checked,
+        int(np.size(array)),
+        j.kinks,
+        j.message,
+        coverage,
+        directions,
+        kink_distance,
+    )
 
 
 def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names=None) -> CaseRow:
     errored = [r.engine for r in engine_rows if r.status == Verdict.ERROR]
     skipped = [r.engine for r in engine_rows if r.status == Verdict.SKIP]
-    bad = {(r.engine_a, r.engine_b) for r in rows if disagrees(r.verdict, r.message)
-           and not _overflow_of_the_dtype(r, outputs)}
-    verdict, message = _case_verdict(errored, {r.verdict for r in rows}, outputs,
-                                     engine_rows, rows)
+    bad = {
+        (r.engine_a, r.engine_b)
+        for r in rows
+        if disagrees(r.verdict, r.message) and not _overflow_of_the_dtype(r, outputs)
+    }
+    verdict, message = _case_verdict(errored, {r.verdict for r in rows}, outputs, engine_rows, rows)
     suspects = [t.engine for t in checks if t.verdict == Verdict.FAIL]
     blamed = errored or blame(list(outputs), bad, suspects)
     wrong_forward = bad & {(r.engine_a, r.engine_b) for r in _value_rows(rows)}
     if wrong_forward and not errored:
         blamed, message = _forward_blame(outputs, wrong_forward, rows, verdict, forward_names)
-    return _case_row(case, dtype, verdict, " ".join(blamed), message,
-                     engines=" ".join(o for o in outputs if o != EXPECT),
-                     skipped=" ".join(skipped), comparisons=len(rows),
-                     failed=sum(r.verdict != Verdict.PASS for r in rows))
+    return _case_row(
+        case,
+        dtype,
+        verdict,
+        " ".join(blamed),
+        message,
+        engines=" ".join(o for o in outputs if o != EXPECT),
+        skipped=" ".join(skipped),
+        comparisons=len(rows),
+        failed=sum(r.verdict != Verdict.PASS for r in rows),
+    )
 
 
 def _overflow_of_the_dtype(row, outputs) -> bool:
@@ -392,15 +482,33 @@ def _overflow_of_the_dtype(row, outputs) -> bool:
     checked = estimate.grads[row.param][estimate.checked.get(row.param, True)]
     if finite.all() or not np.isfinite(checked).all():
         return False
-    return any(o is not exact and not o.numerical and row.param in o.grads
-               and np.array_equal(np.isfinite(o.grads[row.param]), finite)
-               for o in outputs.values())
+    return any(
+        o is not exact
+        and not o.numerical
+        and row.param in o.grads
+        and np.array_equal(np.isfinite(o.grads[row.param]), finite)
+        for o in outputs.values()
+    )
 
 
-def _case_row(case, dtype, verdict, blamed, message, engines="", skipped="", comparisons=0,
-              failed=0) -> CaseRow:
-    return CaseRow(case.name, dtype, verdict, blamed, 0.0, message, case.family,
-                   " ".join(case.tags), case.file, engines, skipped, comparisons, failed)
+def _case_row(
+    case, dtype, verdict, blamed, message, engines="", skipped="", comparisons=0, failed=0
+) -> CaseRow:
+    return CaseRow(
+        case.name,
+        dtype,
+        verdict,
+        blamed,
+        0.0,
+        message,
+        case.family,
+        " ".join(case.tags),
+        case.file,
+        engines,
+        skipped,
+        comparisons,
+        failed,
+    )
 
 
 def _case_verdict(errored, verdicts, outputs, engine_rows, rows) -> tuple[Verdict, str]:
@@ -432,28 +540,37 @@ def _forward_blame(outputs, wrong_forward: set, rows, verdict, forward_names) ->
 
 
 def _first_message(rows, verdict) -> str:
-    r = max((r for r in rows if r.verdict == verdict), key=lambda r: r.tol_ratio,
-            default=None) or max(rows, key=lambda r: r.tol_ratio)
+    r = max(
+        (r for r in rows if r.verdict == verdict), key=lambda r: r.tol_ratio, default=None
+    ) or max(rows, key=lambda r: r.tol_ratio)
     where = list(r.worst_index) if r.worst_index is not None else "-"
-    return (f"{r.param}: {r.engine_a} vs {r.engine_b}: {r.message} "
-            f"(tol ratio {r.tol_ratio:.3g} at {where})")
+    return (
+        f"{r.param}: {r.engine_a} vs {r.engine_b}: {r.message} "
+        f"(tol ratio {r.tol_ratio:.3g} at {where})"
+    )
 
 
-def stopped_result(case, dtype: str, engines: list, verdict: Verdict, message: str,
-                   blamed: str) -> CaseResult:
+def stopped_result(
+    case, dtype: str, engines: list, verdict: Verdict, message: str, blamed: str
+) -> CaseResult:
     """The result of a case that could not start: your forward failed (ERROR) or gave
     outputs of other shapes than the reference's (FAIL); no engine ran."""
-    rows = [EngineRow(case.name, dtype, e.name, Verdict.SKIP, 0.0, "not run: " + message)
-            for e in engines]
+    rows = [
+        EngineRow(case.name, dtype, e.name, Verdict.SKIP, 0.0, "not run: " + message)
+        for e in engines
+    ]
     return CaseResult(_case_row(case, dtype, verdict, blamed, message), [], rows)
 
 
-def error_result(case, dtype: str, engines: list, message: str, culprit: str | None,
-                 done: tuple[str, ...] = ()) -> CaseResult:
+def error_result(
+    case, dtype: str, engines: list, message: str, culprit: str | None, done: tuple[str, ...] = ()
+) -> CaseResult:
     """An ERROR result for a case that produced none (it timed out, or its worker died):
     `culprit` is the engine that was running, `done` the engines that had finished."""
-    rows = [EngineRow(case.name, dtype, e.name, *_status(e.name, culprit, done, message))
-            for e in engines]
+    rows = [
+        EngineRow(case.name, dtype, e.name, *_status(e.name, culprit, done, message))
+        for e in engines
+    ]
     return CaseResult(_case_row(case, dtype, Verdict.ERROR, culprit or "", message), [], rows)
 
 

@@ -9,6 +9,7 @@ gradient's rounding bound along u); among windows whose local slopes agree, the 
 the smallest eps is taken, before the nonlinearity of large steps (or a kink crossed far
 from x) bends the curve. No tolerance: the rate is dimensionless.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -29,32 +30,33 @@ from .verdict import Verdict
 
 EPS64 = np.finfo(np.float64).eps
 DIRECTIONS = 2
-STEPS = 28                 # eps = 0.1 * 2^-k: from 0.1 down to 7e-10 (times each input's scale)
-WINDOW = 5                 # points in a fitted window: a factor 16 in eps
-LINEAR = 0.25              # the local slopes of a window may spread this much
-CLEAR = 4.0                # R must exceed rounding's share this many times
-PASS_RATE = 1.5            # halfway between a right gradient's 2 and a wrong one's 1
+STEPS = 28  # eps = 0.1 * 2^-k: from 0.1 down to 7e-10 (times each input's scale)
+WINDOW = 5  # points in a fitted window: a factor 16 in eps
+LINEAR = 0.25  # the local slopes of a window may spread this much
+CLEAR = 4.0  # R must exceed rounding's share this many times
+PASS_RATE = 1.5  # halfway between a right gradient's 2 and a wrong one's 1
 PASS, FAIL = Verdict.PASS, Verdict.FAIL
 
 
 @dataclass
 class Sweep:
     """f along seeded directions: what every engine's remainder is computed from."""
-    eps: np.ndarray                          # the step sizes, largest first
+
+    eps: np.ndarray  # the step sizes, largest first
     directions: list[dict[str, np.ndarray]]
     f0: float
-    f: list[np.ndarray] = field(default_factory=list)    # per direction, f(x + eps u)
+    f: list[np.ndarray] = field(default_factory=list)  # per direction, f(x + eps u)
 
 
 @dataclass
 class TaylorResult:
     engine: str
     eps: np.ndarray
-    rate: float                              # the lowest over the directions; NaN: no fit
+    rate: float  # the lowest over the directions; NaN: no fit
     verdict: str
     rates: list[float]
-    remainders: list[np.ndarray]             # per direction, R(eps) over the sweep
-    windows: list[tuple[int, int]]           # per direction, the fitted points [lo, hi)
+    remainders: list[np.ndarray]  # per direction, R(eps) over the sweep
+    windows: list[tuple[int, int]]  # per direction, the fitted points [lo, hi)
     message: str = ""
 
 
@@ -63,21 +65,26 @@ def sweep(objective, inputs: Mapping[str, np.ndarray], wrt: list[str], seed: str
     `objective(x, offsets)` gives f at x + e u for each (u, e) in `offsets` (u None: x)."""
     x = {w: np.asarray(inputs[w], dtype=np.float64) for w in wrt}
     rng = np.random.default_rng(zlib.crc32(f"{seed}/<taylor>".encode()))
-    directions = [{w: rng.standard_normal(x[w].shape) * _scale(x[w]) for w in wrt}
-                  for _ in range(DIRECTIONS)]
+    directions = [
+        {w: rng.standard_normal(x[w].shape) * _scale(x[w]) for w in wrt} for _ in range(DIRECTIONS)
+    ]
     eps = 0.1 * 2.0 ** -np.arange(STEPS)
     values = objective(x, [(None, 0.0)] + [(u, e) for u in directions for e in eps])
     return Sweep(eps, directions, float(values[0]), list(values[1:].reshape(DIRECTIONS, STEPS)))
 
 
 def _scale(x: np.ndarray) -> float:
-    with np.errstate(over="ignore"):                 # near float64's limit: scale 1
-        rms = float(np.sqrt(np.mean(x ** 2))) if x.size else 0.0
+    with np.errstate(over="ignore"):  # near float64's limit: scale 1
+        rms = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
     return rms if rms > 0 and np.isfinite(rms) else 1.0
 
 
-def judge_engine(name: str, s: Sweep, grads: Mapping[str, np.ndarray],
-                 bounds: Mapping[str, np.ndarray] | None = None) -> TaylorResult:
+def judge_engine(
+    name: str,
+    s: Sweep,
+    grads: Mapping[str, np.ndarray],
+    bounds: Mapping[str, np.ndarray] | None = None,
+) -> TaylorResult:
     """The engine's rate: per direction, the slope of its remainder's cleanest window."""
     rates, remainders, windows = [], [], []
     for u, f in zip(s.directions, s.f):
@@ -114,13 +121,13 @@ def fit_rate(eps: np.ndarray, remainder: np.ndarray, floor: np.ndarray) -> tuple
     starts = np.flatnonzero(sliding_window_view(clear, WINDOW).all(axis=1))
     if not len(starts):
         return _short_fit(eps, remainder, clear)
-    with np.errstate(all="ignore"):          # points off the floor are never used
+    with np.errstate(all="ignore"):  # points off the floor are never used
         logs = np.log(eps), np.log(remainder)
         local = np.diff(logs[1]) / np.diff(logs[0])
     spread = np.ptp(sliding_window_view(local, WINDOW - 1), axis=1)[starts]
     linear = starts[spread <= LINEAR]
     lo = int(linear[-1] if len(linear) else starts[np.argmin(spread)])
-    return _slope(logs[0][lo:lo + WINDOW], logs[1][lo:lo + WINDOW]), (lo, lo + WINDOW)
+    return _slope(logs[0][lo : lo + WINDOW], logs[1][lo : lo + WINDOW]), (lo, lo + WINDOW)
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -140,48 +147,78 @@ def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
 def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
     fitted = [r for r in rates if np.isfinite(r)]
     if not fitted:
-        return TaylorResult(name, eps, float("nan"), PASS, rates, remainders, windows,
-                            "remainder at rounding level at every step: nothing to fit")
+        return TaylorResult(
+            name,
+            eps,
+            float("nan"),
+            PASS,
+            rates,
+            remainders,
+            windows,
+            "remainder at rounding level at every step: nothing to fit",
+        )
     rate = min(fitted)
     if rate > PASS_RATE:
         return TaylorResult(name, eps, rate, PASS, rates, remainders, windows)
-    return TaylorResult(name, eps, rate, FAIL, rates, remainders, windows,
-                        f"remainder shrinks like eps^{rate:.2f}, not eps^2: the gradient is off")
+    return TaylorResult(
+        name,
+        eps,
+        rate,
+        FAIL,
+        rates,
+        remainders,
+        windows,
+        f"remainder shrinks like eps^{rate:.2f}, not eps^2: the gradient is off",
+    )
 
 
-def check_engines(case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping,
-                  bounds=None) -> list[TaylorResult]:
+def check_engines(
+    case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping, bounds=None
+) -> list[TaylorResult]:
     """The Taylor test of every output whose gradient is complete (fd's sample is not), on
     f = <cotangent, output> by the numpy forward in float64 (through the case's own op table
     where it has one: your forward, in a check of your code); a full Jacobian is contracted
     with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
     an engine that estimates its own error (fd) is judged against that instead."""
     cotangent = np.asarray(cotangent, dtype=np.float64)
-    s = sweep(_objective(case.graph, arrays, cotangent, case.wrt, case.ops), arrays, case.wrt,
-              case.name)
+    s = sweep(
+        _objective(case.graph, arrays, cotangent, case.wrt, case.ops), arrays, case.wrt, case.name
+    )
     results = []
     for name, output in outputs.items():
         grads = _contracted(case, output.grads, cotangent)
         errors = output.grad_err or (bounds.grads if bounds is not None else None)
         if all(w in grads and np.isfinite(grads[w]).all() for w in case.wrt):
-            results.append(judge_engine(name, s, grads, errors and _contracted(
-                case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent))))
+            results.append(
+                judge_engine(
+                    name,
+                    s,
+                    grads,
+                    errors
+                    and _contracted(
+                        case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent)
+                    ),
+                )
+            )
     return results
 
 
 def _contracted(case, grads: Mapping, cotangent: np.ndarray) -> dict:
     if not case.jacobian:
         return {w: np.asarray(g, dtype=np.float64) for w, g in grads.items()}
-    return {w: np.tensordot(cotangent.ravel(), np.asarray(g, np.float64), axes=1)
-            for w, g in grads.items()}
+    return {
+        w: np.tensordot(cotangent.ravel(), np.asarray(g, np.float64), axes=1)
+        for w, g in grads.items()
+    }
 
 
-def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str],
-               ops: Mapping | None = None):
+def _objective(
+    graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str], ops: Mapping | None = None
+):
     """f(x, offsets) = <cotangent, numpy forward at x + e u> for each (u, e), in float64:
     the points stacked along a first axis, a chunk that fits the fd engine's memory budget
     at a time, through its batching rules."""
-    env = {k: as_float64(v) for k, v in arrays.items()}      # bfloat16 is of kind 'V', not 'f'
+    env = {k: as_float64(v) for k, v in arrays.items()}  # bfloat16 is of kind 'V', not 'f'
     env.update(constants(graph, np.float64))
     ops = reference_impls.OPS if ops is None else ops
     with np.errstate(all="ignore"):
@@ -193,13 +230,15 @@ def _objective(graph, arrays: Mapping, cotangent: np.ndarray, wrt: list[str],
     def f(x: Mapping[str, np.ndarray], offsets: list) -> np.ndarray:
         values = []
         for start in range(0, len(offsets), rows):
-            chunk = offsets[start:start + rows]
-            stacks = [_points(x[w], [(None if u is None else u[w], e) for u, e in chunk])
-                      for w in wrt]
+            chunk = offsets[start : start + rows]
+            stacks = [
+                _points(x[w], [(None if u is None else u[w], e) for u, e in chunk]) for w in wrt
+            ]
             with np.errstate(all="ignore"):
                 out = forward(*stacks)
             values.append(np.sum(out * cotangent, axis=tuple(range(1, out.ndim))))
         return np.concatenate(values)
+
     return f
 
 
@@ -207,7 +246,7 @@ def _points(x: np.ndarray, offsets: list) -> np.ndarray:
     """x + e u for each (u, e) (u None: x), stacked, written in place (no copy per point)."""
     stack = np.empty((len(offsets),) + x.shape)
     for i, (u, e) in enumerate(offsets):
-        row = stack[i:i + 1].reshape(x.shape)         # a view, also of a 0-d input
+        row = stack[i : i + 1].reshape(x.shape)  # a view, also of a 0-d input
         if u is None:
             row[...] = x
         else:

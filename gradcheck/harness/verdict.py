@@ -3,6 +3,7 @@
 Adding a verdict is one member here, in rank order; every table, report and front end
 reads its name, rank, color and whether it fails a run from this enum.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -10,12 +11,13 @@ from enum import Enum
 
 class Verdict(str, Enum):
     """A `str`, so that rows, CSV cells and DataFrame columns hold the plain name."""
+
     # (name, fails the run, color in a terminal), worst first: this order ranks every table
-    ERROR = "ERROR", True, "bold red"           # an engine raised or timed out
-    NONFINITE = "NONFINITE", True, "bold red"   # NaN or Inf in a value or gradient
-    FAIL = "FAIL", True, "bold red"             # a pair of sources disagrees
-    SKIP = "SKIP", False, "yellow"              # fewer than two sources could be compared
-    NONDIFF = "NONDIFF", False, "yellow"        # an input on a kink: disagreement is allowed
+    ERROR = "ERROR", True, "bold red"  # an engine raised or timed out
+    NONFINITE = "NONFINITE", True, "bold red"  # NaN or Inf in a value or gradient
+    FAIL = "FAIL", True, "bold red"  # a pair of sources disagrees
+    SKIP = "SKIP", False, "yellow"  # fewer than two sources could be compared
+    NONDIFF = "NONDIFF", False, "yellow"  # an input on a kink: disagreement is allowed
     PASS = "PASS", False, "green"
 
     def __new__(cls, name: str, failing: bool, style: str):

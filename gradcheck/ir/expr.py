@@ -8,6 +8,7 @@ attribute access, other strings, computed indices, lambdas, comprehensions, comp
 is refused with the column where it starts. Limits on length and depth come first, so
 hostile text cannot exhaust the parser or our recursion.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,7 +29,7 @@ class ExprError(ValueError):
     def __init__(self, message: str, col: int | None = None):
         super().__init__(message)
         self.message = message
-        self.col = col          # 1-based column in the expression, when known
+        self.col = col  # 1-based column in the expression, when known
 
     def __str__(self) -> str:
         return self.message if self.col is None else f"{self.message} (at column {self.col})"
@@ -64,7 +65,7 @@ def parse(text: str) -> Expr:
         raise ExprError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
     _check_nesting(text)
     try:
-        with warnings.catch_warnings():     # "invalid decimal literal" and the like
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like
             warnings.simplefilter("ignore", SyntaxWarning)
             tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
@@ -118,7 +119,7 @@ def _lower_constant(node: ast.Constant) -> Num:
         raise ExprError(f"constant {_short(node.value)} is not a number", _col(node))
     try:
         value = float(node.value)
-    except OverflowError:               # an integer literal with hundreds of digits
+    except OverflowError:  # an integer literal with hundreds of digits
         raise ExprError(f"constant {_short(node.value)} is too large", _col(node)) from None
     if not math.isfinite(value):
         raise ExprError(f"constant {_short(node.value)} is not finite", _col(node))
@@ -145,7 +146,7 @@ def _lower_unaryop(node: ast.UnaryOp) -> Expr:
     if op is None:
         raise ExprError(f"operator {type(node.op).__name__} is not allowed", _col(node))
     operand = _lower(node.operand)
-    if isinstance(operand, Num):        # fold literal negatives: 2 ** -1, x * -0.5
+    if isinstance(operand, Num):  # fold literal negatives: 2 ** -1, x * -0.5
         return Num(-operand.value, operand.col - 1)
     return Call(op, (operand,), (), _col(node))
 
@@ -157,7 +158,7 @@ def _lower_call(node: ast.Call) -> Call:
     for kw in node.keywords:
         if kw.arg is None:
             raise ExprError("**kwargs is not allowed", _col(kw.value))
-        if kw.arg in seen:           # ast.parse accepts this; only Python's compiler refuses it
+        if kw.arg in seen:  # ast.parse accepts this; only Python's compiler refuses it
             raise ExprError(f"keyword argument {kw.arg!r} is repeated", _col(kw.value))
         seen.add(kw.arg)
     kwargs = tuple((kw.arg, _constant(kw.value)) for kw in node.keywords)
@@ -175,9 +176,11 @@ def _is_string(node: ast.AST) -> bool:
 def _subscripts(node: ast.Constant) -> str:
     """einsum's subscripts, the one string the language admits: letters, commas, '->'."""
     if len(node.value) > MAX_SUBSCRIPTS or not set(node.value) <= SUBSCRIPT_CHARS:
-        raise ExprError(f"einsum subscripts take letters, commas, spaces and '->' "
-                        f"(at most {MAX_SUBSCRIPTS} characters), got {_short(node.value)}",
-                        _col(node))
+        raise ExprError(
+            f"einsum subscripts take letters, commas, spaces and '->' "
+            f"(at most {MAX_SUBSCRIPTS} characters), got {_short(node.value)}",
+            _col(node),
+        )
     return node.value
 
 
@@ -190,8 +193,12 @@ def _lower_subscript(node: ast.Subscript) -> Call:
 
 def _index_entry(node: ast.AST):
     if isinstance(node, ast.Slice):
-        return slice(*(None if part is None else _index_int(part)
-                       for part in (node.lower, node.upper, node.step)))
+        return slice(
+            *(
+                None if part is None else _index_int(part)
+                for part in (node.lower, node.upper, node.step)
+            )
+        )
     if isinstance(node, ast.Constant) and (node.value is None or node.value is Ellipsis):
         return node.value
     return _index_int(node)
@@ -200,36 +207,54 @@ def _index_entry(node: ast.AST):
 def _index_int(node: ast.AST) -> int:
     value = _lower(node)
     if not isinstance(value, Num) or not value.value.is_integer():
-        raise ExprError("an index takes constant integers, slices of them, ... and None",
-                        _col(node))
+        raise ExprError(
+            "an index takes constant integers, slices of them, ... and None", _col(node)
+        )
     return int(value.value)
 
 
 def _constant(node: ast.AST):
     """A keyword argument: a number, a list of numbers (nested allowed), True/False or None."""
     if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, bool)):
-        return node.value           # None, or a flag such as keepdims=True
+        return node.value  # None, or a flag such as keepdims=True
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_constant(e) for e in node.elts]
     value = _lower(node)
     if not isinstance(value, Num):
-        raise ExprError("keyword arguments take constants only: numbers, lists of numbers, None",
-                        _col(node))
+        raise ExprError(
+            "keyword arguments take constants only: numbers, lists of numbers, None", _col(node)
+        )
     return int(value.value) if value.value.is_integer() else value.value
 
 
 def _describe(node: ast.AST) -> str:
-    names = {ast.Attribute: "attribute access",
-             ast.Lambda: "lambda", ast.ListComp: "a comprehension",
-             ast.GeneratorExp: "a comprehension", ast.DictComp: "a comprehension",
-             ast.SetComp: "a comprehension", ast.Compare: "a comparison",
-             ast.BoolOp: "a boolean operator", ast.IfExp: "a conditional",
-             ast.Starred: "unpacking", ast.NamedExpr: "assignment",
-             ast.JoinedStr: "a string", ast.Await: "await",
-             ast.List: "a list (only keyword arguments take lists)",
-             ast.Tuple: "a tuple", ast.Set: "a set", ast.Dict: "a dict"}
+    names = {
+        ast.Attribute: "attribute access",
+        ast.Lambda: "lambda",
+        ast.ListComp: "a comprehension",
+        ast.GeneratorExp: "a comprehension",
+        ast.DictComp: "a comprehension",
+        ast.SetComp: "a comprehension",
+        ast.Compare: "a comparison",
+        ast.BoolOp: "a boolean operator",
+        ast.IfExp: "a conditional",
+        ast.Starred: "unpacking",
+        ast.NamedExpr: "assignment",
+        ast.JoinedStr: "a string",
+        ast.Await: "await",
+        ast.List: "a list (only keyword arguments take lists)",
+        ast.Tuple: "a tuple",
+        ast.Set: "a set",
+        ast.Dict: "a dict",
+    }
     return names.get(type(node), type(node).__name__)
 
 
-_LOWER = {ast.Name: _lower_name, ast.Constant: _lower_constant, ast.BinOp: _lower_binop,
-          ast.UnaryOp: _lower_unaryop, ast.Call: _lower_call, ast.Subscript: _lower_subscript}
+_LOWER = {
+    ast.Name: _lower_name,
+    ast.Constant: _lower_constant,
+    ast.BinOp: _lower_binop,
+    ast.UnaryOp: _lower_unaryop,
+    ast.Call: _lower_call,
+    ast.Subscript: _lower_subscript,
+}

@@ -12,6 +12,7 @@ an integer literal in integer arithmetic becomes int64 (the dtype of an integer 
 No op of any engine table sees mixed integer and float operands, so none promotes
 (numpy's int64 * float32 is float64; torch's int64 / int64 is float32 in a float64 case).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,14 +26,14 @@ FLOAT, INT = "float", "int"
 # A literal 0 of the case's dtype that every engine holds like any other constant: the dtype
 # integer data takes where it enters a float op ('#' keeps it apart from any user name)
 FLOAT_LIKE = "#float"
-MAX_NODES = 5000     # shape inference and every engine walk the node list; keep it bounded
+MAX_NODES = 5000  # shape inference and every engine walk the node list; keep it bounded
 
 
 @dataclass(frozen=True)
 class Leaf:
     name: str
     shape: Shape
-    kind: str = FLOAT            # FLOAT inputs may be differentiated; INT inputs are data
+    kind: str = FLOAT  # FLOAT inputs may be differentiated; INT inputs are data
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,8 @@ class Node:
     args: tuple[str, ...]
     attrs: Mapping[str, Any]
     shape: Shape
-    step: str                    # the case step this node came from (for messages)
-    kind: str = FLOAT            # INT: integer data, computed from integer data alone
+    step: str  # the case step this node came from (for messages)
+    kind: str = FLOAT  # INT: integer data, computed from integer data alone
     # (operand position, name of the value whose dtype that operand takes), applied by every
     # interpreter before the op runs (`operands`): integer data entering a float op, an
     # integer literal entering integer arithmetic
@@ -155,18 +156,27 @@ class _Lowering:
             name = self._const(expr)
         else:
             name = self._call(expr, final)
-        if final and name != self.step:     # a step that is just a name or a number
+        if final and name != self.step:  # a step that is just a name or a number
             args = (name, self._const(Num(0.0, 0)))
-            self._add(self.step, "add", args, {}, self.graph.shape_of(name),
-                      *self._kind(OPS["add"], args, expr))
+            self._add(
+                self.step,
+                "add",
+                args,
+                {},
+                self.graph.shape_of(name),
+                *self._kind(OPS["add"], args, expr),
+            )
             name = self.step
         return name
 
     def _ref(self, expr: Ref) -> str:
         if expr.name not in self.kinds:
-            defined = [k for k in self.kinds if "#" not in k]       # not the hidden nodes
-            raise GraphError(f"name {expr.name!r} is not defined{did_you_mean(expr.name, defined, 20)}",
-                             self.step, expr.col)
+            defined = [k for k in self.kinds if "#" not in k]  # not the hidden nodes
+            raise GraphError(
+                f"name {expr.name!r} is not defined{did_you_mean(expr.name, defined, 20)}",
+                self.step,
+                expr.col,
+            )
         return expr.name
 
     def _const(self, expr: Num) -> str:
@@ -176,14 +186,15 @@ class _Lowering:
         whole = float(expr.value).is_integer()
         name = f"{self.step}#{'i' if whole else 'c'}{len(self.graph.consts)}"
         self.graph.consts[name] = expr.value
-        self.kinds[name] = FLOAT            # not integer data: an index must be an input
+        self.kinds[name] = FLOAT  # not integer data: an index must be an input
         return name
 
     def _call(self, expr: Call, final: bool) -> str:
         spec = OPS.get(expr.op)
         if spec is None:
-            raise GraphError(f"unknown op {expr.op!r}{did_you_mean(expr.op, OPS, 100)}",
-                             self.step, expr.col)
+            raise GraphError(
+                f"unknown op {expr.op!r}{did_you_mean(expr.op, OPS, 100)}", self.step, expr.col
+            )
         operands, attrs = self._split(spec, expr)
         args = tuple(self.lower(a) for a in operands)
         kind, casts = self._kind(spec, args, expr)
@@ -195,8 +206,9 @@ class _Lowering:
             raise GraphError(f"{spec.name}: {e}", self.step, expr.col) from None
         except (ArithmeticError, TypeError, ValueError) as e:
             # hostile attributes (shape=[1e300]) can break a shape rule's arithmetic itself
-            raise GraphError(f"{spec.name}: invalid arguments ({type(e).__name__}: {e})",
-                             self.step, expr.col) from None
+            raise GraphError(
+                f"{spec.name}: invalid arguments ({type(e).__name__}: {e})", self.step, expr.col
+            ) from None
         self.count += 1
         name = self.step if final else f"{self.step}#{self.count}"
         return self._add(name, spec.name, args, attrs, shape, kind, casts)
@@ -206,13 +218,19 @@ class _Lowering:
         of a fixed-arity op (`expand_dims(x, 0)`, `take_along_axis(s, y, 1)`)."""
         operands, extra = expr.args, ()
         if not spec.variadic:
-            operands, extra = expr.args[:spec.arity], expr.args[spec.arity:]
+            operands, extra = expr.args[: spec.arity], expr.args[spec.arity :]
         names = [k for k in spec.attrs if k not in dict(expr.kwargs)]
-        if (not spec.takes(len(operands)) or len(extra) > len(names)
-                or not all(isinstance(e, Num) for e in extra)):
+        if (
+            not spec.takes(len(operands))
+            or len(extra) > len(names)
+            or not all(isinstance(e, Num) for e in extra)
+        ):
             least = "at least " if spec.variadic else ""
-            raise GraphError(f"{spec.name} takes {least}{spec.arity} argument(s), got "
-                             f"{len(expr.args)}", self.step, expr.col)
+            raise GraphError(
+                f"{spec.name} takes {least}{spec.arity} argument(s), got {len(expr.args)}",
+                self.step,
+                expr.col,
+            )
         positional = {k: _constant(e) for k, e in zip(names, extra)}
         return operands, self._attrs(spec, expr, positional)
 
@@ -221,14 +239,18 @@ class _Lowering:
         unknown = sorted(set(given) - set(spec.attrs))
         if unknown:
             allowed = ", ".join(spec.attrs) or "none"
-            raise GraphError(f"{spec.name} has no keyword argument {unknown[0]!r}"
-                             f"{did_you_mean(unknown[0], spec.attrs)} (allowed: {allowed})",
-                             self.step, expr.col)
+            raise GraphError(
+                f"{spec.name} has no keyword argument {unknown[0]!r}"
+                f"{did_you_mean(unknown[0], spec.attrs)} (allowed: {allowed})",
+                self.step,
+                expr.col,
+            )
         attrs = {**spec.attrs, **given}
         missing = [k for k, v in attrs.items() if v is REQUIRED]
         if missing:
-            raise GraphError(f"{spec.name} needs {missing[0]}= (as in {spec.signature})",
-                             self.step, expr.col)
+            raise GraphError(
+                f"{spec.name} needs {missing[0]}= (as in {spec.signature})", self.step, expr.col
+            )
         return attrs
 
     def _kind(self, spec: OpSpec, args: tuple[str, ...], expr) -> tuple[str, tuple]:
@@ -241,9 +263,12 @@ class _Lowering:
         ints = [a for _, a in data if self.kinds[a] == INT]
         if ints and not spec.int_data:
             i = next(i for i, a in data if a in ints)
-            raise GraphError(f"{spec.name} argument {i + 1} ({args[i]}) must be float data, "
-                             f"got int: integer data enters only {int_data_ops()}",
-                             self.step, expr.col)
+            raise GraphError(
+                f"{spec.name} argument {i + 1} ({args[i]}) must be float data, "
+                f"got int: integer data enters only {int_data_ops()}",
+                self.step,
+                expr.col,
+            )
         kept = spec.int_data == INT_KEPT and all(a in ints or self._whole(a) for _, a in data)
         if ints and kept:
             return INT, tuple((i, ints[0]) for i, a in data if a not in ints)
@@ -254,8 +279,12 @@ class _Lowering:
     def _check_int_slots(self, spec: OpSpec, args: tuple[str, ...], expr) -> None:
         for i in spec.int_args:
             if self.kinds[args[i]] != INT:
-                raise GraphError(f"{spec.name} argument {i + 1} ({args[i]}) must be int data, "
-                                 f"got {self.kinds[args[i]]}", self.step, expr.col)
+                raise GraphError(
+                    f"{spec.name} argument {i + 1} ({args[i]}) must be int data, "
+                    f"got {self.kinds[args[i]]}",
+                    self.step,
+                    expr.col,
+                )
 
     def _whole(self, name: str) -> bool:
         return name in self.graph.consts and float(self.graph.consts[name]).is_integer()

@@ -4,6 +4,7 @@ Everything here is plain data and pickles, so a case can run in a worker process
 Random inputs are seeded (per input, or stably from the case and input names), so a case
 gives the same numbers on every run and machine.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -76,14 +77,23 @@ class Case:
     def details(self) -> dict:
         """What a report shows about the case beside its numbers."""
         m = self.model
-        return {"description": m.description, "source": m.source or "", "tags": list(m.tags),
-                "steps": m.steps(), "wrt": self.wrt, "file": self.file, "line": self.line}
+        return {
+            "description": m.description,
+            "source": m.source or "",
+            "tags": list(m.tags),
+            "steps": m.steps(),
+            "wrt": self.wrt,
+            "file": self.file,
+            "line": self.line,
+        }
 
     def arrays(self, dtype: str) -> dict[str, np.ndarray]:
         """The inputs: made in float64 from their seeds, then rounded to `dtype` (a name of
         `gradcheck.dtypes.DTYPES`: bfloat16 arrays are `ml_dtypes.bfloat16`)."""
-        return {name: _cast(make_array(self.name, name, spec), dtype)
-                for name, spec in self.model.inputs.items()}
+        return {
+            name: _cast(make_array(self.name, name, spec), dtype)
+            for name, spec in self.model.inputs.items()
+        }
 
     def cotangent(self, dtype: str) -> np.ndarray:
         """1 for a scalar output; else a seeded random cotangent (a VJP check)."""
@@ -102,8 +112,9 @@ def make_array(case: str, name: str, spec) -> np.ndarray:
     if isinstance(spec, ValueInput):
         return np.asarray(spec.value, dtype=np.int64 if spec.dtype == "int64" else np.float64)
     if isinstance(spec, RandomInput):
-        return _random(spec, np.random.default_rng(
-            stable_seed(case, name) if spec.seed is None else spec.seed))
+        return _random(
+            spec, np.random.default_rng(stable_seed(case, name) if spec.seed is None else spec.seed)
+        )
     return np.asarray(spec, dtype=np.float64)
 
 

@@ -1,4 +1,5 @@
 """Load case files: YAML -> validated model -> compiled graph, or one clear error per case."""
+
 from __future__ import annotations
 
 import math
@@ -17,14 +18,16 @@ from .models import CaseModel, Expect, RandomInput, Tolerance, ValueInput
 from .uses import check_uses
 from .yaml_lines import YamlError, documents
 
-MAX_ELEMENTS = 10_000_000        # per input or step; refused before anything is allocated
-MAX_FILE_BYTES = 4_000_000       # far above any real case; bounds what the YAML parser reads
-MAX_INPUTS = 1000                # per case: fd differentiates each one; a real case has a few
-MAX_JACOBIAN_ROWS = 4096         # output elements of a `jacobian: true` case, one VJP each
+MAX_ELEMENTS = 10_000_000  # per input or step; refused before anything is allocated
+MAX_FILE_BYTES = 4_000_000  # far above any real case; bounds what the YAML parser reads
+MAX_INPUTS = 1000  # per case: fd differentiates each one; a real case has a few
+MAX_JACOBIAN_ROWS = 4096  # output elements of a `jacobian: true` case, one VJP each
 SUFFIXES = (".yaml", ".yml")
 
 
-def load_cases(paths: Iterable[str | Path] = ("cases",), max_elements: int = MAX_ELEMENTS) -> list[Case]:
+def load_cases(
+    paths: Iterable[str | Path] = ("cases",), max_elements: int = MAX_ELEMENTS
+) -> list[Case]:
     """Every case under `paths` (files or folders), or `CaseErrors` listing each bad one."""
     cases, errors = [], []
     for file in discover(paths, errors):
@@ -44,7 +47,7 @@ def discover(paths: Iterable[str | Path], errors: list[CaseError]) -> list[Path]
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES))
         elif path.exists():
-            files.append(path)      # read_case_file refuses what is not a regular file
+            files.append(path)  # read_case_file refuses what is not a regular file
         else:
             errors.append(CaseError("no such file or folder", path))
     return files
@@ -77,8 +80,9 @@ def read_case_file(file: Path) -> bytes:
     return data
 
 
-def load_text(text: str, file: str | Path = "<text>",
-              max_elements: int = MAX_ELEMENTS) -> list[Case]:
+def load_text(
+    text: str, file: str | Path = "<text>", max_elements: int = MAX_ELEMENTS
+) -> list[Case]:
     """The cases in one file's text; `file` only names it in messages."""
     try:
         docs = [d for d in documents(text) if d[0] is not None]
@@ -87,7 +91,7 @@ def load_text(text: str, file: str | Path = "<text>",
     if not docs:
         raise CaseError("the file holds no case (it is empty or only comments)", file)
     cases, errors = [], []
-    for data, lines, first in docs:          # every case's problems, not only the first's
+    for data, lines, first in docs:  # every case's problems, not only the first's
         try:
             cases.append(compile_case(data, lines, Path(file), first, max_elements))
         except CaseError as e:
@@ -97,8 +101,9 @@ def load_text(text: str, file: str | Path = "<text>",
     return cases
 
 
-def compile_case(data, lines: dict, file: Path, first_line: int,
-                 max_elements: int = MAX_ELEMENTS) -> Case:
+def compile_case(
+    data, lines: dict, file: Path, first_line: int, max_elements: int = MAX_ELEMENTS
+) -> Case:
     name = data.get("name") if isinstance(data, dict) else None
     name = name if isinstance(name, str) else None
 
@@ -112,8 +117,11 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     except ValidationError as e:
         raise CaseErrors.of([fail(*problem) for problem in _problems(e)]) from None
     if len(model.inputs) > MAX_INPUTS:
-        raise fail(f"the case has {len(model.inputs)} inputs; the limit is {MAX_INPUTS} "
-                   "(stack scalars into one tensor input)", ("inputs",))
+        raise fail(
+            f"the case has {len(model.inputs)} inputs; the limit is {MAX_INPUTS} "
+            "(stack scalars into one tensor input)",
+            ("inputs",),
+        )
     leaves = {k: _leaf(k, spec, max_elements, fail) for k, spec in model.inputs.items()}
     try:
         graph = build_graph(model.steps(), leaves)
@@ -122,8 +130,12 @@ def compile_case(data, lines: dict, file: Path, first_line: int,
     _check_sizes(model, graph, max_elements, fail)
     _check_jacobian(model, graph, fail)
     wrt = _wrt(model, leaves, fail)
-    check_uses(model, graph, wrt, lambda message, step: fail(f"step {step!r}: {message}",
-                                                              _step_path(model, step)))
+    check_uses(
+        model,
+        graph,
+        wrt,
+        lambda message, step: fail(f"step {step!r}: {message}", _step_path(model, step)),
+    )
     _check_expect(model, graph, wrt, fail)
     return Case(model, graph, wrt, str(file), _line(lines, ()) or first_line)
 
@@ -137,20 +149,24 @@ def _leaf(name: str, spec, max_elements: int, fail) -> Leaf:
         if isinstance(spec, ValueInput) and spec.dtype == "int64":
             kind = INT
             _check_integers(name, value, fail)
-    size = math.prod(shape)          # exact: shapes may hold huge integers
+    size = math.prod(shape)  # exact: shapes may hold huge integers
     if size > max_elements:
-        raise fail(f"input {name!r} has {_count(size)} elements; the limit is {max_elements}",
-                   ("inputs", name))
+        raise fail(
+            f"input {name!r} has {_count(size)} elements; the limit is {max_elements}",
+            ("inputs", name),
+        )
     return Leaf(name, shape, kind)
 
 
 def _check_integers(name: str, value, fail) -> None:
     values = np.asarray(value, dtype=np.float64)
-    with np.errstate(invalid="ignore"):         # inf and nan are refused below, quietly
+    with np.errstate(invalid="ignore"):  # inf and nan are refused below, quietly
         whole = np.equal(np.mod(values, 1), 0)
-    if not np.all(whole) or np.any(np.abs(values) >= 2.0 ** 63):
-        raise fail(f"input {name!r}: int64 values must be whole numbers that fit in 64 bits",
-                   ("inputs", name))
+    if not np.all(whole) or np.any(np.abs(values) >= 2.0**63):
+        raise fail(
+            f"input {name!r}: int64 values must be whole numbers that fit in 64 bits",
+            ("inputs", name),
+        )
 
 
 def _check_sizes(model: CaseModel, graph, max_elements: int, fail) -> None:
@@ -158,26 +174,30 @@ def _check_sizes(model: CaseModel, graph, max_elements: int, fail) -> None:
     for node in graph.nodes:
         size = math.prod(node.shape)
         if size > max_elements:
-            raise fail(f"step {node.step!r}: {node.op} makes an array of shape "
-                       f"{_dims(node.shape)} ({_count(size)} elements); the limit is {max_elements}",
-                       _step_path(model, node.step))
+            raise fail(
+                f"step {node.step!r}: {node.op} makes an array of shape "
+                f"{_dims(node.shape)} ({_count(size)} elements); the limit is {max_elements}",
+                _step_path(model, node.step),
+            )
 
 
 def _check_jacobian(model: CaseModel, graph, fail) -> None:
     rows = math.prod(graph.output_shape)
     if model.jacobian and rows > MAX_JACOBIAN_ROWS:
-        raise fail(f"jacobian: true asks for {_count(rows)} rows (one per output element); the "
-                   f"limit is {MAX_JACOBIAN_ROWS}: check a VJP instead (drop `jacobian`)",
-                   ("jacobian",))
+        raise fail(
+            f"jacobian: true asks for {_count(rows)} rows (one per output element); the "
+            f"limit is {MAX_JACOBIAN_ROWS}: check a VJP instead (drop `jacobian`)",
+            ("jacobian",),
+        )
 
 
 def _count(size: int) -> str:
     # str() of an int with thousands of digits raises; such a count needs no precision
-    return str(size) if size < 10 ** 18 else "more than 10^18"
+    return str(size) if size < 10**18 else "more than 10^18"
 
 
 def _dims(shape) -> str:
-    return str(list(shape)) if all(d < 10 ** 18 for d in shape) else "[...]"
+    return str(list(shape)) if all(d < 10**18 for d in shape) else "[...]"
 
 
 def _step_path(model: CaseModel, step: str) -> tuple:
@@ -188,8 +208,9 @@ def _literal_shape(value, fail, name) -> tuple[int, ...]:
     try:
         return np.asarray(value, dtype=np.float64).shape
     except (ValueError, OverflowError):
-        raise fail(f"input {name!r} is not a rectangular array of numbers",
-                   ("inputs", name)) from None
+        raise fail(
+            f"input {name!r} is not a rectangular array of numbers", ("inputs", name)
+        ) from None
 
 
 def _wrt(model: CaseModel, leaves: dict[str, Leaf], fail) -> list[str]:
@@ -199,8 +220,10 @@ def _wrt(model: CaseModel, leaves: dict[str, Leaf], fail) -> list[str]:
         if name not in leaves:
             raise fail(f"wrt names {name!r}, which is not an input", ("wrt", i))
         if leaves[name].kind == INT:
-            raise fail(f"wrt names {name!r}, an integer input: integer data is never "
-                       "differentiated", ("wrt", i))
+            raise fail(
+                f"wrt names {name!r}, an integer input: integer data is never differentiated",
+                ("wrt", i),
+            )
     if len(set(model.wrt)) != len(model.wrt) or not model.wrt:
         raise fail("wrt must name each input at most once, and at least one", ("wrt",))
     return list(model.wrt)
@@ -212,16 +235,21 @@ def _check_expect(model: CaseModel, graph, wrt: list[str], fail) -> None:
         return
     out_shape = graph.output_shape
     if model.jacobian and expect.grad:
-        raise fail("expect.grad is for VJP checks; a jacobian case can expect only value",
-                   ("expect", "grad"))
+        raise fail(
+            "expect.grad is for VJP checks; a jacobian case can expect only value",
+            ("expect", "grad"),
+        )
     if expect.value is not None:
         _check_shape(expect.value, out_shape, "expect.value", ("expect", "value"), fail)
     for name, grad in expect.grad.items():
         if name not in wrt:
-            raise fail(f"expect.grad names {name!r}, which is not differentiated (wrt: "
-                       f"{', '.join(wrt)})", ("expect", "grad", name))
-        _check_shape(grad, graph.inputs[name].shape, f"expect.grad.{name}",
-                     ("expect", "grad", name), fail)
+            raise fail(
+                f"expect.grad names {name!r}, which is not differentiated (wrt: {', '.join(wrt)})",
+                ("expect", "grad", name),
+            )
+        _check_shape(
+            grad, graph.inputs[name].shape, f"expect.grad.{name}", ("expect", "grad", name), fail
+        )
 
 
 def _check_shape(value, shape, what: str, path: tuple, fail) -> None:
@@ -235,9 +263,15 @@ def _duplicates(cases: list[Case]) -> list[CaseError]:
     errors = []
     for case in cases:
         if case.name in seen:
-            errors.append(CaseError(f"duplicate case name, also defined in "
-                                    f"{seen[case.name].file}:{seen[case.name].line}",
-                                    case.file, case.name, case.line))
+            errors.append(
+                CaseError(
+                    f"duplicate case name, also defined in "
+                    f"{seen[case.name].file}:{seen[case.name].line}",
+                    case.file,
+                    case.name,
+                    case.line,
+                )
+            )
         seen.setdefault(case.name, case)
     return errors
 
@@ -263,10 +297,13 @@ def _message(problem: dict) -> tuple[str, tuple]:
         return f"unknown key {where!r}{_suggestion(path, problem)}", path
     if problem["type"] == "missing":
         return f"missing key {where!r}", path
-    if path == ("expr",) or (len(path) == 2 and path[0] == "graph"):     # one step's text
+    if path == ("expr",) or (len(path) == 2 and path[0] == "graph"):  # one step's text
         return f"{where}: expected an expression (text), got {_got(problem['input'])}", path
     if _nested_number(problem["loc"]):
-        return f"{where}: expected a number or a list of numbers, got {_got(problem['input'])}", path
+        return (
+            f"{where}: expected a number or a list of numbers, got {_got(problem['input'])}",
+            path,
+        )
     return f"{where}: {problem['msg'].removeprefix('Value error, ')}", path
 
 
@@ -277,8 +314,10 @@ def _deepest(problems: list[dict]) -> dict:
 
 
 def _nested_number(loc: tuple) -> bool:
-    return any(isinstance(part, str) and part.startswith("list[") for part in loc) or \
-        loc[-1:] in (("int",), ("float",))
+    return any(isinstance(part, str) and part.startswith("list[") for part in loc) or loc[-1:] in (
+        ("int",),
+        ("float",),
+    )
 
 
 def _got(value) -> str:
@@ -317,11 +356,14 @@ def _clean_loc(loc: tuple) -> tuple:
     if len(loc) > 1 and loc[0] == "expect":
         keep = 2 if loc[1] == "value" else 3
         return loc[:keep] + _unlabelled(loc[keep:])
-    if loc[:1] in (("expr",), ("graph",)):       # a step is text or a number: drop 'str'
-        return loc[:1 if loc[0] == "expr" else 2]
+    if loc[:1] in (("expr",), ("graph",)):  # a step is text or a number: drop 'str'
+        return loc[: 1 if loc[0] == "expr" else 2]
     return loc
 
 
 def _unlabelled(parts: tuple) -> tuple:
-    return tuple(p for p in parts if not (p in ("int", "float") or
-                                          isinstance(p, str) and p.startswith("list[")))
+    return tuple(
+        p
+        for p in parts
+        if not (p in ("int", "float") or isinstance(p, str) and p.startswith("list["))
+    )

@@ -1,12 +1,22 @@
 """The case format as pydantic models: unknown keys are errors, messages name the key."""
+
 from __future__ import annotations
 
 import re
 from typing import Annotated, Literal, Optional, Union
 
 from typing_extensions import TypeAliasType
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, Tag,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from ..dtypes import DTYPES
 from ..ir.ops import expression_help
@@ -24,26 +34,32 @@ class Strict(BaseModel):
 # Parameters of random inputs: finite, and small enough that numpy's generators accept
 # them (a huge `high - low` or a negative seed would only fail later, inside a run).
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e15, le=1e15)]
-INT64_MAX = 2 ** 63 - 1
+INT64_MAX = 2**63 - 1
 
 
 class RandomInput(Strict):
     """A seeded random tensor; `randint` makes integer data (labels); `bernoulli` floats 0
     and 1, each 1 with probability `p` (a fixed dropout mask)."""
+
     shape: list[Annotated[int, Field(ge=0)]] = Field(description="the tensor's shape, e.g. [2, 3]")
     init: Literal["normal", "uniform", "zeros", "ones", "randint", "bernoulli"] = Field(
-        "normal", description="how to fill it: normal (times scale), uniform in [low, high), "
+        "normal",
+        description="how to fill it: normal (times scale), uniform in [low, high), "
         "zeros, ones (times scale), randint in [low, high) as int64 data, or bernoulli: "
-        "floats 0 and 1, each 1 with probability p")
+        "floats 0 and 1, each 1 with probability p",
+    )
     seed: Optional[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(
-        None, description="random seed; default: derived from the case and input names")
+        None, description="random seed; default: derived from the case and input names"
+    )
     scale: Finite = Field(1.0, description="standard deviation for normal, value for ones")
     low: Finite = Field(-1.0, description="lower bound for uniform and randint")
     high: Finite = Field(1.0, description="upper bound (excluded) for uniform and randint")
     dtype: Literal["float", "int64"] = Field(
-        "float", description="int64 marks integer data (labels), never differentiated")
+        "float", description="int64 marks integer data (labels), never differentiated"
+    )
     p: Optional[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
-        None, description="for bernoulli: the probability of a 1")
+        None, description="for bernoulli: the probability of a 1"
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -56,15 +72,19 @@ class RandomInput(Strict):
         if self.init in ("uniform", "randint") and not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.init == "randint" and not (self.low.is_integer() and self.high.is_integer()):
-            raise ValueError(f"randint needs whole-number low and high, got {self.low}, {self.high}")
+            raise ValueError(
+                f"randint needs whole-number low and high, got {self.low}, {self.high}"
+            )
         return self
 
 
 class ValueInput(Strict):
     """A literal tensor with an explicit kind: `dtype: int64` marks data (labels)."""
+
     value: Nested = Field(description="a number or a nested list of numbers")
     dtype: Literal["float", "int64"] = Field(
-        "float", description="int64 marks integer data (labels), never differentiated")
+        "float", description="int64 marks integer data (labels), never differentiated"
+    )
 
 
 def _input_kind(v) -> str:
@@ -74,56 +94,79 @@ def _input_kind(v) -> str:
 
 
 InputModel = Annotated[
-    Union[Annotated[Nested, Tag("literal")], Annotated[ValueInput, Tag("value")],
-          Annotated[RandomInput, Tag("random")]],
+    Union[
+        Annotated[Nested, Tag("literal")],
+        Annotated[ValueInput, Tag("value")],
+        Annotated[RandomInput, Tag("random")],
+    ],
     Discriminator(_input_kind),
 ]
 
 
 class Tolerance(Strict):
     """Overrides of the comparator's tolerances for this case."""
+
     rtol: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
-        None, description="relative tolerance")
+        None, description="relative tolerance"
+    )
     atol: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
-        None, description="absolute tolerance, relative to the largest magnitude compared")
+        None, description="absolute tolerance, relative to the largest magnitude compared"
+    )
 
 
 class Expect(Strict):
     """Hand-derived numbers, compared with every engine as a source of their own."""
+
     value: Optional[Nested] = Field(None, description="the output's value")
-    grad: dict[str, Nested] = Field({}, description="input name -> its gradient (for a "
-                                    "non-scalar output: the vector-Jacobian product)")
+    grad: dict[str, Nested] = Field(
+        {},
+        description="input name -> its gradient (for a "
+        "non-scalar output: the vector-Jacobian product)",
+    )
 
 
 class CaseModel(Strict):
     """One gradient check: inputs, an expression (or ordered steps), optional hand values."""
-    name: str = Field(pattern=NAME_PATTERN, max_length=120,
-                      description="unique name: lower-case letters, digits, '.', '_', '-'")
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        max_length=120,
+        description="unique name: lower-case letters, digits, '.', '_', '-'",
+    )
     description: str = Field("", description="what the case checks, in words")
     source: Optional[str] = Field(None, description="where the case comes from (a document)")
     tags: list[str] = Field([], description="families and keywords; the first is the family")
     inputs: dict[str, InputModel] = Field(
         description="input name -> a literal number or nested list, {value, dtype}, or a "
-        "seeded random tensor {shape, init, ...}")
+        "seeded random tensor {shape, init, ...}"
+    )
     expr: Optional[Union[str, Number]] = Field(
-        None, description="the output as one expression (instead of graph). " + expression_help())
+        None, description="the output as one expression (instead of graph). " + expression_help()
+    )
     graph: Optional[dict[str, Union[str, Number]]] = Field(
-        None, description="ordered named steps, each an expression; the last is the output "
-        "(instead of expr)")
+        None,
+        description="ordered named steps, each an expression; the last is the output "
+        "(instead of expr)",
+    )
     wrt: Optional[list[str]] = Field(
-        None, description="inputs to differentiate; default: every floating input")
-    dtypes: list[Literal[DTYPES]] = Field(
-        ["float64"], description="dtypes to run the case in")
+        None, description="inputs to differentiate; default: every floating input"
+    )
+    dtypes: list[Literal[DTYPES]] = Field(["float64"], description="dtypes to run the case in")
     tolerance: Optional[Tolerance] = Field(None, description="tolerance overrides")
     expect: Optional[Expect] = Field(None, description="hand-derived value and gradients")
-    jacobian: bool = Field(False, description="check the full Jacobian instead of a VJP "
-                           "with a seeded random cotangent")
+    jacobian: bool = Field(
+        False, description="check the full Jacobian instead of a VJP with a seeded random cotangent"
+    )
     fd_max_elements: Optional[Annotated[int, Field(ge=1)]] = Field(
-        None, description="fd checks every element of an input up to this size; beyond, "
-        "directional checks and a seeded sample")
+        None,
+        description="fd checks every element of an input up to this size; beyond, "
+        "directional checks and a seeded sample",
+    )
     fd_coverage: Optional[Literal["auto", "full", "directional"]] = Field(
-        None, description="how fd covers each input: every element, random directions plus "
-        "a sample, or by size (auto)")
+        None,
+        description="how fd covers each input: every element, random directions plus "
+        "a sample, or by size (auto)",
+    )
 
     @field_validator("inputs", "graph")
     @classmethod
@@ -159,22 +202,29 @@ def case_json_schema() -> dict:
     """The case format as a JSON Schema (draft 2020-12) for editors: exactly one of `expr`
     and `graph`, and a call in an expression must name a known op."""
     from ..ir.ops import OPS
+
     schema = CaseModel.model_json_schema()
     defs = schema.setdefault("$defs", {})
     defs["op"] = {"enum": sorted(OPS), "description": "the ops an expression may call"}
     defs["expression"] = {
-        "type": ["string", "number"], "pattern": _calls_only(sorted(OPS)),
+        "type": ["string", "number"],
+        "pattern": _calls_only(sorted(OPS)),
         "description": "infix + - * / ** @, numbers, input and step names, and calls of "
-                       "the ops in #/$defs/op with constant keyword arguments"}
+        "the ops in #/$defs/op with constant keyword arguments",
+    }
     props = schema["properties"]
     props["expr"] = {"$ref": "#/$defs/expression", "description": props["expr"]["description"]}
-    props["graph"] = {"type": "object", "minProperties": 1,
-                      "additionalProperties": {"$ref": "#/$defs/expression"},
-                      "description": props["graph"]["description"]}
-    one_of = [{"required": [key], "not": {"required": [other]}}
-              for key, other in (("expr", "graph"), ("graph", "expr"))]
-    return {"$schema": JSON_SCHEMA_DIALECT, **schema, "title": "gradcheck case",
-            "oneOf": one_of}
+    props["graph"] = {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {"$ref": "#/$defs/expression"},
+        "description": props["graph"]["description"],
+    }
+    one_of = [
+        {"required": [key], "not": {"required": [other]}}
+        for key, other in (("expr", "graph"), ("graph", "expr"))
+    ]
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema, "title": "gradcheck case", "oneOf": one_of}
 
 
 def _calls_only(ops: list[str]) -> str:

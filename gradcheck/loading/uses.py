@@ -1,6 +1,7 @@
 """Checks of a compiled case against its use of the data, at validate time: integer data in
 range for what it indexes (labels in 0..C-1, indices in range for their axis), and an output
 that depends on something differentiated. Each problem names the step and the value."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -20,8 +21,11 @@ Fail = Callable[[str, str], Exception]
 
 def check_uses(model: CaseModel, graph: Graph, wrt: list[str], fail: Fail) -> None:
     if graph.output not in graph.dependents(wrt):
-        raise fail(f"the output does not depend on any differentiated input "
-                   f"(wrt: {', '.join(wrt)}): there is no gradient to check", graph.output)
+        raise fail(
+            f"the output does not depend on any differentiated input "
+            f"(wrt: {', '.join(wrt)}): there is no gradient to check",
+            graph.output,
+        )
     data = _IntegerData(model, graph)
     for node in graph.nodes:
         spec = OPS[node.op]
@@ -63,9 +67,11 @@ class _IntegerData:
 
     def _values(self) -> dict:
         if self.env is None:
-            self.env = {k: make_array(self.model.name, k, spec)
-                        for k, spec in self.model.inputs.items()
-                        if self.graph.inputs[k].kind == INT}
+            self.env = {
+                k: make_array(self.model.name, k, spec)
+                for k, spec in self.model.inputs.items()
+                if self.graph.inputs[k].kind == INT
+            }
             self.env.update({k: np.asarray(v, np.float64) for k, v in self.graph.consts.items()})
         reference_impls.forward(self.graph, reference_impls.OPS, self.env, self.pending)
         self.pending = []
@@ -75,7 +81,7 @@ class _IntegerData:
 def _value_range(spec) -> tuple[int | None, int | None]:
     """The smallest and largest value integer data can hold (None, None when empty)."""
     if isinstance(spec, RandomInput):
-        return int(spec.low), int(spec.high) - 1         # randint draws from [low, high)
+        return int(spec.low), int(spec.high) - 1  # randint draws from [low, high)
     values = np.asarray(spec.value if isinstance(spec, ValueInput) else spec, dtype=np.float64)
     if values.size == 0:
         return None, None

@@ -1,5 +1,6 @@
 """PyYAML's safe loader, plus what a case file needs from it: the line of every key, a
 refusal of duplicate keys, and a cap on how far aliases may expand (alias bombs)."""
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -37,8 +38,9 @@ def _loader(text: str) -> yaml.SafeLoader:
     except yaml.reader.ReaderError as e:
         # the reader refuses control characters up front, before any mark exists
         line = text.count("\n", 0, max(e.position, 0)) + 1
-        raise YamlError(f"YAML: unacceptable character #x{e.character:04x}: {e.reason}",
-                        line) from None
+        raise YamlError(
+            f"YAML: unacceptable character #x{e.character:04x}: {e.reason}", line
+        ) from None
 
 
 def _check_node(loader) -> bool:
@@ -55,8 +57,9 @@ def _get_node(loader):
         raise _yaml_error(e) from None
     except RecursionError:
         # PyYAML composes nested collections recursively: thousands of `[` exhaust the stack
-        raise YamlError(f"document is nested deeper than {MAX_DEPTH} levels",
-                        loader.get_mark().line + 1) from None
+        raise YamlError(
+            f"document is nested deeper than {MAX_DEPTH} levels", loader.get_mark().line + 1
+        ) from None
 
 
 def _construct(loader, node):
@@ -92,11 +95,12 @@ def _check_expansion(root) -> None:
     """Size of the document with every alias expanded, computed on the shared node graph."""
     sizes: dict[int, int] = {}
     order, stack = [], [(root, 0)]
-    while stack:                      # iterative post-order: deep documents cannot recurse
+    while stack:  # iterative post-order: deep documents cannot recurse
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise YamlError(f"document is nested deeper than {MAX_DEPTH} levels",
-                            node.start_mark.line + 1)
+            raise YamlError(
+                f"document is nested deeper than {MAX_DEPTH} levels", node.start_mark.line + 1
+            )
         if id(node) in sizes:
             continue
         sizes[id(node)] = 0
@@ -105,8 +109,11 @@ def _check_expansion(root) -> None:
     for node in reversed(order):
         sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
         if sizes[id(node)] > MAX_EXPANDED_NODES:
-            raise YamlError(f"document expands to more than {MAX_EXPANDED_NODES} nodes "
-                            "(aliases nested too deep)", node.start_mark.line + 1)
+            raise YamlError(
+                f"document expands to more than {MAX_EXPANDED_NODES} nodes "
+                "(aliases nested too deep)",
+                node.start_mark.line + 1,
+            )
 
 
 def _children(node) -> list:

@@ -18,6 +18,7 @@ keeps the largest error, the input where it occurs and the 99th percentile.
 writes the table (JSON) and prints it as Markdown; `gradcheck.harness.accuracy` reads the
 copy shipped with the package, and the rounding model widens an engine's bound by it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,31 +39,34 @@ from .. import dtypes as dt
 ENGINES = ("numpy", "torch", "jax")
 DIGITS = 50
 POINTS = 2000
-SMALLEST = 1e-6          # the smallest magnitude of a grid (besides 0)
-TAIL = 40.0              # how far the saturating functions are measured
-TRIG_EDGE = 1e5          # sin and cos: argument reduction is measured up to here
+SMALLEST = 1e-6  # the smallest magnitude of a grid (besides 0)
+TAIL = 40.0  # how far the saturating functions are measured
+TRIG_EDGE = 1e5  # sin and cos: argument reduction is measured up to here
 from ..harness.accuracy import SHIPPED  # noqa: E402
 
 
 # --- the ops ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Op:
     """One measured op: the registry's op, its attributes (a constant operand `k` for pow),
     the true function in mpmath, and the domain of the grid as magnitudes per sign
     (`edges(dtype) -> (negative edge or None, positive edge)`)."""
-    name: str                                   # the table's row
-    op: str                                     # the registry's op
+
+    name: str  # the table's row
+    op: str  # the registry's op
     true: Callable[[mpmath.mpf], mpmath.mpf]
     edges: Callable[[dt.DtypeInfo], tuple[float | None, float]]
     attrs: dict = field(default_factory=dict)
-    k: float | None = None                      # pow's exponent (a second operand)
-    near_minus_one: bool = False                # log1p: also points crowding -1
-    zero: bool = True                           # 0 is in the grid where both signs are
+    k: float | None = None  # pow's exponent (a second operand)
+    near_minus_one: bool = False  # log1p: also points crowding -1
+    zero: bool = True  # 0 is in the grid where both signs are
 
 
 def _max(d: dt.DtypeInfo) -> float:
     import ml_dtypes
+
     return float(ml_dtypes.finfo(d.numpy).max)
 
 
@@ -93,6 +97,7 @@ def _root(n):
     def edges(d):
         edge = _max(d) ** (1 / n)
         return edge, edge
+
     return edges
 
 
@@ -112,7 +117,7 @@ def _gelu(x):
     return x * mpmath.erfc(-x / mpmath.sqrt(2)) / 2
 
 
-SLOPE = mpmath.mpf("0.01")          # leaky_relu's default slope, as written, not as rounded
+SLOPE = mpmath.mpf("0.01")  # leaky_relu's default slope, as written, not as rounded
 
 
 def _leaky_relu(x):
@@ -130,35 +135,40 @@ def _clip(x):
 def _power(k):
     def true(x):
         return x ** (mpmath.mpf(1) / 2) if k == 0.5 else x ** int(k)
+
     return true
 
 
-OPS: dict[str, Op] = {op.name: op for op in [
-    Op("neg", "neg", lambda x: -x, _whole_line),
-    Op("exp", "exp", mpmath.exp, _exp_edges),
-    Op("log", "log", mpmath.log, _positive),
-    Op("log1p", "log1p", mpmath.log1p, _log1p_edges, near_minus_one=True),
-    Op("sqrt", "sqrt", mpmath.sqrt, _positive),
-    Op("square", "square", lambda x: x * x, _root(2)),
-    Op("sin", "sin", mpmath.sin, _trig_edges),
-    Op("cos", "cos", mpmath.cos, _trig_edges),
-    Op("tanh", "tanh", mpmath.tanh, _tail),
-    Op("sigmoid", "sigmoid", _sigmoid, _tail),
-    Op("softplus", "softplus", _softplus, _tail),
-    Op("gelu", "gelu", _gelu, _tail),
-    Op("relu", "relu", lambda x: max(x, mpmath.mpf(0)), _whole_line),
-    Op("abs", "abs", abs, _whole_line),
-    Op("leaky_relu", "leaky_relu", _leaky_relu, _whole_line, {"slope": 0.01}),
-    Op("elu", "elu", _elu, lambda d: (TAIL, _max(d)), {"alpha": 1.0}),
-    Op("clip", "clip", _clip, _whole_line, {"low": -1.0, "high": 1.0}),
-    Op("pow^2", "pow", _power(2), _root(2), k=2.0),
-    Op("pow^3", "pow", _power(3), _root(3), k=3.0),
-    Op("pow^0.5", "pow", _power(0.5), _positive, k=0.5),
-    Op("pow^-1", "pow", _power(-1), _whole_line, k=-1.0, zero=False),
-]}
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in [
+        Op("neg", "neg", lambda x: -x, _whole_line),
+        Op("exp", "exp", mpmath.exp, _exp_edges),
+        Op("log", "log", mpmath.log, _positive),
+        Op("log1p", "log1p", mpmath.log1p, _log1p_edges, near_minus_one=True),
+        Op("sqrt", "sqrt", mpmath.sqrt, _positive),
+        Op("square", "square", lambda x: x * x, _root(2)),
+        Op("sin", "sin", mpmath.sin, _trig_edges),
+        Op("cos", "cos", mpmath.cos, _trig_edges),
+        Op("tanh", "tanh", mpmath.tanh, _tail),
+        Op("sigmoid", "sigmoid", _sigmoid, _tail),
+        Op("softplus", "softplus", _softplus, _tail),
+        Op("gelu", "gelu", _gelu, _tail),
+        Op("relu", "relu", lambda x: max(x, mpmath.mpf(0)), _whole_line),
+        Op("abs", "abs", abs, _whole_line),
+        Op("leaky_relu", "leaky_relu", _leaky_relu, _whole_line, {"slope": 0.01}),
+        Op("elu", "elu", _elu, lambda d: (TAIL, _max(d)), {"alpha": 1.0}),
+        Op("clip", "clip", _clip, _whole_line, {"low": -1.0, "high": 1.0}),
+        Op("pow^2", "pow", _power(2), _root(2), k=2.0),
+        Op("pow^3", "pow", _power(3), _root(3), k=3.0),
+        Op("pow^0.5", "pow", _power(0.5), _positive, k=0.5),
+        Op("pow^-1", "pow", _power(-1), _whole_line, k=-1.0, zero=False),
+    ]
+}
 
 
 # --- grids and true values -----------------------------------------------------------------
+
 
 def grid(op: str, dtype: str, points: int = POINTS) -> np.ndarray:
     """The inputs of `op` in `dtype` (sorted, distinct, each exactly representable), as
@@ -175,10 +185,10 @@ def grid(op: str, dtype: str, points: int = POINTS) -> np.ndarray:
             close = 1 - np.geomspace(d.eps, 0.5, each - each // 2)
             parts += [-small, -close]
         else:
-            with np.errstate(over="ignore"):    # the last point may round past the edge
+            with np.errstate(over="ignore"):  # the last point may round past the edge
                 parts.append(sign * np.geomspace(SMALLEST, edge, each))
     x = np.concatenate(parts)
-    x = dt.as_float64(dt.cast(x, dtype))        # rounded: what the engine gets
+    x = dt.as_float64(dt.cast(x, dtype))  # rounded: what the engine gets
     x = x[np.isfinite(x)]
     if spec.near_minus_one:
         x = x[x > -1]
@@ -207,8 +217,10 @@ def true_values(op: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- the engines ---------------------------------------------------------------------------
 
+
 def _numpy_runner(spec: Op, dtype: str):
     import reference_impls
+
     forward = reference_impls.OPS[spec.op].forward
     compute = dt.compute_dtype(dt.numpy_dtype(dtype))
 
@@ -217,11 +229,13 @@ def _numpy_runner(spec: Op, dtype: str):
         args = (x,) if spec.k is None else (x, np.asarray(spec.k, dtype=compute))
         with np.errstate(all="ignore"):
             return np.asarray(forward(*args, **spec.attrs)).astype(dt.numpy_dtype(dtype))
+
     return run
 
 
 def _torch_runner(spec: Op, dtype: str):
     from ..engines.torch_ops import OPS as TORCH
+
     fn = TORCH[spec.op]
 
     def run(x):
@@ -229,14 +243,17 @@ def _torch_runner(spec: Op, dtype: str):
         if spec.k is not None:
             args.append(dt.to_torch(np.asarray(spec.k, dtype=dt.numpy_dtype(dtype))))
         return dt.to_numpy(fn(*args, **spec.attrs), dtype)
+
     return run
 
 
 def _jax_runner(spec: Op, dtype: str):
     import jax
+
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     from ..engines.jax_ops import OPS as JAX
+
     fn = JAX[spec.op]
     # jitted, as the engine runs a graph; the exponent is an argument, as a constant is
     program = jax.jit(lambda *a: fn(*a, **spec.attrs))
@@ -246,6 +263,7 @@ def _jax_runner(spec: Op, dtype: str):
         if spec.k is not None:
             args.append(jnp.asarray(np.asarray(spec.k, dtype=dt.numpy_dtype(dtype))))
         return np.asarray(program(*args)).astype(dt.numpy_dtype(dtype))
+
     return run
 
 
@@ -253,6 +271,7 @@ RUNNERS = {"numpy": _numpy_runner, "torch": _torch_runner, "jax": _jax_runner}
 
 
 # --- the measurement -----------------------------------------------------------------------
+
 
 def ulps(y: np.ndarray, hi: np.ndarray, lo: np.ndarray, dtype: str) -> np.ndarray:
     """|y - (hi + lo)| in units of eps(dtype) * max(|true|, tiny(dtype)); inf where y is not
@@ -267,14 +286,18 @@ def ulps(y: np.ndarray, hi: np.ndarray, lo: np.ndarray, dtype: str) -> np.ndarra
 def measure_one(engine: str, op: str, dtype: str, points: int = POINTS) -> dict:
     x = grid(op, dtype, points)
     hi, lo = true_values(op, x)
-    keep = np.abs(hi) <= _max(dt.info(dtype))          # the true value does not overflow
+    keep = np.abs(hi) <= _max(dt.info(dtype))  # the true value does not overflow
     x, hi, lo = x[keep], hi[keep], lo[keep]
     inputs = dt.cast(x, dtype)
     y = RUNNERS[engine](OPS[op], dtype)(inputs)
     e = ulps(y, hi, lo, dtype)
     worst = int(np.argmax(e))
-    row = {"max_ulps": float(e[worst]), "at": float(x[worst]),
-           "p99_ulps": float(np.percentile(e, 99)), "points": int(len(x))}
+    row = {
+        "max_ulps": float(e[worst]),
+        "at": float(x[worst]),
+        "p99_ulps": float(np.percentile(e, 99)),
+        "points": int(len(x)),
+    }
     # the same where the true value is a normal number: below, an engine that flushes
     # subnormal results to zero (XLA on CPU does) is up to 1 / eps "ulps" off, by the
     # formula's floor of tiny, where its absolute error is below tiny
@@ -295,9 +318,13 @@ def measure(engines=ENGINES, dtypes=dt.DTYPES, ops=None, points: int = POINTS) -
             for op in ops:
                 try:
                     row = measure_one(engine, op, dtype, points)
-                except Exception as e:          # noqa: BLE001 - a refusal is a result
-                    row = {"max_ulps": None, "at": None, "p99_ulps": None,
-                           "error": f"{type(e).__name__}: {e}"[:300]}
+                except Exception as e:  # noqa: BLE001 - a refusal is a result
+                    row = {
+                        "max_ulps": None,
+                        "at": None,
+                        "p99_ulps": None,
+                        "error": f"{type(e).__name__}: {e}"[:300],
+                    }
                 out.setdefault(engine, {}).setdefault(dtype, {})[op] = row
     return out
 
@@ -336,8 +363,9 @@ def _num(v: float) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradcheck.harness.accuracy",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gradcheck.harness.accuracy", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", default=str(SHIPPED), help="where the JSON table goes")
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--dtypes", default=",".join(dt.DTYPES))
@@ -345,10 +373,13 @@ def main(argv=None) -> int:
     parser.add_argument("--points", type=int, default=POINTS)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = write_table(args.out, engines=args.engines.split(","),
-                         dtypes=args.dtypes.split(","),
-                         ops=None if args.ops is None else args.ops.split(","),
-                         points=args.points)
+    result = write_table(
+        args.out,
+        engines=args.engines.split(","),
+        dtypes=args.dtypes.split(","),
+        ops=None if args.ops is None else args.ops.split(","),
+        points=args.points,
+    )
     sys.stdout.write(markdown(result))
     print(f"\n{time.perf_counter() - start:.1f} s; written to {args.out}", file=sys.stderr)
     return 0

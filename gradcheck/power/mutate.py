@@ -5,6 +5,7 @@ engines, on each case that uses the mutated op. The unmutated engines (fd, torch
 once per case and dtype; their outputs are replayed for every mutant, so only the mutated
 numpy engine and the comparator run again: minutes, not hours.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,18 @@ MUTATION_FILES = {"mutants": "mutants.csv", "matrix": "matrix.csv", "baseline": 
 REFERENCES = ("fd", "torch", "jax")
 KILLED, SHARED, SURVIVED = "killed", "blame shared", "survived"
 EQUIVALENT, UNEXERCISED, NOT_APPLICABLE = "equivalent", "unexercised", "not applicable"
-MUTANT_COLUMNS = ["mutant", "description", "killed", "blamed_alone", "cases", "op", "status",
-                  "equivalent", "killed_dtypes", "runs"]
+MUTANT_COLUMNS = [
+    "mutant",
+    "description",
+    "killed",
+    "blamed_alone",
+    "cases",
+    "op",
+    "status",
+    "equivalent",
+    "killed_dtypes",
+    "runs",
+]
 STATUS_ORDER = [SURVIVED, UNEXERCISED, SHARED, KILLED, EQUIVALENT, NOT_APPLICABLE]
 
 
@@ -59,9 +70,9 @@ class Replay:
 
 @dataclass
 class MutationResult:
-    mutants: pd.DataFrame          # one row per mutant: MUTANT_COLUMNS
-    matrix: pd.DataFrame           # mutant x case[dtype]: killed / blamed: ... / survived / ''
-    baseline: pd.DataFrame         # the unmutated run: case, dtype, verdict, blame
+    mutants: pd.DataFrame  # one row per mutant: MUTANT_COLUMNS
+    matrix: pd.DataFrame  # mutant x case[dtype]: killed / blamed: ... / survived / ''
+    baseline: pd.DataFrame  # the unmutated run: case, dtype, verdict, blame
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -79,8 +90,13 @@ class MutationResult:
         return bool((self.counted["status"] == KILLED).all())
 
 
-def mutate(cases, mutants: Iterable[Mutant] | None = None, dtypes=None, references=None,
-           progress: Callable[[str], None] | None = None) -> MutationResult:
+def mutate(
+    cases,
+    mutants: Iterable[Mutant] | None = None,
+    dtypes=None,
+    references=None,
+    progress: Callable[[str], None] | None = None,
+) -> MutationResult:
     """Run every applicable mutant on the cases that use its op, beside `references`
     (default: fd, torch, jax), each engine's result computed once per case and dtype."""
     start = time.perf_counter()
@@ -97,16 +113,24 @@ def mutate(cases, mutants: Iterable[Mutant] | None = None, dtypes=None, referenc
         outcomes = _run_mutant(mutant, judged, replays)
         cells[mutant.name] = {f"{c}[{d}]": _cell(o) for (c, d), o in outcomes.items()}
         rows.append(_summary(mutant, outcomes, {d for _, d in runs}))
-    return MutationResult(_sorted(pd.DataFrame(rows, columns=MUTANT_COLUMNS)),
-                          _matrix(cells, runs), _baseline_frame(baseline),
-                          _metadata(replays, cases, runs, start, reference_seconds))
+    return MutationResult(
+        _sorted(pd.DataFrame(rows, columns=MUTANT_COLUMNS)),
+        _matrix(cells, runs),
+        _baseline_frame(baseline),
+        _metadata(replays, cases, runs, start, reference_seconds),
+    )
 
 
 def _metadata(replays, cases, runs, start: float, reference_seconds: float) -> dict:
-    return {"references": [r.name for r in replays], "cases": len(cases), "runs": len(runs),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv),
-            "seconds": round(time.perf_counter() - start, 1),
-            "reference_seconds": round(reference_seconds, 1)}
+    return {
+        "references": [r.name for r in replays],
+        "cases": len(cases),
+        "runs": len(runs),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+        "seconds": round(time.perf_counter() - start, 1),
+        "reference_seconds": round(reference_seconds, 1),
+    }
 
 
 def select(names: Iterable[str] = ()) -> list[Mutant]:
@@ -120,8 +144,11 @@ def _run_mutant(mutant: Mutant, runs, replays) -> dict:
     if not mutant.applicable():
         return {}
     engine = mutant.engine()
-    return {(c.name, d): _outcome(run_case(c, d, [engine] + replays))
-            for c, d in runs if mutant.exercised_by(c)}
+    return {
+        (c.name, d): _outcome(run_case(c, d, [engine] + replays))
+        for c, d in runs
+        if mutant.exercised_by(c)
+    }
 
 
 def _outcome(result) -> tuple[str, str]:
@@ -140,12 +167,18 @@ def _summary(mutant: Mutant, outcomes: dict, dtypes: set[str]) -> dict:
     alone = {key for key in caught if outcomes[key][1] == "numpy"}
     killed = bool(outcomes) and {d for _, d in caught} >= dtypes
     blamed_alone = bool(outcomes) and {d for _, d in alone} >= dtypes
-    return {"mutant": mutant.name, "description": mutant.description, "killed": killed,
-            "blamed_alone": blamed_alone,
-            "cases": " ".join(dict.fromkeys(c for c, _ in sorted(alone))), "op": mutant.op,
-            "status": _status(mutant, outcomes, killed, blamed_alone),
-            "equivalent": mutant.equivalent,
-            "killed_dtypes": " ".join(sorted({d for _, d in alone})), "runs": len(outcomes)}
+    return {
+        "mutant": mutant.name,
+        "description": mutant.description,
+        "killed": killed,
+        "blamed_alone": blamed_alone,
+        "cases": " ".join(dict.fromkeys(c for c, _ in sorted(alone))),
+        "op": mutant.op,
+        "status": _status(mutant, outcomes, killed, blamed_alone),
+        "equivalent": mutant.equivalent,
+        "killed_dtypes": " ".join(sorted({d for _, d in alone})),
+        "runs": len(outcomes),
+    }
 
 
 def _status(mutant: Mutant, outcomes: dict, killed: bool, blamed_alone: bool) -> str:
@@ -163,8 +196,12 @@ def _status(mutant: Mutant, outcomes: dict, killed: bool, blamed_alone: bool) ->
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     """Survivors first: the rows that need a new case."""
     rank = frame["status"].map(STATUS_ORDER.index)
-    return frame.assign(_rank=rank).sort_values(["_rank", "mutant"], kind="stable") \
-        .drop(columns="_rank").reset_index(drop=True)
+    return (
+        frame.assign(_rank=rank)
+        .sort_values(["_rank", "mutant"], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
 
 
 def _matrix(cells: dict, runs) -> pd.DataFrame:
@@ -174,8 +211,9 @@ def _matrix(cells: dict, runs) -> pd.DataFrame:
 
 
 def _baseline_frame(baseline: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"case": c, "dtype": d, "verdict": v, "blame": b}
-                         for (c, d), (v, b) in baseline.items()])
+    return pd.DataFrame(
+        [{"case": c, "dtype": d, "verdict": v, "blame": b} for (c, d), (v, b) in baseline.items()]
+    )
 
 
 def write_mutation_reports(result, out_dir) -> Path:

@@ -8,6 +8,7 @@ arguments, or None. Ops that carry their own batch axis (conv2d, max-pool, rnn) 
 stack into it; an op with no rule, or a case its rule refuses, runs once per row of the
 stack (`_row_by_row`), so the ops around it still run stacked.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,24 +23,26 @@ def _elementwise(forward, stacked, shapes, out_shape, attrs):
 
     def run(*args):
         return forward(*(_lead(a, m) if m else a for a, m in zip(args, missing)), **attrs)
+
     return run
 
 
 def _matmul(forward, stacked, shapes, out_shape, attrs):
     (stack_a, stack_b), (na, nb) = stacked, (len(shapes[0]), len(shapes[1]))
-    if na >= 2 and nb >= 2:         # stacks of matrices: the stack axis leads, past the
-        depth = max(na, nb)         # other operand's batch axes
-        return lambda a, b: forward(_lead(a, depth - na) if stack_a else a,
-                                    _lead(b, depth - nb) if stack_b else b)
-    if stack_a and stack_b:         # two stacks and a vector among them: by row
+    if na >= 2 and nb >= 2:  # stacks of matrices: the stack axis leads, past the
+        depth = max(na, nb)  # other operand's batch axes
+        return lambda a, b: forward(
+            _lead(a, depth - na) if stack_a else a, _lead(b, depth - nb) if stack_b else b
+        )
+    if stack_a and stack_b:  # two stacks and a vector among them: by row
         return None
     if stack_a:
         return forward if na >= 2 or nb <= 2 else None
-    if nb >= 2:                     # vector @ stack of matrices
+    if nb >= 2:  # vector @ stack of matrices
         return forward
-    if na == 1:                     # vector . stack of vectors
+    if na == 1:  # vector . stack of vectors
         return lambda a, b: forward(b, a)
-    if na == 2:                     # matrix @ stack of vectors = stack @ matrix.T, one product
+    if na == 2:  # matrix @ stack of vectors = stack @ matrix.T, one product
         return lambda a, b: forward(b, a.T)
     return lambda a, b: np.moveaxis(forward(a, b.T), -1, 0)
 
@@ -51,12 +54,14 @@ def _lead(stack: np.ndarray, axes: int) -> np.ndarray:
 
 def _along_axes(default):
     """Reductions, softmax: the stacked axis is axis 0, so every named axis moves by one."""
+
     def rule(forward, stacked, shapes, out_shape, attrs):
         ndim, axis = len(shapes[0]), attrs.get("axis", default)
         axes = range(ndim) if axis is None else axis if isinstance(axis, (list, tuple)) else [axis]
         moved = tuple(a % ndim + 1 for a in axes)
         moved = moved[0] if isinstance(axis, int) else moved
         return lambda x: forward(x, **{**attrs, "axis": moved})
+
     return rule
 
 
@@ -74,17 +79,22 @@ def _reshape(forward, stacked, shapes, out_shape, attrs):
 def _folded(per_sample: tuple[int, ...]):
     """Ops whose arguments `per_sample` start with the op's own batch axis N: a stack of B
     becomes a batch of B * N, as long as no other argument is stacked."""
+
     def rule(forward, stacked, shapes, out_shape, attrs):
         if any(b for i, b in enumerate(stacked) if i not in per_sample):
             return None
 
         def run(*args):
             rows = next(len(a) for a, b in zip(args, stacked) if b)
-            folded = [_fold(a, b, rows) if i in per_sample else a
-                      for i, (a, b) in enumerate(zip(args, stacked))]
+            folded = [
+                _fold(a, b, rows) if i in per_sample else a
+                for i, (a, b) in enumerate(zip(args, stacked))
+            ]
             out = forward(*folded, **attrs)
             return out.reshape((rows,) + tuple(out_shape))
+
         return run
+
     return rule
 
 
@@ -102,11 +112,16 @@ def _conv2d(forward, stacked, shapes, out_shape, attrs):
         rows = len(w) if stacked[1] else len(b)
         w = np.broadcast_to(w, (rows,) + shapes[1])
         b = np.broadcast_to(b, (rows,) + shapes[2])
-        out = forward(x, _group_major(w, groups).reshape((-1,) + w.shape[2:]),
-                      _group_major(b, groups).reshape(-1), **attrs)
+        out = forward(
+            x,
+            _group_major(w, groups).reshape((-1,) + w.shape[2:]),
+            _group_major(b, groups).reshape(-1),
+            **attrs,
+        )
         n, _, oh, ow = out.shape
         out = out.reshape(n, groups, rows, -1, oh, ow).transpose(2, 0, 1, 3, 4, 5)
         return out.reshape((rows,) + tuple(out_shape))
+
     return run
 
 
@@ -119,10 +134,14 @@ def _conv2d_as_groups(forward, shapes, out_shape, attrs):
         rows = len(x)
         x = np.moveaxis(np.broadcast_to(x, (rows,) + shapes[0]), 0, 1)
         w = np.broadcast_to(w, (rows,) + shapes[1])
-        out = forward(x.reshape((len(x), -1) + x.shape[3:]), w.reshape((-1,) + w.shape[2:]),
-                      np.broadcast_to(b, (rows,) + shapes[2]).reshape(-1),
-                      **{**attrs, "groups": rows * groups})
+        out = forward(
+            x.reshape((len(x), -1) + x.shape[3:]),
+            w.reshape((-1,) + w.shape[2:]),
+            np.broadcast_to(b, (rows,) + shapes[2]).reshape(-1),
+            **{**attrs, "groups": rows * groups},
+        )
         return np.moveaxis(out.reshape((len(out), rows) + tuple(out_shape[1:])), 1, 0)
+
     return run
 
 
@@ -135,11 +154,16 @@ def _leading(extra: tuple[int, ...]):
     """Ops whose forward broadcasts over leading axes (rnn and lstm: `x @ wx + b`, `h @ wh`):
     stacked argument i gets `extra[i]` length-1 axes after its stacked one, so that the
     stacks meet on one leading axis whichever arguments carry one."""
+
     def rule(forward, stacked, shapes, out_shape, attrs):
         def run(*args):
-            return forward(*(_lead(a, extra[i]) if b else a
-                             for i, (a, b) in enumerate(zip(args, stacked))), **attrs)
+            return forward(
+                *(_lead(a, extra[i]) if b else a for i, (a, b) in enumerate(zip(args, stacked))),
+                **attrs,
+            )
+
         return run
+
     return rule
 
 
@@ -154,6 +178,7 @@ def _batchnorm(forward, stacked, shapes, out_shape, attrs):
         params = [np.broadcast_to(p, (rows, channels)).reshape(-1) for p in (gamma, beta)]
         out = forward(x.reshape((n, rows * channels) + rest), *params, **attrs)
         return np.moveaxis(out.reshape((n, rows, channels) + rest), 1, 0)
+
     return run
 
 
@@ -162,10 +187,13 @@ def _einsum(forward, stacked, shapes, out_shape, attrs):
     the result (cleaned subscripts always carry '->')."""
     subscripts = attrs["subscripts"]
     terms, result = subscripts.split("->")
-    letter = next(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba"
-                  if c not in subscripts)
+    letter = next(
+        c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkjihgfedcba" if c not in subscripts
+    )
     spec = ",".join(letter + t if b else t for t, b in zip(terms.split(","), stacked))
-    return lambda *operands: forward(*operands, **{**attrs, "subscripts": f"{spec}->{letter}{result}"})
+    return lambda *operands: forward(
+        *operands, **{**attrs, "subscripts": f"{spec}->{letter}{result}"}
+    )
 
 
 def _index(forward, stacked, shapes, out_shape, attrs):
@@ -187,22 +215,39 @@ def _fold(a: np.ndarray, stacked: bool, rows: int) -> np.ndarray:
 def _row_by_row(forward, stacked, shapes, out_shape, attrs):
     def run(*args):
         rows = next(len(a) for a, b in zip(args, stacked) if b)
-        return np.stack([forward(*(a[r] if b else a for a, b in zip(args, stacked)), **attrs)
-                         for r in range(rows)])
+        return np.stack(
+            [
+                forward(*(a[r] if b else a for a, b in zip(args, stacked)), **attrs)
+                for r in range(rows)
+            ]
+        )
+
     return run
 
 
-ELEMENTWISE = ("add sub mul div pow maximum minimum neg exp log tanh sigmoid relu abs sqrt "
-               "square sin cos log1p softplus gelu leaky_relu elu clip").split()
-RULES = {**{op: _elementwise for op in ELEMENTWISE}, "matmul": _matmul,
-         **{op: _along_axes(None) for op in ("sum", "mean", "max", "min", "var")},
-         **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},
-         "transpose": _transpose, "reshape": _reshape,
-         "conv2d": _conv2d, "maxpool2d": _folded((0,)), "avgpool2d": _folded((0,)),
-         "rnn": _leading((0, 0, 1, 0, 2)), "lstm": _leading((0, 0, 0, 1, 0, 2)),
-         # layer norm standardizes along the last axis alone: it broadcasts as x * gamma does
-         "layernorm": _elementwise, "batchnorm": _batchnorm, "einsum": _einsum, "index": _index,
-         "softmax_cross_entropy": _labels_unstacked}
+ELEMENTWISE = (
+    "add sub mul div pow maximum minimum neg exp log tanh sigmoid relu abs sqrt "
+    "square sin cos log1p softplus gelu leaky_relu elu clip"
+).split()
+RULES = {
+    **{op: _elementwise for op in ELEMENTWISE},
+    "matmul": _matmul,
+    **{op: _along_axes(None) for op in ("sum", "mean", "max", "min", "var")},
+    **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},
+    "transpose": _transpose,
+    "reshape": _reshape,
+    "conv2d": _conv2d,
+    "maxpool2d": _folded((0,)),
+    "avgpool2d": _folded((0,)),
+    "rnn": _leading((0, 0, 1, 0, 2)),
+    "lstm": _leading((0, 0, 0, 1, 0, 2)),
+    # layer norm standardizes along the last axis alone: it broadcasts as x * gamma does
+    "layernorm": _elementwise,
+    "batchnorm": _batchnorm,
+    "einsum": _einsum,
+    "index": _index,
+    "softmax_cross_entropy": _labels_unstacked,
+}
 
 
 def dependent_nodes(graph, names) -> list:
@@ -227,9 +272,9 @@ def stacked_forward(graph, ops, env: dict, nodes: list, names):
     for node in nodes:
         flags = tuple(a in stacked for a in node.args)
         shapes, out_shape = [np.shape(env[a]) for a in node.args], np.shape(env[node.name])
-        step = (RULES.get(node.op, _row_by_row)(ops[node.op].forward, flags, shapes, out_shape,
-                                                node.attrs)
-                or _row_by_row(ops[node.op].forward, flags, shapes, out_shape, node.attrs))
+        step = RULES.get(node.op, _row_by_row)(
+            ops[node.op].forward, flags, shapes, out_shape, node.attrs
+        ) or _row_by_row(ops[node.op].forward, flags, shapes, out_shape, node.attrs)
         steps.append((node, step))
         stacked.add(node.name)
 
@@ -240,6 +285,7 @@ def stacked_forward(graph, ops, env: dict, nodes: list, names):
             # depends on no differentiated input
             scratch[node.name] = step(*reference_impls.operands(node, scratch))
         return scratch[graph.output]
+
     return run
 
 

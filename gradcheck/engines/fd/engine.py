@@ -10,6 +10,7 @@ Coverage, per input: every element (`full`) up to a size chosen by cost, at leas
 Richardson estimate of the directional derivative J v (which the comparator holds against
 each engine's <g, v>), plus a per-element check of a seeded sample of elements.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -28,9 +29,9 @@ from .evaluate import MEMORY_BUDGET
 from .stencil import Derivative, differentiate, differentiate_along
 
 FULL, DIRECTIONAL, AUTO = "full", "directional", "auto"
-FULL_ELEMENTS = 10_000      # inputs up to this size are always checked element by element
-WORK_BUDGET = 4e8           # element-operations affordable per input, which may raise that
-SAMPLE_WORK = 2e7           # ... and that sets the per-element sample of a directional check
+FULL_ELEMENTS = 10_000  # inputs up to this size are always checked element by element
+WORK_BUDGET = 4e8  # element-operations affordable per input, which may raise that
+SAMPLE_WORK = 2e7  # ... and that sets the per-element sample of a directional check
 MIN_SAMPLE, MAX_SAMPLE = 8, 256
 DIRECTIONS = 4
 # A second look, where fd alone disagrees: stencils 100 and 10,000 times narrower than the
@@ -42,10 +43,18 @@ FD_AGREEMENT, NOISE_GAP = 2.0, 1e-9
 
 
 class FiniteDifferences:
-    def __init__(self, ops: Mapping[str, Primitive] | None = None, step: float = 1e-3,
-                 max_elements: int | None = None, seed: int = 0, name: str = "fd",
-                 coverage: str = AUTO, directions: int = DIRECTIONS,
-                 memory_budget: int = MEMORY_BUDGET, batched: bool = True):
+    def __init__(
+        self,
+        ops: Mapping[str, Primitive] | None = None,
+        step: float = 1e-3,
+        max_elements: int | None = None,
+        seed: int = 0,
+        name: str = "fd",
+        coverage: str = AUTO,
+        directions: int = DIRECTIONS,
+        memory_budget: int = MEMORY_BUDGET,
+        batched: bool = True,
+    ):
         """max_elements: full coverage up to this size (None: chosen by cost); coverage:
         `auto`, `full` or `directional` for every input; batched: False forces in place."""
         self.ops = reference_impls.OPS if ops is None else ops
@@ -55,9 +64,11 @@ class FiniteDifferences:
 
     def vjp(self, graph, inputs, wrt, cotangent, settings=None) -> EngineOutput:
         require_ops(self.name, graph, self.ops)
-        plan = _Plan(getattr(settings, "fd_max_elements", None) or self.max_elements,
-                     getattr(settings, "fd_coverage", None) or self.coverage)
-        with np.errstate(all="ignore"):     # NaN and Inf are judged (NONFINITE), not warned
+        plan = _Plan(
+            getattr(settings, "fd_max_elements", None) or self.max_elements,
+            getattr(settings, "fd_coverage", None) or self.coverage,
+        )
+        with np.errstate(all="ignore"):  # NaN and Inf are judged (NONFINITE), not warned
             return self._vjp(graph, inputs, wrt, cotangent, plan)
 
     def _vjp(self, graph, inputs, wrt, cotangent, plan) -> EngineOutput:
@@ -74,8 +85,13 @@ class FiniteDifferences:
     def _check(self, objective, name: str, x: np.ndarray, plan, result: EngineOutput) -> None:
         coverage = plan.coverage_of(x.size, objective.work)
         indices = None if coverage == FULL else self._sample(name, x, plan, objective.work)
-        found = differentiate(objective, x, indices=indices, step=self.step,
-                              **objective.evaluation(self.memory_budget))
+        found = differentiate(
+            objective,
+            x,
+            indices=indices,
+            step=self.step,
+            **objective.evaluation(self.memory_budget),
+        )
         result.grads[name], result.grad_err[name] = found.grad, found.err
         result.kinks[name], result.checked[name] = found.kink, found.checked
         result.kink_distance[name], result.coverage[name] = found.kink_distance, coverage
@@ -91,12 +107,20 @@ class FiniteDifferences:
         env = {k: as_float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
         env = reference_impls.forward(graph, self.ops, env)
-        objective = Objective(graph, self.ops, env, name, np.asarray(cotangent, np.float64),
-                              self.batched)
+        objective = Objective(
+            graph, self.ops, env, name, np.asarray(cotangent, np.float64), self.batched
+        )
         with np.errstate(all="ignore"):
-            a, b = (differentiate(objective, env[name], indices=indices, step=self.step * k,
-                                  **objective.evaluation(self.memory_budget))
-                    for k in SECOND_LOOK)
+            a, b = (
+                differentiate(
+                    objective,
+                    env[name],
+                    indices=indices,
+                    step=self.step * k,
+                    **objective.evaluation(self.memory_budget),
+                )
+                for k in SECOND_LOOK
+            )
         return _agreed(a, b)
 
     def _sample(self, name: str, x: np.ndarray, plan, work: int) -> np.ndarray:
@@ -112,8 +136,9 @@ class FiniteDifferences:
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size, 1])
         scale = max(float(np.sqrt(np.mean(x * x))), 1e-2) if x.size else 1.0
         vectors = rng.standard_normal((self.directions, x.size)) * scale
-        found = differentiate_along(objective, x, vectors, step=self.step,
-                                    **objective.evaluation(self.memory_budget))
+        found = differentiate_along(
+            objective, x, vectors, step=self.step, **objective.evaluation(self.memory_budget)
+        )
         return Directions(vectors.reshape((-1,) + x.shape), found.grad, found.err, found.kink)
 
 
@@ -139,8 +164,9 @@ def _agreed(a: Derivative, b: Derivative) -> Derivative:
     better = np.where(a.err <= b.err, a.grad, b.grad)
     kink = a.kink | b.kink | ~(gap <= FD_AGREEMENT * (a.err + b.err) + NOISE_GAP * np.abs(better))
     distance = np.where(a.kink, a.kink_distance, b.kink_distance)
-    return Derivative(better, np.minimum(a.err, b.err) + gap, kink, distance,
-                      a.checked & b.checked, a.batched)
+    return Derivative(
+        better, np.minimum(a.err, b.err) + gap, kink, distance, a.checked & b.checked, a.batched
+    )
 
 
 class Objective:
@@ -166,8 +192,11 @@ class Objective:
 
     def evaluation(self, memory_budget: int) -> dict:
         """How `differentiate` should call this: stacked where the graph allows it."""
-        return {"vectorized": None if self.stacked else False, "memory_budget": memory_budget,
-                "row_bytes": self.row_bytes}
+        return {
+            "vectorized": None if self.stacked else False,
+            "memory_budget": memory_budget,
+            "row_bytes": self.row_bytes,
+        }
 
 
 def _work(node, env: dict) -> int:
@@ -180,5 +209,7 @@ def _plain_work(out_size: int, *args) -> int:
     return out_size + sum(np.size(a) for a in args)
 
 
-WORK = {"matmul": lambda out_size, a, b: out_size * np.shape(a)[-1],
-        "conv2d": lambda out_size, x, w, *rest: out_size * np.size(w[0])}
+WORK = {
+    "matmul": lambda out_size, a, b: out_size * np.shape(a)[-1],
+    "conv2d": lambda out_size, x, w, *rest: out_size * np.size(w[0]),
+}

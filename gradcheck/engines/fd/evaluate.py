@@ -8,18 +8,19 @@ element flat[k], for every k. Two ways, the same numbers up to rounding:
   vectorized call, `f(stack) -> one value per row`, in chunks of rows that fit a memory
   budget. The stack is filled once; between chunks only the perturbed entries are reset.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-MEMORY_BUDGET = 64 * 2 ** 20    # bytes for the stacked inputs and a chunk's intermediates
-ROW_FACTOR = 4                  # a callable's working memory per row, in inputs' worth
-PROBE_RTOL = 1e-9               # batched and single calls must agree this well to be trusted
+MEMORY_BUDGET = 64 * 2**20  # bytes for the stacked inputs and a chunk's intermediates
+ROW_FACTOR = 4  # a callable's working memory per row, in inputs' worth
+PROBE_RTOL = 1e-9  # batched and single calls must agree this well to be trusted
 
 
 class InPlace:
     def __init__(self, f, x: np.ndarray):
-        self.f, self.x, self.flat_x = f, x, x.reshape(-1)    # x is ours: contiguous, float64
+        self.f, self.x, self.flat_x = f, x, x.reshape(-1)  # x is ours: contiguous, float64
 
     def __call__(self, flat: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         out = np.empty(len(flat))
@@ -29,14 +30,14 @@ class InPlace:
             try:
                 out[k] = self.f(self.x)
             finally:
-                self.flat_x[i] = old       # restored exactly, not by subtracting delta
+                self.flat_x[i] = old  # restored exactly, not by subtracting delta
         return out
 
 
 class Batched:
     def __init__(self, f, x: np.ndarray, rows: int):
         self.f, self.x, self.rows = f, x, max(1, int(rows))
-        self.stack = None                  # allocated on first use, at the chunk size
+        self.stack = None  # allocated on first use, at the chunk size
 
     def __call__(self, flat: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         out = np.empty(len(flat))
@@ -58,8 +59,13 @@ class Batched:
             rows[np.arange(n), flat] = original
 
 
-def evaluator(f, x: np.ndarray, vectorized: bool | None = None,
-              memory_budget: int = MEMORY_BUDGET, row_bytes: int | None = None):
+def evaluator(
+    f,
+    x: np.ndarray,
+    vectorized: bool | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+    row_bytes: int | None = None,
+):
     """In place, or batched where `f` takes stacked inputs: `vectorized` True trusts it,
     None finds out by a probe (`accepts_stacks`)."""
     if vectorized is None:

@@ -29,6 +29,7 @@ Rounds are vectorized over elements: each round is one call of the evaluator (in
 batched, see `evaluate`), and only the elements with a kink or a rough estimate go round
 again.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,29 +39,38 @@ import numpy as np
 from .evaluate import MEMORY_BUDGET, ROW_FACTOR, accepts_stacks, evaluator
 
 EPS = np.finfo(np.float64).eps
-KINK_FACTOR = 10.0      # a slope step this many times the others' is a kink
-SHRINKS = 4             # stencils tried, each 16 times narrower, to step past a nearby kink
-MAX_SHRINKS = 8         # ... and, for a kink still beside x, while rounding lets it be seen
+KINK_FACTOR = 10.0  # a slope step this many times the others' is a kink
+SHRINKS = 4  # stencils tried, each 16 times narrower, to step past a nearby kink
+MAX_SHRINKS = 8  # ... and, for a kink still beside x, while rounding lets it be seen
 NARROWING = 16.0
-MEASURED = 10.0         # f's rounding noise: this many of its measured sigmas
-ROUGH = 1e-3            # an estimate whose truncation error is above this fraction of it
-                        # goes round again with a narrower stencil
+MEASURED = 10.0  # f's rounding noise: this many of its measured sigmas
+ROUGH = 1e-3  # an estimate whose truncation error is above this fraction of it
+# goes round again with a narrower stencil
 
 
 @dataclass
 class Derivative:
     """Per element of x: NaN (False for masks) where not checked."""
+
     grad: np.ndarray
-    err: np.ndarray             # estimated absolute error of grad
-    kink: np.ndarray            # bool: x sits on a non-differentiable point
-    kink_distance: np.ndarray   # how far the kink was from x, where one was flagged
-    checked: np.ndarray         # bool: computed
-    batched: bool               # evaluated through stacked calls (or in place)
+    err: np.ndarray  # estimated absolute error of grad
+    kink: np.ndarray  # bool: x sits on a non-differentiable point
+    kink_distance: np.ndarray  # how far the kink was from x, where one was flagged
+    checked: np.ndarray  # bool: computed
+    batched: bool  # evaluated through stacked calls (or in place)
 
 
-def differentiate(f, x, *, indices=None, step: float = 1e-3, floor: float = 1e-2,
-                  vectorized: bool | None = None, memory_budget: int = MEMORY_BUDGET,
-                  row_bytes: int | None = None) -> Derivative:
+def differentiate(
+    f,
+    x,
+    *,
+    indices=None,
+    step: float = 1e-3,
+    floor: float = 1e-2,
+    vectorized: bool | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+    row_bytes: int | None = None,
+) -> Derivative:
     """The gradient of the scalar `f` at `x`, element by element.
 
     indices: flat indices of the elements to check (default: all). step: h relative to
@@ -78,9 +88,16 @@ def differentiate(f, x, *, indices=None, step: float = 1e-3, floor: float = 1e-2
     return _scatter(x.shape, flat, found, batched=not hasattr(values, "flat_x"))
 
 
-def differentiate_along(f, x, vectors, *, step: float = 1e-3, vectorized: bool | None = None,
-                        memory_budget: int = MEMORY_BUDGET,
-                        row_bytes: int | None = None) -> Derivative:
+def differentiate_along(
+    f,
+    x,
+    vectors,
+    *,
+    step: float = 1e-3,
+    vectorized: bool | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+    row_bytes: int | None = None,
+) -> Derivative:
     """Directional derivatives of the scalar `f` at `x` along each of `vectors` (k, *x.shape):
     t -> f(x + t @ V) differentiated at t = 0 (one element per direction: same stencil,
     error estimate and kink flags). `vectorized` is about f, as in `differentiate`."""
@@ -90,8 +107,15 @@ def differentiate_along(f, x, vectors, *, step: float = 1e-3, vectorized: bool |
         vectorized = accepts_stacks(f, np.array(x, order="C"))
     along = _Along(f, x, vectors)
     row_bytes = (row_bytes or ROW_FACTOR * max(x.nbytes, 8)) + 2 * x.nbytes
-    return differentiate(along, np.zeros(len(vectors)), step=step, floor=1.0,
-                         vectorized=vectorized, memory_budget=memory_budget, row_bytes=row_bytes)
+    return differentiate(
+        along,
+        np.zeros(len(vectors)),
+        step=step,
+        floor=1.0,
+        vectorized=vectorized,
+        memory_budget=memory_budget,
+        row_bytes=row_bytes,
+    )
 
 
 class _Along:
@@ -107,8 +131,9 @@ class _Along:
 
 def _scalar(value) -> float:
     if np.size(value) != 1:
-        raise ValueError(f"differentiate needs a scalar function; f(x) has shape "
-                         f"{list(np.shape(value))}")
+        raise ValueError(
+            f"differentiate needs a scalar function; f(x) has shape {list(np.shape(value))}"
+        )
     return float(np.asarray(value).reshape(()))
 
 
@@ -128,10 +153,10 @@ def _measured_noise(values, flat: np.ndarray, h: np.ndarray) -> float:
         return 0.0
     probed = np.unique(np.linspace(0, len(flat) - 1, min(3, len(flat))).astype(int))
     k = np.arange(1, 8)
-    deltas = (h[probed, None] / 2 ** 10) * k
+    deltas = (h[probed, None] / 2**10) * k
     points = values(np.repeat(flat[probed], len(k)), deltas.ravel()).reshape(len(probed), -1)
     fourth = np.diff(points, n=4, axis=1)
-    sigma = np.sqrt(np.mean(fourth ** 2, axis=1) / 70)
+    sigma = np.sqrt(np.mean(fourth**2, axis=1) / 70)
     sigma = sigma[np.isfinite(sigma)]
     return MEASURED * float(np.median(sigma)) if sigma.size else 0.0
 
@@ -151,7 +176,7 @@ def _rounds(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float 
         beside = s["beside"] & (round_ >= SHRINKS - 1)
         _one_sided(values, f0, flat[pending], h[pending], s, beside)
         _widen_by_disagreement(found, pending, smooth, s["grad"])
-        better = (smooth | beside) & ~(found["err"][pending] <= s["err"])      # NaN: none yet
+        better = (smooth | beside) & ~(found["err"][pending] <= s["err"])  # NaN: none yet
         # a kink at x that a narrower stencil's rounding noise would drown (the noise grows
         # as 1/h, the slope's jump does not) is flagged at this scale, the last that sees it
         flagged = s["at_kink"] & (last | s["drowns"])
@@ -176,8 +201,9 @@ def _last_round(round_: int, s: dict) -> np.ndarray:
     return (round_ >= SHRINKS - 1) & ~(still_seen & (round_ < MAX_SHRINKS - 1))
 
 
-def _widen_by_disagreement(found: dict, pending: np.ndarray, smooth: np.ndarray,
-                           grad: np.ndarray) -> None:
+def _widen_by_disagreement(
+    found: dict, pending: np.ndarray, smooth: np.ndarray, grad: np.ndarray
+) -> None:
     """A wider stencil's error estimate is only as good as its agreement with the narrower
     one: where the two estimates differ by more than it claims, the difference is its error."""
     had = smooth & np.isfinite(found["grad"][pending])
@@ -194,7 +220,7 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     big = np.maximum.reduce([np.abs(fm), np.abs(fp), np.full(len(h), max(abs(f0), 1.0))])
     noise = np.maximum(64 * EPS * big, measured) / h
     slopes = np.stack([fm2 - fm, f0 - fm2, fp2 - f0, fp - fp2], axis=1) / (h / 2)[:, None]
-    steps = np.abs(np.diff(slopes, axis=1))   # smooth f: three similar steps of f'' h / 2
+    steps = np.abs(np.diff(slopes, axis=1))  # smooth f: three similar steps of f'' h / 2
     # a real kink moves the slope by a sizeable part of the slope itself
     floor = 4 * noise + 1e-3 * np.max(np.abs(slopes), axis=1)
     at_kink = steps[:, 1] > KINK_FACTOR * (steps[:, 0] + steps[:, 2]) + floor
@@ -207,14 +233,25 @@ def _stencil(values, f0: float, flat: np.ndarray, h: np.ndarray, measured: float
     # the function bends within the stencil: a 16 times narrower one cuts the truncation
     # error 256-fold, and helps where that error is well above the rounding noise
     rough = (truncation > ROUGH * np.abs(grad)) & (truncation > NARROWING * noise)
-    return {"grad": grad, "err": truncation + noise, "at_kink": at_kink, "drowns": drowns,
-            "drowns_inside": drowns_inside, "rough": rough, "inside": inside,
-            "beside": inside & ~at_kink, "distance": _kink_distance(slopes, h), "slopes": slopes,
-            "values": np.stack([fm, fm2, fp2, fp], axis=1), "noise": noise}
+    return {
+        "grad": grad,
+        "err": truncation + noise,
+        "at_kink": at_kink,
+        "drowns": drowns,
+        "drowns_inside": drowns_inside,
+        "rough": rough,
+        "inside": inside,
+        "beside": inside & ~at_kink,
+        "distance": _kink_distance(slopes, h),
+        "slopes": slopes,
+        "values": np.stack([fm, fm2, fp2, fp], axis=1),
+        "noise": noise,
+    }
 
 
-def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict,
-               near: np.ndarray) -> None:
+def _one_sided(
+    values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict, near: np.ndarray
+) -> None:
     """A kink inside the stencil, but not at x (`near`): the derivative from the side
     without it, by the second-order one-sided difference at steps h/2 and h (one more
     evaluation, at x +- 2h), replaces the central one in `s`."""
@@ -223,7 +260,7 @@ def _one_sided(values, f0: float, flat: np.ndarray, h: np.ndarray, s: dict,
     left2, left1, right1, right2 = s["slopes"][near].T
     side = np.where(np.abs(right2 - right1) <= np.abs(left1 - left2), 1.0, -1.0)
     hn = h[near]
-    columns = np.where(side > 0, 2, 1), np.where(side > 0, 3, 0)     # x + side h/2, x + side h
+    columns = np.where(side > 0, 2, 1), np.where(side > 0, 3, 0)  # x + side h/2, x + side h
     rows = np.arange(near.sum())
     half, whole = s["values"][near][rows, columns[0]], s["values"][near][rows, columns[1]]
     double = values(flat[near], 2 * side * hn)
@@ -248,7 +285,14 @@ def _scatter(shape, flat: np.ndarray, found: dict, batched: bool) -> Derivative:
         out = np.full(int(np.prod(shape)), fill, dtype=type(fill))
         out[flat] = found[key]
         return out.reshape(shape)
+
     checked = np.zeros(int(np.prod(shape)), bool)
     checked[flat] = True
-    return Derivative(full("grad", np.nan), full("err", np.nan), full("kink", False),
-                      full("kink_distance", np.nan), checked.reshape(shape), batched)
+    return Derivative(
+        full("grad", np.nan),
+        full("err", np.nan),
+        full("kink", False),
+        full("kink_distance", np.nan),
+        checked.reshape(shape),
+        batched,
+    )

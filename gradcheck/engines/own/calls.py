@@ -12,6 +12,7 @@ function) follows, so that one engine and one harness serve them all:
 `arrays` are numpy arrays in the checked dtype, by input name, in your argument order;
 there is one cotangent per output. What comes back is numpy, in any floating dtype.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,15 +26,16 @@ import numpy as np
 from ..base import UserCodeError
 
 # frames in these folders are not "your code": the line named is the last one outside them
-_LIBRARY_DIRS = tuple({os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-                       os.path.dirname(os.__file__)}
-                      | {p for p in sys.path if "site-packages" in p})
+_LIBRARY_DIRS = tuple(
+    {os.path.dirname(os.path.dirname(os.path.dirname(__file__))), os.path.dirname(os.__file__)}
+    | {p for p in sys.path if "site-packages" in p}
+)
 
 
 def name_of(fn) -> str:
     """A function's name: `__name__`, a partial's function, a module's class, a Function's."""
-    fn = getattr(fn, "func", fn)            # functools.partial
-    owner = getattr(fn, "__self__", None)   # MyFunction.apply: name it MyFunction
+    fn = getattr(fn, "func", fn)  # functools.partial
+    owner = getattr(fn, "__self__", None)  # MyFunction.apply: name it MyFunction
     if isinstance(owner, type):
         return owner.__name__
     return getattr(fn, "__name__", None) or type(fn).__name__
@@ -60,22 +62,28 @@ def _where(error: BaseException) -> str:
 def as_output(x, what: str, index: int) -> np.ndarray:
     """One output of your forward as an array; None or a non-number is your code's error."""
     if x is None:
-        raise UserCodeError(f"{what} returned None as output {index + 1}: it returned no "
-                            "value (is it finished?)")
+        raise UserCodeError(
+            f"{what} returned None as output {index + 1}: it returned no value (is it finished?)"
+        )
     array = np.asarray(x)
     if array.dtype.kind not in "fiu" and array.dtype.name != "bfloat16":
-        raise UserCodeError(f"{what} returned a {type(x).__name__} as output {index + 1}; "
-                            "expected an array of numbers")
+        raise UserCodeError(
+            f"{what} returned a {type(x).__name__} as output {index + 1}; "
+            "expected an array of numbers"
+        )
     return array
 
 
-def named_gradients(grads, names: list[str], wrt: list[str], floating: list[str],
-                    who: str) -> dict[str, np.ndarray]:
+def named_gradients(
+    grads, names: list[str], wrt: list[str], floating: list[str], who: str
+) -> dict[str, np.ndarray]:
     """The gradients your function returned, by input name: a dict, or a tuple with one
     entry per differentiated input, per floating input, or per input, in order."""
     if grads is None:
-        raise UserCodeError(f"{who} returned None; expected one gradient per differentiated "
-                            f"input ({', '.join(wrt)}), or a dict of them")
+        raise UserCodeError(
+            f"{who} returned None; expected one gradient per differentiated "
+            f"input ({', '.join(wrt)}), or a dict of them"
+        )
     if isinstance(grads, Mapping):
         return {k: _gradient(v, who, k) for k, v in grads.items() if k in wrt}
     if not isinstance(grads, (tuple, list)):
@@ -83,8 +91,10 @@ def named_gradients(grads, names: list[str], wrt: list[str], floating: list[str]
     for order in (wrt, floating, names):
         if len(grads) == len(order):
             return {k: _gradient(g, who, k) for k, g in zip(order, grads) if k in wrt}
-    raise UserCodeError(f"{who} returned {len(grads)} gradient(s); expected one per "
-                        f"differentiated input ({', '.join(wrt)}), or a dict of them")
+    raise UserCodeError(
+        f"{who} returned {len(grads)} gradient(s); expected one per "
+        f"differentiated input ({', '.join(wrt)}), or a dict of them"
+    )
 
 
 def _gradient(g, who: str, name: str) -> np.ndarray:

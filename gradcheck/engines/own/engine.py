@@ -13,6 +13,7 @@ every pair with your engine. A bug common to both runs cancels out of the measur
 one confined to the checked dtype's path is not in it: neither can be masked by it. And it
 can be no larger than (scaled) the value itself: for float64 a few 1e-9 relative at most.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..base import EngineOutput, UserCodeError
 
 PROBE = {"float64": "float32", "float32": "bfloat16"}
 SAMPLES = 4
-JIGGLE = 4      # ulps: a smaller change of the inputs often rounds to the same numbers
+JIGGLE = 4  # ulps: a smaller change of the inputs often rounds to the same numbers
 
 
 class OwnEngine:
@@ -45,15 +46,18 @@ class OwnEngine:
         probe = self._probe(np.asarray(cotangent).dtype.name)
         if probe is not None:
             output.value_rounding, output.grad_rounding = self._measured(
-                probe, inputs, cotangent, wrt, output)
+                probe, inputs, cotangent, wrt, output
+            )
         return output
 
     def _vjp(self, inputs, cotangent, wrt):
         outs, grads = self.code.vjp(dict(inputs), self._split(cotangent), list(wrt))
         shapes = [tuple(np.shape(o)) for o in outs]
         if shapes != self.shapes:
-            raise UserCodeError(f"{self.forward_name} returned outputs of shape "
-                                f"{_listed(shapes)}, on its first call {_listed(self.shapes)}")
+            raise UserCodeError(
+                f"{self.forward_name} returned outputs of shape "
+                f"{_listed(shapes)}, on its first call {_listed(self.shapes)}"
+            )
         return outs, grads
 
     def _split(self, cotangent) -> list[np.ndarray]:
@@ -82,12 +86,18 @@ class OwnEngine:
             try:
                 with np.errstate(all="ignore"):
                     outs, grads = self._vjp(jiggled, dt.cast(cotangent, dtype), wrt)
-            except Exception:   # your code in a dtype it was not written for: no measurement
+            except Exception:  # your code in a dtype it was not written for: no measurement
                 return None, {}
-            runs.append((_difference(joined(outs), output.value, scale),
-                         {w: _difference(grads.get(w), g, scale) for w, g in output.grads.items()}))
-        return (_rms([v for v, _ in runs]),
-                {w: _rms([g[w] for _, g in runs]) for w in output.grads})
+            runs.append(
+                (
+                    _difference(joined(outs), output.value, scale),
+                    {w: _difference(grads.get(w), g, scale) for w, g in output.grads.items()},
+                )
+            )
+        return (
+            _rms([v for v, _ in runs]),
+            {w: _rms([g[w] for _, g in runs]) for w in output.grads},
+        )
 
 
 def joined(outs: list) -> np.ndarray:

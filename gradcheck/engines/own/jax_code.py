@@ -1,6 +1,7 @@
 """Your jax code: a function of arrays, `jit`ted or not, with `custom_vjp` or `custom_jvp`
 rules inside. Your gradient is `jax.vjp` of `fn` in the checked dtype: your rules are what
 is checked."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -33,14 +34,17 @@ class JaxCode:
         def of_wrt(*values):
             env = {**fixed, **dict(zip(wrt, values))}
             return self.fn(*[env[k] for k in self.inputs])
+
         with calling(self.name):
             result, pullback = jax.vjp(of_wrt, *[self._array(arrays[w]) for w in wrt])
         leaves, tree = jax.tree_util.tree_flatten(result)
         cots = [jax.numpy.asarray(c, dtype=leaf.dtype) for c, leaf in zip(cotangents, leaves)]
         with calling(f"{self.name}'s backward"):
             grads = pullback(jax.tree_util.tree_unflatten(tree, cots))
-        return ([np.asarray(o) for o in self._leaves(result)],
-                {w: np.asarray(g) for w, g in zip(wrt, grads)})
+        return (
+            [np.asarray(o) for o in self._leaves(result)],
+            {w: np.asarray(g) for w, g in zip(wrt, grads)},
+        )
 
     def _array(self, array):
         return self.jax.numpy.asarray(array)
@@ -48,6 +52,8 @@ class JaxCode:
     def _leaves(self, result) -> list:
         leaves = self.jax.tree_util.tree_leaves(result)
         if not leaves or any(leaf is None for leaf in leaves):
-            raise UserCodeError(f"{self.name} returned {type(result).__name__}; expected an "
-                                "array or a tuple or dict of arrays")
+            raise UserCodeError(
+                f"{self.name} returned {type(result).__name__}; expected an "
+                "array or a tuple or dict of arrays"
+            )
         return leaves

@@ -5,6 +5,7 @@ and its gradients together (`softmax_loss(x, y) -> (loss, dx)`).
 Your functions are called on copies, so that a backward that writes into `dout` or into its
 cache (legal, and common) changes nothing any other engine sees.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,15 @@ class LayerCode:
     `(out_1, ..., out_k, cache)` / `(out_1, ..., out_k)`; `backward(dout_1, ..., dout_k,
     cache)` when there is a cache, else `backward(dout_1, ..., dout_k, *arrays, **params)`."""
 
-    def __init__(self, forward: Callable, backward: Callable, floating: list[str],
-                 outputs: int = 1, params: Mapping | None = None, name: str | None = None):
+    def __init__(
+        self,
+        forward: Callable,
+        backward: Callable,
+        floating: list[str],
+        outputs: int = 1,
+        params: Mapping | None = None,
+        name: str | None = None,
+    ):
         self.forward, self.backward, self.floating = forward, backward, list(floating)
         self.count, self.params = outputs, dict(params or {})
         self.name, self.forward_name = name or name_of(backward), name_of(forward)
@@ -36,7 +44,7 @@ class LayerCode:
 
     def vjp(self, arrays, cotangents, wrt):
         outs, cache = self._forward(arrays)
-        outs = [np.array(o, copy=True) for o in outs]   # before a backward writes into its cache
+        outs = [np.array(o, copy=True) for o in outs]  # before a backward writes into its cache
         douts = _copies(cotangents)
         with calling(self.name):
             if cache is None:
@@ -54,8 +62,9 @@ class LayerCode:
 
 def _split(result, count: int, who: str) -> tuple[tuple, object]:
     """(outputs, cache) from what a forward returned; cache None when it returned none."""
-    wanted = "out or (out, cache)" if count == 1 else \
-        f"({count} outputs, cache) or ({count} outputs)"
+    wanted = (
+        "out or (out, cache)" if count == 1 else f"({count} outputs, cache) or ({count} outputs)"
+    )
     if result is None:
         raise UserCodeError(f"{who} returned None; expected {wanted} (is it finished?)")
     if not isinstance(result, tuple):
@@ -73,8 +82,13 @@ class ValueAndGradCode:
     """`fn(*arrays, **params) -> (value, grads)` or `(value, g1, g2, ...)`, value a scalar
     (a loss): its gradients are those of the value itself, scaled by the cotangent."""
 
-    def __init__(self, fn: Callable, floating: list[str], params: Mapping | None = None,
-                 name: str | None = None):
+    def __init__(
+        self,
+        fn: Callable,
+        floating: list[str],
+        params: Mapping | None = None,
+        name: str | None = None,
+    ):
         self.fn, self.floating, self.params = fn, list(floating), dict(params or {})
         self.name = self.forward_name = name or name_of(fn)
 
@@ -91,13 +105,16 @@ class ValueAndGradCode:
         with calling(self.name):
             result = self.fn(*_copies(arrays.values()), **self.params)
         if not isinstance(result, tuple) or len(result) < 2:
-            raise UserCodeError(f"{self.name} returned {type(result).__name__}; expected "
-                                "(value, gradients)")
+            raise UserCodeError(
+                f"{self.name} returned {type(result).__name__}; expected (value, gradients)"
+            )
         value, grads = as_output(result[0], self.name, 0), result[1:]
         if np.ndim(value) != 0:
-            raise UserCodeError(f"{self.name} returned a value of shape "
-                                f"{list(np.shape(value))}; a value-and-gradient function "
-                                "returns a scalar (a loss)")
+            raise UserCodeError(
+                f"{self.name} returned a value of shape "
+                f"{list(np.shape(value))}; a value-and-gradient function "
+                "returns a scalar (a loss)"
+            )
         if len(grads) == 1 and isinstance(grads[0], (tuple, list, Mapping)):
             grads = grads[0]
         return np.array(value, copy=True), copy.copy(grads)

@@ -1,6 +1,7 @@
 """Your torch code: a function on tensors, a `Function`'s `.apply`, an `nn.Module` (its
 parameters join the inputs), a `torch.compile`d function. Your gradient is
 `torch.autograd.grad` of what `fn` really does, in the checked dtype on your device."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -26,33 +27,47 @@ class TorchCode:
         torch = require("torch")
         self.fn, self.inputs, self.device = fn, list(inputs), device
         self.module = fn if isinstance(fn, torch.nn.Module) else None
-        self.parameters = ({parameter_name(k): k for k, _ in fn.named_parameters()}
-                           if self.module is not None else {})
+        self.parameters = (
+            {parameter_name(k): k for k, _ in fn.named_parameters()}
+            if self.module is not None
+            else {}
+        )
         self.name = self.forward_name = name or name_of(fn)
         # float32 matmuls and convolutions run as TF32 on this device: its rounding is measured
         self.tf32 = str(device).startswith("cuda") and (
-            torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+            torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        )
 
     def outputs(self, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         import torch
+
         with torch.no_grad():
             return [dt.to_numpy(o) for o in self._call(self._tensors(arrays, ()))]
 
     def vjp(self, arrays, cotangents, wrt):
         import torch
+
         leaves = self._tensors(arrays, wrt)
         outs = self._call(leaves)
         # <cotangent, out> summed: its gradient is each output's cotangent, bit for bit
-        terms = [(o * self._tensor(c, o.dtype)).sum() for o, c in zip(outs, cotangents)
-                 if o.requires_grad]
+        terms = [
+            (o * self._tensor(c, o.dtype)).sum()
+            for o, c in zip(outs, cotangents)
+            if o.requires_grad
+        ]
         grads = [None] * len(wrt)
         if terms:
             with calling(f"{self.name}'s backward"):
-                grads = torch.autograd.grad(sum(terms), [leaves[w] for w in wrt],
-                                            allow_unused=True, materialize_grads=True)
-        return ([dt.to_numpy(o) for o in outs],
-                {w: dt.to_numpy(g) if g is not None else np.zeros(np.shape(arrays[w]))
-                 for w, g in zip(wrt, grads)})
+                grads = torch.autograd.grad(
+                    sum(terms), [leaves[w] for w in wrt], allow_unused=True, materialize_grads=True
+                )
+        return (
+            [dt.to_numpy(o) for o in outs],
+            {
+                w: dt.to_numpy(g) if g is not None else np.zeros(np.shape(arrays[w]))
+                for w, g in zip(wrt, grads)
+            },
+        )
 
     def _tensors(self, arrays, wrt) -> dict:
         return {k: self._tensor(a, requires_grad=k in wrt) for k, a in arrays.items()}
@@ -72,17 +87,22 @@ class TorchCode:
                 result = self._call_module(tensors, args)
         outs = _flattened(result)
         if not outs:
-            raise UserCodeError(f"{self.name} returned {type(result).__name__}; expected a "
-                                "tensor, a tuple or a dict of tensors")
+            raise UserCodeError(
+                f"{self.name} returned {type(result).__name__}; expected a "
+                "tensor, a tuple or a dict of tensors"
+            )
         return [_checked(o, self.name, i) for i, o in enumerate(outs)]
 
     def _call_module(self, tensors, args):
         import torch
+
         params = {k: tensors[safe] for safe, k in self.parameters.items()}
         dtype = next(iter(params.values())).dtype if params else None
         # floating buffers (a batch norm's running statistics) in the parameters' dtype
-        buffers = {k: b.to(dtype) if dtype is not None and b.is_floating_point() else b
-                   for k, b in self.module.named_buffers()}
+        buffers = {
+            k: b.to(dtype) if dtype is not None and b.is_floating_point() else b
+            for k, b in self.module.named_buffers()
+        }
         return torch.func.functional_call(self.module, {**buffers, **params}, tuple(args))
 
 
@@ -97,6 +117,7 @@ def _flattened(result) -> list:
 
 def _checked(out, who: str, index: int):
     import torch
+
     if isinstance(out, torch.Tensor):
         return out
     got = "None" if out is None else f"a {type(out).__name__}"
@@ -108,6 +129,7 @@ def torch_inputs(inputs: Mapping, fn) -> tuple[dict[str, np.ndarray], list[str],
     arrays (integer data as int64), the dtypes of the floating tensors among them, and the
     device they live on."""
     import torch
+
     given = dict(inputs)
     if isinstance(fn, torch.nn.Module):
         clash = [parameter_name(k) for k, _ in fn.named_parameters() if parameter_name(k) in given]
@@ -122,6 +144,7 @@ def torch_inputs(inputs: Mapping, fn) -> tuple[dict[str, np.ndarray], list[str],
 
 def _plain(value) -> np.ndarray:
     import torch
+
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         return value.double().numpy() if value.is_floating_point() else value.numpy()
