@@ -7,6 +7,15 @@ one gradient per name in `wrt` -- as an `EngineOutput`, or as a plain `(value, g
 An engine whose `vjp` also takes a keyword `settings` receives the case's `Settings`
 (dtype, sample sizes): per-case choices travel as arguments, never as engine attributes.
 An engine's own options (device, dtype policy) are arguments of its constructor.
+Forward mode and second order are two more optional methods, each returning an
+`EngineOutput` whose `value` is the output and whose `grads` hold one product per name:
+- `jvp(graph, inputs, wrt, tangents)`: grads[x] = J_x u_x, the output's derivative along
+  `tangents[x]` (x alone moving; an array of the output's shape), for each x in `wrt`;
+- `hvp(graph, inputs, wrt, cotangent, tangents)`: grads[x] = (H u)_x, where H is the Hessian
+  of the scalar <cotangent, output> over all of `wrt` together and u is `tangents` (all
+  moving at once): the derivative of the gradient of x along u (x's shape).
+A numerical estimate (fd) fills `grad_err` (and `checked`, `kinks`) for them as for a VJP.
+An engine without the method is not asked for that product.
 An engine may also have a `prepare()` method: a worker process calls it before its first
 case, while the parent still loads the cases (torch and jax import their frameworks there).
 """
