@@ -6,6 +6,7 @@ half-written report that looks complete. Only a folder that gradcheck wrote (it 
 the `.gradcheck-run` marker) is ever replaced; anything else is refused, before a run
 when the caller asks `check_out_dir` first.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,11 +22,17 @@ from ..errors import ReportDirError, ReportRenderError
 from .html import render_html
 from .markdown import render_markdown
 
-__all__ = ["write_reports", "rerender", "check_out_dir", "MARKER", "ReportDirError",
-           "ReportRenderError"]
+__all__ = [
+    "write_reports",
+    "rerender",
+    "check_out_dir",
+    "MARKER",
+    "ReportDirError",
+    "ReportRenderError",
+]
 
 MARKER = ".gradcheck-run"
-LEGACY_KEYS = {"seed", "versions", "counts"}   # run.json of a folder written before the marker
+LEGACY_KEYS = {"seed", "versions", "counts"}  # run.json of a folder written before the marker
 LEGACY_RUN_JSON_BYTES = 64_000_000
 
 
@@ -43,7 +50,7 @@ def _check_replaceable(out_dir: Path) -> None:
     in this very moment, and a folder that is gone has nothing to protect."""
     try:
         mode = out_dir.lstat().st_mode
-    except (FileNotFoundError, NotADirectoryError):    # the parent is checked next
+    except (FileNotFoundError, NotADirectoryError):  # the parent is checked next
         return
     if stat.S_ISLNK(mode):
         raise ReportDirError(f"{out_dir} is a symbolic link; name a real folder")
@@ -51,18 +58,22 @@ def _check_replaceable(out_dir: Path) -> None:
         raise ReportDirError(f"{out_dir} is a file, not a report folder; it is left as it is")
     try:
         entries = set(os.listdir(out_dir))
-    except FileNotFoundError:         # swapped away by another writer since the lstat
+    except FileNotFoundError:  # swapped away by another writer since the lstat
         return
     if entries and MARKER not in entries and not _legacy_run_folder(out_dir, entries):
         raise ReportDirError(
             f"{out_dir} holds files that gradcheck did not write (no {MARKER} marker); "
-            "its files are left as they are: name a new or empty folder")
+            "its files are left as they are: name a new or empty folder"
+        )
 
 
 def _legacy_run_folder(out_dir: Path, entries: set[str]) -> bool:
     run_json = out_dir / "run.json"
-    if "run.json" not in entries or not run_json.is_file() or \
-            run_json.stat().st_size > LEGACY_RUN_JSON_BYTES:
+    if (
+        "run.json" not in entries
+        or not run_json.is_file()
+        or run_json.stat().st_size > LEGACY_RUN_JSON_BYTES
+    ):
         return False
     try:
         meta = json.loads(run_json.read_text(encoding="utf-8"))
@@ -95,11 +106,11 @@ def write_reports(result, out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tmp.chmod(_default_mode(0o777))    # mkdtemp's 0700 would hide the reports from others
+        tmp.chmod(_default_mode(0o777))  # mkdtemp's 0700 would hide the reports from others
         _write_data(result, tmp)
         problem = _try_render(result, tmp)
         with _turn_at(out_dir.parent):
-            check_out_dir(out_dir)          # again: the folder may have appeared meanwhile
+            check_out_dir(out_dir)  # again: the folder may have appeared meanwhile
             _swap(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,8 +121,9 @@ def write_reports(result, out_dir: Path) -> Path:
 
 
 def _write_data(result, folder: Path) -> None:
-    (folder / MARKER).write_text("written by gradcheck run; gradcheck may replace this folder\n",
-                                 encoding="utf-8")
+    (folder / MARKER).write_text(
+        "written by gradcheck run; gradcheck may replace this folder\n", encoding="utf-8"
+    )
     result.save_data(folder)
 
 
@@ -138,7 +150,7 @@ def _write_atomic(path: Path, text: str) -> None:
         # a lone surrogate in case text is shown escaped rather than costing the report
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(text)
-        os.chmod(tmp, _default_mode(0o666))    # mkstemp's 0600, as a plain open() would not
+        os.chmod(tmp, _default_mode(0o666))  # mkstemp's 0600, as a plain open() would not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -158,7 +170,7 @@ def _turn_at(folder: Path):
     on the folder itself, so no lock file is left behind."""
     try:
         import fcntl
-    except ImportError:         # no flock (Windows): the swap is unguarded
+    except ImportError:  # no flock (Windows): the swap is unguarded
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
@@ -166,7 +178,7 @@ def _turn_at(folder: Path):
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)             # closing releases the lock
+        os.close(fd)  # closing releases the lock
 
 
 def _swap(new: Path, target: Path) -> None:

@@ -4,6 +4,7 @@ Arrays of any rank are laid out as one 2-D picture: the last two axes form a til
 image H x W, a matrix), the axis before them runs across, and any earlier axes run down,
 so an NCHW tensor shows as an N x C grid of H x W images.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,7 @@ import numpy as np
 # pair agrees draws none, and the import costs about a second. No pyplot: no global state,
 # no GUI backend.
 
-WRAP_1D = 64          # a longer vector wraps into a near-square block of rows
+WRAP_1D = 64  # a longer vector wraps into a near-square block of rows
 MAX_SIDE_PX = 560
 MIN_SIDE_PX = 60
 MAX_CELL_PX = 40
@@ -56,7 +57,7 @@ def _wrap(x: np.ndarray) -> np.ndarray:
         return x.reshape(1, -1)
     width = math.ceil(math.sqrt(x.size))
     padded = np.full(width * math.ceil(x.size / width), np.nan)
-    padded[:x.size] = x
+    padded[: x.size] = x
     return padded.reshape(-1, width)
 
 
@@ -74,12 +75,14 @@ def heatmap_png(err: np.ndarray, worst: tuple[int, ...] = ()) -> str:
     """A `data:image/png;base64,...` URI of |a - b|, the worst element outlined."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
     grid, tile = to_grid(err)
     fig = Figure(figsize=_figsize(grid.shape), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=_cmap(), vmin=0, aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(
+        np.ma.masked_invalid(grid), cmap=_cmap(), vmin=0, aspect="auto", interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03).ax.tick_params(labelsize=7)
     _axes(ax, grid.shape, tile)
     _outline(ax, grid_position(np.shape(err), tuple(worst)))
@@ -88,6 +91,7 @@ def heatmap_png(err: np.ndarray, worst: tuple[int, ...] = ()) -> str:
 
 def _cmap():
     from matplotlib import colormaps
+
     # Grey: elements that were not compared (fd checks a sample of a big input).
     return colormaps["Reds"].with_extremes(bad="#d9d9d9")
 
@@ -97,11 +101,12 @@ def _figsize(shape: tuple[int, int]) -> tuple[float, float]:
     cell = min(MAX_CELL_PX, MAX_SIDE_PX / cols, MAX_SIDE_PX / rows)
     width = min(max(cols * cell, MIN_SIDE_PX), MAX_SIDE_PX)
     height = min(max(rows * cell, MIN_SIDE_PX / 2), MAX_SIDE_PX)
-    return (width + 110) / 100, (height + 60) / 100    # room for ticks and the color bar
+    return (width + 110) / 100, (height + 60) / 100  # room for ticks and the color bar
 
 
 def _axes(ax, shape: tuple[int, int], tile: tuple[int, int] | None) -> None:
     from matplotlib.ticker import NullLocator
+
     ax.tick_params(labelsize=7, length=2)
     if tile is None:
         for axis, n in ((ax.xaxis, shape[1]), (ax.yaxis, shape[0])):
@@ -119,15 +124,18 @@ def _axes(ax, shape: tuple[int, int], tile: tuple[int, int] | None) -> None:
 
 def _index_locator(n: int):
     from matplotlib.ticker import MaxNLocator
+
     return MaxNLocator(nbins=min(n, 10), integer=True)
 
 
 def _outline(ax, position: tuple[int, int] | None) -> None:
     from matplotlib.patches import Rectangle
+
     if position is not None:
         row, col = position
-        ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#1f6feb",
-                               linewidth=1.6))
+        ax.add_patch(
+            Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#1f6feb", linewidth=1.6)
+        )
 
 
 def _data_uri(fig) -> str:

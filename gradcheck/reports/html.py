@@ -4,6 +4,7 @@ Everything the page needs is inside it: CSS, the small sorting/filtering script,
 heatmaps as PNG data URIs. A Content-Security-Policy forbids any network access and allows
 only our own script (by its hash), so even text that slipped past escaping could not run.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,13 +21,15 @@ from ..harness.verdict import Verdict
 from .heatmap import describe_layout, heatmap_png
 from .taylor_plot import remainder_svg
 
-ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]   # custom engines follow in run order
+ENGINE_ORDER = ["numpy", "fd", "torch", "jax", EXPECT]  # custom engines follow in run order
 BAD_PAIR = (Verdict.FAIL, Verdict.NONFINITE)
-TAYLOR_MAX_PLOTS = 60          # curves for the worst runs first; rates for every run
-HEATMAP_MAX_ELEMENTS = 1_000_000                          # beyond: the table is enough
+TAYLOR_MAX_PLOTS = 60  # curves for the worst runs first; rates for every run
+HEATMAP_MAX_ELEMENTS = 1_000_000  # beyond: the table is enough
 
-_ENV = Environment(loader=PackageLoader("gradcheck.reports", "templates"),
-                   autoescape=select_autoescape(["html", "j2"]))
+_ENV = Environment(
+    loader=PackageLoader("gradcheck.reports", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 # Our own code, not case text: the only thing on the page that is not escaped.
 _SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
@@ -37,11 +40,18 @@ def render_html(result) -> str:
     cases = result.sorted_cases()
     worst = result.comparisons.groupby(["case", "dtype"])["tol_ratio"].max().to_dict()
     return _ENV.get_template("report.html.j2").render(
-        meta=result.metadata, command=_command(result.metadata), versions=_versions(result.metadata),
-        ok=result.ok, counts=result.ordered_counts(),
-        blamed=result.blame_counts(), rows=[_row(c, worst) for c in _records(cases)],
-        filters=_filters(result, cases), sections=_sections(result, cases),
-        script=Markup(_SCRIPT), script_hash=_SCRIPT_HASH)
+        meta=result.metadata,
+        command=_command(result.metadata),
+        versions=_versions(result.metadata),
+        ok=result.ok,
+        counts=result.ordered_counts(),
+        blamed=result.blame_counts(),
+        rows=[_row(c, worst) for c in _records(cases)],
+        filters=_filters(result, cases),
+        sections=_sections(result, cases),
+        script=Markup(_SCRIPT),
+        script_hash=_SCRIPT_HASH,
+    )
 
 
 def _command(meta: dict) -> str:
@@ -81,9 +91,15 @@ def anchor(case: str, dtype: str) -> str:
 
 def _row(c: dict, worst: dict) -> dict:
     ratio = worst.get((c["case"], c["dtype"]), float("nan"))
-    return {**c, "anchor": anchor(c["case"], c["dtype"]), "rank": Verdict.rank_of(c["verdict"]),
-            "failing": _failing(c["verdict"]),
-            "ratio": ratio, "ratio_text": fmt(ratio), "seconds_text": f"{c['seconds']:.3f}"}
+    return {
+        **c,
+        "anchor": anchor(c["case"], c["dtype"]),
+        "rank": Verdict.rank_of(c["verdict"]),
+        "failing": _failing(c["verdict"]),
+        "ratio": ratio,
+        "ratio_text": fmt(ratio),
+        "seconds_text": f"{c['seconds']:.3f}",
+    }
 
 
 def _failing(verdict: str) -> bool:
@@ -92,10 +108,12 @@ def _failing(verdict: str) -> bool:
 
 def _filters(result, cases: pd.DataFrame) -> dict:
     words = lambda column: sorted({w for text in cases[column] for w in str(text).split()})
-    return {"verdict": [v for v, _ in result.ordered_counts()],
-            "family": sorted({str(f) for f in cases["family"] if str(f)}),
-            "tag": words("tags"),
-            "blame": engine_order(words("blame"))}
+    return {
+        "verdict": [v for v, _ in result.ordered_counts()],
+        "family": sorted({str(f) for f in cases["family"] if str(f)}),
+        "tag": words("tags"),
+        "blame": engine_order(words("blame")),
+    }
 
 
 def engine_order(names) -> list[str]:
@@ -129,18 +147,26 @@ def _number(x, pattern: str) -> str:
 
 # --- per-case sections ------------------------------------------------------------------
 
+
 def _sections(result, cases: pd.DataFrame) -> list[dict]:
     comps, engines = _by_run(result.comparisons), _by_run(result.engines)
     taylor, plotted = _by_run(result.taylor), 0
     runs = {}
-    for c in _records(cases):     # worst first, so a case's section sits where it ranks
+    for c in _records(cases):  # worst first, so a case's section sits where it ranks
         key = (c["case"], c["dtype"])
         run = _run(result, c, comps.get(key, []), engines.get(key, []))
         run["taylor"] = _taylor(result, taylor.get(key, []), plotted < TAYLOR_MAX_PLOTS)
         plotted += bool(run["taylor"] and run["taylor"]["plot"])
         runs.setdefault(c["case"], []).append(run)
-    return [{"name": name, "details": _details(result, name), "runs": items,
-             "failing": any(r["failing"] for r in items)} for name, items in runs.items()]
+    return [
+        {
+            "name": name,
+            "details": _details(result, name),
+            "runs": items,
+            "failing": any(r["failing"] for r in items),
+        }
+        for name, items in runs.items()
+    ]
 
 
 def _details(result, name: str) -> dict:
@@ -152,22 +178,31 @@ def _details(result, name: str) -> dict:
 
 
 def _run(result, c: dict, comps: list[dict], engines: list[dict]) -> dict:
-    return {**c, "anchor": anchor(c["case"], c["dtype"]),
-            "failing": _failing(c["verdict"]),
-            "engines": [{**e, "seconds_text": f"{e['seconds']:.4f}"} for e in engines],
-            "matrices": _matrices(comps), "pairs": _bad_pairs(comps),
-            "heatmaps": _heatmaps(result, c, comps)}
+    return {
+        **c,
+        "anchor": anchor(c["case"], c["dtype"]),
+        "failing": _failing(c["verdict"]),
+        "engines": [{**e, "seconds_text": f"{e['seconds']:.4f}"} for e in engines],
+        "matrices": _matrices(comps),
+        "pairs": _bad_pairs(comps),
+        "heatmaps": _heatmaps(result, c, comps),
+    }
 
 
 def _taylor(result, rows: list[dict], plot: bool) -> dict | None:
     """Every engine's Taylor rate and verdict in one run, and (`plot`) their curves."""
     if not rows:
         return None
-    curves = {r["engine"]: result.curves[(r["case"], r["dtype"], r["engine"])] for r in rows
-              if (r["case"], r["dtype"], r["engine"]) in result.curves}
+    curves = {
+        r["engine"]: result.curves[(r["case"], r["dtype"], r["engine"])]
+        for r in rows
+        if (r["case"], r["dtype"], r["engine"]) in result.curves
+    }
     rates = {r["engine"]: r["rate"] for r in rows}
-    return {"plot": remainder_svg(curves, rates) if plot and curves else "",
-            "rows": [{**r, "rate_text": fmt(r["rate"])} for r in rows]}
+    return {
+        "plot": remainder_svg(curves, rates) if plot and curves else "",
+        "rows": [{**r, "rate_text": fmt(r["rate"])} for r in rows],
+    }
 
 
 def _by_run(frame: pd.DataFrame) -> dict[tuple[str, str], list[dict]]:
@@ -184,28 +219,46 @@ def _matrices(comps: list[dict]) -> list[dict]:
     params = list(dict.fromkeys(r["param"] for r in comps))
     pairs = {(r["param"], r["engine_a"], r["engine_b"]): r for r in comps}
     pairs.update({(p, b, a): r for (p, a, b), r in list(pairs.items())})
-    return [{"param": p, "engines": engines,
-             "grid": [[_cell(pairs.get((p, a, b)), a == b) for b in engines] for a in engines]}
-            for p in params]
+    return [
+        {
+            "param": p,
+            "engines": engines,
+            "grid": [[_cell(pairs.get((p, a, b)), a == b) for b in engines] for a in engines],
+        }
+        for p in params
+    ]
 
 
 def _cell(r: dict | None, diagonal: bool) -> dict:
     if diagonal or r is None:
-        return {"text": "", "cls": "diag" if diagonal else "none",
-                "title": "" if diagonal else "not compared"}
+        return {
+            "text": "",
+            "cls": "diag" if diagonal else "none",
+            "title": "" if diagonal else "not compared",
+        }
     level = "bad" if r["verdict"] in BAD_PAIR else r["verdict"]
     if r["verdict"] == "PASS":
         level = "pass-near" if r["tol_ratio"] > 0.1 else "pass"
-    title = (f"{r['engine_a']} vs {r['engine_b']}: {r['verdict']}, tol ratio {fmt(r['tol_ratio'])}"
-             f", max |a-b| {fmt(r['max_abs_err'])} at {r['worst_index'] or '[]'}"
-             + (f" ({r['message']})" if r["message"] else ""))
+    title = (
+        f"{r['engine_a']} vs {r['engine_b']}: {r['verdict']}, tol ratio {fmt(r['tol_ratio'])}"
+        f", max |a-b| {fmt(r['max_abs_err'])} at {r['worst_index'] or '[]'}"
+        + (f" ({r['message']})" if r["message"] else "")
+    )
     return {"text": fmt(r["tol_ratio"]), "cls": level, "title": title}
 
 
 def _bad_pairs(comps: list[dict]) -> list[dict]:
-    return [{**r, "ratio_text": fmt(r["tol_ratio"]), "err_text": fmt(r["max_abs_err"]),
-             "a_text": fmt_value(r["value_a"]), "b_text": fmt_value(r["value_b"])}
-            for r in comps if r["verdict"] in BAD_PAIR]
+    return [
+        {
+            **r,
+            "ratio_text": fmt(r["tol_ratio"]),
+            "err_text": fmt(r["max_abs_err"]),
+            "a_text": fmt_value(r["value_a"]),
+            "b_text": fmt_value(r["value_b"]),
+        }
+        for r in comps
+        if r["verdict"] in BAD_PAIR
+    ]
 
 
 def _heatmaps(result, c: dict, comps: list[dict]) -> list[dict]:
@@ -214,13 +267,20 @@ def _heatmaps(result, c: dict, comps: list[dict]) -> list[dict]:
     blamed = set(str(c["blame"]).split())
     maps = []
     for param in dict.fromkeys(r["param"] for r in comps if r["verdict"] in BAD_PAIR):
-        r = _heatmap_pair([r for r in comps if r["param"] == param and r["verdict"] in BAD_PAIR],
-                          blamed)
+        r = _heatmap_pair(
+            [r for r in comps if r["param"] == param and r["verdict"] in BAD_PAIR], blamed
+        )
         err = result.errors.get((c["case"], c["dtype"], param, r["engine_a"], r["engine_b"]))
         if err is not None and 1 < err.size <= HEATMAP_MAX_ELEMENTS:
-            maps.append({**r, "shape": " × ".join(map(str, err.shape)),
-                         "unchecked": int(np.isnan(err).sum()), "layout": describe_layout(err.shape),
-                         "png": heatmap_png(err, tuple(r["worst_index"] or ()))})
+            maps.append(
+                {
+                    **r,
+                    "shape": " × ".join(map(str, err.shape)),
+                    "unchecked": int(np.isnan(err).sum()),
+                    "layout": describe_layout(err.shape),
+                    "png": heatmap_png(err, tuple(r["worst_index"] or ())),
+                }
+            )
     return maps
 
 
@@ -231,6 +291,7 @@ def _heatmap_pair(rows: list[dict], blamed: set[str]) -> dict:
         other = b if a in blamed else a
         # estimates last: they may check only a sample, and their own error blurs the picture
         return (not one_blamed, _estimated(r), _trust(other), -r["tol_ratio"])
+
     return min(rows, key=key)
 
 

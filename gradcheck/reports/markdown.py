@@ -1,6 +1,6 @@
 """summary.md: short enough for a CI job summary; failures and the engines blamed first."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 
 def render_markdown(result) -> str:
@@ -10,14 +10,23 @@ def render_markdown(result) -> str:
     lines = [_title(result, len(cases), len(failing)), "", _counts_line(result), ""]
     if len(failing):
         lines += ["| case | dtype | verdict | blame | message |", "|---|---|---|---|---|"]
-        lines += [f"| {_cell(r.case)} | {r.dtype} | **{r.verdict}** | {_cell(r.blame)} "
-                  f"| {_cell(r.message)} |" for r in failing.itertuples()]
+        lines += [
+            f"| {_cell(r.case)} | {r.dtype} | **{r.verdict}** | {_cell(r.blame)} "
+            f"| {_cell(r.message)} |"
+            for r in failing.itertuples()
+        ]
         lines.append("")
     # Collapsed, so that a long catalog does not push the failures off the CI page.
-    lines += [f"<details><summary>All {len(cases)} case runs</summary>", "",
-              "| case | dtype | verdict | blame | seconds |", "|---|---|---|---|---:|"]
-    lines += [f"| {_cell(r.case)} | {r.dtype} | {r.verdict} | {_cell(r.blame)} | {r.seconds:.3f} |"
-              for r in cases.itertuples()]
+    lines += [
+        f"<details><summary>All {len(cases)} case runs</summary>",
+        "",
+        "| case | dtype | verdict | blame | seconds |",
+        "|---|---|---|---|---:|",
+    ]
+    lines += [
+        f"| {_cell(r.case)} | {r.dtype} | {r.verdict} | {_cell(r.blame)} | {r.seconds:.3f} |"
+        for r in cases.itertuples()
+    ]
     lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 
@@ -27,7 +36,7 @@ def _title(result, total: int, failing: int) -> str:
         return "## gradcheck: no case runs"
     if result.ok:
         return f"## gradcheck: all {total} case runs passed"
-    if not failing:         # nothing failed, but some run had fewer than two sources (SKIP)
+    if not failing:  # nothing failed, but some run had fewer than two sources (SKIP)
         return f"## gradcheck: {total} case runs, not all of them checked"
     return f"## gradcheck: {failing} of {total} case runs failed"
 

@@ -7,6 +7,7 @@ flattens it at small eps; a wrong one falls at slope 1.
 The SVG is written directly: a few polylines on decade axes. Drawing them with matplotlib
 cost about 0.7 s per plot (text layout of log ticks), most of a catalog run's wall time.
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,29 +16,41 @@ from html import escape
 
 import numpy as np
 
-COLORS = {"numpy": "#1f77b4", "fd": "#7f7f7f", "torch": "#d62728", "jax": "#2ca02c",
-          "expect": "#9467bd"}
+COLORS = {
+    "numpy": "#1f77b4",
+    "fd": "#7f7f7f",
+    "torch": "#d62728",
+    "jax": "#2ca02c",
+    "expect": "#9467bd",
+}
 OTHER_COLORS = ["#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 WIDTH, HEIGHT = 380, 270
-LEFT, RIGHT, TOP, BOTTOM = 52, 10, 10, 34     # plot margins, in pixels
+LEFT, RIGHT, TOP, BOTTOM = 52, 10, 10, 34  # plot margins, in pixels
 
 
 def remainder_svg(curves: dict[str, np.ndarray], rates: dict[str, float]) -> str:
     """`curves`: engine -> rows (eps, then R per direction); `rates`: engine -> rate."""
-    lines = [(_color(engine, i), curve[0], _positive(r), k == 0 and engine)
-             for i, (engine, curve) in enumerate(curves.items())
-             for k, r in enumerate(curve[1:])]
+    lines = [
+        (_color(engine, i), curve[0], _positive(r), k == 0 and engine)
+        for i, (engine, curve) in enumerate(curves.items())
+        for k, r in enumerate(curve[1:])
+    ]
     guide = _guide(curves)
     box = _LogBox([x for _, x, _, _ in lines], [y for _, _, y, _ in lines] + [guide[1]])
     body = [box.axes()]
     body += [box.polyline(x, y, color) for color, x, y, _ in lines]
     if guide[0] is not None:
         body.append(box.polyline(guide[0], guide[1], "#000", dashed=True))
-    labels = [(color, f"{engine} (rate {rates.get(engine, float('nan')):.2f})")
-              for color, _, _, engine in lines if engine]
+    labels = [
+        (color, f"{engine} (rate {rates.get(engine, float('nan')):.2f})")
+        for color, _, _, engine in lines
+        if engine
+    ]
     body.append(_legend(labels + ([("#000", "slope 2")] if guide[0] is not None else [])))
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-           f'font-family="sans-serif" font-size="10">{"".join(body)}</svg>')
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'font-family="sans-serif" font-size="10">{"".join(body)}</svg>'
+    )
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
 
 
@@ -55,7 +68,7 @@ def _guide(curves: dict[str, np.ndarray]) -> tuple:
     eps = np.asarray(next(iter(curves.values()))[0], dtype=float)
     middle = len(eps) // 2
     remainders = np.concatenate([_positive(c[1:, middle]) for c in curves.values()])
-    if not np.isfinite(remainders).any():        # every remainder 0 there: no level to draw
+    if not np.isfinite(remainders).any():  # every remainder 0 there: no level to draw
         return None, np.full_like(eps, np.nan)
     level = np.nanmedian(remainders)
     return eps, level * (eps / eps[middle]) ** 2
@@ -89,23 +102,33 @@ class _LogBox:
         runs.append(current)
         dash = ' stroke-dasharray="4 3"' if dashed else ""
         width = 0.8 if dashed else 1.2
-        return "".join(f'<polyline points="{" ".join(r)}" fill="none" stroke="{color}" '
-                       f'stroke-width="{width}"{dash}/>' for r in runs if r)
+        return "".join(
+            f'<polyline points="{" ".join(r)}" fill="none" stroke="{color}" '
+            f'stroke-width="{width}"{dash}/>'
+            for r in runs
+            if r
+        )
 
     def axes(self) -> str:
         left, bottom = LEFT, HEIGHT - BOTTOM
-        parts = [f'<rect x="{left}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
-                 f'height="{bottom - TOP}" fill="none" stroke="#444"/>']
+        parts = [
+            f'<rect x="{left}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
+            f'height="{bottom - TOP}" fill="none" stroke="#444"/>'
+        ]
         for d in _ticks(self.x0, self.x1):
             x, _ = self.at(d, self.y0)
             parts.append(f'<text x="{x:.1f}" y="{bottom + 13}" text-anchor="middle">1e{d}</text>')
         for d in _ticks(self.y0, self.y1):
             _, y = self.at(self.x0, d)
             parts.append(f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">1e{d}</text>')
-        parts.append(f'<text x="{(left + WIDTH - RIGHT) / 2}" y="{HEIGHT - 4}" '
-                     'text-anchor="middle">eps</text>')
-        parts.append(f'<text x="10" y="{(TOP + bottom) / 2}" text-anchor="middle" '
-                     f'transform="rotate(-90 10 {(TOP + bottom) / 2})">R(eps)</text>')
+        parts.append(
+            f'<text x="{(left + WIDTH - RIGHT) / 2}" y="{HEIGHT - 4}" '
+            'text-anchor="middle">eps</text>'
+        )
+        parts.append(
+            f'<text x="10" y="{(TOP + bottom) / 2}" text-anchor="middle" '
+            f'transform="rotate(-90 10 {(TOP + bottom) / 2})">R(eps)</text>'
+        )
         return "".join(parts)
 
 
@@ -128,7 +151,9 @@ def _legend(labels: list[tuple[str, str]]) -> str:
     rows, first = [], HEIGHT - BOTTOM - 6 - 12 * (len(labels) - 1)
     for i, (color, text) in enumerate(labels):
         y = first + 12 * i
-        rows.append(f'<line x1="{WIDTH - 150}" y1="{y - 3}" x2="{WIDTH - 135}" y2="{y - 3}" '
-                    f'stroke="{color}" stroke-width="1.5"/>'
-                    f'<text x="{WIDTH - 131}" y="{y}">{escape(text)}</text>')
+        rows.append(
+            f'<line x1="{WIDTH - 150}" y1="{y - 3}" x2="{WIDTH - 135}" y2="{y - 3}" '
+            f'stroke="{color}" stroke-width="1.5"/>'
+            f'<text x="{WIDTH - 131}" y="{y}">{escape(text)}</text>'
+        )
     return "".join(rows)
