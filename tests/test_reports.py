@@ -16,7 +16,8 @@ from pandas.api.types import is_float_dtype, is_integer_dtype, is_string_dtype
 
 import gradcheck
 from gradcheck.cli import main
-from gradcheck.harness.result import CSV_FILES, KINDS as COLUMN_TYPES, read_run
+from gradcheck.harness.result import CSV_FILES, read_run
+from gradcheck.harness.result import KINDS as COLUMN_TYPES
 from gradcheck.harness.rows import (
     FLOAT,
     INT,
@@ -30,7 +31,7 @@ from gradcheck.harness.rows import (
 from gradcheck.reports.heatmap import grid_position, to_grid
 from helpers import RUN_FILES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+COLUMNS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reports.md"
 DESCRIPTION = "<script>alert(1)</script> & <b>bold</b>"
 
 
@@ -95,11 +96,13 @@ def test_read_run_round_trips_the_tables(run):
 
 
 @pytest.mark.parametrize("row_type", [CaseRow, ComparisonRow, EngineRow, TaylorRow])
-def test_readme_column_tables_are_the_row_classes(row_type):
-    """The README documents each CSV file's columns, in order and with their types, exactly
-    as the row dataclass defines them: adding a column is one field plus its README line."""
+def test_docs_column_tables_are_the_row_classes(row_type):
+    """The docs (docs/reports.md) list each CSV file's columns, in order and with their
+    types, exactly as the row dataclass defines them: adding a column is one field plus its
+    line in that page's table."""
     filename = next(f for f, t in gradcheck.harness.result.TABLES.values() if t is row_type)
-    section = README.read_text().split(f"`{filename}`, one row per", 1)[1].split("\n\n", 2)[1]
+    text = COLUMNS_PAGE.read_text()
+    section = text.split(f"`{filename}`, one row per", 1)[1].split("\n\n", 2)[1]
     documented = re.findall(r"^\| `([a-z_]+)` \| ([a-z]+) \|", section, flags=re.M)
     assert documented == [(c, k) for c, k in column_kinds(row_type).items()]
 

@@ -1,10 +1,11 @@
 """The second vocabulary at validate time: bad attributes, out-of-range integer data and
 graphs with nothing to differentiate are refused with one message (file, case, step, the
 value, what is allowed) and exit 2; an unused `wrt` input gets a zero gradient everywhere;
-`gradcheck ops`, the README and the JSON Schema describe the same op list."""
+`gradcheck ops`, the docs' op page and the JSON Schema describe the same op list."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,7 @@ from gradcheck.ir.expr import ExprError, parse
 from gradcheck.ir.ops import OPS, describe_ops, ops_markdown
 from helpers import load_one, write_case
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 X23 = "  x: {shape: [2, 3]}\n"
 
 # (id, inputs, expression, fragments the message must hold)
@@ -260,16 +261,28 @@ def test_gradcheck_ops_lists_every_op_of_the_registry(capsys):
     assert main(["ops"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(OPS)
-    for line, (name, signature, meaning) in zip(lines, describe_ops()):
+    for line, (_name, signature, meaning) in zip(lines, describe_ops()):
         assert line.startswith(signature) and line.endswith(meaning), line
     assert any(line.startswith("take_along_axis(x, indices, axis)") for line in lines)
     assert any(line.startswith("concat(a, b, ..., axis=0)") for line in lines)
 
 
-def test_readme_op_list_is_the_registry_list():
-    text = README.read_text()
-    block = re.search(r"<!-- ops:begin -->\n(.*?)<!-- ops:end -->", text, re.S).group(1)
-    assert block == ops_markdown(), "README's op list is stale: paste `gradcheck ops --markdown`"
+def test_docs_op_list_is_the_registry_list():
+    """docs/ops.md holds no copy of the op list: the docs' build hook puts in the table of
+    `gradcheck ops --markdown`, one row per op of the registry, in its order."""
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = (DOCS / "ops.md").read_text()
+    assert page.count(hooks.OPS_MARKER) == 1 and "| `" not in page, "ops.md must not copy the list"
+    built = hooks.inject_ops(page)
+    header = "\n".join(ops_markdown().splitlines()[:2])  # | op | meaning |, then |---|---|
+    assert header in built
+    listed = re.findall(r"^\| `(.*)` \| (.*) \|$", built, flags=re.M)
+    assert [(sig, meaning.replace("\\|", "|")) for sig, meaning in listed] == [
+        (signature, meaning) for _, signature, meaning in describe_ops()
+    ]
+    assert len(listed) == len(OPS)
 
 
 def test_schema_describes_expressions_from_the_registry(capsys):
