@@ -12,7 +12,7 @@ integer data or a literal, never differentiated: no rule of it is ever called.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -1,7 +1,14 @@
-"""Elementwise and matrix-product ops: each forward beside its gradient rules.
+"""Elementwise and matrix-product ops: each forward beside its gradient and tangent rules.
 
-Rules return the gradient at the broadcast shape; the executor reduces it to each input's
-shape with `unbroadcast`, so no rule repeats that logic.
+Gradient rules return the gradient at the broadcast shape; the executor reduces it to each
+input's shape with `unbroadcast`, so no rule repeats that logic. Tangent rules take the
+tangent at the input's own shape and let numpy broadcast it against the other operands.
+
+An elementwise op's Jacobian is diagonal, so its tangent rule, t * f'(x), reads like its
+gradient rule, g * f'(x): each is written down on its own all the same, from the forward,
+so that either can be replaced (a deliberately broken rule) without touching the other,
+and the dot-product test of one against the other tests something. At a kink the tangent
+takes jax's convention (`jax.jvp`), noted where it differs from the gradient's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ def _pow_exponent_grad(g, out, a, k):
         return g * out * np.log(a)
 
 
+def _pow_exponent_tangent(t, out, a, k):
+    # d a^k / dk = a^k log a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return t * out * np.log(a)
+
+
 def _tie_share(a, b):
     """Gradient share of `a` in maximum(a, b): 1 where a wins, 1/2 on a tie (as torch and jax)."""
     return (a > b) + 0.5 * (a == b)
@@ -39,6 +52,16 @@ def _matmul_grad_a(g, out, a, b):
 def _matmul_grad_b(g, out, a, b):
     db = np.swapaxes(_as_matrix_row(a), -1, -2) @ _as_product(g, a, b)
     return unbroadcast(db, _as_matrix_col(b).shape).reshape(b.shape)
+
+
+# the product is linear in each factor: its tangent is the product with that factor's
+# tangent in its place (1-d operands and broadcast batch axes as numpy's matmul says)
+def _matmul_tangent_a(t, out, a, b):
+    return np.matmul(t, b)
+
+
+def _matmul_tangent_b(t, out, a, b):
+    return np.matmul(a, t)
 
 
 def _as_product(g, a, b):
@@ -76,14 +99,20 @@ def _einsum_grad(i, g, out, *operands, subscripts):
     return np.broadcast_to(np.expand_dims(part, lone), operands[i].shape).copy()
 
 
+def _einsum_tangent(i, t, out, *operands, subscripts):
+    """An einsum is linear in each operand: operand i's tangent in its place."""
+    return np.einsum(subscripts, *(t if j == i else op for j, op in enumerate(operands)))
+
+
 # --- gradient rules: rule(g, out, *args) -> the gradient of one argument ----------------
+# --- tangent rules: rule(t, out, *args) -> one argument's share of the output's tangent --
 
 
-def _pass(g, out, *args):  # add (both), sub (first)
+def _pass(g, out, *args):  # add (both), sub (first); the Jacobian is I: a tangent passes too
     return g
 
 
-def _negate(g, out, *args):  # sub (second), neg
+def _negate(g, out, *args):  # sub (second), neg; the Jacobian is -I: a tangent's sign flips
     return -g
 
 
@@ -95,6 +124,14 @@ def _mul_b(g, out, a, b):
     return g * a
 
 
+def _mul_tangent_a(t, out, a, b):
+    return t * b
+
+
+def _mul_tangent_b(t, out, a, b):
+    return a * t
+
+
 def _div_a(g, out, a, b):
     return g / b
 
@@ -103,8 +140,21 @@ def _div_b(g, out, a, b):
     return -g * a / (b * b)
 
 
+def _div_tangent_a(t, out, a, b):
+    return t / b
+
+
+def _div_tangent_b(t, out, a, b):
+    # d (a / b) / db = -a / b^2 = -(a / b) / b
+    return -t * out / b
+
+
 def _pow_base(g, out, a, k):
     return g * k * np.power(a, k - 1)
+
+
+def _pow_base_tangent(t, out, a, k):
+    return t * k * np.power(a, k - 1)
 
 
 def _maximum_a(g, out, a, b):
@@ -123,20 +173,53 @@ def _minimum_b(g, out, a, b):
     return g * _tie_share(a, b)
 
 
+# the output follows the winner; on a tie it moves by the mean of both tangents (jax)
+def _maximum_tangent_a(t, out, a, b):
+    return t * _tie_share(a, b)
+
+
+def _maximum_tangent_b(t, out, a, b):
+    return t * _tie_share(b, a)
+
+
+def _minimum_tangent_a(t, out, a, b):
+    return t * _tie_share(b, a)
+
+
+def _minimum_tangent_b(t, out, a, b):
+    return t * _tie_share(a, b)
+
+
 def _exp_grad(g, out, x):
     return g * out
+
+
+def _exp_tangent(t, out, x):
+    return t * out
 
 
 def _log_grad(g, out, x):
     return g / x
 
 
+def _log_tangent(t, out, x):
+    return t / x
+
+
 def _tanh_grad(g, out, x):
     return g * (1 - out * out)
 
 
+def _tanh_tangent(t, out, x):
+    return t * (1 - out * out)
+
+
 def _sigmoid_grad(g, out, x):
     return g * out * (1 - out)
+
+
+def _sigmoid_tangent(t, out, x):
+    return t * out * (1 - out)
 
 
 def _relu(x):
@@ -147,12 +230,25 @@ def _relu_grad(g, out, x):
     return g * (x > 0)
 
 
+def _relu_tangent(t, out, x):
+    return t * (x > 0)  # 0 at the kink, as jax's
+
+
 def _abs_grad(g, out, x):
     return g * np.sign(x)
 
 
+def _abs_tangent(t, out, x):
+    # at 0, jax's abs moves with +t (its jvp selects x >= 0), where the gradient's sign is 0
+    return np.where(x >= 0, t, -t)
+
+
 def _sqrt_grad(g, out, x):
     return g / (2 * out)
+
+
+def _sqrt_tangent(t, out, x):
+    return t / (2 * out)
 
 
 def _square(x):
@@ -163,16 +259,32 @@ def _square_grad(g, out, x):
     return 2 * g * x
 
 
+def _square_tangent(t, out, x):
+    return 2 * x * t
+
+
 def _sin_grad(g, out, x):
     return g * np.cos(x)
+
+
+def _sin_tangent(t, out, x):
+    return t * np.cos(x)
 
 
 def _cos_grad(g, out, x):
     return -g * np.sin(x)
 
 
+def _cos_tangent(t, out, x):
+    return -t * np.sin(x)
+
+
 def _log1p_grad(g, out, x):
     return g / (1 + x)
+
+
+def _log1p_tangent(t, out, x):
+    return t / (1 + x)
 
 
 def _softplus(x):
@@ -183,6 +295,10 @@ def _softplus(x):
 
 def _softplus_grad(g, out, x):
     return g * _sigmoid(x)
+
+
+def _softplus_tangent(t, out, x):
+    return t * _sigmoid(x)
 
 
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])  # numpy has no erfc of its own
@@ -199,8 +315,16 @@ def _gelu(x):
 
 
 def _gelu_grad(g, out, x):
+    return g * _gelu_slope(x)
+
+
+def _gelu_tangent(t, out, x):
+    return t * _gelu_slope(x)
+
+
+def _gelu_slope(x):
     # d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density
-    return g * (_normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    return _normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
 def _leaky_relu(x, slope=0.01):
@@ -211,6 +335,11 @@ def _leaky_relu_grad(g, out, x, slope=0.01):
     return g * np.where(x > 0, 1.0, slope).astype(x.dtype)
 
 
+def _leaky_relu_tangent(t, out, x, slope=0.01):
+    # at 0, jax's leaky_relu (x >= 0 picks x) moves with t, where the gradient takes slope
+    return t * np.where(x >= 0, 1.0, slope).astype(x.dtype)
+
+
 def _elu(x, alpha=1.0):
     # expm1 only where it is used: exp of a large positive x would overflow
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
@@ -218,6 +347,11 @@ def _elu(x, alpha=1.0):
 
 def _elu_grad(g, out, x, alpha=1.0):
     return g * np.where(x > 0, 1.0, out + alpha).astype(x.dtype)
+
+
+def _elu_tangent(t, out, x, alpha=1.0):
+    # d/dx alpha (e^x - 1) = alpha e^x = out + alpha
+    return t * np.where(x > 0, 1.0, out + alpha).astype(x.dtype)
 
 
 def _clip(x, low=None, high=None):
@@ -234,32 +368,50 @@ def _clip_grad(g, out, x, low=None, high=None):
     return g * inside
 
 
+def _clip_tangent(t, out, x, low=None, high=None):
+    # jax clips as minimum(maximum(x, low), high): at a bound the tangent is shared 1/2
+    # with the bound, where the gradient passes whole (torch's closed interval)
+    above = 1.0 if low is None else _tie_share(x, low)
+    below = 1.0 if high is None else _tie_share(high, x)
+    return t * above * below
+
+
 # Named functions, not lambdas: a table that pickles can be sent to a worker process.
 OPS = {
-    "add": Primitive(np.add, (_pass, _pass)),
-    "sub": Primitive(np.subtract, (_pass, _negate)),
-    "mul": Primitive(np.multiply, (_mul_a, _mul_b)),
-    "div": Primitive(np.divide, (_div_a, _div_b)),
-    "pow": Primitive(np.power, (_pow_base, _pow_exponent_grad)),
-    "maximum": Primitive(np.maximum, (_maximum_a, _maximum_b)),
-    "minimum": Primitive(np.minimum, (_minimum_a, _minimum_b)),
-    "matmul": Primitive(np.matmul, (_matmul_grad_a, _matmul_grad_b)),
-    "neg": Primitive(np.negative, (_negate,)),
-    "exp": Primitive(np.exp, (_exp_grad,)),
-    "log": Primitive(np.log, (_log_grad,)),
-    "tanh": Primitive(np.tanh, (_tanh_grad,)),
-    "sigmoid": Primitive(_sigmoid, (_sigmoid_grad,)),
-    "relu": Primitive(_relu, (_relu_grad,)),
-    "abs": Primitive(np.abs, (_abs_grad,)),
-    "sqrt": Primitive(np.sqrt, (_sqrt_grad,)),
-    "square": Primitive(_square, (_square_grad,)),
-    "sin": Primitive(np.sin, (_sin_grad,)),
-    "cos": Primitive(np.cos, (_cos_grad,)),
-    "log1p": Primitive(np.log1p, (_log1p_grad,)),
-    "softplus": Primitive(_softplus, (_softplus_grad,)),
-    "gelu": Primitive(_gelu, (_gelu_grad,)),
-    "leaky_relu": Primitive(_leaky_relu, (_leaky_relu_grad,)),
-    "elu": Primitive(_elu, (_elu_grad,)),
-    "clip": Primitive(_clip, (_clip_grad,)),
-    "einsum": Primitive(_einsum, (_einsum_grad,), variadic=True),
+    "add": Primitive(np.add, (_pass, _pass), tangents=(_pass, _pass)),
+    "sub": Primitive(np.subtract, (_pass, _negate), tangents=(_pass, _negate)),
+    "mul": Primitive(np.multiply, (_mul_a, _mul_b), tangents=(_mul_tangent_a, _mul_tangent_b)),
+    "div": Primitive(np.divide, (_div_a, _div_b), tangents=(_div_tangent_a, _div_tangent_b)),
+    "pow": Primitive(
+        np.power,
+        (_pow_base, _pow_exponent_grad),
+        tangents=(_pow_base_tangent, _pow_exponent_tangent),
+    ),
+    "maximum": Primitive(
+        np.maximum, (_maximum_a, _maximum_b), tangents=(_maximum_tangent_a, _maximum_tangent_b)
+    ),
+    "minimum": Primitive(
+        np.minimum, (_minimum_a, _minimum_b), tangents=(_minimum_tangent_a, _minimum_tangent_b)
+    ),
+    "matmul": Primitive(
+        np.matmul, (_matmul_grad_a, _matmul_grad_b), tangents=(_matmul_tangent_a, _matmul_tangent_b)
+    ),
+    "neg": Primitive(np.negative, (_negate,), tangents=(_negate,)),
+    "exp": Primitive(np.exp, (_exp_grad,), tangents=(_exp_tangent,)),
+    "log": Primitive(np.log, (_log_grad,), tangents=(_log_tangent,)),
+    "tanh": Primitive(np.tanh, (_tanh_grad,), tangents=(_tanh_tangent,)),
+    "sigmoid": Primitive(_sigmoid, (_sigmoid_grad,), tangents=(_sigmoid_tangent,)),
+    "relu": Primitive(_relu, (_relu_grad,), tangents=(_relu_tangent,)),
+    "abs": Primitive(np.abs, (_abs_grad,), tangents=(_abs_tangent,)),
+    "sqrt": Primitive(np.sqrt, (_sqrt_grad,), tangents=(_sqrt_tangent,)),
+    "square": Primitive(_square, (_square_grad,), tangents=(_square_tangent,)),
+    "sin": Primitive(np.sin, (_sin_grad,), tangents=(_sin_tangent,)),
+    "cos": Primitive(np.cos, (_cos_grad,), tangents=(_cos_tangent,)),
+    "log1p": Primitive(np.log1p, (_log1p_grad,), tangents=(_log1p_tangent,)),
+    "softplus": Primitive(_softplus, (_softplus_grad,), tangents=(_softplus_tangent,)),
+    "gelu": Primitive(_gelu, (_gelu_grad,), tangents=(_gelu_tangent,)),
+    "leaky_relu": Primitive(_leaky_relu, (_leaky_relu_grad,), tangents=(_leaky_relu_tangent,)),
+    "elu": Primitive(_elu, (_elu_grad,), tangents=(_elu_tangent,)),
+    "clip": Primitive(_clip, (_clip_grad,), tangents=(_clip_tangent,)),
+    "einsum": Primitive(_einsum, (_einsum_grad,), variadic=True, tangents=(_einsum_tangent,)),
 }

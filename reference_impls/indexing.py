@@ -1,16 +1,17 @@
-"""Indexing and assembling ops: each forward beside its gradient rule.
+"""Indexing and assembling ops: each forward beside its gradient and tangent rules.
 
 Attributes arrive clean: `key` of `index` is a tuple of non-negative ints, resolved slices
 and None covering every axis; `axis` a non-negative int (a tuple for expand_dims and
 squeeze). Picking forwards scatter their gradient back; where one element is picked
-several times (`take` with repeated indices), the contributions add up.
+several times (`take` with repeated indices), the contributions add up. Every op here is
+linear in its data: its tangent is the same indexing, or assembling, of the tangents.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .primitive import Primitive
+from .primitive import Primitive, linear
 
 
 def _index(x, key=()):
@@ -33,12 +34,29 @@ def _concat_grad(i, g, out, *xs, axis=0):
     return np.split(g, edges, axis=axis)[i]
 
 
+def _concat_tangent(i, t, out, *xs, axis=0):
+    start = sum(x.shape[axis] for x in xs[:i])
+    return _placed(t, out, (slice(None),) * axis + (slice(start, start + t.shape[axis]),))
+
+
 def _stack(*xs, axis=0):
     return np.stack(xs, axis=axis)
 
 
 def _stack_grad(i, g, out, *xs, axis=0):
     return np.take(g, i, axis=axis)
+
+
+def _stack_tangent(i, t, out, *xs, axis=0):
+    return _placed(t, out, (slice(None),) * axis + (i,))
+
+
+def _placed(t, out, where):
+    """Operand i's tangent where it lies in the output, zeros elsewhere: the other
+    operands' tangents are theirs to add."""
+    dout = np.zeros_like(t, shape=out.shape)
+    dout[where] = t
+    return dout
 
 
 def _expand_dims(x, axis=()):
@@ -81,11 +99,13 @@ def _take_along_axis_grad(g, out, x, indices, axis=0):
 
 
 OPS = {
-    "index": Primitive(_index, (_index_grad,)),
-    "concat": Primitive(_concat, (_concat_grad,), variadic=True),
-    "stack": Primitive(_stack, (_stack_grad,), variadic=True),
-    "expand_dims": Primitive(_expand_dims, (_restore_shape,)),
-    "squeeze": Primitive(_squeeze, (_restore_shape,)),
-    "take": Primitive(_take, (_take_grad, None)),
-    "take_along_axis": Primitive(_take_along_axis, (_take_along_axis_grad, None)),
+    "index": Primitive(_index, (_index_grad,), tangents=(linear(_index),)),
+    "concat": Primitive(_concat, (_concat_grad,), variadic=True, tangents=(_concat_tangent,)),
+    "stack": Primitive(_stack, (_stack_grad,), variadic=True, tangents=(_stack_tangent,)),
+    "expand_dims": Primitive(_expand_dims, (_restore_shape,), tangents=(linear(_expand_dims),)),
+    "squeeze": Primitive(_squeeze, (_restore_shape,), tangents=(linear(_squeeze),)),
+    "take": Primitive(_take, (_take_grad, None), tangents=(linear(_take), None)),
+    "take_along_axis": Primitive(
+        _take_along_axis, (_take_along_axis_grad, None), tangents=(linear(_take_along_axis), None)
+    ),
 }

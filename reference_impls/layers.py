@@ -5,7 +5,9 @@ the arguments, except where that costs the forward's products again: the LSTM's 
 keeps its gates and cell states for the backward (`SAVED`), which recomputes them for an
 output it did not make. The rules of the norms and of
 the LSTM are parts of one pass (`joint_rules`: the norms' three gradients read one
-normalised input; the LSTM's backprop through time), run once per node for all its inputs.
+normalised input; the LSTM's backprop through time), run once per node for all its inputs;
+so are their tangent rules (`joint_tangents`: the LSTM's tangent runs forward through time
+once).
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nn import _pool_geometry, _window_offsets
-from .primitive import SAVED, Primitive, joint_rules
-
+from .primitive import SAVED, Primitive, joint_rules, joint_tangents, linear, zeros_for_missing
 
 # --- avgpool2d ----------------------------------------------------------------------------
 
@@ -59,7 +60,10 @@ def _standardize(x, axes, eps):
 def _standardize_grad(dxhat, xhat, inv_std, axes):
     """CS231n's compact batch-norm backward: x reaches xhat directly, through the mean and
     through the variance; with m the count averaged over,
-    dx = inv_std / m * (m dxhat - sum(dxhat) - xhat * sum(dxhat * xhat))."""
+    dx = inv_std / m * (m dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)).
+
+    The Jacobian inv_std / m (m I - 1 1^T - xhat xhat^T) is symmetric: the same product
+    takes x's tangent to xhat's (d mean = mean(t), d inv_std = -inv_std^2 mean(xhat t))."""
     m = np.prod([xhat.shape[a] for a in axes])
     total = np.sum(dxhat, axis=axes, keepdims=True)
     along = np.sum(dxhat * xhat, axis=axes, keepdims=True)
@@ -79,6 +83,15 @@ def _batchnorm_backward(g, out, x, gamma, beta, eps=1e-5):
     return dx, np.sum(g * xhat, axis=axes), np.sum(g, axis=axes)
 
 
+def _batchnorm_tangent(ts, out, x, gamma, beta, eps=1e-5):
+    """y = xhat gamma + beta: dy = dxhat gamma + xhat dgamma + dbeta, in one pass."""
+    tx, tgamma, tbeta = zeros_for_missing(ts, (x, gamma, beta))
+    axes = _batch_axes(x)
+    xhat, inv_std = _standardize(x, axes, eps)
+    dxhat = _standardize_grad(tx, xhat, inv_std, axes)
+    return dxhat * _channel(gamma, x) + xhat * _channel(tgamma, x) + _channel(tbeta, x)
+
+
 def _layernorm(x, gamma, beta, eps=1e-5):
     return _standardize(x, (-1,), eps)[0] * gamma + beta
 
@@ -88,6 +101,13 @@ def _layernorm_backward(g, out, x, gamma, beta, eps=1e-5):
     leading axes."""
     xhat, inv_std = _standardize(x, (-1,), eps)
     return _standardize_grad(g * gamma, xhat, inv_std, (-1,)), g * xhat, g
+
+
+def _layernorm_tangent(ts, out, x, gamma, beta, eps=1e-5):
+    """y = xhat gamma + beta: dy = dxhat gamma + xhat dgamma + dbeta, in one pass."""
+    tx, tgamma, tbeta = zeros_for_missing(ts, (x, gamma, beta))
+    xhat, inv_std = _standardize(x, (-1,), eps)
+    return _standardize_grad(tx, xhat, inv_std, (-1,)) * gamma + xhat * tgamma + tbeta
 
 
 # --- lstm ---------------------------------------------------------------------------------
@@ -161,15 +181,21 @@ def _lstm_local_derivatives(gates, cells, tanh_cells, c0):
     return factors, o * (1 - tanh_cells * tanh_cells), f
 
 
-def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
-    """Backprop through time (CS231n's lstm_step_backward in a loop); returns the gradients
-    of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
-    input gradients are one matrix product each over every step."""
+def _lstm_steps(out, x, h0, c0, wx, wh, b):
+    """What the backward and the tangent read, time-major: every h_{t-1}, and the local
+    derivatives of every step (`_lstm_local_derivatives`), from what the forward kept."""
     prev_h = np.concatenate([h0[None], np.moveaxis(out, 1, 0)[:-1]])
     gates, cells, tanh_cells = SAVED.find(out, (x, h0, c0, wx, wh, b), ()) or _lstm_recompute(
         prev_h, x, c0, wx, wh, b
     )
-    factors, dc_dh, forget = _lstm_local_derivatives(gates, cells, tanh_cells, c0)
+    return (prev_h, *_lstm_local_derivatives(gates, cells, tanh_cells, c0))
+
+
+def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
+    """Backprop through time (CS231n's lstm_step_backward in a loop); returns the gradients
+    of (x, h0, c0, wx, wh, b). Only the (dh, dc) recurrence is sequential; the weight and
+    input gradients are one matrix product each over every step."""
+    prev_h, factors, dc_dh, forget = _lstm_steps(out, x, h0, c0, wx, wh, b)
     n, hdim = h0.shape
     da = np.empty_like(factors)  # gradient of the pre-activations
     dh, dc = np.zeros_like(h0), np.zeros_like(c0)
@@ -191,9 +217,33 @@ def _lstm_bptt(dout, out, x, h0, c0, wx, wh, b):
     )
 
 
+def _lstm_tangent(ts, out, x, h0, c0, wx, wh, b):
+    """The (dh, dc) recurrence forward through time, one pass for every input's tangent.
+    The pre-activations move by da_t = dx_t wx + x_t dwx + h_{t-1} dwh + db (every step at
+    once) + dh_{t-1} wh; then dc_t = f dc_{t-1} + (i, f, g's factors) da and
+    dh_t = (o's factor) da + o (1 - tanh^2 c_t) dc_t."""
+    tx, th0, tc0, twx, twh, tb = zeros_for_missing(ts, (x, h0, c0, wx, wh, b))
+    prev_h, factors, dc_dh, forget = _lstm_steps(out, x, h0, c0, wx, wh, b)
+    drive = np.moveaxis(tx, 1, 0) @ wx + np.moveaxis(x, 1, 0) @ twx + prev_h @ twh + tb
+    dh, dc, dout = th0, tc0, np.empty_like(drive[..., : h0.shape[-1]])
+    for t in range(len(drive)):
+        di, df, do, dg = _gate_blocks(factors[t] * (drive[t] + dh @ wh))
+        dc = forget[t] * dc + di + df + dg
+        dh = dout[t] = do + dc_dh[t] * dc
+    return np.moveaxis(dout, 0, 1)
+
+
 OPS = {
-    "avgpool2d": Primitive(_avgpool2d, (_avgpool2d_grad,)),
-    "batchnorm": Primitive(_batchnorm, joint_rules(_batchnorm_backward, 3)),
-    "layernorm": Primitive(_layernorm, joint_rules(_layernorm_backward, 3)),
-    "lstm": Primitive(_lstm, joint_rules(_lstm_bptt, 6)),
+    "avgpool2d": Primitive(_avgpool2d, (_avgpool2d_grad,), tangents=(linear(_avgpool2d),)),
+    "batchnorm": Primitive(
+        _batchnorm,
+        joint_rules(_batchnorm_backward, 3),
+        tangents=joint_tangents(_batchnorm_tangent, 3),
+    ),
+    "layernorm": Primitive(
+        _layernorm,
+        joint_rules(_layernorm_backward, 3),
+        tangents=joint_tangents(_layernorm_tangent, 3),
+    ),
+    "lstm": Primitive(_lstm, joint_rules(_lstm_bptt, 6), tangents=joint_tangents(_lstm_tangent, 6)),
 }

@@ -1,11 +1,11 @@
 """Neural-network layers in the CS231n style: softmax family, conv, max-pool, vanilla RNN.
 
 Forwards tolerate extra leading dimensions where that comes for free (the batched
-finite differences of the `fd` engine); gradient rules are written for the registry's
-shapes. Rules recompute whatever the forward pass would have cached (windows, the previous
-hidden states, the probabilities) from `out` and the arguments; conv2d's forward alone keeps
-its im2col matrix for the backward (`SAVED`: a copy of the image the size of its taps),
-which rebuilds it for an output the forward did not make.
+finite differences of the `fd` engine); gradient and tangent rules are written for the
+registry's shapes. Rules recompute whatever the forward pass would have cached (windows,
+the previous hidden states, the probabilities) from `out` and the arguments; conv2d's
+forward alone keeps its im2col matrix for the backward and the tangent (`SAVED`: a copy of
+the image the size of its taps), which rebuild it for an output the forward did not make.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .primitive import SAVED, Primitive, joint_rules
-
+from .primitive import SAVED, Primitive, joint_rules, joint_tangents, zeros_for_missing
 
 # --- softmax family -----------------------------------------------------------------------
 
@@ -36,15 +35,30 @@ def _softmax_grad(g, out, x, axis=-1):
     return (g - np.sum(g * out, axis=axis, keepdims=True)) * out
 
 
+def _softmax_tangent(t, out, x, axis=-1):
+    # d p_i = p_i (t_i - sum_j p_j t_j): the shift is the tangent's mean under p
+    return out * (t - np.sum(out * t, axis=axis, keepdims=True))
+
+
 def _log_softmax_grad(g, out, x, axis=-1):
     # d log p_i / d x_j = [i == j] - p_j; exp(out) is p without recomputing the softmax
     return g - np.exp(out) * np.sum(g, axis=axis, keepdims=True)
 
 
+def _log_softmax_tangent(t, out, x, axis=-1):
+    # d log p_i = t_i - sum_j p_j t_j, p = exp(out)
+    return t - np.sum(np.exp(out) * t, axis=axis, keepdims=True)
+
+
 def _picked(scores, labels):
     """log p[n, labels[n]] for every row n (labels broadcast over leading dims)."""
-    index = np.broadcast_to(labels[:, None], scores.shape[:-1] + (1,))
-    return np.take_along_axis(_log_softmax(scores), index, axis=-1)[..., 0]
+    return _at_labels(_log_softmax(scores), labels)
+
+
+def _at_labels(a, labels):
+    """a[n, labels[n]] for every row n (labels broadcast over leading dims)."""
+    index = np.broadcast_to(labels[:, None], a.shape[:-1] + (1,))
+    return np.take_along_axis(a, index, axis=-1)[..., 0]
 
 
 def _cross_entropy(scores, labels):
@@ -55,6 +69,13 @@ def _cross_entropy_grad(g, out, scores, labels):
     n, c = scores.shape[-2:]
     onehot = np.arange(c) == np.asarray(labels)[:, None]
     return np.asarray(g)[..., None, None] * (_softmax(scores) - onehot) / n
+
+
+def _cross_entropy_tangent(t, out, scores, labels):
+    # -d log p[n, y_n] = sum_c p_c t_c - t[n, y_n], averaged over the rows n
+    labels = np.asarray(labels, dtype=np.intp)
+    moved = np.sum(_softmax(scores) * t, axis=-1) - _at_labels(t, labels)
+    return np.mean(moved, axis=-1)
 
 
 # --- window offsets: shared by max- and average-pooling ------------------------------------
@@ -84,14 +105,15 @@ def _window_offsets(size, oh, ow, stride):
 # (one row per channel and tap, one column per output position) and multiplies the filters
 # by it; the backward's dw is one product of g with that matrix, and the matrix's own
 # gradient goes back to the image tap by tap, a strided slice each (inside one tap no two
-# windows read the same pixel, so `+=` scatters with no collision).
+# windows read the same pixel, so `+=` scatters with no collision). The tangent is the
+# forward's product twice: the filters times the tangent's matrix, the filters' tangent
+# times the image's.
 
 
 def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
     out_hw = _conv_out_hw(x, w, stride, pad, dilation)
     cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
-    out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + out_hw)
-    out = (out.swapaxes(0, 1) + b[:, None, None]).reshape(x.shape[:-3] + (w.shape[0],) + out_hw)
+    out = _correlate(cols, w, x.shape[:-3], out_hw, groups) + b[:, None, None]
     if out.ndim != 4:  # stacked images (fd's batches): no backward reads the matrix
         return out
     return SAVED.keep(out, cols, (x, w), (stride, pad, dilation, groups))  # (N, F, OH, OW)
@@ -100,9 +122,7 @@ def _conv2d(x, w, b, stride=1, pad=0, dilation=1, groups=1):
 def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
     """Gradients of (x, w, b) in one pass, through the forward's im2col matrix."""
     f, out_hw = w.shape[0], g.shape[-2:]
-    cols = SAVED.find(out, (x, w), (stride, pad, dilation, groups))  # (G, Cg KH KW, windows)
-    if cols is None:
-        cols = _im2col(x, w, out_hw, stride, pad, dilation, groups)
+    cols = _kept_cols(out, x, w, stride, pad, dilation, groups)  # (G, Cg KH KW, windows)
     gg = g.reshape((-1, f) + out_hw).swapaxes(0, 1).reshape(groups, f // groups, -1)
     dcols = _filters(w, groups).swapaxes(1, 2) @ gg
     dw = gg @ cols.swapaxes(1, 2)  # (G, F / G, Cg KH KW)
@@ -111,6 +131,31 @@ def _conv2d_backward(g, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
         dw.reshape(w.shape),
         np.sum(g, axis=(0, 2, 3)),
     )
+
+
+def _conv2d_tangent(ts, out, x, w, b, stride=1, pad=0, dilation=1, groups=1):
+    """conv2d is linear in x, linear in w and shifted by b: the output's tangent is
+    conv(t_x, w) + conv(x, t_w) + t_b, the image's matrix the one the forward kept."""
+    tx, tw, tb = zeros_for_missing(ts, (x, w, b))
+    out_hw = out.shape[-2:]
+    tcols = _im2col(tx, w, out_hw, stride, pad, dilation, groups)
+    cols = _kept_cols(out, x, w, stride, pad, dilation, groups)
+    moved = _correlate(tcols, w, x.shape[:-3], out_hw, groups)
+    return moved + _correlate(cols, tw, x.shape[:-3], out_hw, groups) + tb[:, None, None]
+
+
+def _correlate(cols, w, batch, out_hw, groups):
+    """The filters times an im2col matrix, laid out as the output: (..., F, OH, OW)."""
+    out = (_filters(w, groups) @ cols).reshape((w.shape[0], -1) + tuple(out_hw))
+    return out.swapaxes(0, 1).reshape(tuple(batch) + (w.shape[0],) + tuple(out_hw))
+
+
+def _kept_cols(out, x, w, stride, pad, dilation, groups):
+    """The im2col matrix of x that the forward kept with `out`, or it again."""
+    cols = SAVED.find(out, (x, w), (stride, pad, dilation, groups))
+    if cols is None:
+        cols = _im2col(x, w, out.shape[-2:], stride, pad, dilation, groups)
+    return cols
 
 
 def _filters(w, groups):
@@ -192,17 +237,34 @@ def _maxpool2d(x, size=2, stride=2):
 
 
 def _maxpool2d_grad(g, out, x, size=2, stride=2):
-    # each window sends its whole gradient to one element: the first argmax in row-major
-    # order, as torch and jax do; `free` marks the windows whose winner is still unknown
+    # each window sends its whole gradient to one element, its winner
+    dx, share = np.zeros_like(x), np.empty_like(out)  # share: reused by every tap
+    for window, wins in _winners(out, x, size, stride):
+        dx[window] += np.multiply(g, wins, out=share)
+    return dx
+
+
+def _maxpool2d_tangent(t, out, x, size=2, stride=2):
+    # each window's maximum moves with its winner's tangent
+    dout = np.zeros_like(t, shape=out.shape)
+    for window, wins in _winners(out, x, size, stride):
+        dout = np.where(wins, t[window], dout)
+    return dout
+
+
+def _winners(out, x, size, stride):
+    """For each offset inside a window: its slice of x, and the windows whose winner sits
+    there: the first argmax in row-major order, as torch and jax route gradients and
+    tangents. `free` marks the windows whose winner is still unknown; the mask is one
+    array, overwritten at the next offset."""
     oh, ow = _pool_geometry(x, size, stride)
-    dx, free = np.zeros_like(x), np.ones(out.shape, bool)
-    wins, share = np.empty_like(free), np.empty_like(out)  # reused by every tap
+    free = np.ones(out.shape, bool)
+    wins = np.empty_like(free)
     for window in _window_offsets(size, oh, ow, stride):
         np.equal(x[window], out, out=wins)
         wins &= free
         free ^= wins
-        dx[window] += np.multiply(g, wins, out=share)
-    return dx
+        yield window, wins
 
 
 # --- rnn ----------------------------------------------------------------------------------
@@ -228,7 +290,7 @@ def _rnn_bptt(g, out, x, h0, wx, wh, b):
     for t in reversed(range(x.shape[1])):
         da[:, t] = (g[:, t] + dh) * (1 - out[:, t] ** 2)
         dh = da[:, t] @ wh.T
-    prev = np.concatenate([h0[:, None], out[:, :-1]], axis=1)  # h_{t-1} for every t
+    prev = _previous(h0, out)
     return (
         da @ wx.T,
         dh,
@@ -238,16 +300,38 @@ def _rnn_bptt(g, out, x, h0, wx, wh, b):
     )
 
 
+def _rnn_tangent(ts, out, x, h0, wx, wh, b):
+    """The recurrence's tangent forward through time, one pass for every input's tangent:
+    dh_t = (1 - h_t^2) (dx_t wx + x_t dwx + db + dh_{t-1} wh + h_{t-1} dwh), dh_{-1} = dh0.
+    Only the dh recurrence is sequential; the rest is batched over t."""
+    tx, th0, twx, twh, tb = zeros_for_missing(ts, (x, h0, wx, wh, b))
+    drive = tx @ wx + x @ twx + _previous(h0, out) @ twh + tb
+    slope = 1 - out * out
+    dh, dout = th0, np.empty_like(drive)
+    for t in range(x.shape[1]):
+        dh = dout[:, t] = slope[:, t] * (drive[:, t] + dh @ wh)
+    return dout
+
+
+def _previous(h0, out):
+    """h_{t-1} for every step t: N x T x H."""
+    return np.concatenate([h0[:, None], out[:, :-1]], axis=1)
+
+
 def _flat(a):
     """N x T x K -> NT x K: a sum over batch and time as one matrix product."""
     return a.reshape(-1, a.shape[-1])
 
 
 OPS = {
-    "softmax": Primitive(_softmax, (_softmax_grad,)),
-    "log_softmax": Primitive(_log_softmax, (_log_softmax_grad,)),
-    "softmax_cross_entropy": Primitive(_cross_entropy, (_cross_entropy_grad, None)),
-    "conv2d": Primitive(_conv2d, joint_rules(_conv2d_backward, 3)),
-    "maxpool2d": Primitive(_maxpool2d, (_maxpool2d_grad,)),
-    "rnn": Primitive(_rnn, joint_rules(_rnn_bptt, 5)),
+    "softmax": Primitive(_softmax, (_softmax_grad,), tangents=(_softmax_tangent,)),
+    "log_softmax": Primitive(_log_softmax, (_log_softmax_grad,), tangents=(_log_softmax_tangent,)),
+    "softmax_cross_entropy": Primitive(
+        _cross_entropy, (_cross_entropy_grad, None), tangents=(_cross_entropy_tangent, None)
+    ),
+    "conv2d": Primitive(
+        _conv2d, joint_rules(_conv2d_backward, 3), tangents=joint_tangents(_conv2d_tangent, 3)
+    ),
+    "maxpool2d": Primitive(_maxpool2d, (_maxpool2d_grad,), tangents=(_maxpool2d_tangent,)),
+    "rnn": Primitive(_rnn, joint_rules(_rnn_bptt, 5), tangents=joint_tangents(_rnn_tangent, 5)),
 }

@@ -1,35 +1,49 @@
-"""What one op is to the numpy reference: a forward and one gradient rule per input."""
+"""What one op is to the numpy reference: a forward, and per input one gradient rule
+(reverse mode) and one tangent rule (forward mode)."""
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
 
 import numpy as np
 
 # A gradient rule: rule(g, out, *args, **attrs) -> gradient for one argument, where g is
 # the upstream gradient (shape of out). `None` marks an argument that is never
 # differentiated (integer labels).
-GradRule = Optional[Callable[..., np.ndarray]]
+GradRule = Callable[..., np.ndarray] | None
+# A tangent rule: rule(t, out, *args, **attrs) -> what argument i's tangent t (i's shape)
+# contributes to the output's tangent: the output's shape, or one that broadcasts to it
+# (the forward-mode executor broadcasts and sums the contributions). `None` as above.
+TangentRule = Callable[..., np.ndarray] | None
 
 
 @dataclass(frozen=True)
 class Primitive:
-    """`grads` holds one rule per argument. A variadic op (concat, stack, einsum) takes any
-    number of operands: its `grads` holds one rule that serves every operand, called with
-    the operand's position first, `rule(i, g, out, *args, **attrs)`."""
+    """`grads` and `tangents` hold one rule per argument. A variadic op (concat, stack,
+    einsum) takes any number of operands: each holds one rule that serves every operand,
+    called with the operand's position first, `rule(i, g, out, *args, **attrs)`."""
 
     forward: Callable[..., np.ndarray]
     grads: tuple[GradRule, ...]
     variadic: bool = False
+    tangents: tuple[TangentRule, ...] = ()
 
     def rule(self, i: int) -> GradRule:
         """The gradient rule of argument `i`, as `rule(g, out, *args, **attrs)`."""
-        if self.variadic:
-            return partial(self.grads[0], i)
-        return self.grads[i] if i < len(self.grads) else None
+        return _of_argument(self.grads, i, self.variadic)
+
+    def tangent(self, i: int) -> TangentRule:
+        """The tangent rule of argument `i`, as `rule(t, out, *args, **attrs)`."""
+        return _of_argument(self.tangents, i, self.variadic)
+
+
+def _of_argument(rules: tuple, i: int, variadic: bool):
+    if variadic:
+        return partial(rules[0], i) if rules and rules[0] is not None else None
+    return rules[i] if i < len(rules) else None
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,47 @@ class JointPart:
 def joint_rules(joint: Callable[..., tuple], arity: int) -> tuple[JointPart, ...]:
     """One `JointPart` per argument: the `grads` of a primitive with a joint backward."""
     return tuple(JointPart(joint, i) for i in range(arity))
+
+
+@dataclass(frozen=True)
+class TangentPart:
+    """The tangent rule of argument `index`, read off a joint tangent that computes the
+    output's tangent from every argument's tangent in one pass (the recurrence runs forward
+    through time once, not once per input): `JointPart`'s forward-mode twin.
+
+    Called alone it runs the joint with its own tangent only (None for every other
+    argument). The forward-mode executor runs the joint once per node with the tangents of
+    all its parts, so replacing one entry of `tangents` by any other rule changes that
+    argument's contribution and no other."""
+
+    joint: Callable[..., np.ndarray]  # joint(ts, out, *args, **attrs) -> the output's tangent
+    index: int
+
+    def __call__(self, t, out, *args, **attrs):
+        ts = tuple(t if k == self.index else None for k in range(len(args)))
+        return self.joint(ts, out, *args, **attrs)
+
+
+def joint_tangents(joint: Callable[..., np.ndarray], arity: int) -> tuple[TangentPart, ...]:
+    """One `TangentPart` per argument: the `tangents` of a primitive with a joint tangent."""
+    return tuple(TangentPart(joint, i) for i in range(arity))
+
+
+def zeros_for_missing(ts: tuple, args: tuple) -> tuple:
+    """A joint tangent's tangents, zeros where an argument has none: its formula is then
+    one sum, whichever arguments move (a zero term costs its products, never a branch)."""
+    return tuple(np.zeros_like(a) if t is None else t for t, a in zip(ts, args))
+
+
+def linear(forward: Callable[..., np.ndarray]) -> TangentRule:
+    """The tangent rule of an op linear in its first argument (any others are data that
+    is never differentiated: indices): the derivative of a linear map is the map itself,
+    so the output's tangent is the forward applied to the tangent."""
+    return partial(_applied_to_tangent, forward)
+
+
+def _applied_to_tangent(forward, t, out, x, *data, **attrs):
+    return forward(t, *data, **attrs)
 
 
 class Saved:
