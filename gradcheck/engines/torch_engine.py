@@ -1,4 +1,8 @@
-"""The `torch` engine: PyTorch autograd over torch's own ops, in the case's dtype."""
+"""The `torch` engine: PyTorch autograd over torch's own ops, in the case's dtype.
+
+The VJP and the Hessian-vector product are reverse mode (the latter twice over: the
+gradient kept differentiable, then differentiated along the tangents); the JVP is forward
+mode, dual tensors through the same ops, one input moving at a time."""
 
 from __future__ import annotations
 
@@ -35,28 +39,92 @@ class TorchEngine:
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         """Inputs of a low dtype (bfloat16, float16) become tensors of it and torch computes
         in it; results come back as numpy arrays of the case's dtype."""
+        dtype = cotangent.dtype
+        with self._running(graph, dtype) as torch:
+            leaves = self._leaves(inputs, wrt)
+            out = self._forward(graph, leaves, dtype)
+            moving = [leaves[w] for w in wrt]
+            grads = _gradient(torch, self._contracted(out, cotangent), moving)
+        return _output(out, dict(zip(wrt, grads)), dtype)
+
+    def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
+        """grads[x] = J_x u_x: forward mode, one pass per input with it alone moving."""
+        dtype = tangents[wrt[0]].dtype
+        with self._running(graph, dtype):
+            leaves = self._leaves(inputs, ())
+            out = self._forward(graph, leaves, dtype)
+            products = {w: self._along(graph, leaves, w, tangents[w], dtype) for w in wrt}
+        return _output(out, products, dtype)
+
+    def hvp(self, graph, inputs, wrt, cotangent, tangents) -> EngineOutput:
+        """grads[x] = (H u)_x of <cotangent, output>: the gradient of <g, u>, g itself the
+        gradient of <cotangent, output> kept differentiable (double backward)."""
+        dtype = cotangent.dtype
+        with self._running(graph, dtype) as torch:
+            leaves = self._leaves(inputs, wrt)
+            out = self._forward(graph, leaves, dtype)
+            moving = [leaves[w] for w in wrt]
+            grads = _gradient(torch, self._contracted(out, cotangent), moving, create_graph=True)
+            along = sum((g * self._tensor(tangents[w])).sum() for w, g in zip(wrt, grads))
+            products = _gradient(torch, along, moving)
+        return _output(out, dict(zip(wrt, products)), dtype)
+
+    @contextmanager
+    def _running(self, graph, dtype):
+        """torch, with the graph's ops checked, kernel refusals a SKIP and TF32 as asked."""
         torch = require("torch")
         from .torch_ops import OPS
 
         require_ops(self.name, graph, OPS)
-        dtype = cotangent.dtype
         with _refusals_skip(self.device, dtype.name), _tf32(torch, self.allow_tf32):
-            leaves = {k: self._tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
-            env = {**leaves, **{k: self._tensor(v) for k, v in constants(graph, dtype).items()}}
-            out = interpret(graph, OPS, env)[graph.output]
-            # <cotangent, out> as a scalar gives exactly the VJP (its gradient wrt out is the
-            # cotangent, bit for bit) without handing autograd a grad_output, whose shape check
-            # imports torch's symbolic-shape machinery (sympy): about 1 s in every new process
-            contracted = (out * self._tensor(cotangent)).sum()
-            grads = torch.autograd.grad(
-                contracted, [leaves[w] for w in wrt], allow_unused=True, materialize_grads=True
+            yield torch
+
+    def _leaves(self, inputs, wrt) -> dict:
+        return {k: self._tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
+
+    def _forward(self, graph, leaves: dict, dtype):
+        from .torch_ops import OPS
+
+        env = {**leaves, **{k: self._tensor(v) for k, v in constants(graph, dtype).items()}}
+        return interpret(graph, OPS, env)[graph.output]
+
+    def _contracted(self, out, cotangent):
+        # <cotangent, out> as a scalar gives exactly the VJP (its gradient wrt out is the
+        # cotangent, bit for bit) without handing autograd a grad_output, whose shape check
+        # imports torch's symbolic-shape machinery (sympy): about 1 s in every new process
+        return (out * self._tensor(cotangent)).sum()
+
+    def _along(self, graph, leaves: dict, name: str, tangent, dtype):
+        """The output's derivative along `tangent`, input `name` alone moving."""
+        from torch.autograd import forward_ad
+
+        with forward_ad.dual_level():
+            dual = forward_ad.make_dual(leaves[name], self._tensor(tangent))
+            primal, derivative = forward_ad.unpack_dual(
+                self._forward(graph, {**leaves, name: dual}, dtype)
             )
-        return EngineOutput(
-            dtypes.to_numpy(out, dtype), {w: dtypes.to_numpy(g, dtype) for w, g in zip(wrt, grads)}
-        )
+            # an output that does not depend on `name` carries no tangent at all
+            return primal.new_zeros(primal.shape) if derivative is None else derivative
 
     def _tensor(self, array, requires_grad=False):
         return dtypes.to_torch(array, self.device, requires_grad)
+
+
+def _gradient(torch, scalar, leaves: list, create_graph: bool = False) -> list:
+    """d scalar / d leaf for each leaf, zeros where it does not depend on one (autograd
+    refuses a scalar that depends on none: a gradient that is constant, say)."""
+    if not (torch.is_tensor(scalar) and scalar.requires_grad):
+        return [torch.zeros_like(leaf) for leaf in leaves]
+    return torch.autograd.grad(
+        scalar, leaves, allow_unused=True, materialize_grads=True, create_graph=create_graph
+    )
+
+
+def _output(out, products: dict, dtype) -> EngineOutput:
+    """The value and one array per input, as numpy arrays of the case's dtype."""
+    return EngineOutput(
+        dtypes.to_numpy(out, dtype), {w: dtypes.to_numpy(p, dtype) for w, p in products.items()}
+    )
 
 
 @contextmanager

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from .base import EngineSkip
 
-
 # Attributes arrive clean (see OpSpec.clean): axes as tuples of non-negative ints, flags
 # as bools, a reshape's -1 resolved.
 
@@ -108,7 +107,15 @@ def _lstm(x, h0, c0, wx, wh, b):
         _torch_gate_order(b),
         torch.zeros_like(b),
     ]
-    out, _, _ = torch.lstm(x, (h0[None], c0[None]), params, True, 1, 0.0, True, False, True)
+    # not oneDNN's fused kernel, which CPU float32 and bfloat16 would take: it has neither
+    # forward mode nor a double backward; torch's own, made of its ops, has both. (Set
+    # alone: `mkldnn.flags()` resets oneDNN's TF32 flag too, which warns on every CPU.)
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        out, _, _ = torch.lstm(x, (h0[None], c0[None]), params, True, 1, 0.0, True, False, True)
+    finally:
+        torch.backends.mkldnn.enabled = onednn
     return out
 
 

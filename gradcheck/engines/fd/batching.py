@@ -59,8 +59,8 @@ def _along_axes(default):
         ndim, axis = len(shapes[0]), attrs.get("axis", default)
         axes = range(ndim) if axis is None else axis if isinstance(axis, (list, tuple)) else [axis]
         moved = tuple(a % ndim + 1 for a in axes)
-        moved = moved[0] if isinstance(axis, int) else moved
-        return lambda x: forward(x, **{**attrs, "axis": moved})
+        along = moved[0] if isinstance(axis, int) else moved
+        return lambda x: forward(x, **{**attrs, "axis": along})
 
     return rule
 
@@ -225,12 +225,34 @@ def _row_by_row(forward, stacked, shapes, out_shape, attrs):
     return run
 
 
-ELEMENTWISE = (
-    "add sub mul div pow maximum minimum neg exp log tanh sigmoid relu abs sqrt "
-    "square sin cos log1p softplus gelu leaky_relu elu clip"
-).split()
+ELEMENTWISE = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "maximum",
+    "minimum",
+    "neg",
+    "exp",
+    "log",
+    "tanh",
+    "sigmoid",
+    "relu",
+    "abs",
+    "sqrt",
+    "square",
+    "sin",
+    "cos",
+    "log1p",
+    "softplus",
+    "gelu",
+    "leaky_relu",
+    "elu",
+    "clip",
+]
 RULES = {
-    **{op: _elementwise for op in ELEMENTWISE},
+    **dict.fromkeys(ELEMENTWISE, _elementwise),
     "matmul": _matmul,
     **{op: _along_axes(None) for op in ("sum", "mean", "max", "min", "var")},
     **{op: _along_axes(-1) for op in ("softmax", "log_softmax", "logsumexp")},

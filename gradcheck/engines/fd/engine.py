@@ -9,13 +9,18 @@ Coverage, per input: every element (`full`) up to a size chosen by cost, at leas
 `FULL_ELEMENTS`; above it `directional`: a few seeded random directions v, with fd's
 Richardson estimate of the directional derivative J v (which the comparator holds against
 each engine's <g, v>), plus a per-element check of a seeded sample of elements.
+
+Forward mode and second order use the same stencil along one direction, applied to every
+element of an array at once: `jvp` differentiates the whole output along each input's
+tangent (that input alone moving), `hvp` the reference's exact gradient of
+<cotangent, output> (`reference_impls.backprop`) along all the tangents together.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -26,7 +31,7 @@ from ...dtypes import as_float64
 from ..base import Directions, EngineOutput, constants, require_ops
 from .batching import dependent_nodes, row_bytes, stacked_forward
 from .evaluate import MEMORY_BUDGET
-from .stencil import Derivative, differentiate, differentiate_along
+from .stencil import Derivative, differentiate, differentiate_along, power_of_two
 
 FULL, DIRECTIONAL, AUTO = "full", "directional", "auto"
 FULL_ELEMENTS = 10_000  # inputs up to this size are always checked element by element
@@ -71,10 +76,60 @@ class FiniteDifferences:
         with np.errstate(all="ignore"):  # NaN and Inf are judged (NONFINITE), not warned
             return self._vjp(graph, inputs, wrt, cotangent, plan)
 
-    def _vjp(self, graph, inputs, wrt, cotangent, plan) -> EngineOutput:
+    def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
+        """grads[x] = J_x u_x: the stencil of the whole output along u_x, x alone moving."""
+        require_ops(self.name, graph, self.ops)
+        with np.errstate(all="ignore"):
+            env = self._forward(graph, inputs)
+            result = EngineOutput(np.asarray(env[graph.output]), {})
+            for name in wrt:
+                output = Objective(graph, self.ops, env, name, None, self.batched)
+                evaluation = output.evaluation(self.memory_budget)
+                _record(result, name, self._along(output, env[name], tangents[name], evaluation))
+        return result
+
+    def hvp(self, graph, inputs, wrt, cotangent, tangents) -> EngineOutput:
+        """grads[x] = (H u)_x: the stencil of the exact gradient of <cotangent, output> (the
+        numpy reference's backward) along u, every input of `wrt` moving at once."""
+        require_ops(self.name, graph, self.ops)
+        with np.errstate(all="ignore"):
+            env = self._forward(graph, inputs)
+            gradient = Gradient(graph, self.ops, env, wrt, as_float64(cotangent))
+            at, along = gradient.packed(env), gradient.packed(tangents)
+            evaluation = {"vectorized": False, "memory_budget": self.memory_budget}
+            found = self._along(gradient, at, along, evaluation)
+        result = EngineOutput(np.asarray(env[graph.output]), {})
+        for name in wrt:
+            _record(result, name, found, lambda flat, name=name: gradient.part(flat, name))
+        return result
+
+    def _forward(self, graph, inputs) -> dict:
+        """Every value of the graph's numpy forward pass, in float64 from the inputs."""
         env = {k: as_float64(v) for k, v in inputs.items()}
         env.update(constants(graph, np.float64))
-        env = reference_impls.forward(graph, self.ops, env)
+        return reference_impls.forward(graph, self.ops, env)
+
+    def _along(self, f, x: np.ndarray, u, evaluation: dict) -> Derivative:
+        """The derivative of every element of f's output along u at x: the stencil runs
+        along u times a power of two (exact to undo) that makes it about as large as x,
+        as the directional checks' vectors are."""
+        u = as_float64(u)
+        scale = power_of_two(_typical_size(x) / _rms(u)) if _rms(u) > 0 else 1.0
+        d = differentiate_along(
+            f, x, u[None] * scale, step=self.step, vector_valued=True, **evaluation
+        )
+        # its one direction, in u's units (a kink's distance too: in multiples of u)
+        return Derivative(
+            d.grad[0] / scale,
+            d.err[0] / scale,
+            d.kink[0],
+            d.kink_distance[0] * scale,
+            d.checked[0],
+            d.batched,
+        )
+
+    def _vjp(self, graph, inputs, wrt, cotangent, plan) -> EngineOutput:
+        env = self._forward(graph, inputs)
         result = EngineOutput(np.asarray(env[graph.output]), {})
         weights = np.asarray(cotangent, dtype=np.float64)
         for name in wrt:
@@ -92,8 +147,7 @@ class FiniteDifferences:
             step=self.step,
             **objective.evaluation(self.memory_budget),
         )
-        result.grads[name], result.grad_err[name] = found.grad, found.err
-        result.kinks[name], result.checked[name] = found.kink, found.checked
+        _record(result, name, found)
         result.kink_distance[name], result.coverage[name] = found.kink_distance, coverage
         if coverage == DIRECTIONAL:
             result.directions[name] = self._directions(objective, name, x)
@@ -104,9 +158,7 @@ class FiniteDifferences:
         unseen by it, is outside theirs. Where the two agree (within twice their errors),
         the better one is the estimate, its error their difference added; where they do
         not, the element is flagged a kink."""
-        env = {k: as_float64(v) for k, v in inputs.items()}
-        env.update(constants(graph, np.float64))
-        env = reference_impls.forward(graph, self.ops, env)
+        env = self._forward(graph, inputs)
         objective = Objective(
             graph, self.ops, env, name, np.asarray(cotangent, np.float64), self.batched
         )
@@ -134,8 +186,7 @@ class FiniteDifferences:
     def _directions(self, objective, name: str, x: np.ndarray) -> Directions:
         """J v for seeded random directions v, scaled like x."""
         rng = np.random.default_rng([self.seed, zlib.crc32(name.encode()), x.size, 1])
-        scale = max(float(np.sqrt(np.mean(x * x))), 1e-2) if x.size else 1.0
-        vectors = rng.standard_normal((self.directions, x.size)) * scale
+        vectors = rng.standard_normal((self.directions, x.size)) * _typical_size(x)
         found = differentiate_along(
             objective, x, vectors, step=self.step, **objective.evaluation(self.memory_budget)
         )
@@ -159,6 +210,21 @@ class _Plan:
         return FULL if size <= self.limit(work) else DIRECTIONAL
 
 
+def _record(result: EngineOutput, name: str, found: Derivative, part=lambda a: a) -> None:
+    """An estimate and what fd says of it, as `name`'s: `part` of each of `found`'s arrays."""
+    result.grads[name], result.grad_err[name] = part(found.grad), part(found.err)
+    result.kinks[name], result.checked[name] = part(found.kink), part(found.checked)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+
+
+def _typical_size(x: np.ndarray) -> float:
+    """How large a direction to step along at x: x's root mean square, at least 1e-2."""
+    return max(_rms(x), 1e-2) if x.size else 1.0
+
+
 def _agreed(a: Derivative, b: Derivative) -> Derivative:
     gap = np.abs(a.grad - b.grad)
     better = np.where(a.err <= b.err, a.grad, b.grad)
@@ -172,9 +238,9 @@ def _agreed(a: Derivative, b: Derivative) -> Derivative:
 class Objective:
     """x -> <cotangent, output> with input `name` set to x, for one x or a stack of them;
     only the nodes that depend on `name` are recomputed, the rest is read from the
-    unperturbed pass."""
+    unperturbed pass. With no cotangent (`weights` None): x -> the output itself."""
 
-    def __init__(self, graph, ops, env: dict, name: str, weights: np.ndarray, batched: bool):
+    def __init__(self, graph, ops, env: dict, name: str, weights: np.ndarray | None, batched: bool):
         self.nodes = dependent_nodes(graph, [name])
         self.graph, self.ops, self.name, self.weights = graph, ops, name, weights
         self.scratch, self.ndim = dict(env), np.ndim(env[name])
@@ -184,11 +250,15 @@ class Objective:
 
     def __call__(self, x: np.ndarray):
         if np.ndim(x) > self.ndim:
+            assert self.stacked is not None  # a stack of x comes only to a batched objective
             out = self.stacked(x)
+            if self.weights is None:
+                return out
             return np.sum(out * self.weights, axis=tuple(range(1, np.ndim(out))))
         self.scratch[self.name] = x
         reference_impls.forward(self.graph, self.ops, self.scratch, self.nodes)
-        return float(np.sum(self.scratch[self.graph.output] * self.weights))
+        out = self.scratch[self.graph.output]
+        return out if self.weights is None else float(np.sum(out * self.weights))
 
     def evaluation(self, memory_budget: int) -> dict:
         """How `differentiate` should call this: stacked where the graph allows it."""
@@ -213,3 +283,32 @@ WORK = {
     "matmul": lambda out_size, a, b: out_size * np.shape(a)[-1],
     "conv2d": lambda out_size, x, w, *rest: out_size * np.size(w[0]),
 }
+
+
+class Gradient:
+    """x -> the numpy reference's exact gradient of <cotangent, output> over the inputs
+    `wrt`, all of them moving: x and the gradient each packed into one flat vector, input
+    after input. What the Hessian-vector product differentiates."""
+
+    def __init__(self, graph, ops, env: dict, wrt, cotangent: np.ndarray):
+        self.graph, self.ops, self.env, self.wrt = graph, ops, env, list(wrt)
+        self.cotangent = cotangent
+        self.shapes = [np.shape(env[w]) for w in self.wrt]
+        self.ends = np.cumsum([int(np.prod(shape)) for shape in self.shapes])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        moved = {w: self.part(x, w) for w in self.wrt}
+        # backprop runs the forward pass again into the env it is given: a copy
+        _, grads = reference_impls.backprop(
+            self.graph, self.ops, {**self.env, **moved}, self.wrt, self.cotangent
+        )
+        return self.packed(grads)
+
+    def packed(self, arrays) -> np.ndarray:
+        return np.concatenate([as_float64(arrays[w]).reshape(-1) for w in self.wrt])
+
+    def part(self, flat: np.ndarray, name: str) -> np.ndarray:
+        """Input `name`'s part of a packed vector, in its shape."""
+        i = self.wrt.index(name)
+        start = self.ends[i - 1] if i else 0
+        return flat[start : self.ends[i]].reshape(self.shapes[i])

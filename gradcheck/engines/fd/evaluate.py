@@ -1,12 +1,14 @@
-"""Evaluating a scalar function at many single-element perturbations of one point.
+"""Evaluating a function at many single-element perturbations of one point.
 
 `evaluator(f, x, ...)` gives a callable `values(flat, deltas)`: f at x + deltas[k] in
-element flat[k], for every k. Two ways, the same numbers up to rounding:
+element flat[k], for every k, as row k of a (len(flat), f's size) array (one column for a
+scalar f). Two ways, the same numbers up to rounding:
 - in place: one array is changed at one element, f is called, the element is restored
   (no copy of the whole input per evaluation);
 - batched: perturbed copies are stacked along a new leading axis and go through one
-  vectorized call, `f(stack) -> one value per row`, in chunks of rows that fit a memory
-  budget. The stack is filled once; between chunks only the perturbed entries are reset.
+  vectorized call, `f(stack) -> one value (or array) per row`, in chunks of rows that fit
+  a memory budget. The stack is filled once; between chunks only the perturbed entries are
+  reset.
 """
 
 from __future__ import annotations
@@ -23,28 +25,29 @@ class InPlace:
         self.f, self.x, self.flat_x = f, x, x.reshape(-1)  # x is ours: contiguous, float64
 
     def __call__(self, flat: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-        out = np.empty(len(flat))
-        for k, (i, delta) in enumerate(zip(flat.tolist(), deltas.tolist())):
+        rows = []
+        for i, delta in zip(flat.tolist(), deltas.tolist()):
             old = self.flat_x[i]
             self.flat_x[i] = old + delta
             try:
-                out[k] = self.f(self.x)
+                # copied before x is restored: f may return x itself, or a view of it
+                rows.append(np.array(self.f(self.x), dtype=np.float64).reshape(-1))
             finally:
                 self.flat_x[i] = old  # restored exactly, not by subtracting delta
-        return out
+        return np.array(rows).reshape(len(flat), -1)
 
 
 class Batched:
     def __init__(self, f, x: np.ndarray, rows: int):
         self.f, self.x, self.rows = f, x, max(1, int(rows))
-        self.stack = None  # allocated on first use, at the chunk size
+        self.stack: np.ndarray | None = None  # allocated on first use, at the chunk size
 
     def __call__(self, flat: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-        out = np.empty(len(flat))
-        for start in range(0, len(flat), self.rows):
-            part = slice(start, start + self.rows)
-            out[part] = self._chunk(flat[part], deltas[part])
-        return out
+        chunks = [
+            self._chunk(flat[start : start + self.rows], deltas[start : start + self.rows])
+            for start in range(0, len(flat), self.rows)
+        ]
+        return np.concatenate(chunks)
 
     def _chunk(self, flat: np.ndarray, deltas: np.ndarray) -> np.ndarray:
         n = len(flat)
@@ -54,7 +57,8 @@ class Batched:
         original = self.x.reshape(-1)[flat]
         rows[np.arange(n), flat] = original + deltas
         try:
-            return np.asarray(self.f(self.stack[:n]), dtype=np.float64).reshape(n)
+            # copied before the stack is reset: f may return the stack itself, or a view
+            return np.array(self.f(self.stack[:n]), dtype=np.float64).reshape(n, -1)
         finally:
             rows[np.arange(n), flat] = original
 
@@ -85,9 +89,11 @@ def accepts_stacks(f, x: np.ndarray) -> bool:
     try:
         with np.errstate(all="ignore"):
             batched = Batched(f, x, rows=2)(flat, deltas)
-    except Exception:
+    except Exception:  # noqa: BLE001 -- any failure of the batched call means no
         return False
     with np.errstate(all="ignore"):
         single = InPlace(f, x)(flat, deltas)
+    if batched.shape != single.shape:  # a reduction over the stack, say
+        return False
     scale = np.maximum(np.abs(single), 1.0)
     return bool(np.all(np.abs(batched - single) <= PROBE_RTOL * scale))
