@@ -9,8 +9,8 @@ gives only the data); `params` gives their float64 values for tools that need th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -384,12 +384,12 @@ def _linear(x, w, b):
 
 
 def _linear_bwd(res, g):
-    x, w, b = res
+    x, w, _b = res
     return g @ w.T, x.T @ g, g.sum(0)
 
 
 def _linear_bwd_transposed(res, g):
-    x, w, b = res
+    x, w, _b = res
     return g @ w.T, g.T @ x, g.sum(0)  # bug: transposed weight gradient
 
 
@@ -405,7 +405,7 @@ def _layernorm(x, gamma, beta):
 
 def _layernorm_bwd(keep_mean):
     def bwd(res, g):
-        x, gamma, beta = res
+        x, gamma, _beta = res
         mu = x.mean(-1, keepdims=True)
         rstd = 1 / jnp.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-5)
         xhat = (x - mu) * rstd
@@ -705,3 +705,92 @@ def check(item: Item, dtypes, device: str | None = None, reference: bool = True)
     return gradcheck.check_torch(
         item.fn, item.inputs(), reference=ref, dtypes=dtypes, device=device
     )
+
+
+# --- forward mode and second order (tests/test_own_modes.py) -------------------------------
+
+
+class TanhWithJvp(Tanh):
+    """Tanh with its forward-mode rule too."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        ctx.save_for_forward(y)
+        return y
+
+    @staticmethod
+    def jvp(ctx, t):
+        (y,) = ctx.saved_tensors
+        return t * (1 - y * y)
+
+
+class TanhJvpSign(TanhWithJvp):
+    @staticmethod
+    def jvp(ctx, t):
+        (y,) = ctx.saved_tensors
+        return t * (y * y - 1)  # bug: sign; the backward is right
+
+
+class LinearWithJvp(Linear):
+    """x @ w + b with its forward-mode rule: tx @ w + x @ tw + tb."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
+        return x @ w + b
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        x, w = ctx.saved_tensors
+        return tx @ w + x @ tw + tb
+
+
+class LinearJvpDropped(LinearWithJvp):
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        _x, w = ctx.saved_tensors
+        return tx @ w + tb  # bug: the weight's term x @ tw is gone
+
+
+class XTanh(torch.autograd.Function):
+    """x * tanh(x), its backward written in differentiable torch ops: twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        t = torch.tanh(x)
+        return g * (t + x * (1 - t * t))
+
+
+class XTanhDetached(XTanh):
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        x = x.detach()  # bug: right gradient, but its own derivative in x is cut off
+        t = torch.tanh(x)
+        return g * (t + x * (1 - t * t))
+
+
+class XTanhOnce(XTanh):
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        t = torch.tanh(x)
+        return g * (t + x * (1 - t * t))
+
+
+class TanhSquaresInPlace(Tanh):
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        y.mul_(y)  # right once, but the saved output is overwritten for a second backward
+        return g * (1 - y)

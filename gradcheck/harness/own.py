@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -28,13 +28,14 @@ from reference_impls import Primitive
 from .. import dtypes as dt
 from ..engines import BUILTIN, FiniteDifferences, make_engines
 from ..engines.base import EngineSkip, UserCodeError
-from ..engines.own import LayerCode, OwnEngine, ValueAndGradCode, name_of
+from ..engines.own import ForwardModeLayerCode, LayerCode, OwnEngine, ValueAndGradCode, name_of
 from ..engines.own.engine import joined, joined_shape
 from ..ir.graph import FLOAT, INT, Graph, GraphError, Leaf, Node, build_graph
 from ..loading.case import Case
 from ..loading.models import CaseModel
 from .api import run, run_metadata
 from .compare import EXPECT
+from .products import MODES
 from .result import RunResult
 from .runner import RunOptions, stopped_result
 from .verdict import Verdict
@@ -53,6 +54,9 @@ def check(
     name: str | None = None,
     outputs: int = 1,
     params: Mapping | None = None,
+    jvp: Callable | None = None,
+    modes=("rev",),
+    order: int = 1,
 ) -> RunResult:
     """Check a numpy layer's `backward` against its `forward` (by finite differences) and,
     given a `reference`, against numpy, torch and jax running that reference.
@@ -74,15 +78,35 @@ def check(
         `forward` (and to a cache-less `backward`); `functools.partial` does the same.
     name: your engine's name in the tables (default: the backward's name); the case is named
         after it.
+    modes: the products checked, as a case's `modes`: "rev" (VJPs, your backward) and/or
+        "fwd" (JVPs, your `jvp`, and the dot-product test of the two).
+    jvp: your forward mode, which modes "fwd" needs: `jvp(tangents, *arrays, **params)`
+        returns the output's tangent J u (with `outputs=k`, a tuple of k), `tangents` one
+        array per floating input by name, zeros but for the one input moving. A wrong `jvp`
+        FAILs blamed on your engine (`name`).
+    order: 1; numpy code has no second derivatives (order=2 is a ValueError).
 
     Returns a `RunResult`: `.ok`, the tables, `str(result)` the discrepancy table, and
     `.write_reports(dir)`. Your functions are called on copies (writing into `dout` or a
     cache is fine). A forward or backward that raises or returns the wrong thing is an ERROR
     naming it; a forward that disagrees with the reference FAILs blamed on the forward."""
     arrays, floating = _inputs(inputs)
-    code = LayerCode(forward, backward, floating, outputs, params, name or _caller(backward))
+    name = name or _caller(backward)
+    code = (
+        LayerCode(forward, backward, floating, outputs, params, name)
+        if jvp is None
+        else ForwardModeLayerCode(forward, backward, jvp, floating, outputs, params, name)
+    )
     return check_code(
-        code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes, outputs=outputs
+        code,
+        arrays,
+        floating,
+        reference=reference,
+        wrt=wrt,
+        dtypes=dtypes,
+        outputs=outputs,
+        modes=modes,
+        order=order,
     )
 
 
@@ -95,14 +119,26 @@ def check_loss(
     dtypes=None,
     name: str | None = None,
     params: Mapping | None = None,
+    modes=("rev",),
+    order: int = 1,
 ) -> RunResult:
     """Check a numpy function that returns a scalar value and its gradients together:
     `fn(*arrays, **params) -> (loss, dx)`, `(loss, dx, dw)`, `(loss, (dx, dw))` or
-    `(loss, {name: gradient})` (CS231n's `softmax_loss`, `svm_loss`). The other arguments
-    are `check`'s."""
+    `(loss, {name: gradient})` (CS231n's `softmax_loss`, `svm_loss`). Such a function has
+    gradients only: `modes` is ("rev",) and `order` 1 (anything else is a ValueError). The
+    other arguments are `check`'s."""
     arrays, floating = _inputs(inputs)
     code = ValueAndGradCode(fn, floating, params, name or _caller(fn))
-    return check_code(code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes)
+    return check_code(
+        code,
+        arrays,
+        floating,
+        reference=reference,
+        wrt=wrt,
+        dtypes=dtypes,
+        modes=modes,
+        order=order,
+    )
 
 
 def check_torch(
@@ -114,6 +150,8 @@ def check_torch(
     dtypes=None,
     device: str | None = None,
     name: str | None = None,
+    modes=("rev",),
+    order: int = 1,
 ) -> RunResult:
     """Check torch code's gradients as it runs: `torch.autograd.grad` of `fn` in each dtype
     on `device`, so a `Function`'s `backward`, hooks and compiled code are what is checked.
@@ -125,6 +163,12 @@ def check_torch(
         are data.
     dtypes: any of float64, float32, bfloat16, float16; default: the floating tensors' own.
     device: default the tensors' device ("cuda" where they live there), else "cpu".
+    modes: "rev" (VJPs) and/or "fwd": JVPs by torch's forward mode (dual tensors), which runs
+        a `Function`'s `jvp` staticmethod; a Function without one is an ERROR saying so.
+    order: 2 also checks Hessian-vector products, by double backward through your backward:
+        a backward marked `once_differentiable`, or one that modifies a saved tensor in
+        place, is an ERROR ("does not support double backward"); one that runs but detaches
+        what it differentiates FAILs.
     Without a `reference`, fd differentiates `fn` itself in float64 (where `fn` cannot run
     in float64, fd is left out with that reason). The other arguments are `check`'s."""
     from ..engines.own.torch_code import TorchCode, torch_inputs
@@ -133,17 +177,37 @@ def check_torch(
     arrays, floating = _inputs(given)
     code = TorchCode(fn, list(inputs), device or own_device or "cpu", name or _caller(fn))
     return check_code(
-        code, arrays, floating, reference=reference, wrt=wrt, dtypes=dtypes or own_dtypes or None
+        code,
+        arrays,
+        floating,
+        reference=reference,
+        wrt=wrt,
+        dtypes=dtypes or own_dtypes or None,
+        modes=modes,
+        order=order,
     )
 
 
 def check_jax(
-    fn, inputs: Mapping, *, reference=None, wrt=None, dtypes=None, name: str | None = None
+    fn,
+    inputs: Mapping,
+    *,
+    reference=None,
+    wrt=None,
+    dtypes=None,
+    name: str | None = None,
+    modes=("rev",),
+    order: int = 1,
 ) -> RunResult:
     """Check jax code's gradients: `jax.vjp` of `fn` (jitted or not) in each dtype, so its
     `custom_vjp` / `custom_jvp` rules are what is checked. `fn` may return an array or a
-    pytree of arrays (a dict's outputs come in jax's order: sorted keys). The other
-    arguments are `check_torch`'s; dtypes default to the inputs' own floating dtypes."""
+    pytree of arrays (a dict's outputs come in jax's order: sorted keys).
+    modes: "rev" (VJPs) and/or "fwd": JVPs by `jax.jvp`, which runs a `custom_jvp` rule
+        directly; a `custom_vjp` function has no forward mode (an ERROR saying so).
+    order: 2 also checks Hessian-vector products, forward over reverse (`jax.jvp` of the
+        gradient), through your rules.
+    The other arguments are `check_torch`'s; dtypes default to the inputs' own floating
+    dtypes."""
     from ..engines.own.jax_code import JaxCode
 
     arrays, floating = _inputs(inputs)
@@ -156,6 +220,8 @@ def check_jax(
         reference=reference,
         wrt=wrt,
         dtypes=dtypes or list(dict.fromkeys(own)) or None,
+        modes=modes,
+        order=order,
     )
 
 
@@ -204,10 +270,16 @@ def check_code(
     wrt=None,
     dtypes=None,
     outputs: int = 1,
+    modes=("rev",),
+    order: int = 1,
 ) -> RunResult:
     """Run your `code` (engines/own's protocol) as an engine beside the reference engines
-    (or fd of your own forward) on `arrays` (float64, integer data int64)."""
-    wrt, dtypes = _wrt(wrt, floating), _dtypes(dtypes)
+    (or fd of your own forward) on `arrays` (float64, integer data int64), checking the
+    products `modes` ("rev", "fwd") and `order` (2: Hessian-vector products) ask for, as
+    a case's fields of those names do; a product your kind of code cannot give is a
+    ValueError."""
+    wrt, dtypes, modes = _wrt(wrt, floating), _dtypes(dtypes), _modes(modes)
+    _require_products(code, modes, order, reference)
     if code.name in set(BUILTIN) | {EXPECT}:
         raise ValueError(f"name {code.name!r} is taken by another engine; pass name=...")
     leaves = {
@@ -216,7 +288,9 @@ def check_code(
     ref_graph = None if reference is None else _reference_graph(reference, leaves, outputs)
     shapes, float64_error = _output_shapes(code, arrays, dtypes)
     graph = ref_graph or _own_graph(code, leaves, shapes)
-    case = OwnCase.make(_slug(code.name), arrays, graph, wrt, dtypes, reference)
+    case = OwnCase.make(
+        _slug(code.name), arrays, graph, wrt, dtypes, reference, {"modes": modes, "order": order}
+    )
     engines = _engines(code, shapes, ref_graph, float64_error, list(arrays))
     if ref_graph is None and float64_error is None:
         case.ops = engines[1].ops  # fd's table, your forward in it: the Taylor test's too
@@ -235,7 +309,7 @@ def _output_shapes(code, arrays: dict, dtypes: list[str]):
     """Your outputs' shapes from one forward call, in float64 or else in a checked dtype
     (a float32-only kernel), and what float64 raised (fd needs float64); shapes is a
     UserCodeError when every call failed."""
-    errors = []
+    errors: list[UserCodeError] = []
     for dtype in dict.fromkeys(["float64", *dtypes]):
         try:
             outs = code.outputs({k: dt.cast(a, dtype) for k, a in arrays.items()})
@@ -338,23 +412,36 @@ def _shown(reference) -> str:
 class OwnCase(Case):
     """A case whose inputs are your arrays (rounded to each dtype) instead of YAML specs."""
 
+    values: dict[str, np.ndarray]  # set by `make`
+
     @classmethod
     def make(
-        cls, name: str, arrays: dict, graph: Graph, wrt: list[str], dtypes: list[str], reference
-    ) -> "OwnCase":
+        cls,
+        name: str,
+        arrays: dict,
+        graph: Graph,
+        wrt: list[str],
+        dtypes: list[str],
+        reference,
+        products: Mapping | None = None,
+    ) -> OwnCase:
+        """Your case; `products`: its `modes` and `order` (default: the model's own)."""
         body = (
             {"graph": dict(reference)}
             if isinstance(reference, Mapping)
             else {"expr": reference or f"{name}({', '.join(arrays)})"}
         )
-        model = CaseModel(
-            name=name,
-            inputs={k: {"shape": list(a.shape)} for k, a in arrays.items()},
-            wrt=wrt,
-            dtypes=dtypes,
-            tags=["own"],
-            description="checked with gradcheck.check",
-            **body,
+        model = CaseModel.model_validate(  # the document a YAML file would hold
+            {
+                "name": name,
+                "inputs": {k: {"shape": list(a.shape)} for k, a in arrays.items()},
+                "wrt": wrt,
+                "dtypes": dtypes,
+                "tags": ["own"],
+                "description": "checked with gradcheck.check",
+                **body,
+                **(products or {}),
+            }
         )
         case = cls(model, graph, wrt, "<python>", 0)
         case.values = arrays
@@ -407,6 +494,36 @@ def _dtypes(dtypes) -> list[str]:
     if wrong or not dtypes:
         raise ValueError(f"dtypes must be among {', '.join(dt.DTYPES)}, got {dtypes}")
     return list(dict.fromkeys(dtypes))
+
+
+def _modes(modes) -> list[str]:
+    """`modes` as a list: "rev" and/or "fwd", each once (one name alone may be a string)."""
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    if not modes or len(set(modes)) != len(modes) or set(modes) - set(MODES):
+        raise ValueError(f"modes must list rev and/or fwd, each once, got {modes}")
+    return modes
+
+
+def _require_products(code, modes: list[str], order: int, reference) -> None:
+    """A ValueError where `modes` or `order` asks for what your kind of code cannot give,
+    or for second order without a reference. fd's HVP differentiates the reference's
+    gradient; without a reference the only gradient there is is your own backward, so
+    your HVP would be held against your backward's derivative, not your forward's, and a
+    wrong backward would be blamed on fd's HVP too."""
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    if order == 2 and reference is None:
+        raise ValueError(
+            "order=2 needs a reference (the same function in the case language): your "
+            "Hessian-vector products are checked against the reference's engines"
+        )
+    asked = {"jvp": "fwd" in modes, "hvp": order == 2}
+    missing = [method for method, wanted in asked.items() if wanted and not hasattr(code, method)]
+    if missing:
+        raise ValueError(
+            f"{code.name} cannot give the product(s) asked for ({', '.join(missing)}): "
+            f"{getattr(code, 'limits', 'its kind of code lacks them')}"
+        )
 
 
 def _caller(fn) -> str | None:

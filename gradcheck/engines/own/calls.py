@@ -9,21 +9,33 @@ function) follows, so that one engine and one harness serve them all:
     outputs(arrays) -> list of arrays            the forward alone (fd differentiates it)
     vjp(arrays, cotangents, wrt) -> (outputs, {name: gradient})
 
+and, where your code has forward mode or second derivatives, either or both of
+
+    jvp(arrays, tangents, wrt) -> (outputs, {name: [J_name u_name, one per output]})
+    hvp(arrays, cotangents, tangents, wrt) -> (outputs, {name: (H u)_name})
+
 `arrays` are numpy arrays in the checked dtype, by input name, in your argument order;
-there is one cotangent per output. What comes back is numpy, in any floating dtype.
+there is one cotangent per output, and one tangent per name in `wrt`. `jvp` moves each
+name of `wrt` alone, along its tangent; `hvp`'s H is the Hessian of <cotangents, outputs>
+over all of `wrt`, and u all the tangents at once. What comes back is numpy, in any
+floating dtype. A kind of code without `jvp` (or `hvp`) cannot be asked for that product.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..base import UserCodeError
+
+# what a framework's refusal of forward mode means, said of your code
+NO_FORWARD_RULE = "has no forward-mode rule (jvp)"
 
 # frames in these folders are not "your code": the line named is the last one outside them
 _LIBRARY_DIRS = tuple(
@@ -42,21 +54,39 @@ def name_of(fn) -> str:
 
 
 @contextlib.contextmanager
-def calling(what: str):
-    """Turns whatever `what` raises into one UserCodeError naming it and the line."""
+def calling(what: str, meaning: Callable[[Exception], str | None] | None = None, defined=None):
+    """Turns whatever `what` raises into one UserCodeError naming it and the line.
+
+    meaning(error): what an error means where the framework's own message does not say it
+    of your code ("has no forward-mode rule (jvp)"), said in place of "raised <type>";
+    None where it means nothing more. defined: a function of yours whose definition is the
+    line named where the traceback holds none of your code (torch's autograd engine calls
+    your backward from C++, and its errors surface at the call of `torch.autograd.grad`)."""
     try:
         yield
     except UserCodeError:
         raise
     except Exception as e:
-        raise UserCodeError(f"{what} raised {type(e).__name__}: {e}{_where(e)}") from e
+        known = meaning(e) if meaning is not None else None
+        said = known or f"raised {type(e).__name__}"
+        raise UserCodeError(f"{what} {said}: {e}{_where(e, defined)}") from e
 
 
-def _where(error: BaseException) -> str:
+def _where(error: BaseException, defined=None) -> str:
     frames = traceback.extract_tb(error.__traceback__)
-    mine = [f for f in frames if not f.filename.startswith(_LIBRARY_DIRS)]
-    frame = (mine or frames[-1:] or [None])[-1]
-    return "" if frame is None else f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
+    mine = [(f.filename, f.lineno) for f in frames if not f.filename.startswith(_LIBRARY_DIRS)]
+    last = [(f.filename, f.lineno) for f in frames[-1:]]
+    place = (mine or _definition(defined) or last or [None])[-1]
+    return "" if place is None else f" (at {os.path.basename(place[0])}:{place[1]})"
+
+
+def _definition(fn) -> list[tuple[str, int]]:
+    """Where `fn` (under any decorators) is defined: [(file, line)]; [] if unknown, or if
+    it is no code of yours (a `custom_vjp` of `jnp.tanh` itself)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None) if fn is not None else None
+    if code is None or code.co_filename.startswith(_LIBRARY_DIRS):
+        return []
+    return [(code.co_filename, code.co_firstlineno)]
 
 
 def as_output(x, what: str, index: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Your code as an engine: its VJP in the checked dtype, and its own rounding, measured.
+"""Your code as an engine: its VJP in the checked dtype (and its JVP and HVP, where your
+code has them), and its own rounding, measured.
 
 The engine ignores the graph (it is the reference's, or a one-node graph of your forward).
 Several outputs travel as one flat value (each output raveled, in order), as the graph's
@@ -19,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import dtypes as dt
-from ..base import EngineOutput, UserCodeError
+from ..base import EngineOutput, EngineSkip, UserCodeError
 
 PROBE = {"float64": "float32", "float32": "bfloat16"}
 SAMPLES = 4
@@ -27,7 +28,8 @@ JIGGLE = 4  # ulps: a smaller change of the inputs often rounds to the same numb
 
 
 class OwnEngine:
-    """`code` follows the protocol of `calls`; `shapes`: its outputs' shapes."""
+    """`code` follows the protocol of `calls`; `shapes`: its outputs' shapes. Its JVP and
+    HVP are your code's `jvp` and `hvp` (EngineSkip where your kind of code has none)."""
 
     def __init__(self, code, shapes: list[tuple]):
         self.code, self.shapes = code, [tuple(s) for s in shapes]
@@ -35,36 +37,81 @@ class OwnEngine:
 
     def options(self) -> dict:
         """What the report says of how your code ran: its device, and TF32 where it was on."""
-        options = {"device": str(getattr(self.code, "device", "cpu"))}
+        options: dict[str, object] = {"device": str(getattr(self.code, "device", "cpu"))}
         if hasattr(self.code, "tf32"):
             options["tf32"] = bool(self.code.tf32)
         return options
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
-        outs, grads = self._vjp(inputs, cotangent, wrt)
-        output = EngineOutput(joined(outs), grads)
-        probe = self._probe(np.asarray(cotangent).dtype.name)
-        if probe is not None:
-            output.value_rounding, output.grad_rounding = self._measured(
-                probe, inputs, cotangent, wrt, output
-            )
-        return output
+        """Your VJP of the joined outputs, with its rounding measured (see the module)."""
+
+        def run(arrays, dtype):
+            return self._vjp(arrays, dt.cast(cotangent, dtype), wrt)
+
+        return self._measured_run(run, inputs, np.asarray(cotangent).dtype.name)
+
+    def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
+        """grads[x] = J_x u_x of the joined outputs, x alone moving: your code's forward
+        mode, with its rounding measured as the VJP's."""
+        yours = self._method("jvp", "forward mode")
+
+        def run(arrays, dtype):
+            along = {w: dt.cast(tangents[w], dtype) for w in wrt}
+            outs, products = yours(dict(arrays), along, list(wrt))
+            self._check_shapes(outs)
+            return outs, {w: joined(products[w]) for w in wrt}
+
+        return self._measured_run(run, inputs, np.asarray(tangents[wrt[0]]).dtype.name)
+
+    def hvp(self, graph, inputs, wrt, cotangent, tangents) -> EngineOutput:
+        """grads[x] = (H u)_x, H the Hessian of <cotangent, joined outputs> over all of
+        `wrt`: your code's second derivative, with its rounding measured as the VJP's."""
+        yours = self._method("hvp", "second derivatives")
+
+        def run(arrays, dtype):
+            along = {w: dt.cast(tangents[w], dtype) for w in wrt}
+            cotangents = self._split(dt.cast(cotangent, dtype))
+            outs, products = yours(dict(arrays), cotangents, along, list(wrt))
+            self._check_shapes(outs)
+            return outs, products
+
+        return self._measured_run(run, inputs, np.asarray(cotangent).dtype.name)
+
+    def _method(self, name: str, what: str):
+        """Your code's method `name`; a SKIP saying so where your kind of code has none."""
+        method = getattr(self.code, name, None)
+        if method is None:
+            raise EngineSkip(f"{self.name}: this kind of code has no {what} ({name})")
+        return method
 
     def _vjp(self, inputs, cotangent, wrt):
         outs, grads = self.code.vjp(dict(inputs), self._split(cotangent), list(wrt))
+        self._check_shapes(outs)
+        return outs, grads
+
+    def _check_shapes(self, outs) -> None:
         shapes = [tuple(np.shape(o)) for o in outs]
         if shapes != self.shapes:
             raise UserCodeError(
                 f"{self.forward_name} returned outputs of shape "
                 f"{_listed(shapes)}, on its first call {_listed(self.shapes)}"
             )
-        return outs, grads
 
     def _split(self, cotangent) -> list[np.ndarray]:
         if len(self.shapes) == 1:
             return [np.asarray(cotangent).reshape(self.shapes[0])]
         ends = np.cumsum([int(np.prod(s)) for s in self.shapes])[:-1]
         return [c.reshape(s) for c, s in zip(np.split(np.ravel(cotangent), ends), self.shapes)]
+
+    def _measured_run(self, run, inputs, dtype: str) -> EngineOutput:
+        """`run(arrays, dtype) -> (outputs, products)` in the checked dtype, as an output
+        that carries its rounding, measured by running it again in the probe dtype."""
+        outs, products = run(dict(inputs), dtype)
+        output = EngineOutput(joined(outs), products)
+        probe = self._probe(dtype)
+        if probe is not None:
+            output.value_rounding, output.grad_rounding = self._measured(probe, run, inputs, output)
+        return output
 
     def _probe(self, dtype: str) -> tuple[str, float] | None:
         """(dtype to measure in, factor to the checked dtype's rounding). With TF32 on, a
@@ -74,7 +121,7 @@ class OwnEngine:
         probe = PROBE.get(dtype)
         return None if probe is None else (probe, dt.eps(dtype) / dt.eps(probe))
 
-    def _measured(self, probe, inputs, cotangent, wrt, output: EngineOutput):
+    def _measured(self, probe, run, inputs, output: EngineOutput):
         """Per element, the root-mean-square scaled difference of SAMPLES runs in the probe
         dtype, the inputs jiggled at its eps in all but the first (one run is one draw of
         each element's rounding); 0 where a run overflowed; (None, {}) when your code
@@ -85,8 +132,8 @@ class OwnEngine:
             jiggled = {n: _jiggled(a, dtype, k) for n, a in inputs.items()}
             try:
                 with np.errstate(all="ignore"):
-                    outs, grads = self._vjp(jiggled, dt.cast(cotangent, dtype), wrt)
-            except Exception:  # your code in a dtype it was not written for: no measurement
+                    outs, grads = run(jiggled, dtype)
+            except Exception:  # noqa: BLE001 -- your code in a dtype it was not written for: no measurement
                 return None, {}
             runs.append(
                 (

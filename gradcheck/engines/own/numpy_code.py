@@ -1,6 +1,7 @@
 """Your numpy code: a layer's forward and backward (CS231n's `forward -> (out, cache)`,
 `backward(dout, cache)`), with one output or several, or a function that returns a value
-and its gradients together (`softmax_loss(x, y) -> (loss, dx)`).
+and its gradients together (`softmax_loss(x, y) -> (loss, dx)`). A layer may come with its
+forward mode too (`ForwardModeLayerCode`); numpy code has no second derivatives.
 
 Your functions are called on copies, so that a backward that writes into `dout` or into its
 cache (legal, and common) changes nothing any other engine sees.
@@ -9,7 +10,7 @@ cache (legal, and common) changes nothing any other engine sees.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from ..base import UserCodeError
 from .calls import as_output, calling, name_of, named_gradients
 
 
-def _copies(arrays: Sequence) -> list[np.ndarray]:
+def _copies(arrays: Iterable) -> list[np.ndarray]:
     return [np.array(a, copy=True) for a in arrays]
 
 
@@ -25,6 +26,8 @@ class LayerCode:
     """`forward(*arrays, **params) -> out | (out, cache)`, or with `outputs=k`
     `(out_1, ..., out_k, cache)` / `(out_1, ..., out_k)`; `backward(dout_1, ..., dout_k,
     cache)` when there is a cache, else `backward(dout_1, ..., dout_k, *arrays, **params)`."""
+
+    limits = "numpy code has forward mode where check(..., jvp=...) gives it, and no second order"
 
     def __init__(
         self,
@@ -60,6 +63,41 @@ class LayerCode:
         return [as_output(o, self.forward_name, i) for i, o in enumerate(outs)], cache
 
 
+class ForwardModeLayerCode(LayerCode):
+    """A `LayerCode` with your forward mode: `jvp(tangents, *arrays, **params)` returns the
+    output's tangent (with `outputs=k`, a tuple of k), where `tangents` holds one tangent
+    per floating input by name, zeros but for the input moving."""
+
+    def __init__(self, forward: Callable, backward: Callable, jvp: Callable, *args, **kwargs):
+        super().__init__(forward, backward, *args, **kwargs)
+        self.forward_mode = jvp
+
+    def jvp(self, arrays, tangents, wrt):
+        """Your outputs, and per input of `wrt` your `jvp` with that input alone moving."""
+        outs = [np.array(o, copy=True) for o in self._forward(arrays)[0]]
+        still = {k: np.zeros_like(arrays[k]) for k in self.floating}
+        return outs, {w: self._tangents(arrays, {**still, w: tangents[w]}) for w in wrt}
+
+    def _tangents(self, arrays, tangents: dict) -> list[np.ndarray]:
+        who = name_of(self.forward_mode)
+        copied = dict(zip(tangents, _copies(tangents.values())))
+        with calling(who):
+            result = self.forward_mode(copied, *_copies(arrays.values()), **self.params)
+        return _output_tangents(result, self.count, who)
+
+
+def _output_tangents(result, count: int, who: str) -> list[np.ndarray]:
+    """The output tangents your `jvp` returned: one array, or with several outputs a tuple
+    of one per output."""
+    if count == 1:
+        result = [result]
+    elif not (isinstance(result, (tuple, list)) and len(result) == count):
+        raise UserCodeError(
+            f"{who} returned {type(result).__name__}; expected a tuple of {count} output tangents"
+        )
+    return [as_output(t, who, i) for i, t in enumerate(result)]
+
+
 def _split(result, count: int, who: str) -> tuple[tuple, object]:
     """(outputs, cache) from what a forward returned; cache None when it returned none."""
     wanted = (
@@ -81,6 +119,8 @@ def _split(result, count: int, who: str) -> tuple[tuple, object]:
 class ValueAndGradCode:
     """`fn(*arrays, **params) -> (value, grads)` or `(value, g1, g2, ...)`, value a scalar
     (a loss): its gradients are those of the value itself, scaled by the cotangent."""
+
+    limits = "a function returning a value and its gradients has no forward mode or second order"
 
     def __init__(
         self,
@@ -108,7 +148,8 @@ class ValueAndGradCode:
             raise UserCodeError(
                 f"{self.name} returned {type(result).__name__}; expected (value, gradients)"
             )
-        value, grads = as_output(result[0], self.name, 0), result[1:]
+        value = as_output(result[0], self.name, 0)
+        grads: tuple | list | Mapping = result[1:]
         if np.ndim(value) != 0:
             raise UserCodeError(
                 f"{self.name} returned a value of shape "
