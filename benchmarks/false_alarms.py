@@ -11,7 +11,9 @@ catalog file. Families include conv-relu-maxpool-affine-softmax nets, deep tanh 
 saturate, long RNNs, attention, embeddings, basic indexing, einsum, dropout masks and SVM
 hinge losses. The default engines are all four; the jax engine compiles once per new graph
 shape, so on two cores it fits a smaller `--cases` (say `--cases 200`, or `--engines
-numpy,fd,torch` without it); each figure names its engines.
+numpy,fd,torch` without it); each figure names its engines. `--markdown PATH` writes the
+rates as one row per family, a pair of columns per dtype, for the documentation
+(docs/tables/false-alarms.md).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import yaml
@@ -624,6 +626,25 @@ def markdown(table: list[dict], engines: list[str]) -> str:
     return "\n".join(lines)
 
 
+def wide_markdown(table: list[dict], dtypes: list[str]) -> str:
+    """The rates with a row per family and, per dtype, its runs and false alarms."""
+    header = " | ".join(f"{d} runs | {d} false alarms" for d in dtypes)
+    lines = [f"| family | {header} |", "|---" * (1 + 2 * len(dtypes)) + "|"]
+    by_family: dict[str, dict] = {}
+    for r in table:
+        by_family.setdefault(r["family"], {})[r["dtype"]] = r
+    for family, rows in by_family.items():
+        cells = " | ".join(
+            f"{rows[d]['runs']:,} | {rows[d]['false_alarms']:,} ({100 * rows[d]['rate']:.2f}%)"
+            for d in dtypes
+        )
+        lines.append(f"| {family} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_ENGINES = "numpy,fd,torch,jax"  # as a default run of gradcheck uses them
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100, help="random cases per family")
@@ -631,8 +652,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument(
         "--engines",
-        default="numpy,fd,torch,jax",
-        help="comma-separated engines (default: numpy,fd,torch,jax)",
+        default=DEFAULT_ENGINES,
+        help=f"comma-separated engines (default: {DEFAULT_ENGINES})",
     )
     parser.add_argument(
         "--fd-max-elements",
@@ -645,12 +666,26 @@ def main(argv=None) -> int:
         action="store_true",
         help="skip the Taylor test (it only informs blame, never a verdict)",
     )
+    parser.add_argument(
+        "--modes", default="rev", help="products: rev and/or fwd, comma-separated (default: rev)"
+    )
+    parser.add_argument(
+        "--order", type=int, choices=[1, 2], default=1, help="2: Hessian-vector products too"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for rates.md, alarms.json")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="also write the rates here, one row a family"
+    )
     args = parser.parse_args(argv)
     families, dtypes = args.families.split(","), args.dtypes.split(",")
     engines = make_engines(args.engines.split(","))
-    options = RunOptions(fd_max_elements=args.fd_max_elements, taylor=not args.no_taylor)
+    options = RunOptions(
+        fd_max_elements=args.fd_max_elements,
+        taylor=not args.no_taylor,
+        modes=args.modes.split(","),
+        order=args.order,
+    )
     counts, alarms, done = Counter(), [], []
     for family in families:
         start = time.perf_counter()
@@ -667,6 +702,10 @@ def main(argv=None) -> int:
         if args.out:  # after every family, so that a long run shows what it has
             write(args.out, report, alarms)
     print(report)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(wide_markdown(rates(counts, done, dtypes), dtypes))
+        print(f"wrote {args.markdown}", file=sys.stderr)
     for alarm in alarms:
         print(
             f"- {alarm['case']} [{alarm['dtype']}] {alarm['verdict']} "

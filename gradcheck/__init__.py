@@ -15,10 +15,12 @@ from .engines import (
     NumpyEngine,
     Settings,
     TorchEngine,
+    load_plugins,
+    register_op,
+    unregister_op,
 )
-from .engines import load_plugins, register_op, unregister_op
-from .engines.register import load_env_plugins, load_installed_plugins
 from .engines.fd import Derivative, differentiate, differentiate_along
+from .engines.register import load_env_plugins, load_installed_plugins
 from .errors import CaseError, CaseErrors
 from .harness.api import run
 from .harness.own import (

@@ -16,9 +16,9 @@ import csv
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except (KeyboardInterrupt, Exception) as error:  # not SystemExit: argparse's exit 2
+    except (KeyboardInterrupt, Exception) as error:  # noqa: BLE001 -- not SystemExit: argparse's exit 2
         if args.debug:
             traceback.print_exception(error)
         return _failure(error)
@@ -218,6 +218,19 @@ def run_options(p: argparse.ArgumentParser) -> None:
         "cost, at least 10000); directional checks and a seeded sample beyond",
     )
     p.add_argument(
+        "--modes",
+        type=_modes,
+        metavar="MODES",
+        help="comma-separated products for every case: rev (VJPs), fwd (JVPs and the "
+        "dot-product test); default: each case's own `modes`",
+    )
+    p.add_argument(
+        "--order",
+        type=int,
+        choices=[1, 2],
+        help="2: Hessian-vector products too, for every case; default: each case's own `order`",
+    )
+    p.add_argument(
         "--fd-coverage",
         choices=["auto", "full", "directional"],
         help="how fd covers every input: each element, random directions plus a "
@@ -256,6 +269,13 @@ def run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="every case run in the final table, not only the ones that did not pass",
     )
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or set(modes) - {"rev", "fwd"} or len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give rev and/or fwd, each once")
+    return modes
 
 
 def _seconds(text: str) -> float:
@@ -298,7 +318,7 @@ def _load_plugins(modules: list[str]) -> None:
 
     try:
         load_plugins(modules)
-    except Exception as e:  # an import error, or the plugin's own register_op refusing
+    except Exception as e:  # noqa: BLE001 -- an import error, or the plugin's own register_op refusing
         raise UsageError(f"cannot load plugin: {type(e).__name__}: {e}") from None
 
 
@@ -392,6 +412,8 @@ def _run_with_progress(cases, engines, dtypes, args, workers):
         fd_max_elements=args.fd_max_elements,
         timeout=args.timeout or None,
         fd_coverage=args.fd_coverage,
+        modes=args.modes,
+        order=args.order,
     )
     console = Console(stderr=True)
     # A bar redrawn in place is noise in a CI log: only on a terminal, and not with --quiet.
@@ -615,8 +637,7 @@ def mutate_options(p: argparse.ArgumentParser) -> None:
     mutate_options,
 )
 def cmd_mutate(args) -> int:
-    from .power.mutate import mutate, select
-    from .power.mutate import write_mutation_reports
+    from .power.mutate import mutate, select, write_mutation_reports
 
     dtypes = _choices("dtype", _split(args.dtypes), DTYPES)
     mutants = select(args.mutant)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import os
 
 
 class CaseError(ValueError):
     def __init__(
-        self, message: str, file: str = "", case: str | None = None, line: int | None = None
+        self,
+        message: str,
+        file: str | os.PathLike = "",
+        case: str | None = None,
+        line: int | None = None,
     ):
         super().__init__(message)
         self.message, self.file, self.case, self.line = message, str(file), case, line
 
     @property
-    def problems(self) -> list["CaseError"]:
+    def problems(self) -> list[CaseError]:
         return [self]
 
     def __str__(self) -> str:

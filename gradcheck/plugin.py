@@ -108,7 +108,7 @@ class CaseFile(pytest.File):
                     self, name=f"{case.name}[{dtype}]", case=case, dtype=dtype
                 )
 
-    def repr_failure(self, excinfo):
+    def repr_failure(self, excinfo, style=None):  # Node's signature; a Collector's has no style
         if isinstance(excinfo.value, CaseError):
             return f"invalid case file: {excinfo.value}"
         return super().repr_failure(excinfo)
@@ -146,10 +146,10 @@ class CaseItem(pytest.Item):
             raise CaseFailed(result)
         assert verdict in (Verdict.PASS, Verdict.NONDIFF), verdict
 
-    def repr_failure(self, excinfo):
+    def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, CaseFailed):
             return discrepancy_table(excinfo.value.result)
-        return super().repr_failure(excinfo)
+        return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
         return self.path, self.case.line - 1, f"case {self.case.name} [{self.dtype}]"

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import engine_vjp, load_one
 
 import gradcheck
 import reference_impls
@@ -24,6 +23,7 @@ from gradcheck.cli import main
 from gradcheck.harness.runner import run_case
 from gradcheck.power.corpus import CORPUS, EXECUTOR, all_mutants
 from gradcheck.power.mutate import KILLED, mutate
+from helpers import engine_vjp, load_one
 
 CATALOG = Path(__file__).resolve().parent.parent / "cases"
 MUTANTS = [
@@ -149,7 +149,7 @@ def test_an_equivalent_mutant_is_not_a_survivor(tmp_path):
     )
     result = mutate(
         [case],
-        [m for m in all_mutants() if m.op == "relu"],
+        [m for m in all_mutants() if m.op == "relu" and not m.tangents],
         references=[gradcheck.TorchEngine(), gradcheck.FiniteDifferences()],
     )
     status = result.mutants.set_index("mutant")["status"]
@@ -179,7 +179,7 @@ def test_mutate_cli_writes_the_folder_and_exits_1_on_a_survivor(tmp_path):
     assert rows.loc["softmax.last-axis", "status"] == "survived"
     assert not rows.loc["softmax.last-axis", "killed"]
     assert rows.loc["softmax.diagonal-only", "cases"] == "softmax-vjp"
-    assert list(rows.index)[0] == "softmax.last-axis"  # survivors first
+    assert rows.index[0] == "softmax.last-axis"  # survivors first
     html = (out / "mutants.html").read_text()
     assert "softmax.last-axis" in html and "survived" in html
     assert (

@@ -38,7 +38,7 @@ def load_engine(spec: str):
             raise ValueError(f"{spec} is not an engine: it needs a `name` and a `vjp` method")
         try:
             engine = target()
-        except Exception as e:  # a function that is not a factory, or a factory that fails
+        except Exception as e:  # noqa: BLE001 -- a function that is not a factory, or a factory that fails
             raise ValueError(f"{spec}() raised {type(e).__name__}: {e}") from None
     if not isinstance(getattr(engine, "name", None), str) or not callable(
         getattr(engine, "vjp", None)

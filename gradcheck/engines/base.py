@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class EngineOutput:
     kinks: dict[str, np.ndarray] = field(default_factory=dict)  # non-differentiable points
     kink_distance: dict[str, np.ndarray] = field(default_factory=dict)  # how far, where flagged
     coverage: dict[str, str] = field(default_factory=dict)  # "full" or "directional"
-    directions: dict[str, "Directions"] = field(default_factory=dict)  # directional checks
+    directions: dict[str, Directions] = field(default_factory=dict)  # directional checks
     # An engine that measures its own rounding (your code, run again in another precision)
     # says per element how far from exact its value and each gradient may be:
     value_rounding: np.ndarray | None = None
@@ -108,7 +109,7 @@ def require(module: str):
     """Import a framework, or skip the engine with the reason."""
     try:
         return importlib.import_module(module)
-    except Exception as e:  # an ImportError, or a broken install raising anything else
+    except Exception as e:  # noqa: BLE001 -- an ImportError, or a broken install raising anything else
         raise EngineSkip(f"{module} is not importable: {e}") from None
 
 

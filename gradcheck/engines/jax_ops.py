@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # float32 matmuls and convolutions on a GPU default to reduced-precision passes (TF32);

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -28,23 +28,46 @@ class NumpyEngine:
         ops: Mapping[str, Primitive] | None = None,
         name: str = "numpy",
         executor: Callable = reference_impls.backprop,
+        forward_mode: Callable = reference_impls.jvp,
     ):
         self.ops = reference_impls.OPS if ops is None else ops
         self.name = name
-        self.executor = executor
+        self.executor, self.forward_mode = executor, forward_mode
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
-        require_ops(self.name, graph, self.ops)
         dtype = cotangent.dtype
-        env = {
-            **{k: dtypes.as_compute(v) for k, v in inputs.items()},
-            **constants(graph, dtypes.compute_dtype(dtype)),
-        }
         with np.errstate(all="ignore"):  # NaN and Inf are judged (NONFINITE), not warned
-            value, grads = self.executor(graph, self.ops, env, wrt, dtypes.as_compute(cotangent))
+            value, grads = self.executor(
+                graph, self.ops, self._env(graph, inputs, dtype), wrt, dtypes.as_compute(cotangent)
+            )
         return EngineOutput(
             _rounded(value, dtype), {w: _rounded(g, dtype) for w, g in grads.items()}
         )
+
+    def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
+        """Forward mode from the tangent rules: one pass per input, that input alone moving."""
+        dtype = np.asarray(tangents[wrt[0]]).dtype if wrt else np.dtype(np.float64)
+        value, products = None, {}
+        with np.errstate(all="ignore"):
+            for w in wrt:
+                env = self._env(graph, inputs, dtype)
+                value, products[w] = self.forward_mode(
+                    graph, self.ops, env, {w: dtypes.as_compute(tangents[w])}
+                )
+        if value is None:
+            value = reference_impls.forward(graph, self.ops, self._env(graph, inputs, dtype))
+            value = value[graph.output]
+        return EngineOutput(
+            _rounded(value, dtype), {w: _rounded(t, dtype) for w, t in products.items()}
+        )
+
+    def _env(self, graph, inputs, dtype) -> dict:
+        """The inputs and literals in the dtype numpy computes `dtype` in."""
+        require_ops(self.name, graph, self.ops)
+        return {
+            **{k: dtypes.as_compute(v) for k, v in inputs.items()},
+            **constants(graph, dtypes.compute_dtype(dtype)),
+        }
 
 
 def _rounded(array, dtype) -> np.ndarray:

@@ -19,12 +19,13 @@ import importlib.metadata
 import os
 import re
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import reference_impls
 from reference_impls import Primitive
 
-from ..ir.ops import OPS as REGISTRY, OpSpec, broadcast
+from ..ir.ops import OPS as REGISTRY
+from ..ir.ops import OpSpec, broadcast
 
 PLUGINS_VARIABLE = "GRADCHECK_PLUGINS"
 ENTRY_POINT_GROUP = "gradcheck.plugins"
@@ -73,7 +74,8 @@ def unregister_op(name: str) -> None:
     if name not in _FROM_PYTHON:
         raise ValueError(f"op {name!r} was not registered from Python")
     loaded = [sys.modules.get(f"gradcheck.engines.{f}_ops") for f in ("torch", "jax")]
-    for table in [REGISTRY, reference_impls.OPS] + [m.OPS for m in loaded if m is not None]:
+    tables: list[dict] = [REGISTRY, reference_impls.OPS, *(m.OPS for m in loaded if m)]
+    for table in tables:
         table.pop(name, None)
     _FROM_PYTHON.discard(name)
 
@@ -119,7 +121,7 @@ def load_installed_plugins() -> None:
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()
-        except Exception as e:  # noqa: BLE001 -- name the package, or the failure is a puzzle
+        except Exception as e:
             raise ImportError(
                 f"entry point {entry.name} = {entry.value} of group "
                 f"{ENTRY_POINT_GROUP}: {type(e).__name__}: {e}"
@@ -130,7 +132,7 @@ def load_env_plugins() -> None:
     modules = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
     try:
         load_plugins(modules)
-    except Exception as e:  # noqa: BLE001 -- name the variable, or the failure is a puzzle
+    except Exception as e:
         raise ImportError(
             f"{PLUGINS_VARIABLE}={os.environ[PLUGINS_VARIABLE]!r}: {type(e).__name__}: {e}"
         ) from e

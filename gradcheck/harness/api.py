@@ -5,12 +5,12 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterable
 from importlib import metadata as importlib_metadata
-from typing import Callable, Iterable
 
 from ..engines import make_engines
-from .result import RunResult
 from .isolation import WorkerPool, run_jobs
+from .result import RunResult
 from .runner import CaseResult, RunOptions
 
 SEED = 0  # random inputs and cotangents are seeded per case; this names the scheme's version
@@ -22,7 +22,7 @@ def run(
     dtypes: Iterable[str] | None = None,
     options: RunOptions | None = None,
     progress: Callable[[str], None] | None = None,
-    workers: "int | WorkerPool | None" = None,
+    workers: int | WorkerPool | None = None,
     on_result: Callable[[CaseResult], None] | None = None,
 ) -> RunResult:
     """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all

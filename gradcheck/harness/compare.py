@@ -2,9 +2,10 @@
 gradient, element by element, against dtype- and pair-aware tolerances.
 
 An element passes when |a - b| <= atol + rtol * max(|a|, |b|) (+ 2 * fd error estimate
-when one side is a numerical estimate such as `fd`); the tolerance ratio is the worst |a - b| / that bound, and at most
-1 passes. `atol` is stated relative to the larger magnitude in the two tensors, so that
-large sums do not fail on rounding alone; the rows report the absolute value used.
+when one side is a numerical estimate such as `fd`); the tolerance ratio is the worst
+|a - b| / that bound, and at most 1 passes. `atol` is stated relative to the larger
+magnitude in the two tensors, so that large sums do not fail on rounding alone; the rows
+report the absolute value used.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -73,7 +73,8 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return all([mallopt(param, value) == 1 for param, value in KEEP_FREED.items()])
+    answers = [mallopt(param, value) for param, value in KEEP_FREED.items()]  # every one runs
+    return all(answer == 1 for answer in answers)
 
 
 def available_cores() -> int:
@@ -87,7 +88,7 @@ def run_jobs(
     jobs: list,
     engines: list,
     options: RunOptions | None = None,
-    workers: "int | WorkerPool | None" = None,
+    workers: int | WorkerPool | None = None,
     report: Callable[[CaseResult, str], None] | None = None,
 ) -> list:
     """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
@@ -152,7 +153,7 @@ class WorkerPool:
     def __init__(self, count: int, timeout: float):
         self.workers = [CaseWorker(timeout) for _ in range(count)]
 
-    def prepare(self, engines: list) -> "WorkerPool":
+    def prepare(self, engines: list) -> WorkerPool:
         """Start the workers now, each importing what `engines` need (torch, jax), so that
         they are ready when the caller has loaded its cases (`gradcheck run` does this)."""
         for worker in self.workers:
@@ -166,7 +167,8 @@ class WorkerPool:
             worker.stop()
 
     def run(self, jobs, engines, options, report) -> list:
-        todo, done = queue.SimpleQueue(), queue.SimpleQueue()
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        done: queue.SimpleQueue[tuple[int, CaseResult]] = queue.SimpleQueue()
         for i in _biggest_first(jobs):  # the long cases do not start last
             todo.put(i)
         threads = [
@@ -178,13 +180,14 @@ class WorkerPool:
             )
             for worker in self.workers
         ]
-        results = [None] * len(jobs)
+        results: list[CaseResult | None] = [None] * len(jobs)
         try:
             for thread in threads:
                 thread.start()
             for _ in jobs:
-                i, results[i] = done.get()
-                _reported(results[i], *jobs[i], report)
+                i, result = done.get()
+                case, dtype = jobs[i]
+                results[i] = _reported(result, case, dtype, report)
         finally:
             self.stop()
         return results
@@ -221,13 +224,14 @@ class CaseWorker:
 
     def __init__(self, timeout: float):
         self.timeout = timeout
-        self.process = self.conn = None
-        self.in_process = None  # why cases run here instead, once they must
+        self.process: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+        self.in_process: str | None = None  # why cases run here instead, once they must
         self._warned = False
         self.stopped = False
         self._starting = threading.Lock()  # `prepare` and the feeder both start the process
 
-    def __enter__(self) -> "CaseWorker":
+    def __enter__(self) -> CaseWorker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -253,7 +257,7 @@ class CaseWorker:
             if self.stopped:  # killed by `stop` while starting: no fallback, no warning
                 raise Stopped() from None
             self.in_process = self.in_process or str(e)
-        if self.in_process is not None:
+        if self.in_process is not None or conn is None:  # conn is None only in the first case
             return self._here(case, dtype, engines, options)
         conn.send_bytes(request)
         return self._await(conn, case, dtype, engines, options)
@@ -264,8 +268,9 @@ class CaseWorker:
         self.close()
 
     def close(self) -> None:
-        if self.process is not None:
+        if self.conn is not None:
             self.conn.close()
+        if self.process is not None:
             self.process.kill()
             self.process.wait()
         self.process = self.conn = None
@@ -283,24 +288,25 @@ class CaseWorker:
             return run_case(case, dtype, engines, options)
 
     def _started(self) -> Connection:
-        if self.process is None or self.process.poll() is not None:
-            self.close()
-            ours, theirs = socket.socketpair()
-            with theirs:
-                self.process = subprocess.Popen(
-                    [sys.executable, "-c", WORKER_MAIN, str(theirs.fileno()), json.dumps(sys.path)],
-                    pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL,
-                    env=_worker_env(),
-                    start_new_session=True,
-                )  # Ctrl-C reaches the parent alone: it kills us
-            self.conn = Connection(ours.detach())
-            self._handshake()
-        return self.conn
+        if self.conn is not None and self.process is not None and self.process.poll() is None:
+            return self.conn
+        self.close()  # a first start, or the process ended: a fresh one
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", WORKER_MAIN, str(theirs.fileno()), json.dumps(sys.path)],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=_worker_env(),
+                start_new_session=True,
+            )  # Ctrl-C reaches the parent alone: it kills us
+        conn = self.conn = Connection(ours.detach())
+        self._handshake(conn)
+        return conn
 
-    def _handshake(self) -> None:
+    def _handshake(self, conn: Connection) -> None:
         try:
-            ready = self.conn.poll(STARTUP_SECONDS) and self.conn.recv() == ("ready", None)
+            ready = conn.poll(STARTUP_SECONDS) and conn.recv() == ("ready", None)
         except (EOFError, OSError):
             ready = False
         if not ready:
@@ -309,7 +315,8 @@ class CaseWorker:
             raise RuntimeError(f"the worker process did not start ({_ended(code)})")
 
     def _await(self, conn, case, dtype, engines, options) -> CaseResult:
-        deadline, started = time.monotonic() + self.timeout, []
+        deadline = time.monotonic() + self.timeout
+        started: list[str] = []  # the engines the worker began, in order
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not conn.poll(left):
@@ -349,7 +356,9 @@ class CaseWorker:
         # run_case catches engines' exceptions itself, so this is the harness's: blame none
         return error_result(case, dtype, engines, message, None, tuple(started))
 
-    def _exit_code(self):
+    def _exit_code(self) -> int | None:
+        if self.process is None:
+            return None
         try:
             return self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -407,10 +416,8 @@ def _prepare(engines: list) -> None:
     """What a worker does before its first case: each engine's optional `prepare()` (import
     its framework). No answer: a failure here recurs, and is reported, in that case."""
     for engine in engines:
-        try:
+        with contextlib.suppress(Exception):  # any engine, any failure
             getattr(engine, "prepare", lambda: None)()
-        except Exception:  # noqa: BLE001 -- any engine, any failure
-            pass
 
 
 def _answer(conn, case, dtype, engines, options) -> tuple[str, object]:

@@ -55,7 +55,7 @@ class RunResult:
     curves: dict = field(default_factory=dict)  # (case, dtype, engine) -> eps, R rows
 
     @classmethod
-    def from_case_results(cls, results, metadata=None, details=None) -> "RunResult":
+    def from_case_results(cls, results, metadata=None, details=None) -> RunResult:
         errors = {
             (r.case.case, r.case.dtype) + key: value
             for r in results

@@ -16,13 +16,15 @@ element's own small size. Any op works, with no rule of its own.
 from __future__ import annotations
 
 import dataclasses
+import math
+import string
 import zlib
+from collections.abc import Mapping
 from functools import partial
-from typing import Mapping
 
 import numpy as np
 
-from reference_impls import JointPart, backprop, unbroadcast
+from reference_impls import JointPart, TangentPart, backprop, jvp, unbroadcast
 
 from ..dtypes import DTYPES, as_float64, info
 from ..engines.base import EngineOutput
@@ -54,7 +56,8 @@ class Noise:
         self, eps: float, rng: np.random.Generator, tiny: float = 0.0, whole: float = 2.0**24
     ):
         self.eps, self.rng, self.tiny, self.whole = eps, rng, tiny, whole
-        self._pool, self._factors, self._floors, self._at = np.empty(0), np.empty(0), None, 0
+        self._pool, self._factors, self._at = np.empty(0), np.empty(0), 0
+        self._floors: np.ndarray | None = None
 
     def _start(self, size: int) -> int:
         """Where the next `size` draws begin: u ~ U[-1, 1] in `_pool`, 1 + eps * u in
@@ -108,7 +111,7 @@ class Noise:
 def _of_whole_numbers(operands, shape) -> np.ndarray | bool:
     """Per element of a result: whether each floating operand is a whole number there
     (every one, for an operand that does not broadcast to the result: a reduction's)."""
-    flags = True
+    flags: np.ndarray | bool = True
     for a in operands or ():
         a = np.asarray(a)
         if a.dtype.kind == "f":
@@ -146,10 +149,62 @@ EXACT_UFUNCS = {
     np.sign,
 }
 SUMS = {np.add, np.matmul}  # ufuncs with a method that sums (add.reduce, matmul)
-# Array functions whose floating result is a fresh sum of products (not a view or a copy);
-# those of two operands also err with the magnitudes of the terms (einsum: only relatively)
-PRODUCTS = {np.dot, np.tensordot, np.inner, np.vdot, np.einsum}
-TWO_OPERANDS = {np.dot, np.tensordot, np.inner, np.vdot}
+
+
+def _products_of_two(func, args, kwargs):
+    """dot, tensordot, inner, vdot: the same function of the operands squared; each sum
+    has n terms, n^2 = a.size * b.size / result.size (the sizes a and b share, in each)."""
+    a, b = (np.asarray(_plain(x)) for x in args[:2])
+    squares = func(a * a, b * b, *args[2:], **kwargs)
+    return squares, round(np.sqrt(a.size * b.size / np.size(squares)))
+
+
+LETTERS = string.ascii_uppercase + string.ascii_lowercase  # einsum's sublist labels, in order
+
+
+def _einsum_products(func, args, kwargs):
+    """einsum: the same einsum of the operands squared; each sum has as many terms as the
+    product of the sizes of the letters it contracts (its operands' letters that its result
+    lacks; an ellipsis always stays in the result). None for one operand that contracts
+    nothing: it only moves values (a transpose, a diagonal)."""
+    if isinstance(args[0], str):
+        subscripts, operands = args[0].replace(" ", ""), args[1:]
+    else:  # einsum(a, [0, 1], b, [1, 2], [0, 2]): sublists as letters
+        lists = [_letters(sub) for sub in args[1::2]]
+        operands = args[0::2][: len(lists)]
+        subscripts = ",".join(lists) + ("->" + _letters(args[-1]) if len(args) % 2 else "")
+    operands = [np.asarray(_plain(x)) for x in operands]
+    inputs, arrow, result = subscripts.partition("->")
+    sizes: dict = {}
+    for term, op in zip(inputs.split(","), operands):
+        head, _, tail = term.partition("...")
+        for letter, size in (*zip(head, op.shape), *zip(tail[::-1], op.shape[::-1])):
+            sizes[letter] = size if sizes.get(letter, 1) == 1 else sizes[letter]  # 1 broadcasts
+    if not arrow:  # implicit: the result has the letters that occur once
+        result = "".join(c for c in sizes if inputs.count(c) == 1)
+    count = math.prod(size for letter, size in sizes.items() if letter not in result)
+    if count <= 1 and len(operands) == 1:
+        return None
+    return np.einsum(subscripts, *(op * op for op in operands), **kwargs), count
+
+
+def _letters(sublist) -> str:
+    """An einsum sublist as subscripts: labels 0-25 are A-Z, 26-51 a-z."""
+    return "".join("..." if k is Ellipsis else LETTERS[k] for k in sublist)
+
+
+# Array functions whose floating result is a fresh product of operands (not a view or a
+# copy), rounded where made. A sum of products also errs with the magnitudes of its terms,
+# as a matmul does: each of these gives the sum of the terms' squares and their number, per
+# element of the result (one term: a lone product, rounded once)
+SUMS_OF_PRODUCTS = {
+    np.dot: _products_of_two,
+    np.tensordot: _products_of_two,
+    np.inner: _products_of_two,
+    np.vdot: _products_of_two,
+    np.einsum: _einsum_products,
+}
+PRODUCTS = {*SUMS_OF_PRODUCTS, np.outer}
 
 
 class Noisy(np.ndarray):
@@ -162,41 +217,50 @@ class Noisy(np.ndarray):
     def __array_finalize__(self, obj):
         self.noise = getattr(obj, "noise", None)
 
+    def _noise(self) -> Noise:
+        """The noise this array rounds with: `_view` sets it, what is made from it inherits it."""
+        assert self.noise is not None, "a Noisy array made without `_view`"
+        return self.noise
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        noise = self._noise()
         out = kwargs.get("out")
         if out is not None:
             kwargs["out"] = tuple(np.asarray(o) for o in out)
-        inputs = [x.view(np.ndarray) if isinstance(x, Noisy) else x for x in inputs]
+        inputs = tuple(x.view(np.ndarray) if isinstance(x, Noisy) else x for x in inputs)
         result = getattr(ufunc, method)(*inputs, **kwargs)
         if ufunc in EXACT_UFUNCS:
-            return result if out is not None else _view(result, self.noise)
+            return result if out is not None else _view(result, noise)
         squares = (
             _sum_of_squares(ufunc, method, inputs, kwargs)
             if out is None and ufunc in SUMS
             else None
         )
         if squares is not None and np.asarray(result).dtype.kind == "f":
-            result = self.noise.of_sum(result, *squares)
+            result = noise.of_sum(result, *squares)
         if out is not None:
             for o in kwargs["out"]:
-                o[...] = self.noise(o)
+                o[...] = noise(o)
             return out[0] if len(out) == 1 else out
         if isinstance(result, tuple):
-            return tuple(noisy(r, self.noise, inputs) for r in result)
-        return None if result is None else noisy(result, self.noise, inputs)
+            return tuple(noisy(r, noise, inputs) for r in result)
+        return None if result is None else noisy(result, noise, inputs)
 
     def __array_function__(self, func, types, args, kwargs):
+        noise = self._noise()
         result = super().__array_function__(func, types, args, kwargs)
-        if func in TWO_OPERANDS and np.size(result):
-            a, b = (np.asarray(_plain(x)) for x in args[:2])
-            count = int(round(np.sqrt(a.size * b.size / np.size(result))))  # terms per sum
-            squares = func(a * a, b * b, *args[2:], **kwargs)
-            result = self.noise.of_sum(result, squares, max(count, 1))
+        terms = SUMS_OF_PRODUCTS.get(func)
+        if terms is not None and np.size(result) and np.asarray(result).dtype.kind == "f":
+            terms = terms(func, args, {k: v for k, v in kwargs.items() if k != "out"})
+            if terms is None:
+                return _view(result, noise)
+            if terms[1] > 1:
+                result = noise.of_sum(result, *terms)
         if func in PRODUCTS:
-            return noisy(result, self.noise)
+            return noisy(result, noise)
         # a function that only moves or selects values (pad, concatenate, stack) is exact,
         # but what is later computed from its result must still round
-        return _view(result, self.noise) if isinstance(result, np.ndarray) else result
+        return _view(result, noise) if isinstance(result, np.ndarray) else result
 
 
 def _plain(x):
@@ -209,7 +273,10 @@ def noisy(x, noise: Noise, operands=None):
 
 
 def _view(x, noise: Noise):
-    """`x` as it is, as a `Noisy` array (integer data stays a plain array)."""
+    """`x` as it is, as a `Noisy` array (integer data stays a plain array); a joint tangent
+    rule's tuple of tangents, each (None: that argument does not move)."""
+    if isinstance(x, tuple):
+        return tuple(None if t is None else _view(t, noise) for t in x)
     x = np.asarray(x)
     if x.dtype.kind != "f":
         return x
@@ -248,20 +315,22 @@ def perturbed_ops(ops: Mapping, noise: Noise, widened: Mapping[str, float] | Non
         name: dataclasses.replace(
             prim,
             forward=Perturbed(prim.forward, noise, widened.get(name, 0.0)),
-            grads=_perturbed_rules(prim.grads, noise),
+            grads=_perturbed_rules(prim.grads, noise, JointPart),
+            tangents=_perturbed_rules(prim.tangents, noise, TangentPart),
         )
         for name, prim in ops.items()
     }
 
 
-def _perturbed_rules(rules: tuple, noise: Noise) -> tuple:
+def _perturbed_rules(rules: tuple, noise: Noise, part_type) -> tuple:
+    """Gradient rules (`part_type` JointPart) or tangent rules (TangentPart) with noise."""
     joints: dict = {}
 
     def perturbed(rule):
         if rule is None:
             return None
-        if isinstance(rule, JointPart):
-            return JointPart(
+        if isinstance(rule, part_type):
+            return part_type(
                 joints.setdefault(rule.joint, Perturbed(rule.joint, noise)), rule.index
             )
         return Perturbed(rule, noise)
@@ -276,6 +345,12 @@ def rounded_executor(noise: Noise):
     return partial(
         backprop, combine=partial(_rounded_add, noise), reduce=partial(_rounded_unbroadcast, noise)
     )
+
+
+def rounded_forward_mode(noise: Noise):
+    """The forward-mode executor with its sums of tangents (an op with several moving
+    arguments) rounded too."""
+    return partial(jvp, combine=partial(_rounded_add, noise))
 
 
 def _rounded_add(noise: Noise, a, b):
@@ -300,18 +375,36 @@ def rounding_scale(
     noisy float64 evaluations from the exact-as-can-be float64 one, with noise at the
     rounding unit of `dtype` (and `widened`, op -> ulps, for an engine whose op is measured
     that far off). Seeded by `seed` (the case's name): the same on every run."""
+    return _spread(
+        graph, inputs, wrt, dtype, seed, ops, widened, lambda e, x: e.vjp(graph, x, wrt, cotangent)
+    )
+
+
+def tangent_rounding_scale(
+    graph, inputs, wrt: list[str], tangents, dtype: str, seed: str = "", ops=None, widened=None
+) -> EngineOutput:
+    """`rounding_scale` of the forward-mode products J_x u_x (one per input x)."""
+    tangents = {k: as_float64(v) for k, v in tangents.items()}
+    return _spread(
+        graph, inputs, wrt, dtype, seed, ops, widened, lambda e, x: e.jvp(graph, x, wrt, tangents)
+    )
+
+
+def _spread(graph, inputs, wrt, dtype, seed, ops, widened, product) -> EngineOutput:
+    """The root-mean-square deviation of SAMPLES noisy evaluations of `product(engine,
+    inputs)` from the exact float64 one, for the value and each input's product."""
     import reference_impls
 
     ops = reference_impls.OPS if ops is None else ops
     inputs = {k: as_float64(v) for k, v in inputs.items()}
-    cotangent = np.asarray(cotangent, dtype=np.float64)
-    exact = NumpyEngine(ops).vjp(graph, inputs, wrt, cotangent)
+    exact = product(NumpyEngine(ops), inputs)
     noise = _noise(info(dtype).name, seed)
     noisy = NumpyEngine(
         perturbed_ops({op: ops[op] for op in graph.ops() & set(ops)}, noise, widened),
         executor=rounded_executor(noise),
+        forward_mode=rounded_forward_mode(noise),
     )
-    runs = [noisy.vjp(graph, inputs, wrt, cotangent) for _ in range(SAMPLES)]
+    runs = [product(noisy, inputs) for _ in range(SAMPLES)]
     return EngineOutput(
         _rms([r.value for r in runs], exact.value),
         {w: _rms([r.grads[w] for r in runs], exact.grads[w]) for w in wrt},
@@ -368,6 +461,18 @@ class RoundingBound:
             self.seed,
             widened=self.widened,
         )
-        return EngineOutput(
-            ENGINE_FACTOR * scale.value, {w: ENGINE_FACTOR * g for w, g in scale.grads.items()}
+        return _bound(scale)
+
+    def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
+        """The bound of each forward-mode product J_x u_x, as `vjp` bounds the VJP's."""
+        dtype = np.asarray(next(iter(tangents.values()))).dtype.name if tangents else "float64"
+        scale = tangent_rounding_scale(
+            graph, inputs, wrt, tangents, dtype, self.seed, widened=self.widened
         )
+        return _bound(scale)
+
+
+def _bound(scale: EngineOutput) -> EngineOutput:
+    return EngineOutput(
+        ENGINE_FACTOR * scale.value, {w: ENGINE_FACTOR * g for w, g in scale.grads.items()}
+    )

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+# What a row checks: a VJP (reverse mode), a JVP (forward mode), a Hessian-vector product
+# (second order), or the dot-product test <v, J u> = <J^T v, u> of one engine's two modes
+VJP, JVP, HVP, ADJOINT = "vjp", "jvp", "hvp", "adjoint"
+PRODUCTS = (VJP, JVP, HVP, ADJOINT)
+
+
+def error_key(product: str, param: str) -> str:
+    """How a comparison's per-element errors are filed (errors.npz, the heatmaps): by param
+    for a VJP, as `product:param` for another product of the same input."""
+    return param if product == VJP else f"{product}:{param}"
+
+
 TEXT, FLOAT, INT, INDEX = "text", "float", "int", "index"
 # an INDEX is a tuple of ints in memory and JSON text in a file: "[1, 2]", "[]" for a scalar
 _KINDS = {"str": TEXT, "float": FLOAT, "int": INT, "tuple": INDEX}
@@ -47,7 +59,7 @@ class ComparisonRow:
     max_abs_err: float
     max_rel_err: float
     tol_ratio: float
-    worst_index: tuple  # None when the shapes differ
+    worst_index: tuple | None  # None when the shapes differ
     atol: float
     rtol: float
     value_a: float
@@ -62,6 +74,7 @@ class ComparisonRow:
     coverage: str = "full"  # how the numerical side covered the input: full, directional
     directions: int = 0  # directional checks compared (0 unless directional)
     kink_distance: float = float("nan")  # the farthest flagged kink from its element
+    product: str = "vjp"  # what the row checks: vjp, jvp, hvp or adjoint (see PRODUCTS)
 
 
 @dataclass
@@ -77,6 +90,7 @@ class TaylorRow:
     eps_high: float  # the fitted window of the direction with the lowest rate
     eps_low: float
     message: str
+    product: str = "vjp"  # vjp: rate 2 expected; hvp: with the Hessian term, rate 3
 
 
 @dataclass
@@ -89,6 +103,7 @@ class EngineRow:
     status: str
     seconds: float
     message: str
+    product: str = "vjp"  # which of the engine's products ran: vjp, jvp or hvp
 
 
 TIMING_COLUMNS = ("seconds",)  # the only columns that change between identical runs
@@ -100,4 +115,9 @@ def columns(row_type) -> list[str]:
 
 def column_kinds(row_type) -> dict[str, str]:
     """Column name -> TEXT, FLOAT, INT or INDEX, from the field annotations."""
-    return {f.name: _KINDS[f.type] for f in fields(row_type)}
+    return {f.name: _KINDS[_type_name(f.type)] for f in fields(row_type)}
+
+
+def _type_name(annotation) -> str:
+    """The annotation's name: a string already under `from __future__ import annotations`."""
+    return annotation if isinstance(annotation, str) else annotation.__name__

@@ -7,16 +7,18 @@ returns plain data (`CaseResult`), so that cases can run in worker processes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import combinations
-from typing import Callable
 
 import numpy as np
 
 from .. import dtypes as dt
 from ..engines import EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from ..engines.base import UserCodeError
-from . import taylor
+from . import products, taylor
+from .accuracy import widened_ops
 from .compare import (
     EXPECT,
     VALUE,
@@ -27,9 +29,8 @@ from .compare import (
     tolerance_for,
     with_directions,
 )
-from .accuracy import widened_ops
 from .rounding import ENGINE_FACTOR, RoundingBound, root_mean_square
-from .rows import CaseRow, ComparisonRow, EngineRow, TaylorRow
+from .rows import HVP, JVP, VJP, CaseRow, ComparisonRow, EngineRow, TaylorRow, error_key
 from .verdict import Verdict
 
 OK = "ok"  # engines.csv status of an engine that gave results
@@ -42,6 +43,8 @@ class RunOptions:
     timeout: float | None = None  # seconds per case and dtype, in a worker process;
     # None or 0: run in this process, with no time limit
     taylor: bool = True  # the Taylor-remainder test of each engine
+    modes: list[str] | None = None  # rev and/or fwd for every case; None: each case's own
+    order: int | None = None  # 2: Hessian-vector products too; None: each case's own
 
 
 @dataclass
@@ -71,36 +74,78 @@ def run_case(
         case.fd_coverage or options.fd_coverage,
     )
     arrays = case.arrays(dtype)
-    outputs, engine_rows = {}, []
-    for engine in engines:
-        if announce is not None:
-            announce(engine.name)
-        row, output = _call(engine, case, arrays, settings)
-        engine_rows.append(row)
-        if output is not None:
-            outputs[engine.name] = output
-    expect = _expect_output(case)
-    if expect is not None:
-        outputs[EXPECT] = expect
-    bounds = _rounding_bounds(case, arrays, settings, list(outputs))
-    rows, errors, failing = _compare_all(case, dtype, outputs, bounds)
-    if _second_look(case, arrays, dtype, engines, outputs, failing):
-        rows, errors, failing = _compare_all(case, dtype, outputs, bounds)
-    shaped = {k: o for k, o in outputs.items() if _shaped(o, case)}
-    model = bounds and bounds.model
-    checks = _taylor(case, arrays, dtype, shaped, model) if options.taylor else []
+    checked = products.wanted(case, options.modes, options.order)
+    tangents = case.tangents(dtype) if checked != [VJP] else {}
+    runs = {
+        p: _product_run(p, case, arrays, settings, engines, announce, tangents) for p in checked
+    }
+    vjp = runs.get(VJP) or ProductRun()
+    if vjp.outputs:
+        _second_look_again(vjp, case, arrays, dtype, engines)
+    rows = [row for run in runs.values() for row in run.rows]
+    if JVP in runs and VJP in runs:
+        bounds = {p: run.bounds for p, run in runs.items()}
+        rows += products.adjoint_rows(case, dtype, vjp.outputs, runs[JVP].outputs, bounds, tangents)
+    shaped = {k: o for k, o in vjp.outputs.items() if _shaped(o, case)}
+    model = vjp.bounds and vjp.bounds.model
+    hessians = _hessians(case, arrays, dtype, engines, runs.get(HVP))
+    checks = _taylor(case, arrays, dtype, shaped, model, hessians) if options.taylor else []
     forward_names = {e.name: getattr(e, "forward_name", e.name) for e in engines}
-    summary = _summarize(case, dtype, engine_rows, rows, outputs, checks, forward_names)
-    summary.message = summary.message or _rounding_note(outputs, model, dtype, forward_names)
+    every = {name: o for run in runs.values() for name, o in run.outputs.items()}
+    engine_rows = [row for run in runs.values() for row in run.engine_rows]
+    summary = _summarize(case, dtype, engine_rows, rows, vjp.outputs, checks, forward_names, every)
+    summary.message = summary.message or _rounding_note(vjp.outputs, model, dtype, forward_names)
     summary.seconds = round(time.perf_counter() - start, 4)
     return CaseResult(
         summary,
         rows,
         engine_rows,
-        errors,
+        {key: e for run in runs.values() for key, e in run.errors.items()},
         [_taylor_row(case.name, dtype, t) for t in checks],
-        {t.engine: np.vstack([t.eps] + t.remainders) for t in checks},
+        {error_key(t.product, t.engine): np.vstack([t.eps] + t.remainders) for t in checks},
     )
+
+
+@dataclass
+class ProductRun:
+    """One product (VJP, JVP or HVP) of every engine that gives it, and its comparisons."""
+
+    outputs: dict[str, EngineOutput] = field(default_factory=dict)
+    engine_rows: list[EngineRow] = field(default_factory=list)
+    bounds: Bounds | None = None
+    rows: list[ComparisonRow] = field(default_factory=list)
+    errors: dict = field(default_factory=dict)
+    failing: dict = field(default_factory=dict)
+    product: str = VJP
+
+
+def _product_run(product, case, arrays, settings, engines, announce, tangents) -> ProductRun:
+    run = ProductRun(product=product)
+    for engine in engines:
+        if announce is not None:
+            announce(engine.name)
+        row, output = _call(engine, case, arrays, settings, product, tangents)
+        if row is not None:
+            run.engine_rows.append(row)
+        if output is not None:
+            run.outputs[engine.name] = output
+    expect = _expect_output(case) if product == VJP else None
+    if expect is not None:
+        run.outputs[EXPECT] = expect
+    run.bounds = _rounding_bounds(case, arrays, settings, list(run.outputs), product, tangents)
+    _compare_run(run, case, settings.dtype)
+    return run
+
+
+def _compare_run(run: ProductRun, case, dtype: str) -> None:
+    run.rows, run.errors, run.failing = _compare_all(
+        case, dtype, run.outputs, run.bounds, run.product
+    )
+
+
+def _second_look_again(run: ProductRun, case, arrays, dtype, engines) -> None:
+    if _second_look(case, arrays, dtype, engines, run.outputs, run.failing):
+        _compare_run(run, case, dtype)
 
 
 @dataclass
@@ -115,36 +160,57 @@ class Bounds:
         return self.own.get(engine, self.model)
 
 
-def _rounding_bounds(case, arrays, settings: Settings, engines=()) -> Bounds | None:
+def _rounding_bounds(
+    case, arrays, settings: Settings, engines=(), product=VJP, tangents=None
+) -> Bounds | None:
     """None where the case sets its own tolerance (it wins) or the numpy reference cannot
     bound every element."""
     if case.tolerance is not None:
         return None
-    model = _bound(case, arrays, settings, None)
+    model = _bound(case, arrays, settings, None, product, tangents)
     if model is None:
         return None
     own = {
-        e: _bound(case, arrays, settings, w)
+        e: _bound(case, arrays, settings, w, product, tangents)
         for e in engines
         if (w := widened_ops(e, settings.dtype, case.graph.ops()))
     }
     return Bounds(model, {e: b for e, b in own.items() if b is not None})
 
 
-def _bound(case, arrays, settings: Settings, widened) -> EngineOutput | None:
+def _bound(case, arrays, settings: Settings, widened, product, tangents) -> EngineOutput | None:
     try:
         with np.errstate(all="ignore"):
-            bounds = _run_engine(RoundingBound(case.name, widened), case, arrays, settings)
-    except Exception:  # an op the reference lacks: the fixed tolerances still judge
+            bound = RoundingBound(case.name, widened)
+            bounds = _run_engine(bound, case, arrays, settings, product, tangents)
+    except Exception:  # noqa: BLE001 -- an op the reference lacks: the fixed tolerances still judge
+        return None
+    if bounds is None:  # no model of this product's rounding: the fixed tolerances judge
         return None
     finite = all(np.isfinite(b).all() for b in [bounds.value, *bounds.grads.values()])
     return bounds if finite else None  # a NaN bound would pass anything
 
 
-def _taylor(case, arrays, dtype, outputs, bounds) -> list:
+def _hessians(case, arrays, dtype: str, engines, run: ProductRun | None) -> dict:
+    """Per engine whose HVP ran: u -> its H u (float64), for the second-order Taylor test."""
+    if run is None or case.jacobian:
+        return {}
+
+    def along(engine, u):
+        tangents = {w: dt.cast(u[w], dtype) for w in case.wrt}
+        output = products.call(HVP, engine, case, arrays, Settings(dtype), tangents)
+        assert output is not None  # only engines whose HVP ran are asked
+        return {w: dt.as_float64(g) for w, g in output.grads.items()}
+
+    return {e.name: partial(along, e) for e in engines if e.name in run.outputs}
+
+
+def _taylor(case, arrays, dtype, outputs, bounds, hessians=None) -> list:
     try:
-        return taylor.check_engines(case, arrays, case.cotangent(dtype), outputs, bounds)
-    except Exception:  # the numpy forward cannot evaluate the case: no evidence
+        return taylor.check_engines(
+            case, arrays, case.cotangent(dtype), outputs, bounds, hessians, 64 * dt.eps(dtype)
+        )
+    except Exception:  # noqa: BLE001 -- the numpy forward cannot evaluate the case: no evidence
         return []
 
 
@@ -160,26 +226,35 @@ def _taylor_row(case: str, dtype: str, t) -> TaylorRow:
         float(t.eps[lo]) if hi > lo else np.nan,
         float(t.eps[hi - 1]) if hi > lo else np.nan,
         t.message,
+        t.product,
     )
 
 
-def _call(engine, case, arrays, settings: Settings) -> tuple[EngineRow, EngineOutput | None]:
+def _call(
+    engine, case, arrays, settings: Settings, product=VJP, tangents=None
+) -> tuple[EngineRow | None, EngineOutput | None]:
+    """The engine's result and its engines.csv row (no row: it does not give `product`)."""
     start = time.perf_counter()
     try:
-        output = _run_engine(engine, case, arrays, settings)
+        output = _run_engine(engine, case, arrays, settings, product, tangents)
+        if output is None:
+            return None, None
         _check_output(output, case)
         status, message = OK, ""
     except EngineSkip as e:
         output, status, message = None, Verdict.SKIP, str(e)
     except UserCodeError as e:  # its message names your function and what happened
         output, status, message = None, Verdict.ERROR, str(e)
-    except Exception as e:  # an engine's failure stays in its case
+    except Exception as e:  # noqa: BLE001 -- an engine's failure stays in its case
         output, status, message = None, Verdict.ERROR, f"{type(e).__name__}: {e}"
     seconds = round(time.perf_counter() - start, 4)
-    return EngineRow(case.name, settings.dtype, engine.name, status, seconds, message), output
+    row = EngineRow(case.name, settings.dtype, engine.name, status, seconds, message, product)
+    return row, output
 
 
-def _run_engine(engine, case, arrays, settings: Settings) -> EngineOutput:
+def _run_engine(engine, case, arrays, settings: Settings, product=VJP, tangents=None):
+    if product != VJP:
+        return products.call(product, engine, case, arrays, settings, tangents)
     if not case.jacobian:
         return call_vjp(
             engine, case.graph, arrays, case.wrt, case.cotangent(settings.dtype), settings
@@ -196,11 +271,13 @@ def _jacobian(engine, case, arrays, settings: Settings) -> EngineOutput:
     if hasattr(engine, "batched_vjp"):  # every row in one call (one compiled program)
         return as_output(engine.batched_vjp(case.graph, arrays, case.wrt, cotangents))
     rows = [call_vjp(engine, case.graph, arrays, case.wrt, c, settings) for c in cotangents]
-    parts = [
+    grads, grad_err, checked, kinks, kink_distance = (
         _stacked(rows, part) for part in ("grads", "grad_err", "checked", "kinks", "kink_distance")
-    ]
+    )
     # one row's directional checks do not apply to the stacked rows: elements only
-    return EngineOutput(rows[0].value, *parts, coverage=rows[0].coverage)
+    return EngineOutput(
+        rows[0].value, grads, grad_err, checked, kinks, kink_distance, coverage=rows[0].coverage
+    )
 
 
 def _stacked(rows: list[EngineOutput], part: str) -> dict:
@@ -236,10 +313,12 @@ def _expect_output(case) -> EngineOutput | None:
     return None if expected is None else EngineOutput(*expected)
 
 
-def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None):
-    """The rows, and per failing (param, a, b): |a - b| and the elements out of tolerance."""
+def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None, product=VJP):
+    """The rows, and per failing (param, a, b): |a - b| and the elements out of tolerance
+    (a product other than the VJP files its errors by `error_key`). Forward values are
+    compared once, with the VJPs."""
     rows, errors, failing = [], {}, {}
-    for param in [VALUE] + case.wrt:
+    for param in ([VALUE] if product == VJP else []) + case.wrt:
         kinks = _kinks(outputs.values(), param)
         for a, b in combinations(outputs, 2):
             pair = _pick(outputs[a], param), _pick(outputs[b], param)
@@ -262,9 +341,10 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
                 param,
                 tolerance_for(dtype, estimate is not None, case.tolerance),
             )
-            rows.append(_row(case.name, dtype, param, a, b, j, pair[0], _coverage(estimate, param)))
+            covered = _coverage(estimate, param)
+            rows.append(_row(case.name, dtype, param, a, b, j, pair[0], covered, product))
             if j.abs_err is not None:
-                errors[(param, a, b)] = j.abs_err
+                errors[(error_key(product, param), a, b)] = j.abs_err
             if j.failing is not None:
                 failing[(param, a, b)] = j.failing
     return rows, errors, failing
@@ -409,7 +489,7 @@ def _coverage(estimate: EngineOutput | None, param: str) -> tuple[str, int, floa
     )
 
 
-def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -> ComparisonRow:
+def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered, product):
     coverage, directions, kink_distance = covered
     return ComparisonRow(
         case,
@@ -436,10 +516,15 @@ def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered) -
         coverage,
         directions,
         kink_distance,
+        product,
     )
 
 
-def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names=None) -> CaseRow:
+def _summarize(
+    case, dtype, engine_rows, rows, outputs, checks=(), forward_names=None, every=None
+) -> CaseRow:
+    """`outputs`: the VJPs; `every`: each engine's result of any product (default: outputs)."""
+    every = outputs if every is None else every
     errored = [r.engine for r in engine_rows if r.status == Verdict.ERROR]
     skipped = [r.engine for r in engine_rows if r.status == Verdict.SKIP]
     bad = {
@@ -447,9 +532,9 @@ def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names
         for r in rows
         if disagrees(r.verdict, r.message) and not _overflow_of_the_dtype(r, outputs)
     }
-    verdict, message = _case_verdict(errored, {r.verdict for r in rows}, outputs, engine_rows, rows)
+    verdict, message = _case_verdict(errored, {r.verdict for r in rows}, every, engine_rows, rows)
     suspects = [t.engine for t in checks if t.verdict == Verdict.FAIL]
-    blamed = errored or blame(list(outputs), bad, suspects)
+    blamed = list(dict.fromkeys(errored)) or blame(list(every), bad, suspects)
     wrong_forward = bad & {(r.engine_a, r.engine_b) for r in _value_rows(rows)}
     if wrong_forward and not errored:
         blamed, message = _forward_blame(outputs, wrong_forward, rows, verdict, forward_names)
@@ -459,7 +544,7 @@ def _summarize(case, dtype, engine_rows, rows, outputs, checks=(), forward_names
         verdict,
         " ".join(blamed),
         message,
-        engines=" ".join(o for o in outputs if o != EXPECT),
+        engines=" ".join(o for o in every if o != EXPECT),
         skipped=" ".join(skipped),
         comparisons=len(rows),
         failed=sum(r.verdict != Verdict.PASS for r in rows),
@@ -471,7 +556,7 @@ def _overflow_of_the_dtype(row, outputs) -> bool:
     places in another exact engine: the estimate evaluates in float64, so they come from
     the case's dtype (exp overflowing in float32), not from either engine. One engine alone
     with them (a user's backward against fd) stays the one to blame."""
-    if row.verdict != Verdict.NONFINITE or row.param == VALUE:
+    if row.verdict != Verdict.NONFINITE or row.param == VALUE or row.product != VJP:
         return False
     pair = outputs[row.engine_a], outputs[row.engine_b]
     estimate = _estimate(*pair, row.param)
@@ -545,7 +630,7 @@ def _first_message(rows, verdict) -> str:
     ) or max(rows, key=lambda r: r.tol_ratio)
     where = list(r.worst_index) if r.worst_index is not None else "-"
     return (
-        f"{r.param}: {r.engine_a} vs {r.engine_b}: {r.message} "
+        f"{error_key(r.product, r.param)}: {r.engine_a} vs {r.engine_b}: {r.message} "
         f"(tol ratio {r.tol_ratio:.3g} at {where})"
     )
 

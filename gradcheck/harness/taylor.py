@@ -13,8 +13,8 @@ from x) bends the curve. No tolerance: the rate is dimensionless.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -58,6 +58,7 @@ class TaylorResult:
     remainders: list[np.ndarray]  # per direction, R(eps) over the sweep
     windows: list[tuple[int, int]]  # per direction, the fitted points [lo, hi)
     message: str = ""
+    product: str = "vjp"  # hvp: the remainder less the Hessian term, rate 3 expected
 
 
 def sweep(objective, inputs: Mapping[str, np.ndarray], wrt: list[str], seed: str) -> Sweep:
@@ -84,18 +85,32 @@ def judge_engine(
     s: Sweep,
     grads: Mapping[str, np.ndarray],
     bounds: Mapping[str, np.ndarray] | None = None,
+    hessian: list | None = None,
+    hessian_noise: float = 0.0,
 ) -> TaylorResult:
-    """The engine's rate: per direction, the slope of its remainder's cleanest window."""
+    """The engine's rate: per direction, the slope of its remainder's cleanest window.
+    `hessian`: per direction u, the engine's H u (per input): the remainder then also
+    drops eps^2/2 <u, H u> and shrinks like eps^3 when H is right, eps^2 when not;
+    `hessian_noise`: the relative rounding of H u."""
     rates, remainders, windows = [], [], []
-    for u, f in zip(s.directions, s.f):
-        slope = sum(float(np.sum(np.asarray(grads[w], np.float64) * u[w])) for w in u)
+    for k, (u, f) in enumerate(zip(s.directions, s.f)):
+        slope = _along(grads, u)
         remainder = np.abs(f - s.f0 - s.eps * slope)
         floor = _rounding_floor(s, f, u, bounds)
+        if hessian is not None:
+            curvature = _along(hessian[k], u)
+            remainder = np.abs(f - s.f0 - s.eps * slope - s.eps**2 / 2 * curvature)
+            floor = floor + CLEAR * s.eps**2 / 2 * abs(curvature) * hessian_noise
         rate, window = fit_rate(s.eps, remainder, floor)
         rates.append(rate)
         remainders.append(remainder)
         windows.append(window)
-    return _verdict(name, s.eps, rates, remainders, windows)
+    order = 1 if hessian is None else 2
+    return _verdict(name, s.eps, rates, remainders, windows, order)
+
+
+def _along(arrays: Mapping[str, np.ndarray], u: Mapping[str, np.ndarray]) -> float:
+    return sum(float(np.sum(np.asarray(arrays[w], np.float64) * u[w])) for w in u)
 
 
 def _root_sum_of_squares(arrays: list) -> float:
@@ -144,7 +159,9 @@ def _short_fit(eps, remainder, clear) -> tuple[float, tuple]:
     return _slope(np.log(eps[index]), np.log(remainder[index])), (int(index[0]), int(index[-1]) + 1)
 
 
-def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
+def _verdict(name, eps, rates, remainders, windows, order: int = 1) -> TaylorResult:
+    """Rate order + 1 expected of a right derivative of that order, order of a wrong one."""
+    product = "vjp" if order == 1 else "hvp"
     fitted = [r for r in rates if np.isfinite(r)]
     if not fitted:
         return TaylorResult(
@@ -156,10 +173,12 @@ def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
             remainders,
             windows,
             "remainder at rounding level at every step: nothing to fit",
+            product,
         )
     rate = min(fitted)
-    if rate > PASS_RATE:
-        return TaylorResult(name, eps, rate, PASS, rates, remainders, windows)
+    if rate > PASS_RATE + order - 1:
+        return TaylorResult(name, eps, rate, PASS, rates, remainders, windows, "", product)
+    what = "the gradient" if order == 1 else "the Hessian-vector product"
     return TaylorResult(
         name,
         eps,
@@ -168,18 +187,27 @@ def _verdict(name, eps, rates, remainders, windows) -> TaylorResult:
         rates,
         remainders,
         windows,
-        f"remainder shrinks like eps^{rate:.2f}, not eps^2: the gradient is off",
+        f"remainder shrinks like eps^{rate:.2f}, not eps^{order + 1}: {what} is off",
+        product,
     )
 
 
 def check_engines(
-    case, arrays: Mapping[str, np.ndarray], cotangent, outputs: Mapping, bounds=None
+    case,
+    arrays: Mapping[str, np.ndarray],
+    cotangent,
+    outputs: Mapping,
+    bounds=None,
+    hessians: Mapping | None = None,
+    hessian_noise: float = 0.0,
 ) -> list[TaylorResult]:
     """The Taylor test of every output whose gradient is complete (fd's sample is not), on
     f = <cotangent, output> by the numpy forward in float64 (through the case's own op table
     where it has one: your forward, in a check of your code); a full Jacobian is contracted
     with the same cotangent. `bounds`: the exact engines' rounding bounds (EngineOutput);
-    an engine that estimates its own error (fd) is judged against that instead."""
+    an engine that estimates its own error (fd) is judged against that instead.
+    `hessians`: engine name -> a function of a direction u giving that engine's H u: its
+    second-order test (rate 3) follows its first."""
     cotangent = np.asarray(cotangent, dtype=np.float64)
     s = sweep(
         _objective(case.graph, arrays, cotangent, case.wrt, case.ops), arrays, case.wrt, case.name
@@ -188,18 +216,15 @@ def check_engines(
     for name, output in outputs.items():
         grads = _contracted(case, output.grads, cotangent)
         errors = output.grad_err or (bounds.grads if bounds is not None else None)
-        if all(w in grads and np.isfinite(grads[w]).all() for w in case.wrt):
-            results.append(
-                judge_engine(
-                    name,
-                    s,
-                    grads,
-                    errors
-                    and _contracted(
-                        case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent)
-                    ),
-                )
-            )
+        if not all(w in grads and np.isfinite(grads[w]).all() for w in case.wrt):
+            continue
+        along = errors and _contracted(
+            case, {w: np.abs(e) for w, e in errors.items()}, np.abs(cotangent)
+        )
+        results.append(judge_engine(name, s, grads, along))
+        if hessians and name in hessians:
+            second = [hessians[name](u) for u in s.directions]
+            results.append(judge_engine(name, s, grads, along, second, hessian_noise))
     return results
 
 

@@ -20,7 +20,12 @@ class Verdict(str, Enum):
     NONDIFF = "NONDIFF", False, "yellow"  # an input on a kink: disagreement is allowed
     PASS = "PASS", False, "green"
 
-    def __new__(cls, name: str, failing: bool, style: str):
+    failing: bool
+    style: str
+
+    # The defaults are never used (each member gives all three); with them, type checkers
+    # accept the lookup by name, Verdict("PASS").
+    def __new__(cls, name: str, failing: bool = False, style: str = ""):
         member = str.__new__(cls, name)
         member._value_ = name
         member.failing, member.style = failing, style

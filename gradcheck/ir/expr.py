@@ -14,8 +14,9 @@ from __future__ import annotations
 import ast
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, TypeGuard
 
 from .ops import BINARY_OPERATORS, UNARY_OPERATORS
 
@@ -50,12 +51,12 @@ class Num:
 @dataclass(frozen=True)
 class Call:
     op: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     kwargs: tuple[tuple[str, object], ...]
     col: int
 
 
-Expr = Union[Ref, Num, Call]
+Expr = Ref | Num | Call
 
 
 def parse(text: str) -> Expr:
@@ -101,6 +102,11 @@ def _col(node: ast.AST) -> int | None:
     return None if offset is None else offset + 1
 
 
+def _at(node: ast.expr) -> int:
+    """The 1-based column of an expression node (which always has one)."""
+    return node.col_offset + 1
+
+
 def _lower(node: ast.AST) -> Expr:
     lower = _LOWER.get(type(node))
     if lower is None:
@@ -111,7 +117,7 @@ def _lower(node: ast.AST) -> Expr:
 def _lower_name(node: ast.Name) -> Ref:
     if node.id.startswith("__"):
         raise ExprError(f"name {node.id!r} is not allowed", _col(node))
-    return Ref(node.id, _col(node))
+    return Ref(node.id, _at(node))
 
 
 def _lower_constant(node: ast.Constant) -> Num:
@@ -123,7 +129,7 @@ def _lower_constant(node: ast.Constant) -> Num:
         raise ExprError(f"constant {_short(node.value)} is too large", _col(node)) from None
     if not math.isfinite(value):
         raise ExprError(f"constant {_short(node.value)} is not finite", _col(node))
-    return Num(value, _col(node))
+    return Num(value, _at(node))
 
 
 def _short(value) -> str:
@@ -136,7 +142,7 @@ def _lower_binop(node: ast.BinOp) -> Call:
     op = BINARY_OPERATORS.get(type(node.op).__name__)
     if op is None:
         raise ExprError(f"operator {type(node.op).__name__} is not allowed", _col(node))
-    return Call(op, (_lower(node.left), _lower(node.right)), (), _col(node))
+    return Call(op, (_lower(node.left), _lower(node.right)), (), _at(node))
 
 
 def _lower_unaryop(node: ast.UnaryOp) -> Expr:
@@ -148,47 +154,51 @@ def _lower_unaryop(node: ast.UnaryOp) -> Expr:
     operand = _lower(node.operand)
     if isinstance(operand, Num):  # fold literal negatives: 2 ** -1, x * -0.5
         return Num(-operand.value, operand.col - 1)
-    return Call(op, (operand,), (), _col(node))
+    return Call(op, (operand,), (), _at(node))
 
 
 def _lower_call(node: ast.Call) -> Call:
     if not isinstance(node.func, ast.Name):
         raise ExprError("only plain op names can be called", _col(node))
-    seen = set()
+    names: list[str] = []
     for kw in node.keywords:
         if kw.arg is None:
             raise ExprError("**kwargs is not allowed", _col(kw.value))
-        if kw.arg in seen:  # ast.parse accepts this; only Python's compiler refuses it
+        if kw.arg in names:  # ast.parse accepts this; only Python's compiler refuses it
             raise ExprError(f"keyword argument {kw.arg!r} is repeated", _col(kw.value))
-        seen.add(kw.arg)
-    kwargs = tuple((kw.arg, _constant(kw.value)) for kw in node.keywords)
+        names.append(kw.arg)
+    kwargs: tuple[tuple[str, object], ...] = tuple(
+        (name, _constant(kw.value)) for name, kw in zip(names, node.keywords)
+    )
     args = node.args
     if node.func.id == "einsum" and args and _is_string(args[0]):
         kwargs += (("subscripts", _subscripts(args[0])),)
         args = args[1:]
-    return Call(node.func.id, tuple(_lower(a) for a in args), kwargs, _col(node))
+    return Call(node.func.id, tuple(_lower(a) for a in args), kwargs, _at(node))
 
 
-def _is_string(node: ast.AST) -> bool:
+def _is_string(node: ast.AST) -> TypeGuard[ast.Constant]:
     return isinstance(node, ast.Constant) and isinstance(node.value, str)
 
 
 def _subscripts(node: ast.Constant) -> str:
     """einsum's subscripts, the one string the language admits: letters, commas, '->'."""
-    if len(node.value) > MAX_SUBSCRIPTS or not set(node.value) <= SUBSCRIPT_CHARS:
+    text = node.value
+    assert isinstance(text, str)  # _is_string(node)
+    if len(text) > MAX_SUBSCRIPTS or not set(text) <= SUBSCRIPT_CHARS:
         raise ExprError(
             f"einsum subscripts take letters, commas, spaces and '->' "
-            f"(at most {MAX_SUBSCRIPTS} characters), got {_short(node.value)}",
+            f"(at most {MAX_SUBSCRIPTS} characters), got {_short(text)}",
             _col(node),
         )
-    return node.value
+    return text
 
 
 def _lower_subscript(node: ast.Subscript) -> Call:
     """x[i, 1:3, ..., None]: constant basic indexing, as the `index` op."""
     entries = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
     key = tuple(_index_entry(e) for e in entries)
-    return Call("index", (_lower(node.value),), (("key", key),), _col(node))
+    return Call("index", (_lower(node.value),), (("key", key),), _at(node))
 
 
 def _index_entry(node: ast.AST):
@@ -250,7 +260,7 @@ def _describe(node: ast.AST) -> str:
     return names.get(type(node), type(node).__name__)
 
 
-_LOWER = {
+_LOWER: dict[type[ast.AST], Callable[[Any], Expr]] = {
     ast.Name: _lower_name,
     ast.Constant: _lower_constant,
     ast.BinOp: _lower_binop,

@@ -15,8 +15,9 @@ No op of any engine table sees mixed integer and float operands, so none promote
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import did_you_mean
 from .expr import Call, Expr, ExprError, Num, Ref, parse
@@ -216,7 +217,8 @@ class _Lowering:
     def _split(self, spec: OpSpec, expr: Call) -> tuple[tuple[Expr, ...], dict]:
         """Operands, and the attributes: keywords, or constants written after the operands
         of a fixed-arity op (`expand_dims(x, 0)`, `take_along_axis(s, y, 1)`)."""
-        operands, extra = expr.args, ()
+        operands: tuple[Expr, ...] = expr.args
+        extra: tuple[Expr, ...] = ()
         if not spec.variadic:
             operands, extra = expr.args[: spec.arity], expr.args[spec.arity :]
         names = [k for k in spec.attrs if k not in dict(expr.kwargs)]
@@ -231,7 +233,8 @@ class _Lowering:
                 self.step,
                 expr.col,
             )
-        positional = {k: _constant(e) for k, e in zip(names, extra)}
+        # every one a Num (checked above)
+        positional = {k: _constant(e) for k, e in zip(names, extra) if isinstance(e, Num)}
         return operands, self._attrs(spec, expr, positional)
 
     def _attrs(self, spec: OpSpec, expr: Call, positional: dict) -> dict:

@@ -8,8 +8,9 @@ gives the same numbers on every run and machine.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import cast
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class Case:
     line: int
     # the numpy forward's op table where it is not reference_impls.OPS: a check of your own
     # code without a reference, whose one op is your forward (the Taylor test evaluates it)
-    ops: Optional[Mapping] = None
+    ops: Mapping | None = None
 
     @property
     def name(self) -> str:
@@ -57,6 +58,24 @@ class Case:
     @property
     def jacobian(self) -> bool:
         return self.model.jacobian
+
+    @property
+    def modes(self) -> list[str]:
+        return list(self.model.modes)
+
+    @property
+    def order(self) -> int:
+        return self.model.order
+
+    def tangents(self, dtype: str) -> dict[str, np.ndarray]:
+        """One seeded random direction per differentiated input (forward mode, second order)."""
+        arrays = self.arrays(dtype)
+        return {
+            name: np.random.default_rng(stable_seed(self.name, name, "<tangent>"))
+            .standard_normal(arrays[name].shape)
+            .astype(arrays[name].dtype)
+            for name in self.wrt
+        }
 
     @property
     def fd_max_elements(self) -> int | None:
@@ -125,6 +144,7 @@ def _random(spec: RandomInput, rng: np.random.Generator) -> np.ndarray:
         "zeros": lambda: np.zeros(spec.shape),
         "ones": lambda: np.ones(spec.shape) * spec.scale,
         "randint": lambda: rng.integers(int(spec.low), int(spec.high), spec.shape),
-        "bernoulli": lambda: (rng.random(spec.shape) < spec.p).astype(np.float64),
+        # p is set exactly when init is bernoulli (RandomInput's validator)
+        "bernoulli": lambda: (rng.random(spec.shape) < cast(float, spec.p)).astype(np.float64),
     }
     return np.asarray(makers[spec.init](), dtype=np.int64 if spec.dtype == "int64" else np.float64)

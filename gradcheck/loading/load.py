@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import CaseError, CaseErrors, did_you_mean
 from ..ir.graph import FLOAT, INT, GraphError, Leaf, build_graph
@@ -29,7 +30,8 @@ def load_cases(
     paths: Iterable[str | Path] = ("cases",), max_elements: int = MAX_ELEMENTS
 ) -> list[Case]:
     """Every case under `paths` (files or folders), or `CaseErrors` listing each bad one."""
-    cases, errors = [], []
+    cases: list[Case] = []
+    errors: list[CaseError] = []
     for file in discover(paths, errors):
         try:
             cases.extend(load_file(file, max_elements))
@@ -284,13 +286,13 @@ def _line(lines: dict, path: tuple) -> int | None:
 
 def _problems(error: ValidationError) -> list[tuple[str, tuple]]:
     """A readable message for each key pydantic refused, and the YAML path it points at."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, list[ErrorDetails]] = {}
     for problem in error.errors():
         groups.setdefault(_clean_loc(tuple(problem["loc"]))[:2], []).append(problem)
     return [_message(_deepest(group)) for group in groups.values()]
 
 
-def _message(problem: dict) -> tuple[str, tuple]:
+def _message(problem: ErrorDetails) -> tuple[str, tuple]:
     path = _clean_loc(tuple(problem["loc"]))
     where = ".".join(map(str, path)) or "case"
     if problem["type"] == "extra_forbidden":
@@ -307,7 +309,7 @@ def _message(problem: dict) -> tuple[str, tuple]:
     return f"{where}: {problem['msg'].removeprefix('Value error, ')}", path
 
 
-def _deepest(problems: list[dict]) -> dict:
+def _deepest(problems: list[ErrorDetails]) -> ErrorDetails:
     """A number in a list fails every branch of the union; the longest location among the
     siblings names the element itself ([1.0, '1e-3'] -> index 1)."""
     return max(problems, key=lambda p: len(p["loc"]))
@@ -343,7 +345,12 @@ def _suggestion(path: tuple, problem) -> str:
 def _fields_at(path: tuple) -> list[str]:
     if len(path) == 2 and path[0] == "inputs":
         return list(RandomInput.model_fields) + ["value"]
-    model = {(): CaseModel, ("tolerance",): Tolerance, ("expect",): Expect}.get(path)
+    models: dict[tuple, type[BaseModel]] = {
+        (): CaseModel,
+        ("tolerance",): Tolerance,
+        ("expect",): Expect,
+    }
+    model = models.get(path)
     return list(model.model_fields) if model else []
 
 
@@ -365,5 +372,5 @@ def _unlabelled(parts: tuple) -> tuple:
     return tuple(
         p
         for p in parts
-        if not (p in ("int", "float") or isinstance(p, str) and p.startswith("list["))
+        if not (p in ("int", "float") or (isinstance(p, str) and p.startswith("list[")))
     )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
-from typing_extensions import TypeAliasType
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -17,14 +16,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 from ..dtypes import DTYPES
 from ..ir.ops import expression_help
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-Number = Union[StrictInt, StrictFloat]
-Nested = TypeAliasType("Nested", Union[Number, list["Nested"]])
+Number = StrictInt | StrictFloat
+# The value as one string: type checkers resolve a recursive alias only written so
+Nested = TypeAliasType("Nested", "Number | list[Nested]")
 
 
 class Strict(BaseModel):
@@ -48,7 +49,7 @@ class RandomInput(Strict):
         "zeros, ones (times scale), randint in [low, high) as int64 data, or bernoulli: "
         "floats 0 and 1, each 1 with probability p",
     )
-    seed: Optional[Annotated[int, Field(ge=0, le=INT64_MAX)]] = Field(
+    seed: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = Field(
         None, description="random seed; default: derived from the case and input names"
     )
     scale: Finite = Field(1.0, description="standard deviation for normal, value for ones")
@@ -57,7 +58,7 @@ class RandomInput(Strict):
     dtype: Literal["float", "int64"] = Field(
         "float", description="int64 marks integer data (labels), never differentiated"
     )
-    p: Optional[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]] = Field(
+    p: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = Field(
         None, description="for bernoulli: the probability of a 1"
     )
 
@@ -94,11 +95,9 @@ def _input_kind(v) -> str:
 
 
 InputModel = Annotated[
-    Union[
-        Annotated[Nested, Tag("literal")],
-        Annotated[ValueInput, Tag("value")],
-        Annotated[RandomInput, Tag("random")],
-    ],
+    Annotated[Nested, Tag("literal")]
+    | Annotated[ValueInput, Tag("value")]
+    | Annotated[RandomInput, Tag("random")],
     Discriminator(_input_kind),
 ]
 
@@ -106,10 +105,10 @@ InputModel = Annotated[
 class Tolerance(Strict):
     """Overrides of the comparator's tolerances for this case."""
 
-    rtol: Optional[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+    rtol: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
         None, description="relative tolerance"
     )
-    atol: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+    atol: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         None, description="absolute tolerance, relative to the largest magnitude compared"
     )
 
@@ -117,7 +116,7 @@ class Tolerance(Strict):
 class Expect(Strict):
     """Hand-derived numbers, compared with every engine as a source of their own."""
 
-    value: Optional[Nested] = Field(None, description="the output's value")
+    value: Nested | None = Field(None, description="the output's value")
     grad: dict[str, Nested] = Field(
         {},
         description="input name -> its gradient (for a "
@@ -134,38 +133,50 @@ class CaseModel(Strict):
         description="unique name: lower-case letters, digits, '.', '_', '-'",
     )
     description: str = Field("", description="what the case checks, in words")
-    source: Optional[str] = Field(None, description="where the case comes from (a document)")
+    source: str | None = Field(None, description="where the case comes from (a document)")
     tags: list[str] = Field([], description="families and keywords; the first is the family")
     inputs: dict[str, InputModel] = Field(
         description="input name -> a literal number or nested list, {value, dtype}, or a "
         "seeded random tensor {shape, init, ...}"
     )
-    expr: Optional[Union[str, Number]] = Field(
+    expr: str | Number | None = Field(
         None, description="the output as one expression (instead of graph). " + expression_help()
     )
-    graph: Optional[dict[str, Union[str, Number]]] = Field(
+    graph: dict[str, str | Number] | None = Field(
         None,
         description="ordered named steps, each an expression; the last is the output "
         "(instead of expr)",
     )
-    wrt: Optional[list[str]] = Field(
+    wrt: list[str] | None = Field(
         None, description="inputs to differentiate; default: every floating input"
     )
-    dtypes: list[Literal[DTYPES]] = Field(["float64"], description="dtypes to run the case in")
-    tolerance: Optional[Tolerance] = Field(None, description="tolerance overrides")
-    expect: Optional[Expect] = Field(None, description="hand-derived value and gradients")
+    # Literal[DTYPES]: the names, from the registry at run time (mypy wants them spelled out)
+    dtypes: list[Literal[DTYPES]] = Field(  # type: ignore[valid-type]
+        ["float64"], description="dtypes to run the case in"
+    )
+    tolerance: Tolerance | None = Field(None, description="tolerance overrides")
+    expect: Expect | None = Field(None, description="hand-derived value and gradients")
     jacobian: bool = Field(
         False, description="check the full Jacobian instead of a VJP with a seeded random cotangent"
     )
-    fd_max_elements: Optional[Annotated[int, Field(ge=1)]] = Field(
+    fd_max_elements: Annotated[int, Field(ge=1)] | None = Field(
         None,
         description="fd checks every element of an input up to this size; beyond, "
         "directional checks and a seeded sample",
     )
-    fd_coverage: Optional[Literal["auto", "full", "directional"]] = Field(
+    fd_coverage: Literal["auto", "full", "directional"] | None = Field(
         None,
         description="how fd covers each input: every element, random directions plus "
         "a sample, or by size (auto)",
+    )
+
+    modes: list[Literal["rev", "fwd"]] = Field(
+        ["rev"],
+        description="products checked: rev (VJPs, reverse mode) and/or fwd (JVPs, forward "
+        "mode, with the dot-product test of the two)",
+    )
+    order: Literal[1, 2] = Field(
+        1, description="2 also checks Hessian-vector products of <cotangent, output>"
     )
 
     @field_validator("inputs", "graph")
@@ -174,6 +185,13 @@ class CaseModel(Strict):
         for key in value or {}:
             if not IDENTIFIER.match(str(key)) or str(key).startswith("__"):
                 raise ValueError(f"{key!r} is not a valid name (letters, digits, _)")
+        return value
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, value):
+        if not value or len(set(value)) != len(value):
+            raise ValueError("modes must list rev and/or fwd, each once")
         return value
 
     @field_validator("dtypes")

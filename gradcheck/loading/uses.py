@@ -4,7 +4,7 @@ that depends on something differentiated. Each problem names the step and the va
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def check_uses(model: CaseModel, graph: Graph, wrt: list[str], fail: Fail) -> No
 
 def _check_range(node, name: str, value_range, bound: int, fail: Fail) -> None:
     low, high = value_range
-    if low is None or (0 <= low and high < bound):
+    if low is None or (low >= 0 and high < bound):
         return
     bad = low if low < 0 else high
     role = "labels" if node.op == "softmax_cross_entropy" else "indices"
@@ -53,7 +53,9 @@ class _IntegerData:
     they use is already known to be in range)."""
 
     def __init__(self, model: CaseModel, graph: Graph):
-        self.model, self.graph, self.pending, self.env = model, graph, [], None
+        self.model, self.graph = model, graph
+        self.pending: list = []  # integer nodes passed, not yet run forward
+        self.env: dict[str, np.ndarray] | None = None
 
     def passed(self, node) -> None:
         if node.kind == INT:

@@ -3,14 +3,14 @@ refusal of duplicate keys, and a cap on how far aliases may expand (alias bombs)
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import yaml
 
 MAX_EXPANDED_NODES = 100_000
 MAX_DEPTH = 32
 
-Path = tuple  # keys and list indices from the document root
+Path = tuple[object, ...]  # keys and list indices from the document root
 
 
 class YamlError(ValueError):
@@ -125,7 +125,8 @@ def _children(node) -> list:
 
 
 def _line_map(root) -> dict[Path, int]:
-    lines, stack = {(): root.start_mark.line + 1}, [((), root)]
+    lines: dict[Path, int] = {(): root.start_mark.line + 1}
+    stack: list[tuple[Path, yaml.Node]] = [((), root)]
     while stack:
         path, node = stack.pop()
         for key, child in _items(node, path):

@@ -10,9 +10,9 @@ vocabulary before each op exists. Broken rules that need the correct rule look i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class Mutant:
     executor: Callable | None = None  # a broken `backprop`, for executor mutants
     needs_attrs: tuple[str, ...] = ()  # attributes of `op` the mutant relies on
     equivalent: bool = False  # a valid subgradient at a kink: not a bug
+    tangents: Mapping[int, Callable] = field(default_factory=dict)  # argument -> broken
+    # tangent rule (forward mode): every VJP stays right, only cases run in `fwd` mode see it
 
     def applicable(self, ops=None) -> bool:
         """Whether this build has the op (and the attributes) the mutant breaks."""
@@ -45,26 +47,36 @@ class Mutant:
         return self.op in ops and spec is not None and set(self.needs_attrs) <= set(spec.attrs)
 
     def exercised_by(self, case) -> bool:
+        """A case that uses the op; for a tangent rule's mutant, in forward mode."""
+        if self.tangents and "fwd" not in case.modes:
+            return False
         return self.op == EXECUTOR or self.op in case.graph.ops()
 
     def engine(self, ops=None, name: str = "numpy") -> NumpyEngine:
         ops = dict(reference_impls.OPS if ops is None else ops)
         if self.rules:
-            grads = list(ops[self.op].grads)
-            for index, rule in self.rules.items():
-                grads[index] = rule
-            ops[self.op] = replace(ops[self.op], grads=tuple(grads))
+            ops[self.op] = replace(ops[self.op], grads=_replaced(ops[self.op].grads, self.rules))
+        if self.tangents:
+            tangents = _replaced(ops[self.op].tangents, self.tangents)
+            ops[self.op] = replace(ops[self.op], tangents=tangents)
         executor = self.executor or backprop
         if isinstance(executor, type):  # a stateful executor: fresh state per engine
             executor = executor()
         return NumpyEngine(ops, name=name, executor=executor)
 
 
+def _replaced(rules: tuple, broken: Mapping[int, Callable]) -> tuple:
+    return tuple(broken.get(i, rule) for i, rule in enumerate(rules))
+
+
 # --- helpers: the correct rule, called with one thing changed -------------------------------
 
 
 def _correct(op: str, index: int) -> Callable:
-    return reference_impls.OPS[op].grads[index]
+    rule = reference_impls.OPS[op].grads[index]
+    if rule is None:
+        raise ValueError(f"{op}: argument {index} has no gradient rule to mutate")
+    return rule
 
 
 def _with_attrs(op: str, index: int, **override) -> Callable:
@@ -1242,5 +1254,30 @@ CORPUS: dict[str, tuple[Mutant, ...]] = {
 }
 
 
+def tangent_mutants() -> list[Mutant]:
+    """Per op, a sign error in the tangent rule of its first differentiable argument: a
+    wrong JVP beside right VJPs, which only forward mode (and its dot-product test) sees."""
+    return [
+        Mutant(
+            f"{op}.tangent-sign",
+            op,
+            f"the tangent rule of argument {index + 1} returns minus its contribution",
+            tangents={index: partial(_negated_tangent, op, index)},
+        )
+        for op, prim in sorted(reference_impls.OPS.items())
+        if (index := _first_tangent(prim)) is not None
+    ]
+
+
+def _first_tangent(prim) -> int | None:
+    return next((i for i, rule in enumerate(prim.tangents) if rule is not None), None)
+
+
+def _negated_tangent(op: str, index: int, *args, **attrs):
+    rule = reference_impls.OPS[op].tangents[index]
+    assert rule is not None  # chosen by `_first_tangent`
+    return -rule(*args, **attrs)
+
+
 def all_mutants() -> list[Mutant]:
-    return [m for mutants in CORPUS.values() for m in mutants]
+    return [m for mutants in CORPUS.values() for m in mutants] + tangent_mutants()

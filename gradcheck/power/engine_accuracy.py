@@ -22,14 +22,13 @@ copy shipped with the package, and the rounding model widens an engine's bound b
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import mpmath
 import numpy as np
@@ -43,7 +42,6 @@ SMALLEST = 1e-6  # the smallest magnitude of a grid (besides 0)
 TAIL = 40.0  # how far the saturating functions are measured
 TRIG_EDGE = 1e5  # sin and cos: argument reduction is measured up to here
 from ..harness.accuracy import SHIPPED  # noqa: E402
-
 
 # --- the ops ------------------------------------------------------------------------------
 
@@ -252,6 +250,7 @@ def _jax_runner(spec: Op, dtype: str):
 
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+
     from ..engines.jax_ops import OPS as JAX
 
     fn = JAX[spec.op]
@@ -296,7 +295,7 @@ def measure_one(engine: str, op: str, dtype: str, points: int = POINTS) -> dict:
         "max_ulps": float(e[worst]),
         "at": float(x[worst]),
         "p99_ulps": float(np.percentile(e, 99)),
-        "points": int(len(x)),
+        "points": len(x),
     }
     # the same where the true value is a normal number: below, an engine that flushes
     # subnormal results to zero (XLA on CPU does) is up to 1 / eps "ulps" off, by the

@@ -141,8 +141,8 @@ def _documents(case, originals: dict, resize: dict) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries(inputs).map(lambda values: _document(case, values))
 
 
-def _array(original: np.ndarray, resize: dict, domain, labels: int):
-    shape = tuple(resize.get(d, d) for d in original.shape)
+def _array(original: np.ndarray, resize: dict[int, int], domain, labels: int):
+    shape = tuple(resize.get(d, d) for d in map(int, original.shape))
     if original.dtype == np.int64:
         high = max(0, min(int(original.max(initial=0)), labels - 1))
         return arrays(np.int64, shape, elements=st.integers(0, high))
@@ -154,7 +154,7 @@ def _array(original: np.ndarray, resize: dict, domain, labels: int):
 
 def input_domains(case) -> dict[str, tuple[float, float]]:
     """The narrowest domain each input meets as a direct argument of an op."""
-    found = {}
+    found: dict[str, tuple[float, float]] = {}
     for node in case.graph.nodes:
         for index, arg in enumerate(node.args):
             domain = DOMAINS.get(node.op, {}).get(index)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
-
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..engines import NumpyEngine, call_vjp, make_engines
+from ..engines import EngineSkip, NumpyEngine, call_vjp, make_engines
 from ..harness.result import write_table
 from ..harness.runner import run_case
 from ..harness.verdict import FAILING
@@ -53,19 +53,44 @@ class Replay:
         self.recorded: dict = {}
 
     def vjp(self, graph, inputs, wrt, cotangent, settings):
-        key = (id(graph), tuple(wrt), cotangent.dtype.str, cotangent.tobytes())
+        key = ("vjp", id(graph), tuple(wrt), cotangent.dtype.str, cotangent.tobytes())
+        return self._replayed(key, call_vjp, self.engine, graph, inputs, wrt, cotangent, settings)
+
+    def jvp(self, graph, inputs, wrt, tangents):
+        key = ("jvp", id(graph), tuple(wrt), _fingerprint(tangents))
+        return self._replayed(key, _product, "jvp", self.engine, graph, inputs, wrt, tangents)
+
+    def hvp(self, graph, inputs, wrt, cotangent, tangents):
+        key = ("hvp", id(graph), tuple(wrt), cotangent.tobytes(), _fingerprint(tangents))
+        args = (graph, inputs, wrt, cotangent, tangents)
+        return self._replayed(key, _product, "hvp", self.engine, *args)
+
+    def _replayed(self, key, run, *args):
         if key not in self.recorded:
-            self.recorded[key] = self._run(graph, inputs, wrt, cotangent, settings)
+            self.recorded[key] = _recorded(run, *args)
         output, error = self.recorded[key]
         if error is not None:
             raise error
         return output
 
-    def _run(self, graph, inputs, wrt, cotangent, settings):
-        try:
-            return call_vjp(self.engine, graph, inputs, wrt, cotangent, settings), None
-        except Exception as e:  # replayed to every mutant as the engine's own ERROR/SKIP
-            return None, e
+
+def _recorded(run, *args) -> tuple:
+    try:
+        return run(*args), None
+    except Exception as e:  # noqa: BLE001 -- replayed to every mutant as the engine's own ERROR/SKIP
+        return None, e
+
+
+def _product(product: str, engine, *args):
+    """The engine's JVP or HVP; an engine without it is skipped for that product."""
+    method = getattr(engine, product, None)
+    if method is None:
+        raise EngineSkip(f"{engine.name} gives no {product}")
+    return method(*args)
+
+
+def _fingerprint(arrays) -> tuple:
+    return tuple((k, np.asarray(v).dtype.str, np.asarray(v).tobytes()) for k, v in arrays.items())
 
 
 @dataclass

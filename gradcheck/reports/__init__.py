@@ -79,7 +79,7 @@ def _legacy_run_folder(out_dir: Path, entries: set[str]) -> bool:
         meta = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and LEGACY_KEYS <= meta.keys()
+    return isinstance(meta, dict) and meta.keys() >= LEGACY_KEYS
 
 
 def _nearest_existing(folder: Path) -> Path:

@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ..harness.compare import EXPECT
+from ..harness.rows import PRODUCTS, VJP, error_key
 from ..harness.verdict import Verdict
 from .heatmap import describe_layout, heatmap_png
 from .taylor_plot import remainder_svg
@@ -26,12 +27,17 @@ BAD_PAIR = (Verdict.FAIL, Verdict.NONFINITE)
 TAYLOR_MAX_PLOTS = 60  # curves for the worst runs first; rates for every run
 HEATMAP_MAX_ELEMENTS = 1_000_000  # beyond: the table is enough
 
-_ENV = Environment(
-    loader=PackageLoader("gradcheck.reports", "templates"),
-    autoescape=select_autoescape(["html", "j2"]),
-)
+_LOADER = PackageLoader("gradcheck.reports", "templates")
+_ENV = Environment(loader=_LOADER, autoescape=select_autoescape(["html", "j2"]))
+
+
+def _template_source(name: str) -> str:
+    """A file of the templates folder, as text."""
+    return _LOADER.get_source(_ENV, name)[0]
+
+
 # Our own code, not case text: the only thing on the page that is not escaped.
-_SCRIPT = _ENV.loader.get_source(_ENV, "report.js")[0]
+_SCRIPT = _template_source("report.js")
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
 
 
@@ -107,7 +113,9 @@ def _failing(verdict: str) -> bool:
 
 
 def _filters(result, cases: pd.DataFrame) -> dict:
-    words = lambda column: sorted({w for text in cases[column] for w in str(text).split()})
+    def words(column: str) -> list[str]:
+        return sorted({w for text in cases[column] for w in str(text).split()})
+
     return {
         "verdict": [v for v, _ in result.ordered_counts()],
         "family": sorted({str(f) for f in cases["family"] if str(f)}),
@@ -151,7 +159,7 @@ def _number(x, pattern: str) -> str:
 def _sections(result, cases: pd.DataFrame) -> list[dict]:
     comps, engines = _by_run(result.comparisons), _by_run(result.engines)
     taylor, plotted = _by_run(result.taylor), 0
-    runs = {}
+    runs: dict[str, list[dict]] = {}
     for c in _records(cases):  # worst first, so a case's section sits where it ranks
         key = (c["case"], c["dtype"])
         run = _run(result, c, comps.get(key, []), engines.get(key, []))
@@ -193,12 +201,13 @@ def _taylor(result, rows: list[dict], plot: bool) -> dict | None:
     """Every engine's Taylor rate and verdict in one run, and (`plot`) their curves."""
     if not rows:
         return None
+    labels = {id(r): error_key(r.get("product") or VJP, r["engine"]) for r in rows}
     curves = {
-        r["engine"]: result.curves[(r["case"], r["dtype"], r["engine"])]
+        labels[id(r)]: result.curves[(r["case"], r["dtype"], labels[id(r)])]
         for r in rows
-        if (r["case"], r["dtype"], r["engine"]) in result.curves
+        if (r["case"], r["dtype"], labels[id(r)]) in result.curves
     }
-    rates = {r["engine"]: r["rate"] for r in rows}
+    rates = {labels[id(r)]: r["rate"] for r in rows}
     return {
         "plot": remainder_svg(curves, rates) if plot and curves else "",
         "rows": [{**r, "rate_text": fmt(r["rate"])} for r in rows],
@@ -207,17 +216,24 @@ def _taylor(result, rows: list[dict], plot: bool) -> dict | None:
 
 def _by_run(frame: pd.DataFrame) -> dict[tuple[str, str], list[dict]]:
     """Rows per (case, dtype), in one pass: filtering per run would be quadratic."""
-    grouped = {}
+    grouped: dict[tuple[str, str], list[dict]] = {}
     for row in _records(frame):
         grouped.setdefault((row["case"], row["dtype"]), []).append(row)
     return grouped
 
 
+def _label(r: dict) -> str:
+    """A row's input, named with its product where that is not the VJP (`jvp:x`)."""
+    return error_key(r.get("product") or VJP, r["param"])
+
+
 def _matrices(comps: list[dict]) -> list[dict]:
-    """Per input, the engine x engine grid of tolerance ratios (symmetric)."""
+    """Per product and input, the engine x engine grid of tolerance ratios (symmetric), the
+    products in the order of PRODUCTS; an engine's dot-product test sits on the diagonal."""
     engines = engine_order([r["engine_a"] for r in comps] + [r["engine_b"] for r in comps])
-    params = list(dict.fromkeys(r["param"] for r in comps))
-    pairs = {(r["param"], r["engine_a"], r["engine_b"]): r for r in comps}
+    ordered = sorted(comps, key=lambda r: PRODUCTS.index(r.get("product") or VJP))
+    labels = list(dict.fromkeys(_label(r) for r in ordered))
+    pairs = {(_label(r), r["engine_a"], r["engine_b"]): r for r in comps}
     pairs.update({(p, b, a): r for (p, a, b), r in list(pairs.items())})
     return [
         {
@@ -225,12 +241,12 @@ def _matrices(comps: list[dict]) -> list[dict]:
             "engines": engines,
             "grid": [[_cell(pairs.get((p, a, b)), a == b) for b in engines] for a in engines],
         }
-        for p in params
+        for p in labels
     ]
 
 
 def _cell(r: dict | None, diagonal: bool) -> dict:
-    if diagonal or r is None:
+    if r is None:
         return {
             "text": "",
             "cls": "diag" if diagonal else "none",
@@ -266,9 +282,9 @@ def _heatmaps(result, c: dict, comps: list[dict]) -> list[dict]:
     engine's error: blamed vs the most trusted engine that is not blamed."""
     blamed = set(str(c["blame"]).split())
     maps = []
-    for param in dict.fromkeys(r["param"] for r in comps if r["verdict"] in BAD_PAIR):
+    for param in dict.fromkeys(_label(r) for r in comps if r["verdict"] in BAD_PAIR):
         r = _heatmap_pair(
-            [r for r in comps if r["param"] == param and r["verdict"] in BAD_PAIR], blamed
+            [r for r in comps if _label(r) == param and r["verdict"] in BAD_PAIR], blamed
         )
         err = result.errors.get((c["case"], c["dtype"], param, r["engine_a"], r["engine_b"]))
         if err is not None and 1 < err.size <= HEATMAP_MAX_ELEMENTS:

@@ -5,11 +5,10 @@ borrows rather than copies)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from markupsafe import Markup
 
-from .html import _ENV, _command
+from .html import _ENV, _command, _template_source
 
 # The status of a mutant as the report's verdict badges show it.
 STATUS_BADGE = {
@@ -40,8 +39,9 @@ def render_mutants_html(result) -> str:
 
 def _report_style() -> str:
     """report.html's stylesheet, so both pages look alike and it lives in one place."""
-    source = _ENV.loader.get_source(_ENV, "report.html.j2")[0]
-    return re.search(r"<style>(.*?)</style>", source, re.S).group(1)
+    style = re.search(r"<style>(.*?)</style>", _template_source("report.html.j2"), re.S)
+    assert style is not None, "report.html.j2 has lost its <style> block"
+    return style.group(1)
 
 
 def _counts(result) -> list[tuple[str, str, int]]:

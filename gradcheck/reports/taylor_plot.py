@@ -95,7 +95,8 @@ class _LogBox:
         runs, current = [], []
         for x, y in zip(xs, ys):
             if np.isfinite(x) and np.isfinite(y) and x > 0 and y > 0:
-                current.append("%.1f,%.1f" % self.point(x, y))
+                px, py = self.point(x, y)
+                current.append(f"{px:.1f},{py:.1f}")
             elif current:
                 runs.append(current)
                 current = []
@@ -133,7 +134,7 @@ class _LogBox:
 
 
 def _decades(values: list) -> tuple[int, int]:
-    finite = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values] or [[]])
+    finite = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values] or [np.empty(0)])
     finite = finite[np.isfinite(finite) & (finite > 0)]
     if not finite.size:
         return 0, 1

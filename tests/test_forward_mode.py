@@ -1,0 +1,153 @@
+"""Forward mode and second order in the runner: JVP rows compared across engines, the
+dot-product test of each engine's two modes, Hessian-vector products, the Taylor test's
+rate 3, and the blame when a tangent rule or a Hessian is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gradcheck
+from gradcheck.cli import main
+from gradcheck.engines import EngineOutput, make_engines
+from gradcheck.harness.runner import RunOptions, run_case
+from gradcheck.power.corpus import tangent_mutants
+from helpers import load_one
+
+SMOOTH = """
+name: tanh-net
+inputs:
+  x: {shape: [3, 4], init: normal, seed: 1}
+  w: {shape: [4, 2], init: normal, seed: 2}
+expr: sum(tanh(x @ w) * sigmoid(x @ w))
+dtypes: [float64, float32]
+modes: [rev, fwd]
+order: 2
+"""
+
+
+def engines():
+    return make_engines(["numpy", "fd", "torch", "jax"])
+
+
+def tangent_mutant(op: str):
+    return next(m for m in tangent_mutants() if m.op == op).engine()
+
+
+def rows_of(result, product: str) -> list:
+    return [r for r in result.comparisons if r.product == product]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_product_of_every_engine_passes_on_a_smooth_case(tmp_path, dtype):
+    case = load_one(tmp_path, SMOOTH)
+    result = run_case(case, dtype, engines())
+    assert result.case.verdict == "PASS", result.case.message
+    jvp, hvp, adjoint = (rows_of(result, p) for p in ("jvp", "hvp", "adjoint"))
+    assert {(r.engine_a, r.engine_b) for r in jvp} >= {("numpy", "torch"), ("torch", "jax")}
+    assert {r.engine_a for r in adjoint} >= {"numpy", "torch", "jax"}
+    assert {r.param for r in hvp} == {"x", "w"}
+    second = [t for t in result.taylor if t.product == "hvp"]
+    assert {t.engine for t in second} >= {"torch", "jax"}
+    assert all(t.rate > 2.5 for t in second if np.isfinite(t.rate)), second
+
+
+def test_the_jvp_agrees_with_the_directional_derivative_by_hand(tmp_path):
+    """sum(x**3) along u: J u = sum(3 x^2 u) and H u = 6 x u, on every engine."""
+    seen = set()
+    case = load_one(tmp_path, SMOOTH.replace("sum(tanh(x @ w) * sigmoid(x @ w))", "sum(x ** 3)"))
+    arrays, u = case.arrays("float64"), case.tangents("float64")
+    for engine in engines():
+        out = engine.jvp(case.graph, arrays, ["x"], {"x": u["x"]})
+        np.testing.assert_allclose(out.grads["x"], np.sum(3 * arrays["x"] ** 2 * u["x"]), 1e-6)
+        if engine.name != "numpy":  # numpy's second order is fd's oracle, from its gradient
+            hvp = engine.hvp(case.graph, arrays, case.wrt, np.ones(()), u)
+            np.testing.assert_allclose(hvp.grads["x"], 6 * arrays["x"] * u["x"], 1e-6)
+            seen.add(engine.name)
+    assert seen == {"fd", "torch", "jax"}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_wrong_tangent_rule_fails_blamed_on_numpy_alone_while_its_vjps_pass(tmp_path, dtype):
+    case = load_one(tmp_path, SMOOTH)
+    result = run_case(case, dtype, [tangent_mutant("tanh")] + engines()[1:])
+    assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
+    assert all(r.verdict == "PASS" for r in rows_of(result, "vjp"))
+    assert any(r.verdict == "FAIL" for r in rows_of(result, "jvp"))
+
+
+def test_the_dot_product_test_names_a_wrong_tangent_rule_with_no_other_engine(tmp_path):
+    case = load_one(tmp_path, SMOOTH)
+    result = run_case(case, "float64", [tangent_mutant("matmul")])
+    failed = [r for r in rows_of(result, "adjoint") if r.verdict == "FAIL"]
+    assert failed and {(r.engine_a, r.engine_b) for r in failed} == {("numpy", "numpy")}
+    assert result.case.verdict == "FAIL" and result.case.blame == "numpy"
+
+
+class OffHessian:
+    """torch, with H u one percent too large: a wrong second-order path."""
+
+    name = "torch"
+
+    def __init__(self):
+        self.torch = gradcheck.TorchEngine()
+
+    def vjp(self, *args):
+        return self.torch.vjp(*args)
+
+    def jvp(self, *args):
+        return self.torch.jvp(*args)
+
+    def hvp(self, *args):
+        out = self.torch.hvp(*args)
+        return EngineOutput(out.value, {k: 1.01 * g for k, g in out.grads.items()})
+
+
+def test_a_wrong_hessian_reads_rate_two_and_fails_blamed_on_it(tmp_path):
+    case = load_one(tmp_path, SMOOTH)
+    reference = [e for e in engines() if e.name != "torch"]
+    result = run_case(case, "float64", reference + [OffHessian()])
+    second = {t.engine: t for t in result.taylor if t.product == "hvp"}
+    assert second["torch"].verdict == "FAIL" and 1.5 < second["torch"].rate < 2.5
+    assert second["jax"].verdict == "PASS" and second["jax"].rate > 2.5
+    assert result.case.verdict == "FAIL" and result.case.blame == "torch"
+
+
+def test_the_run_options_override_a_case_that_asks_for_reverse_mode_only(tmp_path):
+    case = load_one(tmp_path, SMOOTH.replace("modes: [rev, fwd]\norder: 2\n", ""))
+    assert not rows_of(run_case(case, "float64", engines()), "jvp")
+    result = run_case(case, "float64", engines(), RunOptions(modes=["rev", "fwd"], order=2))
+    assert rows_of(result, "jvp") and rows_of(result, "hvp") and rows_of(result, "adjoint")
+
+
+def test_the_cli_writes_the_product_of_each_row(tmp_path):
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "c.yaml").write_text(SMOOTH.replace("order: 2\n", ""))
+    code = main(
+        [
+            "run",
+            str(tmp_path / "cases"),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+            "--order",
+            "2",
+            "--timeout",
+            "0",
+        ]
+    )
+    assert code == 0
+    comparisons = pd.read_csv(tmp_path / "out" / "comparisons.csv")
+    assert set(comparisons["product"]) == {"vjp", "jvp", "hvp", "adjoint"}
+    taylor = pd.read_csv(tmp_path / "out" / "taylor.csv")
+    assert set(taylor["product"]) == {"vjp", "hvp"}
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "jvp:x" in html and "hvp:w" in html
+
+
+def test_an_unknown_mode_is_refused_naming_the_file(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(SMOOTH.replace("[rev, fwd]", "[rev, sideways]"))
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "c.yaml" in err and "modes" in err
