@@ -6,7 +6,6 @@ ratio measured in the same process.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 import reference_impls
@@ -17,7 +16,7 @@ CONV = reference_impls.OPS["conv2d"]
 
 def naive_conv(x, w, b, stride=1, pad=0):
     x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     f, _, kh, kw = w.shape
     oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
     out = np.zeros((n, f, oh, ow))

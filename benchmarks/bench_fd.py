@@ -1,6 +1,7 @@
 """fd against a CS231n-style per-element loop, and a 10^6-input case in directional mode.
 
     .venv/bin/python benchmarks/bench_fd.py [--sizes 1000 10000 100000] [--sample 500] [--repeat 3]
+        [--markdown docs/tables/fd.md]
 
 Part 1, on f(x) = sum(tanh(W @ x)), W of shape (32, n): time per checked element and peak
 memory (tracemalloc, in a separate run) of
@@ -13,7 +14,8 @@ memory (tracemalloc, in a separate run) of
 Above --sample elements (default 500), the loop and `differentiate` check the same seeded
 sample of elements; the engine checks all of them, up to 10^4. The ratio is against the
 loop, measured in the same process, the methods timed in turn (`timing.best_of_each`, best
-of --repeat); tracemalloc's peak is of another, traced run.
+of --repeat); tracemalloc's peak is of another, traced run. `--markdown PATH` also writes
+part 1 as a Markdown table, for the documentation.
 
 Part 2: a case with 10^6 inputs checked in directional mode (numpy, fd, torch), then the
 same with a numpy engine whose tanh rule is wrong: caught and blamed.
@@ -61,14 +63,19 @@ def traced(run):
     return result, peak
 
 
-def per_element(n: int, sample: int, repeat: int) -> None:
+def per_element(n: int, sample: int, repeat: int) -> dict:
+    """Print each method's cost per checked element; return name -> (us/element, ratio to
+    the loop, peak MiB)."""
     case = load_case(TANH_WX.format(n=n, rows=ROWS))
     arrays = case.arrays("float64")
     w, x = arrays["w"], arrays["x"]
     exact = w.T @ (1 - np.tanh(w @ x) ** 2)
     rng = np.random.default_rng(n)
     indices = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
-    f = lambda v: np.sum(np.tanh(v @ w.T), axis=-1)  # one x, or a stack of them
+
+    def f(v):  # one x, or a stack of them
+        return np.sum(np.tanh(v @ w.T), axis=-1)
+
     methods = {
         "loop": lambda: loop_gradient(lambda v: float(np.sum(np.tanh(w @ v))), x.copy(), indices),
         "differentiate": lambda: gradcheck.differentiate(f, x, indices=indices).grad,
@@ -83,6 +90,7 @@ def per_element(n: int, sample: int, repeat: int) -> None:
         ).grads["x"]
     times = best_of_each(methods, repeat)
     base = None
+    measured = {}
     for name, run in methods.items():
         grad, peak = traced(run)
         checked = n if name.endswith("(all)") else len(indices)
@@ -93,6 +101,31 @@ def per_element(n: int, sample: int, repeat: int) -> None:
             f"{n:>8} {name:<24}{checked:>8}{cost * 1e6:>12.2f}{cost / base:>8.2f}x"
             f"{peak / 2**20:>10.1f}{error:>12.1e}"
         )
+        measured[name] = (cost * 1e6, cost / base, peak / 2**20)
+    return measured
+
+
+def markdown_table(measured: dict) -> str:
+    """Part 1 as a Markdown table: n -> the methods' results of `per_element`."""
+
+    def size(n: int) -> str:
+        exponent = len(str(n)) - 1
+        return f"10^{exponent}" if n == 10**exponent else f"{n:,}"
+
+    lines = [
+        "| n | loop us/element | `differentiate` (batched) | in place "
+        "| `fd` engine, every element | peak MiB (batched / engine) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, m in measured.items():
+        engine = m.get("fd engine (all)")
+        lines.append(
+            f"| {size(n)} | {m['loop'][0]:,.0f} | {m['differentiate'][1]:.2f}x "
+            f"| {m['differentiate in place'][1]:.2f}x "
+            f"| {f'{engine[1]:.2f}x' if engine else '(directional by default)'} "
+            f"| {m['differentiate'][2]:.0f} / {f'{engine[2]:.0f}' if engine else '-'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 TANH_WX = """\
@@ -152,14 +185,20 @@ def main() -> None:
         help="above this many elements, every method checks the same sample",
     )
     parser.add_argument("--repeat", type=int, default=3, help="timed calls of each, the best kept")
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="also write part 1 here, as Markdown"
+    )
     args = parser.parse_args()
     print(f"memory budget of differentiate: {MEMORY_BUDGET / 2**20:.0f} MiB")
     print(
         f"{'n':>8} {'method':<24}{'checked':>8}{'us/elem':>12}{'ratio':>9}{'peak MiB':>10}"
         f"{'max error':>12}"
     )
-    for n in args.sizes:
-        per_element(n, min(args.sample, n), args.repeat)
+    measured = {n: per_element(n, min(args.sample, n), args.repeat) for n in args.sizes}
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_table(measured))
+        print(f"wrote {args.markdown}")
     directional()
 
 

@@ -1,7 +1,7 @@
 """gradcheck's check_torch / check_jax against the frameworks' own checkers on the framework
 suite (tests/framework_code.py: correct code and code with one realistic bug each).
 
-    .venv/bin/python benchmarks/bench_frameworks.py
+    .venv/bin/python benchmarks/bench_frameworks.py [--markdown docs/tables/frameworks.md]
 
 For each item, in float64 and float32: the right answer (PASS for correct code, FAIL for a
 bug), gradcheck's verdict (one `check_torch` / `check_jax` call in that dtype, with the item's
@@ -9,10 +9,13 @@ reference where it has one, else fd of the function itself) and its blame, and t
 `torch.autograd.gradcheck` with its default tolerances on inputs of that dtype (an exception
 is a FAIL), or for jax `jax.test_util.check_grads(fn, args, order=1, modes=["rev"])` (its
 default tolerances for the dtype; an AssertionError is a FAIL). Prints a Markdown table,
-the count of right verdicts per tool, and a timing line."""
+the count of right verdicts per tool, and a timing line; `--markdown PATH` also writes the
+counts and the rows where gradcheck and the frameworks' checkers differ, as Markdown, for
+the documentation."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -21,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import gradcheck  # noqa: E402
-import framework_code as fc  # noqa: E402
+import framework_code as fc
+import gradcheck
 
 DTYPES = ["float64", "float32"]
 
@@ -40,9 +43,7 @@ def _torch_function(item: fc.Item):
     """The item as a function of tensors, a module's parameters as arguments after the data."""
     if not isinstance(item.fn, torch.nn.Module):
         return item.fn, item.inputs()
-    names = {
-        safe: name for safe, name in zip(item.params(), (k for k, _ in item.fn.named_parameters()))
-    }
+    names = dict(zip(item.params(), (k for k, _ in item.fn.named_parameters())))
     data = item.inputs()
 
     def call(*args):
@@ -62,7 +63,7 @@ def torch_anchor(item: fc.Item, dtype: str) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its "not double precision" warning
             ok = torch.autograd.gradcheck(fn, tensors)
-    except Exception:  # GradcheckError (a mismatch) or anything the code raised
+    except Exception:  # noqa: BLE001 -- GradcheckError (a mismatch) or anything the code raised
         return "FAIL"
     return "PASS" if ok else "FAIL"
 
@@ -83,7 +84,7 @@ def anchor(item: fc.Item, dtype: str) -> str:
     return (jax_anchor if item.framework == "jax" else torch_anchor)(item, dtype)
 
 
-def table() -> None:
+def table(markdown: Path | None = None) -> None:
     print(
         "| item | kind | bug | dtype | right answer | gradcheck (blame) | "
         "torch.autograd.gradcheck / jax check_grads |"
@@ -92,6 +93,7 @@ def table() -> None:
     right = {"gradcheck": 0, "gradcheck, right blame": 0, "anchor": 0}
     wrong = []
     rows = 0
+    differ = []
     for item in fc.SUITE:
         for dtype in DTYPES:
             want = "PASS" if item.correct else "FAIL"
@@ -106,6 +108,10 @@ def table() -> None:
             if verdict != want:
                 wrong.append(f"{item.label} [{dtype}]: gradcheck said {verdict}, right is {want}")
             shown = f"{verdict} ({blame})" if blame else verdict
+            if verdict != theirs:
+                differ.append(
+                    f"| {item.label} | {item.kind} | {dtype} | {want} | {shown} | {theirs} |"
+                )
             anchor_name = "check_grads" if item.framework == "jax" else "autograd.gradcheck"
             print(
                 f"| {item.label} | {item.kind} | {item.bug or '-'} | {dtype} | {want} | "
@@ -119,6 +125,28 @@ def table() -> None:
     )
     for line in wrong:
         print(f"WRONG: {line}")
+    if markdown:
+        write_markdown(markdown, rows, right, differ)
+
+
+def write_markdown(path: Path, rows: int, right: dict, differ: list[str]) -> None:
+    """The counts of right verdicts, and the rows where gradcheck and the anchor differ."""
+    lines = [
+        f"| | right verdicts of {rows} | with the blame on the buggy code alone |",
+        "|---|---:|---:|",
+        f"| gradcheck (`check_torch` / `check_jax`, one call each) | {right['gradcheck']} | "
+        f"{right['gradcheck, right blame']} |",
+        f"| `torch.autograd.gradcheck` (default tolerances) / jax `check_grads` | "
+        f"{right['anchor']} | - |",
+        "",
+        "| item | kind | dtype | right answer | gradcheck (blame) | "
+        "torch.autograd.gradcheck / jax check_grads |",
+        "|---|---|---|---|---|---|",
+        *differ,
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
 
 
 def _median_seconds(call, repeats: int = 5) -> float:
@@ -148,6 +176,11 @@ def timing() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="also write the summary tables here"
+    )
+    args = parser.parse_args()
     np.seterr(all="ignore")
-    table()
+    table(args.markdown)
     timing()

@@ -17,6 +17,9 @@ checks one by one. Read the ratios: the machine is shared.
 
 `checks`: on the smallest cases (or those named), the harness in full, without the Taylor
 test, and without the Taylor test and the rounding bound, each against torch's slow mode.
+
+`cases`, `scaling` and `checks` take `--markdown PATH`: the table also written as Markdown,
+for the documentation (docs/tables/harness-cases.md, harness-scaling.md, harness-checks.md).
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -64,6 +70,7 @@ def framework_function(case, table, to_array, contract):
 def torch_call(case, fast: bool):
     """torch.autograd.gradcheck of the case's function, as a call to time."""
     import torch
+
     from gradcheck.engines.torch_ops import OPS
 
     f, xs = framework_function(case, OPS, torch.from_numpy, lambda out, c: (out * c).sum())
@@ -76,6 +83,7 @@ def jax_call(case):
     import jax
     import jax.numpy as jnp
     from jax.test_util import check_grads
+
     from gradcheck.engines.jax_ops import OPS
 
     jax.config.update("jax_enable_x64", True)
@@ -83,10 +91,8 @@ def jax_call(case):
     args = [jnp.asarray(x) for x in xs]
 
     def check():
-        try:
+        with contextlib.suppress(AssertionError):  # a kink in the direction: timed all the same
             check_grads(f, args, order=1, modes=["rev"])
-        except AssertionError:  # a kink in the direction: timed all the same
-            pass
 
     return check
 
@@ -147,6 +153,34 @@ def print_rows(rows: list[dict]) -> None:
     )
 
 
+def markdown_rows(rows: list[dict], first: str = "case", label=lambda r: r["case"]) -> str:
+    """The rows of `compare_case` as a Markdown table; `first` names the first column."""
+
+    def ms(seconds: float) -> str:
+        return "-" if math.isnan(seconds) else f"{seconds * 1e3:.1f} ms"
+
+    lines = [
+        f"| {first} | inputs | fd checks | harness | torch slow | torch fast "
+        "| jax check_grads | harness / slow |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = "-" if math.isnan(r["ratio"]) else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"| {label(r)} | {r['inputs']:,} | {r['fd_checked']:,} | {ms(r['harness'])} "
+            f"| {ms(r['torch_slow'])} | {ms(r['torch_fast'])} | {ms(r['jax_check_grads'])} "
+            f"| {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path | None, text: str) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+
+
 def cmd_cases(args) -> None:
     engines = make_engines()
     cases = [
@@ -154,7 +188,9 @@ def cmd_cases(args) -> None:
         for c in gradcheck.load_cases(args.paths)
         if inputs_of(c) >= MIN_INPUTS and "float64" in c.dtypes
     ]
-    print_rows([compare_case(case, engines, args.repeat) for case in cases])
+    rows = [compare_case(case, engines, args.repeat) for case in cases]
+    print_rows(rows)
+    write_markdown(args.markdown, markdown_rows(rows))
 
 
 L2_WX = """\
@@ -173,6 +209,7 @@ def cmd_scaling(args) -> None:
         [case] = load_text(L2_WX.format(n=n))
         rows.append(compare_case(case, engines))
     print_rows(rows)
+    write_markdown(args.markdown, markdown_rows(rows, "n", lambda r: r["case"].rsplit("-", 1)[1]))
 
 
 def cmd_workers(args) -> None:
@@ -216,6 +253,11 @@ def cmd_checks(args) -> None:
     both the Taylor test and the rounding bound: what those checks cost on the smallest
     cases, where the fixed costs decide the ratio."""
     engines = make_engines()
+    lines = [
+        "| case | torch slow | harness | without the Taylor test "
+        "| without it and the rounding bound |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for case in gradcheck.load_cases(["cases"]):
         if case.name not in args.names:
             continue
@@ -233,6 +275,11 @@ def cmd_checks(args) -> None:
             f"{t['full'] / t['slow']:.2f}x   no Taylor {t['no_taylor'] / t['slow']:.2f}x   "
             f"no Taylor, no rounding bound {t['neither'] / t['slow']:.2f}x"
         )
+        lines.append(
+            f"| {case.name} | {t['slow'] * 1e3:.1f} ms | {t['full'] / t['slow']:.2f}x "
+            f"| {t['no_taylor'] / t['slow']:.2f}x | {t['neither'] / t['slow']:.2f}x |"
+        )
+    write_markdown(args.markdown, "\n".join(lines) + "\n")
 
 
 SMALLEST = [
@@ -266,6 +313,10 @@ def main() -> None:
     checks.add_argument("names", nargs="*", default=SMALLEST)
     checks.add_argument("--repeat", type=int, default=7)
     checks.set_defaults(func=cmd_checks)
+    for command in (cases, scaling, checks):
+        command.add_argument(
+            "--markdown", type=Path, metavar="PATH", help="also write the table here, as Markdown"
+        )
     args = parser.parse_args()
     args.func(args)
 

@@ -1,13 +1,15 @@
 """The numpy reference's layers against torch CPU, forward + backward, one thread each.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_layers.py [--dtype float32]
+        [--markdown docs/tables/layers-float64.md]
 
 Both sides run the same one-op graph the way their engines do: numpy through
 `reference_impls.backprop` (every input differentiated, joint backward passes included),
 torch through autograd over the torch engine's op table. Each side runs on one thread, so
 its cost is measured as the CPU time of this process (`time.process_time`), which other
 programs on a busy machine disturb far less than wall time; runs alternate between the two
-and the best of each is kept. The ratio numpy / torch is what to read.
+and the best of each is kept. The ratio numpy / torch is what to read. `--markdown PATH`
+also writes the table as Markdown, for the documentation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 # one BLAS thread for numpy: read when numpy loads its BLAS, so set before the import
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -85,7 +88,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("ops", nargs="*", default=list(SIZES))
+    parser.add_argument(
+        "--markdown", type=Path, metavar="PATH", help="also write the table here, as Markdown"
+    )
     args = parser.parse_args()
+    rows = ["| op | numpy ms | torch ms | numpy / torch |", "|----|---:|---:|---:|"]
     torch.set_num_threads(1)
     print(f"{'op':<10} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6}   ({args.dtype}, 1 thread)")
     for op in args.ops:
@@ -98,6 +105,17 @@ def main() -> None:
         )
         mine, theirs = times["numpy"], times["torch"]
         print(f"{op:<10} {mine * 1e3:9.1f} {theirs * 1e3:9.1f} {mine / theirs:6.2f}")
+        rows.append(f"| {op} | {_ms(mine)} | {_ms(theirs)} | {mine / theirs:.2f} |")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join(rows) + "\n")
+        print(f"wrote {args.markdown}")
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds to two significant digits (three from 100)."""
+    ms = seconds * 1e3
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.2g}"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import COLAH_E
+
+from helpers import COLAH_E, TANH_LAYER, write_case
 
 # Beside a case that passes (helpers.COLAH_E): one whose hand-written `expect` is wrong in
 # one element of a 3 x 4 tensor (so `expect` is blamed), and one whose text is full of HTML.
@@ -44,4 +45,13 @@ def mixed_catalog(tmp_path) -> Path:
     ]:
         (root / folder).mkdir(parents=True, exist_ok=True)
         (root / folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return root
+
+
+@pytest.fixture
+def catalog(tmp_path) -> Path:
+    """A folder of two cases that pass (colah-e, tanh-layer), for the command-line tests."""
+    root = tmp_path / "cases"
+    write_case(root / "scalar", "colah-e.yaml", COLAH_E)
+    write_case(root / "l2-wx", "tanh-layer.yaml", TANH_LAYER)
     return root

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # --- affine -------------------------------------------------------------------------------
 
 
@@ -20,7 +19,7 @@ def affine_forward(x, w, b):
 
 
 def affine_backward(dout, cache):
-    x, w, b = cache
+    x, w, _b = cache
     dx = (dout @ w.T).reshape(x.shape)
     dw = x.reshape(x.shape[0], -1).T @ dout
     return dx, dw, dout.sum(axis=0)
@@ -32,7 +31,7 @@ def affine_backward_db_mean(dout, cache):
 
 
 def affine_forward_minus_b(x, w, b):
-    out, cache = affine_forward(x, w, -b)  # bug: a sign in the forward pass
+    out, _cache = affine_forward(x, w, -b)  # bug: a sign in the forward pass
     return out, (x, w, b)
 
 
@@ -106,7 +105,7 @@ def conv_forward_naive(x, w, b, conv_param):
 
 
 def conv_backward_naive(dout, cache, dw_stride=None):
-    x, w, b, conv_param = cache
+    x, w, _b, conv_param = cache
     stride, pad = conv_param["stride"], conv_param["pad"]
     dw_stride = stride if dw_stride is None else dw_stride
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))

@@ -281,7 +281,9 @@ def test_assert_gradients_returns_the_result_or_raises_with_the_table():
 
 
 def test_bad_arguments_are_clear_errors():
-    square = lambda x: x**2
+    def square(x):
+        return x**2
+
     with pytest.raises(ValueError, match="wrt names"):
         gradcheck.check(square, square, {"x": np.ones(2)}, wrt=["y"])
     with pytest.raises(ValueError, match="dtypes"):

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from gradcheck.cli import main
-from helpers import COLAH_E, TANH_LAYER, write_case
+from helpers import COLAH_E, write_case
 
 CASE_COLUMNS = ["case", "dtype", "verdict", "blame", "seconds", "message"]
 COMPARISON_COLUMNS = [
@@ -35,14 +35,6 @@ COMPARISON_COLUMNS = [
     "rtol",
 ]
 ENGINE_NAMES = {"numpy", "fd", "torch", "jax", "expect"}
-
-
-@pytest.fixture
-def catalog(tmp_path) -> Path:
-    root = tmp_path / "cases"
-    write_case(root / "scalar", "colah-e.yaml", COLAH_E)
-    write_case(root / "l2-wx", "tanh-layer.yaml", TANH_LAYER)
-    return root
 
 
 IN_PROCESS = ["--timeout", "0"]  # no worker process: fast, and the same code path

@@ -14,7 +14,7 @@ from gradcheck import __version__
 from gradcheck.cli import COMMANDS, build_parser, main
 from gradcheck.loading.catalog import CATALOG
 from helpers import COLAH_E, write_case
-from test_cli import catalog, read_cases, run_cli  # noqa: F401 (a fixture)
+from test_cli import read_cases, run_cli
 
 REPO_CASES = Path(__file__).resolve().parent.parent / "cases"
 
@@ -98,7 +98,7 @@ def test_did_you_mean_for_ops_and_names(tmp_path, capsys, expr, message):
     )
     assert run_cli("validate", tmp_path / "typo.yaml") == 2
     err = capsys.readouterr().err
-    assert f"typo.yaml:3: case 'typo': step 'out'" in err and message in err
+    assert "typo.yaml:3: case 'typo': step 'out'" in err and message in err
 
 
 def test_the_progress_bar_shows_an_eta_and_the_failures_so_far(

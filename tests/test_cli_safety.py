@@ -3,15 +3,14 @@ messages, and every pre-existing file byte for byte."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import gradcheck
@@ -19,7 +18,7 @@ import gradcheck.cli
 import gradcheck.reports
 from gradcheck.reports import MARKER
 from helpers import CATALOG, RUN_FILES, write_case
-from test_cli import catalog, console_script, read_cases, run_cli  # noqa: F401 (a fixture)
+from test_cli import console_script, read_cases, run_cli
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -169,10 +168,8 @@ def _children(pid: int) -> list[str]:
     started it, not of the main thread."""
     children = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
             children += (task / "children").read_text().split()
-        except OSError:  # the thread ended meanwhile
-            pass
     return children
 
 

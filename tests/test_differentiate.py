@@ -143,7 +143,9 @@ def test_the_error_estimate_covers_a_forward_that_rounds_far_above_eps():
 
 def test_a_kink_downstream_of_the_element():
     # relu(3x - 1.5 + 1e-6) at x = 0.5: the relu input is 1e-6 from its kink
-    f = lambda v: float(np.sum(np.maximum(3 * v - 1.5 + 1e-6, 0) * 2 + v * v))
+    def f(v):
+        return float(np.sum(np.maximum(3 * v - 1.5 + 1e-6, 0) * 2 + v * v))
+
     found = gradcheck.differentiate(f, np.array([0.5]))
     assert not found.kink[0] and abs(found.grad[0] - (6 + 1)) < 1e-6
 

@@ -242,7 +242,7 @@ def test_a_failure_while_rendering_keeps_the_new_data_files(tmp_path, monkeypatc
     monkeypatch.setattr(reports, "render_html", broken)
     second = gradcheck.run(cases(SLOW), engines=reference_engines())
     with pytest.raises(
-        ReportRenderError, match="disk full while rendering.*CSV files and run.json"
+        ReportRenderError, match=r"disk full while rendering.*CSV files and run\.json"
     ):
         second.write_reports(out)
     assert set(pd.read_csv(out / "cases.csv")["case"]) == set(second.cases["case"])

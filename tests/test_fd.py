@@ -138,7 +138,7 @@ def test_case_fd_max_elements_reaches_the_comparison(tmp_path):
     [row] = [r for r in result.comparisons if r.param == "x"]
     assert (row.checked, row.elements, row.verdict) == (40, 600, "PASS")
     again = gradcheck.run_case(case, "float64", [NumpyEngine(), FiniteDifferences()])
-    assert [r for r in again.comparisons if r.param == "x"][0].worst_index == row.worst_index
+    assert next(r for r in again.comparisons if r.param == "x").worst_index == row.worst_index
 
 
 def test_run_option_fd_max_elements(tmp_path):

@@ -76,7 +76,9 @@ def test_a_kink_whose_jump_is_tiny_beside_f_is_flagged_before_noise_drowns_it():
     not a FAIL."""
     import numpy as np
 
-    f = lambda x: 0.7 + 3.2e-5 * float(np.sum(np.where(x > 0, x, 0.05 * x)))
+    def f(x):
+        return 0.7 + 3.2e-5 * float(np.sum(np.where(x > 0, x, 0.05 * x)))
+
     found = gradcheck.differentiate(f, np.zeros(1))
     assert found.kink.tolist() == [True]
     smooth = gradcheck.differentiate(lambda x: 0.7 + 3.2e-5 * float(np.sum(x)), np.zeros(1))

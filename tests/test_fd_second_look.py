@@ -64,7 +64,10 @@ def test_a_relu_input_near_its_kink_passes_after_the_second_look(trial, monkeypa
 def test_a_real_bug_next_to_the_kink_still_fails(monkeypatch):
     cases = load_text(_relu_net_near_a_kink(10), "<relu>")
     matmul = reference_impls.OPS["matmul"]
-    scaled = lambda g, out, a, b, rule=matmul.grads[1]: rule(g, out, a, b) * 1.001
+
+    def scaled(g, out, a, b, rule=matmul.grads[1]):
+        return rule(g, out, a, b) * 1.001
+
     ops = {
         **reference_impls.OPS,
         "matmul": dataclasses.replace(matmul, grads=(matmul.grads[0], scaled)),

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import load_one
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +24,12 @@ from gradcheck import FiniteDifferences, NumpyEngine, TorchEngine, load_cases, r
 from gradcheck.cli import main
 from gradcheck.errors import CaseError
 from gradcheck.ir.expr import Call, ExprError, Num, Ref, parse
-from gradcheck.ir.graph import FLOAT, INT, Graph, GraphError, Leaf, build_graph
+from gradcheck.ir.graph import INT, Graph, GraphError, Leaf, build_graph
 from gradcheck.ir.ops import OPS
 from gradcheck.loading import load_text
 from gradcheck.power.corpus import CORPUS
 from gradcheck.power.fuzz import POSITIVE, failures, fuzz_case, input_domains, variants
+from helpers import load_one
 
 CATALOG = Path(__file__).resolve().parent.parent / "cases"
 

@@ -226,7 +226,8 @@ REFUSED_AT_VALIDATE = [
         "cross-entropy-zero-rows",
         "  s: {shape: [0, 3]}\n  y: {shape: [0], init: randint, low: 0, high: 3}\n",
         "softmax_cross_entropy(s, y)",
-        "softmax_cross_entropy: axis 0 of shape [0, 3] is empty: no rows to take the mean loss over",
+        "softmax_cross_entropy: axis 0 of shape [0, 3] is empty: "
+        "no rows to take the mean loss over",
     ),
     (
         "mean-empty-axis",

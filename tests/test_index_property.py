@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradcheck.engines.torch_ops import OPS as TORCH
 from gradcheck.ir.ops import ShapeError, clean_index, index_shape
@@ -35,12 +36,12 @@ def test_index_matches_numpy(shape_and_key):
     x = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
     try:
         expected = x[key]
-    except IndexError:
+    except IndexError as refused:
         try:
             index_shape(shape, key)
         except ShapeError:
             return
-        raise AssertionError(f"shape rule accepted {key} on {shape}, numpy refuses it")
+        raise AssertionError(f"shape rule accepted {key} on {shape}, numpy refuses it") from refused
     assert index_shape(shape, key) == expected.shape
     clean = clean_index({"key": key}, shape)["key"]
     np.testing.assert_array_equal(x[clean], expected)
@@ -57,10 +58,10 @@ def test_matmul_shape_rule_matches_numpy(a, b):
 
     try:
         expected = np.matmul(np.zeros(a), np.zeros(b)).shape
-    except ValueError:
+    except ValueError as refused:
         try:
             matmul_shape(a, b)
         except ShapeError:
             return
-        raise AssertionError(f"shape rule accepted {a} @ {b}, numpy refuses it")
+        raise AssertionError(f"shape rule accepted {a} @ {b}, numpy refuses it") from refused
     assert matmul_shape(a, b) == expected

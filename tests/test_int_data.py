@@ -184,7 +184,7 @@ def test_integer_arithmetic_stays_int64_and_float_results_keep_the_dtype(dtype):
 )
 def test_float32_stays_float32_in_every_engine(engine):
     inputs = {"x": np.linspace(-1, 1, 12).reshape(3, 4), "mask": np.array(MASK)}
-    _, arrays, _, out = engine_vjp(
+    _, _arrays, _, out = engine_vjp(
         engine, "sum(x * mask) / sum(mask) + mean(x / mask[0, 0])", inputs, "float32"
     )
     assert out.value.dtype == np.float32 and out.grads["x"].dtype == np.float32

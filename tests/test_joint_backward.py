@@ -133,7 +133,7 @@ def test_a_backward_called_with_other_attributes_or_arguments_recomputes():
 
 
 def test_what_a_forward_kept_goes_with_its_output():
-    graph, inputs, _ = setup("lstm")
+    _graph, inputs, _ = setup("lstm")
     before = len(SAVED._entries)
     out = reference_impls.OPS["lstm"].forward(*inputs.values())
     assert len(SAVED._entries) == before + 1

@@ -17,7 +17,6 @@ import ml_dtypes
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import write_case
 
 import gradcheck
 import reference_impls
@@ -28,6 +27,7 @@ from gradcheck.engines.base import Settings
 from gradcheck.engines.jax_engine import program_key
 from gradcheck.harness.compare import KNOWN_ROUNDING, LOW_IN_EPS, ULPS
 from gradcheck.harness.runner import _run_engine, run_case
+from helpers import write_case
 
 LOW = ["bfloat16", "float16"]
 EPS = {"bfloat16": 2.0**-7, "float16": 2.0**-10}

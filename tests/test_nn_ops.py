@@ -329,7 +329,7 @@ def test_rnn_hand():
 
 
 def test_rnn_single_step_is_one_tanh_layer():
-    op, inputs, attrs, wrt = CASES["rnn-T1"]
+    _op, inputs, _attrs, _wrt = CASES["rnn-T1"]
     x, h0, wx, wh, b = inputs.values()
     want = np.tanh(x[:, 0] @ wx + h0 @ wh + b)
     # the forward adds the three terms in another order: equal up to rounding
@@ -386,7 +386,7 @@ def test_lstm_hand_one_step():
 
 
 def test_lstm_single_step_matches_the_cell_formula():
-    op, inputs, attrs, wrt = CASES["lstm-T1"]
+    _op, inputs, _attrs, _wrt = CASES["lstm-T1"]
     x, h0, c0, wx, wh, b = inputs.values()
     a = x[:, 0] @ wx + h0 @ wh + b
     i, f, o, g = np.split(a, 4, axis=1)

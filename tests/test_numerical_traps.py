@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fault_engines
-import gradcheck
 import reference_impls
 from gradcheck import FiniteDifferences, NumpyEngine, run_case
 from gradcheck.engines import make_engines

@@ -72,7 +72,7 @@ def test_errors_below_the_old_fixed_rtol_are_caught(tmp_path, dtype, factor):
 def test_the_scale_follows_the_terms_that_cancel_not_the_element():
     """1 - tanh^2 at saturation: the gradient is tiny, but its rounding is that of 1."""
     inputs = {"x": np.array([0.5, 9.0])}
-    graph, arrays, cotangent, exact = engine_vjp(
+    graph, arrays, cotangent, _exact = engine_vjp(
         gradcheck.NumpyEngine(), "sum(tanh(x))", inputs, "float32"
     )
     scale = rounding_scale(graph, arrays, ["x"], cotangent, "float32", "t").grads["x"]
@@ -138,3 +138,67 @@ def test_a_sum_of_terms_of_one_sign_rounds_with_its_partial_sums():
     error = np.abs(torch_out.value - exact)
     assert np.all(error <= ENGINE_FACTOR * scale)
     assert np.max(error / np.abs(exact)) > 10 * np.finfo(np.float32).eps  # it does err so
+
+
+def _value_scale(expr: str, inputs: dict, dtype: str = "float32", seeds: int = 12) -> np.ndarray:
+    """The value's rounding scale, as a root-mean-square over `seeds` seeds (one seed's
+    8 samples make a scale that varies by a quarter from seed to seed)."""
+    graph = graph_of(expr, inputs)
+    cotangent = np.ones(graph.output_shape)
+    scales = [
+        rounding_scale(graph, inputs, list(inputs), cotangent, dtype, f"e{s}").value
+        for s in range(seeds)
+    ]
+    return np.sqrt(np.mean(np.square(scales), axis=0))
+
+
+def test_an_einsum_that_contracts_rounds_as_a_sum_of_its_terms():
+    """einsum("ij,ij->") of terms that cancel (each row's products, negated in the next
+    row): its total is 0 up to float64 rounding, and its partial sums round with the
+    terms, as those of sum(a * b) do. Rounded only as a product, its bound followed the
+    zero total: correct einsums failed at tol ratios up to 18 (benchmarks/false_alarms.py,
+    family einsum)."""
+    rng = np.random.default_rng(5)
+    u, v = rng.standard_normal(8), rng.standard_normal(8)
+    inputs = {"a": np.stack([u, u]), "b": np.stack([v, -v])}
+    terms = inputs["a"] * inputs["b"]
+    assert abs(terms.sum()) < 1e-15 * np.abs(terms).sum()
+    einsum = _value_scale('einsum("ij,ij->", a, b)', inputs)
+    written_out = _value_scale("sum(a * b)", inputs)
+    eps = float(np.finfo(np.float32).eps)
+    assert einsum > 0.5 * eps * np.sqrt(np.sum(terms**2))  # the terms', not the total's
+    assert written_out / 2 < einsum < 2 * written_out
+
+
+def test_an_einsum_that_does_not_cancel_keeps_a_bound_near_its_value():
+    """Terms of one sign: the scale stays about eps of the result, that of the same matmul
+    (its partial sums grow to the total: about twice the eps / sqrt(3) of one rounding)."""
+    rng = np.random.default_rng(6)
+    inputs = {"x": rng.uniform(0.5, 1.0, (3, 5)), "w": rng.uniform(0.5, 1.0, (5, 4))}
+    exact = inputs["x"] @ inputs["w"]
+    eps = float(np.finfo(np.float32).eps)
+    einsum = _value_scale('einsum("ij,jk->ik", x, w)', inputs)
+    assert np.all(einsum > 0.5 * eps * exact) and np.all(einsum < 2 * eps * exact)
+    matmul = _value_scale("x @ w", inputs)
+    assert np.all(matmul / 2 < einsum) and np.all(einsum < 2 * matmul)
+
+
+@pytest.mark.parametrize(
+    "expr, shapes",
+    [
+        ('einsum("ijk->kji", x)', {"x": (2, 3, 4)}),
+        ('einsum("ij,jk", x, y)', {"x": (3, 1), "y": (1, 4)}),
+    ],
+)
+def test_an_einsum_that_sums_nothing_rounds_at_most_once(expr, shapes):
+    """An einsum of one operand that contracts nothing only moves values (exact, as a
+    transpose is); one of several operands whose contracted letter has size 1 is a lone
+    product: it rounds once, with no partial sums."""
+    rng = np.random.default_rng(7)
+    inputs = {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+    scale = _value_scale(expr, inputs, seeds=4)
+    if len(inputs) == 1:
+        assert np.all(scale == 0)
+    else:
+        product = inputs["x"] @ inputs["y"]
+        assert np.all(scale < np.finfo(np.float32).eps * np.abs(product))

@@ -100,6 +100,7 @@ def test_the_remainder_plot_puts_each_curve_on_its_decades():
     and the slope-2 guide), a zero leaves a gap, and the legend carries each engine's rate."""
     import base64
     import re
+
     from gradcheck.reports import taylor_plot as plot
 
     eps = np.array([1e-1, 1e-2, 1e-3, 1e-4])

@@ -18,8 +18,7 @@ import pytest
 
 import fault_engines
 import gradcheck
-from gradcheck import FiniteDifferences, NumpyEngine, RunOptions
-from gradcheck import cli
+from gradcheck import FiniteDifferences, NumpyEngine, RunOptions, cli
 from gradcheck.cli import build_parser, main
 from gradcheck.harness import isolation
 from gradcheck.harness.rows import TIMING_COLUMNS
@@ -227,7 +226,10 @@ def test_an_engine_that_fails_to_prepare_still_runs_its_cases():
 def test_cli_starts_workers_before_loading_only_when_every_case_runs(monkeypatch):
     monkeypatch.setattr(isolation.WorkerPool, "prepare", lambda self, engines: self)
     parse = build_parser().parse_args
-    early = lambda *argv: cli._early_workers(parse(["run", *argv]), [NumpyEngine()])
+
+    def early(*argv):
+        return cli._early_workers(parse(["run", *argv]), [NumpyEngine()])
+
     assert len(early(str(ROOT / "cases"), "--workers", "3").workers) == 3
     assert len(early(str(ROOT / "cases"), "--workers", "500").workers) == len(
         list((ROOT / "cases").rglob("*.yaml"))

@@ -34,7 +34,7 @@ def logsumexp_buggy(x):
 
 
 def _bwd_buggy(res, g):
-    x, out = res
+    x, _out = res
     return (g[..., None] * jnp.exp(x - x.max(-1, keepdims=True)),)  # bug: not normalized
 
 

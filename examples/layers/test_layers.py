@@ -12,7 +12,10 @@ INPUTS = {
     "gamma": rng.standard_normal(4),
     "beta": rng.standard_normal(4),
 }
-REFERENCE = "(x - mean(x, axis=0)) / (mean((x - mean(x, axis=0)) ** 2, axis=0) + 1e-5) ** 0.5 * gamma + beta"
+REFERENCE = (
+    "(x - mean(x, axis=0)) / (mean((x - mean(x, axis=0)) ** 2, axis=0) + 1e-5) ** 0.5"
+    " * gamma + beta"
+)
 
 
 def test_batchnorm_backward():

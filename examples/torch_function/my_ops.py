@@ -20,5 +20,5 @@ class Swish(torch.autograd.Function):
 class SwishBuggy(Swish):
     @staticmethod
     def backward(ctx, g):
-        x, s = ctx.saved_tensors
+        _x, s = ctx.saved_tensors
         return g * s  # bug: d/dx [x * sigmoid(x)] lost its x * sigmoid'(x) term
