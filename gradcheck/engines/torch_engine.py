@@ -40,11 +40,11 @@ class TorchEngine:
         """Inputs of a low dtype (bfloat16, float16) become tensors of it and torch computes
         in it; results come back as numpy arrays of the case's dtype."""
         dtype = cotangent.dtype
-        with self._running(graph, dtype) as torch:
+        with self._running(graph, dtype):
             leaves = self._leaves(inputs, wrt)
             out = self._forward(graph, leaves, dtype)
             moving = [leaves[w] for w in wrt]
-            grads = _gradient(torch, self._contracted(out, cotangent), moving)
+            grads = gradient(self._contracted(out, cotangent), moving)
         return _output(out, dict(zip(wrt, grads)), dtype)
 
     def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
@@ -60,13 +60,13 @@ class TorchEngine:
         """grads[x] = (H u)_x of <cotangent, output>: the gradient of <g, u>, g itself the
         gradient of <cotangent, output> kept differentiable (double backward)."""
         dtype = cotangent.dtype
-        with self._running(graph, dtype) as torch:
+        with self._running(graph, dtype):
             leaves = self._leaves(inputs, wrt)
             out = self._forward(graph, leaves, dtype)
             moving = [leaves[w] for w in wrt]
-            grads = _gradient(torch, self._contracted(out, cotangent), moving, create_graph=True)
+            grads = gradient(self._contracted(out, cotangent), moving, create_graph=True)
             along = sum((g * self._tensor(tangents[w])).sum() for w, g in zip(wrt, grads))
-            products = _gradient(torch, along, moving)
+            products = gradient(along, moving)
         return _output(out, dict(zip(wrt, products)), dtype)
 
     @contextmanager
@@ -110,9 +110,10 @@ class TorchEngine:
         return dtypes.to_torch(array, self.device, requires_grad)
 
 
-def _gradient(torch, scalar, leaves: list, create_graph: bool = False) -> list:
+def gradient(scalar, leaves: list, create_graph: bool = False) -> list:
     """d scalar / d leaf for each leaf, zeros where it does not depend on one (autograd
-    refuses a scalar that depends on none: a gradient that is constant, say)."""
+    refuses a scalar that depends on none, or None: a gradient that is constant, say)."""
+    torch = require("torch")
     if not (torch.is_tensor(scalar) and scalar.requires_grad):
         return [torch.zeros_like(leaf) for leaf in leaves]
     return torch.autograd.grad(

@@ -120,4 +120,5 @@ def column_kinds(row_type) -> dict[str, str]:
 
 def _type_name(annotation) -> str:
     """The annotation's name: a string already under `from __future__ import annotations`."""
-    return annotation if isinstance(annotation, str) else annotation.__name__
+    name = annotation if isinstance(annotation, str) else annotation.__name__
+    return name.removesuffix(" | None")  # an INDEX may be missing (shapes that differ)

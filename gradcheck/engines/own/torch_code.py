@@ -11,6 +11,7 @@ import numpy as np
 
 from ... import dtypes as dt
 from ..base import UserCodeError, require
+from ..torch_engine import gradient
 from .calls import NO_FORWARD_RULE, calling, name_of
 
 
@@ -51,7 +52,7 @@ class TorchCode:
         outs = self._call(leaves)
         values = _values(outs)  # before a backward writes into the outputs it saved
         with calling(f"{self.name}'s backward"):
-            grads = _gradient(self._contracted(outs, cotangents), [leaves[w] for w in wrt])
+            grads = gradient(self._contracted(outs, cotangents), [leaves[w] for w in wrt])
         return values, {w: dt.to_numpy(g) for w, g in zip(wrt, grads)}
 
     def jvp(self, arrays, tangents, wrt):
@@ -74,9 +75,9 @@ class TorchCode:
             # cotangents that require grad make a `once_differentiable` backward mark what
             # it returns (see `_refusals`)
             total = self._contracted(outs, cotangents, requires_grad=True)
-            grads = _gradient(total, moving, create_graph=True)
+            grads = gradient(total, moving, create_graph=True)
             along = sum((g * self._tensor(tangents[w], g.dtype)).sum() for w, g in zip(wrt, grads))
-            products = _gradient(along, moving + _refusals(along))[: len(moving)]
+            products = gradient(along, moving + _refusals(along))[: len(moving)]
         return values, {w: dt.to_numpy(p) for w, p in zip(wrt, products)}
 
     def _contracted(self, outs, cotangents, requires_grad: bool = False):
@@ -161,18 +162,6 @@ class TorchCode:
 def _values(outs) -> list[np.ndarray]:
     """Your outputs as numpy copies (a tensor's numpy array shares its memory)."""
     return [np.array(dt.to_numpy(o), copy=True) for o in outs]
-
-
-def _gradient(scalar, leaves: list, create_graph: bool = False) -> list:
-    """d scalar / d leaf for each leaf, zeros where it does not depend on one (autograd
-    refuses a scalar that depends on none, or None: no output depends on an input)."""
-    import torch
-
-    if not (torch.is_tensor(scalar) and scalar.requires_grad):
-        return [torch.zeros_like(leaf) for leaf in leaves]
-    return torch.autograd.grad(
-        scalar, leaves, allow_unused=True, materialize_grads=True, create_graph=create_graph
-    )
 
 
 def _forward_class(error: Exception):
