@@ -45,6 +45,9 @@ class RunOptions:
     taylor: bool = True  # the Taylor-remainder test of each engine
     modes: list[str] | None = None  # rev and/or fwd for every case; None: each case's own
     order: int | None = None  # 2: Hessian-vector products too; None: each case's own
+    # the rounding bounds, kept by (case, dtype, product, engines) between runs of the same
+    # cases (mutation testing: they come from the unmutated reference, whatever the mutant)
+    bounds_memo: dict | None = None
 
 
 @dataclass
@@ -77,7 +80,8 @@ def run_case(
     checked = products.wanted(case, options.modes, options.order)
     tangents = case.tangents(dtype) if checked != [VJP] else {}
     runs = {
-        p: _product_run(p, case, arrays, settings, engines, announce, tangents) for p in checked
+        p: _product_run(p, case, arrays, settings, engines, announce, tangents, options)
+        for p in checked
     }
     vjp = runs.get(VJP) or ProductRun()
     if vjp.outputs:
@@ -119,7 +123,9 @@ class ProductRun:
     product: str = VJP
 
 
-def _product_run(product, case, arrays, settings, engines, announce, tangents) -> ProductRun:
+def _product_run(
+    product, case, arrays, settings, engines, announce, tangents, options
+) -> ProductRun:
     run = ProductRun(product=product)
     for engine in engines:
         if announce is not None:
@@ -132,7 +138,7 @@ def _product_run(product, case, arrays, settings, engines, announce, tangents) -
     expect = _expect_output(case) if product == VJP else None
     if expect is not None:
         run.outputs[EXPECT] = expect
-    run.bounds = _rounding_bounds(case, arrays, settings, list(run.outputs), product, tangents)
+    run.bounds = _kept_bounds(options.bounds_memo, case, arrays, settings, run, tangents)
     _compare_run(run, case, settings.dtype)
     return run
 
@@ -158,6 +164,17 @@ class Bounds:
 
     def of(self, engine: str) -> EngineOutput:
         return self.own.get(engine, self.model)
+
+
+def _kept_bounds(memo, case, arrays, settings, run: ProductRun, tangents) -> Bounds | None:
+    """`_rounding_bounds` of the run, computed once per key where a memo is kept."""
+    args = (case, arrays, settings, list(run.outputs), run.product, tangents)
+    if memo is None:
+        return _rounding_bounds(*args)
+    key = (case.name, settings.dtype, run.product, tuple(run.outputs))
+    if key not in memo:
+        memo[key] = _rounding_bounds(*args)
+    return memo[key]
 
 
 def _rounding_bounds(

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..engines import EngineSkip, NumpyEngine, call_vjp, make_engines
 from ..harness.result import write_table
-from ..harness.runner import run_case
+from ..harness.runner import RunOptions, run_case
 from ..harness.verdict import FAILING
 from ..reports.mutants import render_mutants_html
 from .corpus import Mutant, all_mutants
@@ -128,14 +128,17 @@ def mutate(
     mutants = all_mutants() if mutants is None else list(mutants)
     replays = [Replay(e) for e in (make_engines(REFERENCES) if references is None else references)]
     runs = [(c, d) for c in cases for d in (list(dtypes) if dtypes else c.dtypes)]
-    baseline = {(c.name, d): _outcome(run_case(c, d, [NumpyEngine()] + replays)) for c, d in runs}
+    options = RunOptions(bounds_memo={})  # the reference's rounding, computed once per case
+    baseline = {
+        (c.name, d): _outcome(run_case(c, d, [NumpyEngine()] + replays, options)) for c, d in runs
+    }
     judged = [(c, d) for c, d in runs if baseline[(c.name, d)][0] not in FAILING]
     reference_seconds = time.perf_counter() - start
     cells, rows = {}, []
     for mutant in mutants:
         if progress:
             progress(mutant.name)
-        outcomes = _run_mutant(mutant, judged, replays)
+        outcomes = _run_mutant(mutant, judged, replays, options)
         cells[mutant.name] = {f"{c}[{d}]": _cell(o) for (c, d), o in outcomes.items()}
         rows.append(_summary(mutant, outcomes, {d for _, d in runs}))
     return MutationResult(
@@ -165,12 +168,12 @@ def select(names: Iterable[str] = ()) -> list[Mutant]:
     return [m for m in all_mutants() if not names or m.name.startswith(names)]
 
 
-def _run_mutant(mutant: Mutant, runs, replays) -> dict:
+def _run_mutant(mutant: Mutant, runs, replays, options: RunOptions) -> dict:
     if not mutant.applicable():
         return {}
     engine = mutant.engine()
     return {
-        (c.name, d): _outcome(run_case(c, d, [engine] + replays))
+        (c.name, d): _outcome(run_case(c, d, [engine] + replays, options))
         for c, d in runs
         if mutant.exercised_by(c)
     }
