@@ -26,6 +26,8 @@ def jvp(graph, ops: Mapping[str, Primitive], env: dict, tangents: Mapping, combi
     `tangents` ({input name: tangent of that input's shape}), every named input moving.
 
     The tangent is zeros of the output's shape and dtype where no tangent reaches it.
+    A node whose value `env` already holds (a forward run once for several passes) is not
+    evaluated again.
     `combine` adds two contributions to one tangent: an argument, so that a variant
     executor (one whose additions round) is a call away and never a second copy of this
     loop."""
@@ -34,7 +36,8 @@ def jvp(graph, ops: Mapping[str, Primitive], env: dict, tangents: Mapping, combi
     dots = dict(tangents)  # name -> its tangent, inputs' and nodes' alike
     for node in order:
         prim, args = ops[node.op], operands(node, env)
-        env[node.name] = prim.forward(*args, **node.attrs)
+        if node.name not in env:  # a forward already run (one per input's pass) is reused
+            env[node.name] = prim.forward(*args, **node.attrs)
         if node.name in moving:
             dots[node.name] = _tangent(node, prim, args, env[node.name], dots, combine)
     return env[graph.output], _final(dots, env[graph.output], graph.output)

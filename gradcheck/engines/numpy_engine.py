@@ -47,16 +47,13 @@ class NumpyEngine:
     def jvp(self, graph, inputs, wrt, tangents) -> EngineOutput:
         """Forward mode from the tangent rules: one pass per input, that input alone moving."""
         dtype = np.asarray(tangents[wrt[0]]).dtype if wrt else np.dtype(np.float64)
-        value, products = None, {}
+        products = {}
         with np.errstate(all="ignore"):
-            for w in wrt:
-                env = self._env(graph, inputs, dtype)
-                value, products[w] = self.forward_mode(
-                    graph, self.ops, env, {w: dtypes.as_compute(tangents[w])}
-                )
-        if value is None:
-            value = reference_impls.forward(graph, self.ops, self._env(graph, inputs, dtype))
-            value = value[graph.output]
+            env = reference_impls.forward(graph, self.ops, self._env(graph, inputs, dtype))
+            for w in wrt:  # each pass reuses the forward's values
+                one = {w: dtypes.as_compute(tangents[w])}
+                _, products[w] = self.forward_mode(graph, self.ops, dict(env), one)
+        value = env[graph.output]
         return EngineOutput(
             _rounded(value, dtype), {w: _rounded(t, dtype) for w, t in products.items()}
         )
