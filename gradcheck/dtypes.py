@@ -123,6 +123,8 @@ def to_numpy(tensor, dtype=None) -> np.ndarray:
     import torch
 
     tensor = tensor.detach().cpu()
+    if tensor._is_zerotensor():  # autograd's symbolic zero (a derivative that is 0 by
+        tensor = torch.zeros(tensor.shape, dtype=tensor.dtype)  # structure) has no array
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
     array = tensor.numpy()

@@ -139,8 +139,56 @@ def _product_run(
     if expect is not None:
         run.outputs[EXPECT] = expect
     run.bounds = _kept_bounds(options.bounds_memo, case, arrays, settings, run, tangents)
+    if product == HVP and case.tolerance is None:
+        run.bounds = _measured_bounds(run, case, arrays, settings, engines, tangents)
     _compare_run(run, case, settings.dtype)
     return run
+
+
+# Hessian-vector products have no rounding model: an exact engine's H u is computed again in
+# a probe dtype, a finer one where there is one (float32 -> float64: the difference is its
+# rounding), else the next coarser (float64 -> float32, scaled by the ratio of their eps)
+PROBE = {"float64": "float32", "float32": "float64", "bfloat16": "float32", "float16": "float32"}
+
+
+def _measured_bounds(run: ProductRun, case, arrays, settings, engines, tangents) -> Bounds | None:
+    """Each exact engine's measured rounding of its H u as its bound (an engine whose probe
+    cannot run gets the first measured one's)."""
+    exact = [e for e in engines if e.name in run.outputs and not run.outputs[e.name].numerical]
+    own = {e.name: _probed(e, run, case, arrays, settings, tangents) for e in exact}
+    measured = {name: b for name, b in own.items() if b is not None}
+    if not measured:
+        return None
+    return Bounds(next(iter(measured.values())), measured)
+
+
+def _probed(engine, run: ProductRun, case, arrays, settings, tangents) -> EngineOutput | None:
+    probe, dtype = PROBE[settings.dtype], settings.dtype
+    try:
+        probed = products.call(
+            HVP, engine, case, _cast_all(arrays, probe), Settings(probe), _cast_all(tangents, probe)
+        )
+    except Exception:  # noqa: BLE001 -- no probe (a kernel missing in it): another's bound
+        return None
+    if probed is None:
+        return None
+    scale = 1.0 if dt.eps(probe) < dt.eps(dtype) else dt.eps(dtype) / dt.eps(probe)
+    checked = run.outputs[engine.name].grads
+    return EngineOutput(
+        np.zeros(()),
+        {
+            w: _measured_scale(scale * np.abs(dt.as_float64(checked[w]) - dt.as_float64(g)))
+            for w, g in probed.grads.items()
+        },
+    )
+
+
+def _measured_scale(d: np.ndarray) -> np.ndarray:
+    return ENGINE_FACTOR * np.maximum(d, root_mean_square(d))
+
+
+def _cast_all(arrays: dict, dtype: str) -> dict:
+    return {k: dt.cast(v, dtype) for k, v in arrays.items()}
 
 
 def _compare_run(run: ProductRun, case, dtype: str) -> None:
@@ -438,7 +486,7 @@ def _measured(output: EngineOutput, param: str):
     d = output.value_rounding if param == VALUE else output.grad_rounding.get(param)
     if d is None or not np.size(d):
         return d
-    return ENGINE_FACTOR * np.maximum(d, root_mean_square(d))
+    return _measured_scale(d)
 
 
 def _rounding_note(outputs, bounds, dtype: str, forward_names: dict) -> str:
