@@ -31,10 +31,14 @@ class TorchEngine:
         return {"device": self.device, "tf32": self.allow_tf32}
 
     def prepare(self) -> None:
-        """Import torch and its op table: what a worker process does while the parent still
-        loads the cases."""
-        require("torch")
+        """Import torch and its op table, and set up forward-mode AD (its first use in a
+        process takes seconds): what a worker process does while the parent still loads
+        the cases."""
+        torch = require("torch")
         from . import torch_ops  # noqa: F401
+
+        with torch.autograd.forward_ad.dual_level():
+            torch.autograd.forward_ad.make_dual(torch.zeros(1), torch.ones(1)) * 2
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         """Inputs of a low dtype (bfloat16, float16) become tensors of it and torch computes
