@@ -129,7 +129,7 @@ class OwnEngine:
         dtype, scale = probe
         runs = []
         for k in range(SAMPLES):
-            jiggled = {n: _jiggled(a, dtype, k) for n, a in inputs.items()}
+            jiggled = {n: jiggle(a, dtype, k) for n, a in inputs.items()}
             try:
                 with np.errstate(all="ignore"):
                     outs, grads = run(jiggled, dtype)
@@ -162,7 +162,7 @@ def joined_shape(shapes: list[tuple]) -> tuple:
     return (sum(int(np.prod(s)) for s in shapes),)
 
 
-def _jiggled(array, dtype: str, k: int) -> np.ndarray:
+def jiggle(array, dtype: str, k: int) -> np.ndarray:
     """`array` in `dtype`, times (1 + JIGGLE u eps), u seeded in [-1, 1] (the k-th draw;
     none for k = 0): a few units in the last place, so that each run rounds its own way."""
     if k == 0 or not dt.floating(np.asarray(array).dtype):
