@@ -16,6 +16,7 @@ from itertools import combinations
 import numpy as np
 
 from ..dtypes import DTYPES, info
+from .rows import ComparisonRow
 from .verdict import Verdict
 
 EXPECT = "expect"  # the source name of a case's hand-written values
@@ -300,3 +301,17 @@ def blame(engines: list[str], disagreeing: set[tuple[str, str]], suspects=()) ->
             best = [c for c in covers if len(c & set(suspects)) == most]
             return sorted(set().union(*best), key=engines.index)
     return list(engines)
+
+
+def comparison_row(
+    case: str, dtype: str, param: str, pair, j: Judgement, elements, covered=None, product="vjp"
+) -> ComparisonRow:
+    """A judgement as its comparisons.csv row. `covered`: how a numerical side covered the
+    input (coverage, its directions, the farthest kink; default: every element, none)."""
+    coverage, directions, kink_distance = covered or ("full", 0, float("nan"))
+    return ComparisonRow(
+        case, dtype, param, pair[0], pair[1], j.verdict, j.max_abs_err, j.max_rel_err, j.tol_ratio,
+        j.worst_index, j.atol, j.rtol, j.value_a, j.value_b, j.fd_err, j.round_err, j.bound,
+        j.checked, int(elements), j.kinks, j.message, coverage, directions, kink_distance,
+        product,
+    )  # fmt: skip

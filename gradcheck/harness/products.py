@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engines.base import EngineOutput, Settings, as_output
-from .compare import judge, tolerance_for
+from .compare import comparison_row, judge, tolerance_for
 from .rows import ADJOINT, HVP, JVP, VJP, ComparisonRow
 
 MODES = {"rev": VJP, "fwd": JVP}
@@ -105,27 +105,5 @@ def _adjoint_row(case, dtype, name, x, sides, slack, bounded) -> ComparisonRow:
         tol,
         round_err=np.asarray(slack + floor),
     )
-    return ComparisonRow(
-        case.name,
-        dtype,
-        x,
-        name,
-        name,
-        j.verdict,
-        j.max_abs_err,
-        j.max_rel_err,
-        j.tol_ratio,
-        j.worst_index,
-        j.atol,
-        j.rtol,
-        j.value_a,
-        j.value_b,
-        j.fd_err,
-        j.round_err,
-        j.bound,
-        j.checked,
-        1,
-        j.kinks,
-        j.message or "<v, J u> (forward) vs <J^T v, u> (reverse)",
-        product=ADJOINT,
-    )
+    j.message = j.message or "<v, J u> (forward) vs <J^T v, u> (reverse)"
+    return comparison_row(case.name, dtype, x, (name, name), j, 1, product=ADJOINT)

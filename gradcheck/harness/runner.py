@@ -24,6 +24,7 @@ from .compare import (
     EXPECT,
     VALUE,
     blame,
+    comparison_row,
     disagrees,
     judge,
     judge_directions,
@@ -430,7 +431,11 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
                 tolerance_for(dtype, estimate is not None, case.tolerance),
             )
             covered = _coverage(estimate, param)
-            rows.append(_row(case.name, dtype, param, a, b, j, pair[0], covered, product))
+            rows.append(
+                comparison_row(
+                    case.name, dtype, param, (a, b), j, np.size(pair[0]), covered, product
+                )
+            )
             if j.abs_err is not None:
                 errors[(error_key(product, param), a, b)] = j.abs_err
             if j.failing is not None:
@@ -574,37 +579,6 @@ def _coverage(estimate: EngineOutput | None, param: str) -> tuple[str, int, floa
         estimate.coverage.get(param, "full"),
         0 if found is None else len(found.slopes),
         float(farthest),
-    )
-
-
-def _row(case: str, dtype: str, param: str, a: str, b: str, j, array, covered, product):
-    coverage, directions, kink_distance = covered
-    return ComparisonRow(
-        case,
-        dtype,
-        param,
-        a,
-        b,
-        j.verdict,
-        j.max_abs_err,
-        j.max_rel_err,
-        j.tol_ratio,
-        j.worst_index,
-        j.atol,
-        j.rtol,
-        j.value_a,
-        j.value_b,
-        j.fd_err,
-        j.round_err,
-        j.bound,
-        j.checked,
-        int(np.size(array)),
-        j.kinks,
-        j.message,
-        coverage,
-        directions,
-        kink_distance,
-        product,
     )
 
 
