@@ -1,7 +1,12 @@
 # Two entry points, each sets up .venv on first use:
 #   make run   - the whole catalog into reports/latest/
-#   make test  - the test suite (installs headless Chromium from Debian when run as root)
+#   make test  - the test suite (installs headless Chromium from Debian when run as root),
+#                one pytest-xdist worker per core: `make test PYTEST_WORKERS=0` runs it in
+#                one process; `pytest -m slow` runs the long fuzzing and packaging tests
 PYTHON ?= python3
+# at most 8 workers: each imports torch and jax, and some tests start process pools
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST   := -n $(PYTEST_WORKERS) --maxprocesses=8 --dist worksteal
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
@@ -11,7 +16,7 @@ run: $(STAMP)
 	$(VENV)/bin/gradcheck run cases/ --out reports/latest
 
 test: $(STAMP) browser
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_XDIST)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -1,7 +1,15 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the order of the run under xdist.
+
+`make test` runs the suite under pytest-xdist, each worker with its own `tmp_path` folders,
+where tests write (the linters keep their caches in the repository, as when run by hand).
+What the workers share is built for it: the jax engine's compile cache (its executables
+are written whole or not at all, and an entry that does not load is a miss) and
+hypothesis's example database.
+"""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -32,6 +40,47 @@ HTML_TEXT = """\
     inputs: {a: 3.0}
     expr: tanh(a) * a
 """
+
+
+# Module fixtures that take from seconds to minutes to compute (a mutation matrix of the
+# whole catalog, a catalog run, a docs build, a package build).
+SHARED_FIXTURES = {"catalog_mutation", "catalog_result", "site", "dists"}
+# The longest single tests (ten seconds and more of CPU), longest first.
+LONGEST = (
+    "tests/test_mutations.py::test_every_mutant_is_killed",
+    "tests/test_fuzz.py::test_fuzz_writes_a_shrunk_case",
+    "tests/test_workers.py::test_two_workers_write_the_same_reports",
+    "tests/test_examples.py::test_new_op_under_the_cli",
+    "tests/test_taylor.py::test_every_catalog_case",
+    "tests/test_examples.py::test_custom_engine_under_the_cli",
+    "tests/test_fuzz.py::test_fuzz_cli",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Under xdist, the tests that share a costly module fixture and the longest tests run
+    first.
+
+    `--dist worksteal` hands each worker a contiguous share of the run and lets an idle
+    worker take the end of another's queue, never its start. What starts the first share
+    stays in one worker: a costly module fixture is computed once, not once per worker.
+    And the longest work starts first, so that the run does not end waiting on one long
+    test."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {}
+    for item in items:
+        shared = sorted(SHARED_FIXTURES.intersection(_module_fixtures(item)))
+        longest = [i for i, prefix in enumerate(LONGEST) if item.nodeid.startswith(prefix)]
+        if shared or longest:
+            rank[item] = (0, shared[0], 0) if shared else (1, "", longest[0])
+    first = sorted(rank, key=rank.__getitem__)
+    items[:] = first + [item for item in items if item not in rank]
+
+
+def _module_fixtures(item) -> list[str]:
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return [name for name, chain in defs.items() if chain and chain[-1].scope != "function"]
 
 
 @pytest.fixture

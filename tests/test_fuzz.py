@@ -5,7 +5,7 @@ escapes is the documented one -- `CaseError` from the loader, `ExprError` from t
 Fuzzing a case's inputs (`gradcheck fuzz`): the engines agree on drawn shapes and values, and
 a deliberately broken rule is found, shrunk and written out as a case that reproduces it.
 
-The default run tries a few hundred inputs per test; `pytest -m slow` tries 10,000 each.
+The default run tries a hundred inputs per test; `pytest -m slow` tries 10,000 each.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from helpers import load_one
 
 CATALOG = Path(__file__).resolve().parent.parent / "cases"
 
-QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+QUICK = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 
 # --- documents ------------------------------------------------------------------------------
@@ -417,15 +417,26 @@ def test_the_graph_builder_raises_only_graph_errors_10k(steps):
     check_steps(steps)
 
 
+def check_tree(text: str) -> None:
+    try:
+        parse(text)
+    except ExprError as e:
+        assert "nested deeper" in str(e) or "characters long" in str(e), (text, str(e))
+
+
 @QUICK
 @given(trees())
 def test_well_formed_trees_within_the_limits_parse(text):
     """The parser refuses only what it must: a well-formed tree below the depth limit
     parses (names and arities are the graph builder's business)."""
-    try:
-        parse(text)
-    except ExprError as e:
-        assert "nested deeper" in str(e) or "characters long" in str(e), (text, str(e))
+    check_tree(text)
+
+
+@pytest.mark.slow
+@SLOW
+@given(trees())
+def test_well_formed_trees_within_the_limits_parse_10k(text):
+    check_tree(text)
 
 
 # --- fuzzing a case's inputs: every engine agrees, or the failure becomes a YAML case -------
