@@ -18,6 +18,10 @@ from pathlib import Path
 SHIPPED = Path(__file__).with_name("accuracy.json")
 WIDEN_ABOVE = 2.0  # ulps: what the rounding model's "about an ulp" covers
 CAP = 64.0  # ulps: the most an engine's op is forgiven
+# The measured functions an op computes inside it, where its output is theirs: each hidden
+# state of an rnn is a tanh, an lstm's a sigmoid times a tanh. Such an op's output is
+# widened by the worst of them, as the backward reads it (1 - h^2 of a saturated h).
+INSIDE = {"rnn": ("tanh",), "lstm": ("sigmoid", "tanh")}
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,12 +38,16 @@ def widened_ops(engine: str, dtype: str, ops) -> dict[str, float]:
     where the true value is a normal number (a flushed subnormal is an absolute error
     below tiny, not a relative one), for each of `ops` measured more than WIDEN_ABOVE ulps
     off, at most CAP; {} for an engine or dtype the shipped table does not name. `pow`
-    (rows `pow^k`) takes the worst of its measured exponents."""
+    (rows `pow^k`) takes the worst of its measured exponents; an op of INSIDE, the worst
+    of the functions it computes."""
     measured = table().get(engine, {}).get(dtype, {})
     out: dict[str, float] = {}
     for name, row in measured.items():
-        op = name.split("^")[0]
+        function = name.split("^")[0]
         worst = row.get("max_ulps_normal", row.get("max_ulps"))
-        if op in ops and worst is not None and worst > WIDEN_ABOVE:
-            out[op] = min(max(out.get(op, 0.0), float(worst)), CAP)
+        if worst is None or worst <= WIDEN_ABOVE:
+            continue
+        for op in {function} | {op for op, inside in INSIDE.items() if function in inside}:
+            if op in ops:
+                out[op] = min(max(out.get(op, 0.0), float(worst)), CAP)
     return out
