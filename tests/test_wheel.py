@@ -63,7 +63,7 @@ def _env() -> dict[str, str]:
 
 
 def _run(argv: list, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    done = subprocess.run(
+    return subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
         env=_env(),
@@ -71,7 +71,6 @@ def _run(argv: list, cwd: Path, timeout: float = 900) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
     )
-    return done
 
 
 def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -41,7 +41,7 @@ POINTS = 2000
 SMALLEST = 1e-6  # the smallest magnitude of a grid (besides 0)
 # and evenly spaced over where most values lie: the log-uniform part puts only ~100 points
 # between 0.5 and 8, and an approximation's worst errors there fall between them (jax's
-# float32 tanh: 1.8 ulps found by the log-uniform grid alone, 4+ by 10^6 points)
+# float32 tanh: 1.8 ulps by the log-uniform grid alone, 2.2 at -5.9 with these points)
 BULK = 8.0
 BULK_POINTS = 16000
 TAIL = 40.0  # how far the saturating functions are measured
