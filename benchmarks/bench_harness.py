@@ -2,6 +2,7 @@
 thread per library, warm, best of 5 (`cases`: the checkers of a case timed in turn) or 3.
 
     .venv/bin/python benchmarks/bench_harness.py cases     # catalog cases with >= 100 inputs
+    .venv/bin/python benchmarks/bench_harness.py cases --modes rev --order 1   # like for like
     .venv/bin/python benchmarks/bench_harness.py scaling   # L2 of W x, n = 8 .. 1024
     .venv/bin/python benchmarks/bench_harness.py workers   # catalog wall time, 1 and 2 workers
     .venv/bin/python benchmarks/bench_harness.py checks [CASE ...]   # what two checks cost
@@ -97,10 +98,10 @@ def jax_call(case):
     return check
 
 
-def harness_split(case, engines) -> tuple[int, dict]:
+def harness_split(case, engines, options=None) -> tuple[int, dict]:
     """How many elements fd checked in a harness run of the case, and each engine's
     seconds in that run."""
-    result = gradcheck.run_case(case, "float64", engines)
+    result = gradcheck.run_case(case, "float64", engines, options)
     checked = {
         r.param: r.checked
         for r in result.comparisons
@@ -113,18 +114,19 @@ def inputs_of(case) -> int:
     return sum(int(np.prod(case.graph.inputs[w].shape)) for w in case.wrt)
 
 
-def compare_case(case, engines, repeat: int = 3) -> dict:
-    """Every checker timed on the case, their calls in turn (timing.best_of_each)."""
+def compare_case(case, engines, repeat: int = 3, options=None) -> dict:
+    """Every checker timed on the case, their calls in turn (timing.best_of_each).
+    `options`: the harness's RunOptions (modes, order); None, the case's own."""
     n = inputs_of(case)
     calls = {
-        "harness": lambda: gradcheck.run_case(case, "float64", engines),
+        "harness": lambda: gradcheck.run_case(case, "float64", engines, options),
         "torch_fast": torch_call(case, True),
         "jax_check_grads": jax_call(case),
     }
     if n <= SLOW_MODE_LIMIT:
         calls["torch_slow"] = torch_call(case, False)
     times = {"torch_slow": float("nan"), **best_of_each(calls, repeat)}
-    fd_checked, split = harness_split(case, engines)
+    fd_checked, split = harness_split(case, engines, options)
     return {
         "case": case.name,
         "inputs": n,
@@ -188,7 +190,9 @@ def cmd_cases(args) -> None:
         for c in gradcheck.load_cases(args.paths)
         if inputs_of(c) >= MIN_INPUTS and "float64" in c.dtypes
     ]
-    rows = [compare_case(case, engines, args.repeat) for case in cases]
+    modes = args.modes.split(",") if args.modes else None
+    options = gradcheck.RunOptions(modes=modes, order=args.order)
+    rows = [compare_case(case, engines, args.repeat, options) for case in cases]
     print_rows(rows)
     write_markdown(args.markdown, markdown_rows(rows))
 
@@ -299,6 +303,10 @@ def main() -> None:
     cases = sub.add_parser("cases")
     cases.add_argument("paths", nargs="*", default=["cases"])
     cases.add_argument("--repeat", type=int, default=5, help="timed calls of each, the best kept")
+    cases.add_argument(
+        "--modes", help="rev and/or fwd for every case (rev: like for like with the checkers)"
+    )
+    cases.add_argument("--order", type=int, choices=(1, 2), help="2: Hessian-vector products")
     cases.set_defaults(func=cmd_cases)
     scaling = sub.add_parser("scaling")
     scaling.add_argument(
