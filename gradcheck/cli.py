@@ -250,7 +250,7 @@ def run_options(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         metavar="N",
         help="worker processes running cases side by side, one BLAS thread each "
-        "(default: the number of cores; ignored with --timeout 0)",
+        "(default: one per 4 runs, at most the number of cores; ignored with --timeout 0)",
     )
     p.add_argument(
         "--allow-skips",

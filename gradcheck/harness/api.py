@@ -27,11 +27,11 @@ def run(
 ) -> RunResult:
     """Run every case in each of its dtypes (or in `dtypes`) through `engines` (default: all
     four built-in ones) and return the tables. With a time limit (`options.timeout`, in
-    seconds) cases run in `workers` worker processes (default: one per core; or a pool
-    started beforehand, `WorkerPool.prepare`, which the run then stops); without one (None
-    or 0), one after another in this process. The rows come in the same order either way.
-    As each run ends, `progress` hears its label and `on_result` its `CaseResult` (a
-    progress bar that counts failures)."""
+    seconds) cases run in `workers` worker processes (default: one per 4 runs, at most one
+    per core; or a pool started beforehand, `WorkerPool.prepare`, which the run then stops);
+    without one (None or 0), one after another in this process. The rows come in the same
+    order either way. As each run ends, `progress` hears its label and `on_result` its
+    `CaseResult` (a progress bar that counts failures)."""
     engines = make_engines() if engines is None else list(engines)
     cases = list(cases)
     jobs = [(case, dtype) for case in cases for dtype in (list(dtypes) if dtypes else case.dtypes)]

@@ -45,6 +45,8 @@ import numpy as np
 from .runner import CaseResult, RunOptions, error_result, run_case
 
 STARTUP_SECONDS = 120  # importing gradcheck in a fresh process; not a case's time
+# measured: 14 small cases take as long in one worker as in two, at 60% of the CPU
+JOBS_PER_WORKER = 4
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 WORKER_MAIN = (
@@ -91,7 +93,7 @@ def run_jobs(
     workers: int | WorkerPool | None = None,
     report: Callable[[CaseResult, str], None] | None = None,
 ) -> list:
-    """Run `(case, dtype)` jobs; `workers` processes (default: the number of cores) when
+    """Run `(case, dtype)` jobs; `workers` processes (default: `default_workers`) when
     `options.timeout` is set, else one after another in this process. `workers` may also
     be a pool already started (`WorkerPool.prepare`): this run uses it, then stops it.
     `report(result, label)` hears of each run as it ends."""
@@ -106,8 +108,14 @@ def run_jobs(
                 for case, dtype in jobs
             ]
     if not isinstance(workers, WorkerPool):
-        workers = WorkerPool(max(1, min(workers or available_cores(), len(jobs))), timeout)
+        workers = WorkerPool(min(workers or default_workers(len(jobs)), len(jobs)) or 1, timeout)
     return workers.run(jobs, engines, options, report)
+
+
+def default_workers(jobs: int) -> int:
+    """A worker per JOBS_PER_WORKER jobs, at most one per core: each worker's start
+    (importing torch and jax) costs seconds of CPU, more than a few small cases take."""
+    return max(1, min(available_cores(), -(-jobs // JOBS_PER_WORKER)))
 
 
 @contextlib.contextmanager
