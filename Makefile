@@ -8,6 +8,9 @@ PYTHON ?= python3
 PYTEST_WORKERS ?= auto
 PYTEST_XDIST   := -n $(PYTEST_WORKERS) --maxprocesses=8 --dist worksteal
 VENV   := .venv
+# Python caches compiled modules (and pytest its assertion-rewritten tests) unless told not
+# to; the test suite starts many interpreters, each of which would compile them again.
+unexport PYTHONDONTWRITEBYTECODE
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test browser clean
