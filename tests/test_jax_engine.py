@@ -162,6 +162,43 @@ def test_a_program_missing_from_the_store_is_saved_again(tmp_path):
     assert run() == [programs, programs]  # every one loaded back
 
 
+@pytest.fixture
+def cache_events():
+    """What JAX's persistent cache is asked while the test runs: each lookup's outcome."""
+    events: list[str] = []
+
+    def listen(event: str, **_) -> None:
+        if event.endswith(("/cache_hits", "/cache_misses")):
+            events.append(event.rsplit("/", 1)[1])
+
+    jax.monitoring.register_event_listener(listen)
+    yield events
+    jax.monitoring.unregister_event_listener(listen)
+
+
+def test_a_program_compiled_afresh_is_compiled_by_xla_without_jaxs_cache(
+    compiles, cache_events, tmp_path
+):
+    """JAX decides once per process whether it uses its cache, so turning the setting off
+    later only changed its keys: a second compile "afresh" loaded the first from JAX's
+    cache, did not load back either, and the program was marked as never travelling (traced
+    again in every run)."""
+    jax_cache.use_persistent_cache(jax, tmp_path)
+    x = np.linspace(-1.0, 1.0, 5)
+
+    def compile_():
+        return jax.jit(lambda v: jax.numpy.tanh(v) * 3.0).lower(x).compile()
+
+    compile_()
+    assert cache_events == ["cache_misses"]  # and now in JAX's cache
+    for _ in range(2):
+        afresh = jax_cache._compiled_afresh(jax, compile_)
+        np.testing.assert_allclose(np.asarray(afresh(x)), np.tanh(x) * 3.0)
+    assert cache_events == ["cache_misses"]  # XLA compiled both: JAX's cache was not asked
+    compile_()
+    assert cache_events == ["cache_misses", "cache_hits"]  # and is in use again afterwards
+
+
 def test_a_program_that_does_not_travel_is_compiled_once_per_process(
     compiles, tmp_path, monkeypatch
 ):
@@ -170,7 +207,8 @@ def test_a_program_that_does_not_travel_is_compiled_once_per_process(
     monkeypatch.setattr(jax_cache.ExecutableStore, "save", lambda *a: False)
     case, engine = case_of(TANH), JaxEngine(cache_dir=tmp_path)
     engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
-    assert len(compiles) == 2 and len(list((tmp_path / "executables").glob("*.stays"))) == 1
+    marks = list((tmp_path / "executables").glob("*" + jax_cache.STAYS))
+    assert len(compiles) == 2 and len(marks) == 1
     jax_cache._COMPILED.clear()  # as a fresh process starts
     out = engine.vjp(case.graph, case.arrays("float64"), case.wrt, case.cotangent("float64"))
     assert len(compiles) == 3

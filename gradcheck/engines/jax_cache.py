@@ -22,6 +22,9 @@ import numpy as np
 CACHE_ENV = "GRADCHECK_JAX_CACHE"  # a folder, or "off"; unset: the user's cache folder
 CACHE_OFF = {"", "0", "off", "none", "false"}
 MAX_IN_MEMORY = 256  # compiled programs kept per process (least recent out)
+# marks a program that does not load back; not ".stays", which earlier versions wrote after an
+# "afresh" compile that JAX had in fact loaded from its own cache (wrongly, for most programs)
+STAYS = ".stays-afresh"
 
 _COMPILED: OrderedDict = OrderedDict()  # a cache only: one key always gives the same program
 
@@ -90,12 +93,16 @@ def _compiled_afresh(jax, compile_):
     JAX loaded from its cache writes out without the kernels it shares with others and does
     not load back (the store's key changes with gradcheck's code, JAX's does not), so
     without this a program missing from the store would be traced again in every run."""
+    from jax.experimental.compilation_cache import compilation_cache
+
     enabled = jax.config.jax_enable_compilation_cache
     jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()  # jax decides once whether its cache is used, then keeps to it
     try:
         return compile_()
     finally:
         jax.config.update("jax_enable_compilation_cache", enabled)
+        compilation_cache.reset_cache()
 
 
 class ExecutableStore:
@@ -135,10 +142,10 @@ class ExecutableStore:
         return True
 
     def does_not_travel(self, key: str) -> bool:
-        return self._path(key).with_suffix(".stays").exists()
+        return self._path(key).with_suffix(STAYS).exists()
 
     def note_does_not_travel(self, key: str) -> None:
-        self._write(key, b"", suffix=".stays")
+        self._write(key, b"", suffix=STAYS)
 
     def _write(self, key: str, data: bytes, suffix: str = ".pkl") -> None:
         try:
