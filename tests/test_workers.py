@@ -239,6 +239,12 @@ def test_cli_starts_workers_before_loading_only_when_every_case_runs(monkeypatch
         assert early(str(ROOT / "cases"), *filtered) is None
 
 
+def test_a_few_runs_start_one_worker_and_many_one_per_core(monkeypatch):
+    monkeypatch.setattr(isolation, "available_cores", lambda: 8)
+    counts = [isolation.default_workers(runs) for runs in (1, 4, 5, 9, 31, 500)]
+    assert counts == [1, 1, 2, 3, 8, 8]
+
+
 def test_cli_workers_option():
     parse = build_parser().parse_args
     assert parse(["run"]).workers is None  # the number of cores
