@@ -5,8 +5,11 @@ each dtype against 50-digit mpmath values and writes the table shipped beside th
 (`python -m gradcheck.power.engine_accuracy --out gradcheck/harness/accuracy.json`). Where an
 engine computes an op of a case more than an ulp or two off, its rounding bound is widened
 by what was measured (`widened_ops`, harness/rounding.py): a difference explained by an
-engine's own accuracy is not a FAIL. Up to CAP ulps: beyond that the engine is wrong there,
-not inexact (torch's float64 gelu is 100% off at -10), and its comparisons still fail.
+engine's own accuracy is not a FAIL. A unary op is widened element by element, by the error
+measured near that element's input (its `curve`): torch's float32 gelu is 1e-4 off at -3.4
+and exact at -1. Up to CAP ulps or REL_CAP relative error, whichever is larger: beyond that
+the engine is wrong there, not inexact (torch's gelu is 100% off at -10 in float64), and its
+comparisons still fail.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
+
+from .. import dtypes as dt
+
 SHIPPED = Path(__file__).with_name("accuracy.json")
 WIDEN_ABOVE = 2.0  # ulps: what the rounding model's "about an ulp" covers
-CAP = 64.0  # ulps: the most an engine's op is forgiven
+CAP = 64.0  # ulps: the most an engine's op is forgiven, or REL_CAP where that is more
+REL_CAP = 1e-2  # relative error: two digits right is inexact; none right is wrong
 # The measured functions an op computes inside it, where its output is theirs: each hidden
 # state of an rnn is a tanh, an lstm's a sigmoid times a tanh. Such an op's output is
 # widened by the worst of them, as the backward reads it (1 - h^2 of a saturated h).
@@ -33,21 +41,42 @@ def table() -> dict:
         return {}
 
 
-def widened_ops(engine: str, dtype: str, ops) -> dict[str, float]:
-    """op -> the largest error measured (in ulps) of `engine`'s forward of it in `dtype`
-    where the true value is a normal number (a flushed subnormal is an absolute error
-    below tiny, not a relative one), for each of `ops` measured more than WIDEN_ABOVE ulps
-    off, at most CAP; {} for an engine or dtype the shipped table does not name. `pow`
-    (rows `pow^k`) takes the worst of its measured exponents; an op of INSIDE, the worst
-    of the functions it computes."""
+def widened_ops(engine: str, dtype: str, ops) -> dict[str, float | Curve]:
+    """op -> how far `engine`'s forward of it in `dtype` was measured from the true value
+    (in ulps, where the true value is a normal number: a flushed subnormal is an absolute
+    error below tiny, not a relative one), for each of `ops` measured more than WIDEN_ABOVE
+    ulps off; {} for an engine or dtype the shipped table does not name. A unary op: its
+    `Curve`, the error near each input. `pow` (rows `pow^k`): the worst of its measured
+    exponents, at most CAP; an op of INSIDE: the worst of the functions it computes, at
+    most CAP."""
     measured = table().get(engine, {}).get(dtype, {})
-    out: dict[str, float] = {}
+    out: dict[str, float | Curve] = {}
     for name, row in measured.items():
         function = name.split("^")[0]
         worst = row.get("max_ulps_normal", row.get("max_ulps"))
         if worst is None or worst <= WIDEN_ABOVE:
             continue
+        if function in ops and "curve" in row:
+            out[function] = Curve(row["curve"], cap=max(CAP, REL_CAP / dt.eps(dtype)))
         for op in {function} | {op for op, inside in INSIDE.items() if function in inside}:
-            if op in ops:
-                out[op] = min(max(out.get(op, 0.0), float(worst)), CAP)
+            known = out.get(op, 0.0)
+            if op in ops and not isinstance(known, Curve):
+                out[op] = min(max(known, float(worst)), CAP)
     return out
+
+
+class Curve:
+    """An op's measured error as a function of its input: `curve(x)` is, per element of
+    `x`, the largest error measured in the grid's bin holding it, at most `cap` ulps (0
+    outside the grid, and where it is within WIDEN_ABOVE)."""
+
+    def __init__(self, curve: dict, cap: float):
+        self.edges, self.cap = np.asarray(curve["edges"]), cap
+        ulps = np.asarray(curve["ulps"])  # within WIDEN_ABOVE: the model's own rounding
+        self.ulps = np.where(ulps > WIDEN_ABOVE, np.minimum(ulps, cap), 0.0)
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        at = np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, len(self.ulps) - 1)
+        inside = (x >= self.edges[0]) & (x <= self.edges[-1])
+        return np.where(inside, self.ulps[at], 0.0)

@@ -19,7 +19,7 @@ import dataclasses
 import math
 import string
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import numpy as np
@@ -88,9 +88,10 @@ class Noise:
             np.copyto(rounded, x, where=exact)
         return rounded
 
-    def widened(self, x, ulps: float):
-        """`x` rounded once more, by up to `ulps` eps: the result of an engine's op that was
-        measured that many ulps from the true value (harness/accuracy.py)."""
+    def widened(self, x, ulps):
+        """`x` rounded once more, by up to `ulps` eps (a number, or one per element): the
+        result of an engine's op that was measured that many ulps from the true value
+        (harness/accuracy.py)."""
         x = np.asarray(x)
         if x.dtype.kind != "f":
             return x
@@ -292,38 +293,51 @@ class Perturbed:
     the very values the forward saw), and a result that only selects or moves values (a
     max, a reshape) comes out exact, as it does in any engine."""
 
-    def __init__(self, fn, noise: Noise, ulps: float = 0.0):
-        self.fn, self.noise, self.ulps = fn, noise, ulps
+    def __init__(self, fn, noise: Noise, ulps: float | Callable = 0.0, at: int = 0):
+        # `at`: where the op's input is among the call's arguments (a rule's: g, out, x)
+        self.fn, self.noise, self.ulps, self.at = fn, noise, ulps, at
 
     def __call__(self, *args, **attrs):
         result = self.fn(*(_view(a, self.noise) for a in args), **attrs)
         if isinstance(result, tuple):  # a joint backward: one per argument
             return tuple(np.asarray(r).view(np.ndarray) for r in result)
         if self.ulps:
-            result = self.noise.widened(np.asarray(result).view(np.ndarray), self.ulps)
+            # a measured curve: each element as far off as the engine was near its input
+            ulps = self.ulps(_plain(args[self.at])) if callable(self.ulps) else self.ulps
+            result = self.noise.widened(np.asarray(result).view(np.ndarray), ulps)
         return np.asarray(result).view(np.ndarray)
 
 
-def perturbed_ops(ops: Mapping, noise: Noise, widened: Mapping[str, float] | None = None) -> dict:
+def perturbed_ops(
+    ops: Mapping, noise: Noise, widened: Mapping[str, float | Callable] | None = None
+) -> dict:
     """A copy of an op table in which every forward and gradient rule carries noise (any
     other field of a `Primitive` is kept as it is). The parts of a joint backward stay
     parts of one perturbed pass, which the executor runs once per node, as it runs the
     exact one. `widened`: op -> ulps by which an engine's forward of it errs beyond
-    rounding (its value, and so every rule that reads it, carries that too)."""
+    rounding (its value, and so every rule that reads it, carries that too); where that is
+    a unary op's measured curve, its derivative rules carry it as well: an engine computes
+    them from the same approximations (torch's gelu' from the same 1 + erf), and each is
+    measured within its forward's error (tests/test_accuracy.py)."""
     widened = widened or {}
     return {
         name: dataclasses.replace(
             prim,
             forward=Perturbed(prim.forward, noise, widened.get(name, 0.0)),
-            grads=_perturbed_rules(prim.grads, noise, JointPart),
-            tangents=_perturbed_rules(prim.tangents, noise, TangentPart),
+            grads=_perturbed_rules(prim.grads, noise, JointPart, _curve(widened.get(name))),
+            tangents=_perturbed_rules(prim.tangents, noise, TangentPart, _curve(widened.get(name))),
         )
         for name, prim in ops.items()
     }
 
 
-def _perturbed_rules(rules: tuple, noise: Noise, part_type) -> tuple:
-    """Gradient rules (`part_type` JointPart) or tangent rules (TangentPart) with noise."""
+def _curve(widening) -> Callable | float:
+    return widening if callable(widening) else 0.0
+
+
+def _perturbed_rules(rules: tuple, noise: Noise, part_type, ulps: Callable | float) -> tuple:
+    """Gradient rules (`part_type` JointPart) or tangent rules (TangentPart) with noise;
+    `ulps`: a unary op's measured curve, read at its input (the rule's third argument)."""
     joints: dict = {}
 
     def perturbed(rule):
@@ -333,7 +347,7 @@ def _perturbed_rules(rules: tuple, noise: Noise, part_type) -> tuple:
             return part_type(
                 joints.setdefault(rule.joint, Perturbed(rule.joint, noise)), rule.index
             )
-        return Perturbed(rule, noise)
+        return Perturbed(rule, noise, ulps, at=2)
 
     return tuple(perturbed(r) for r in rules)
 
@@ -369,7 +383,7 @@ def rounding_scale(
     dtype: str,
     seed: str = "",
     ops: Mapping | None = None,
-    widened: Mapping[str, float] | None = None,
+    widened: Mapping[str, float | Callable] | None = None,
 ) -> EngineOutput:
     """Per element of the value and of each gradient: the root-mean-square deviation of
     noisy float64 evaluations from the exact-as-can-be float64 one, with noise at the
@@ -448,7 +462,7 @@ class RoundingBound:
 
     name = "rounding"
 
-    def __init__(self, seed: str = "", widened: Mapping[str, float] | None = None):
+    def __init__(self, seed: str = "", widened: Mapping[str, float | Callable] | None = None):
         self.seed, self.widened = seed, widened
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:

@@ -46,7 +46,9 @@ BULK = 8.0
 BULK_POINTS = 16000
 TAIL = 40.0  # how far the saturating functions are measured
 TRIG_EDGE = 1e5  # sin and cos: argument reduction is measured up to here
-from ..harness.accuracy import SHIPPED  # noqa: E402
+from ..harness.accuracy import SHIPPED, WIDEN_ABOVE  # noqa: E402
+
+BIN = 64  # grid points a bin of an op's error curve spans (0.064 wide within BULK)
 
 # --- the ops ------------------------------------------------------------------------------
 
@@ -299,7 +301,7 @@ def measure_one(engine: str, op: str, dtype: str, points: int = POINTS) -> dict:
     y = RUNNERS[engine](OPS[op], dtype)(inputs)
     e = ulps(y, hi, lo, dtype)
     worst = int(np.argmax(e))
-    row = {
+    row: dict = {
         "max_ulps": float(e[worst]),
         "at": float(x[worst]),
         "p99_ulps": float(np.percentile(e, 99)),
@@ -312,7 +314,23 @@ def measure_one(engine: str, op: str, dtype: str, points: int = POINTS) -> dict:
     if normal.any():
         at = int(np.argmax(np.where(normal, e, -1.0)))
         row.update(max_ulps_normal=float(e[at]), at_normal=float(x[at]))
+        if row["max_ulps_normal"] > WIDEN_ABOVE and OPS[op].k is None:
+            row["curve"] = error_curve(x, np.where(normal, e, 0.0))
     return row
+
+
+def error_curve(x: np.ndarray, e: np.ndarray, width: int = BIN) -> dict:
+    """The error as a function of the input, for the rounding model to widen each element
+    by what was measured near it: the grid in order, cut into bins of `width` points,
+    `edges` (each bin's first input, then the last input) and each bin's largest error,
+    counting the next bin's first point (the error between two points is not measured)."""
+    order = np.argsort(x, kind="stable")
+    x, e = x[order], np.minimum(e[order], 1e300)  # JSON has no infinity
+    starts = np.arange(0, len(x), width)
+    worst = np.maximum.reduceat(e, starts)
+    worst[:-1] = np.maximum(worst[:-1], e[starts[1:]])
+    edges = np.append(x[starts], x[-1])
+    return {"edges": [float(v) for v in edges], "ulps": [float(f"{v:.3g}") for v in worst]}
 
 
 def measure(engines=ENGINES, dtypes=dt.DTYPES, ops=None, points: int = POINTS) -> dict:
