@@ -320,19 +320,17 @@ def perturbed_ops(
     them from the same approximations (torch's gelu' from the same 1 + erf), and each is
     measured within its forward's error (tests/test_accuracy.py)."""
     widened = widened or {}
-    return {
-        name: dataclasses.replace(
-            prim,
-            forward=Perturbed(prim.forward, noise, widened.get(name, 0.0)),
-            grads=_perturbed_rules(prim.grads, noise, JointPart, _curve(widened.get(name))),
-            tangents=_perturbed_rules(prim.tangents, noise, TangentPart, _curve(widened.get(name))),
-        )
-        for name, prim in ops.items()
-    }
+    return {name: _perturbed(prim, noise, widened.get(name, 0.0)) for name, prim in ops.items()}
 
 
-def _curve(widening) -> Callable | float:
-    return widening if callable(widening) else 0.0
+def _perturbed(prim, noise: Noise, widening: float | Callable):
+    curve = widening if callable(widening) else 0.0  # a single number widens the value alone
+    return dataclasses.replace(
+        prim,
+        forward=Perturbed(prim.forward, noise, widening),
+        grads=_perturbed_rules(prim.grads, noise, JointPart, curve),
+        tangents=_perturbed_rules(prim.tangents, noise, TangentPart, curve),
+    )
 
 
 def _perturbed_rules(rules: tuple, noise: Noise, part_type, ulps: Callable | float) -> tuple:
