@@ -1,6 +1,8 @@
 """How often does a correct implementation fail? Random valid cases per family, run through
 the engines, and the false-alarm rate: any verdict other than PASS or NONDIFF, since every
-engine here is right.
+engine here is right, but for a FAIL that names an engine whose op the accuracy table
+measures wrong at the case's inputs (harness/accuracy.py): that alarm is right, and it is
+counted apart as an engine fault.
 
     .venv/bin/python benchmarks/false_alarms.py --cases 1000 --dtypes float64,float32 \
         --engines numpy,fd,torch,jax --out reports/false-alarms
@@ -34,6 +36,7 @@ from gradcheck.harness.runner import RunOptions, run_case
 from gradcheck.loading import load_text
 
 GOOD = ("PASS", "NONDIFF")
+ENGINE_FAULT = "ENGINE_FAULT"  # a FAIL naming an engine measured wrong there: not a false alarm
 
 
 def log_uniform(rng, low=0.1, high=3.0) -> float:
@@ -576,28 +579,35 @@ def generate(family: str, count: int, seed: int, dtypes: list[str]) -> list:
 
 
 def measure(cases, dtypes, engines, options) -> tuple[Counter, list[dict]]:
-    """Verdict counts per (family, dtype) and the rows that were false alarms."""
+    """Verdict counts per (family, dtype) and the rows that were not PASS or NONDIFF. A FAIL
+    whose every blamed engine has an op that the accuracy table measures wrong at the case's
+    inputs (`CaseResult.faults`) is counted as an ENGINE_FAULT: the alarm is right."""
     counts, alarms = Counter(), []
     for case in cases:
         for dtype in dtypes:
-            row = vars(run_case(case, dtype, engines, options).case)
-            counts[(case.family, dtype, str(row["verdict"]))] += 1
-            if row["verdict"] not in GOOD:
-                alarms.append(
-                    {k: str(row[k]) for k in ("case", "dtype", "verdict", "blame", "message")}
-                )
+            result = run_case(case, dtype, engines, options)
+            row = vars(result.case)
+            verdict = ENGINE_FAULT if _engine_fault(result) else str(row["verdict"])
+            counts[(case.family, dtype, verdict)] += 1
+            if verdict not in GOOD:
+                keys = ("case", "dtype", "verdict", "blame", "message")
+                alarms.append({**{k: str(row[k]) for k in keys}, "kind": verdict})
     return counts, alarms
+
+
+def _engine_fault(result) -> bool:
+    blamed = set(result.case.blame.split())
+    return bool(blamed) and blamed <= {f.engine for f in result.faults}
 
 
 def rates(counts: Counter, families, dtypes) -> list[dict]:
     table = []
     for family in families:
         for dtype in dtypes:
-            runs = sum(n for (f, d, _), n in counts.items() if (f, d) == (family, dtype))
-            bad = sum(
-                n for (f, d, v), n in counts.items() if (f, d) == (family, dtype) and v not in GOOD
-            )
-            nondiff = counts[(family, dtype, "NONDIFF")]
+            ours = {v: n for (f, d, v), n in counts.items() if (f, d) == (family, dtype)}
+            runs = sum(ours.values())
+            faults = ours.get(ENGINE_FAULT, 0)
+            bad = sum(n for v, n in ours.items() if v not in GOOD) - faults
             table.append(
                 {
                     "family": family,
@@ -605,7 +615,8 @@ def rates(counts: Counter, families, dtypes) -> list[dict]:
                     "runs": runs,
                     "false_alarms": bad,
                     "rate": bad / runs if runs else float("nan"),
-                    "nondiff": nondiff,
+                    "nondiff": ours.get("NONDIFF", 0),
+                    "engine_faults": faults,
                 }
             )
     return table
@@ -615,31 +626,35 @@ def markdown(table: list[dict], engines: list[str]) -> str:
     lines = [
         f"engines: {', '.join(engines)}",
         "",
-        "| family | dtype | runs | false alarms | rate | NONDIFF |",
-        "|---|---|---|---|---|---|",
+        "| family | dtype | runs | false alarms | rate | NONDIFF | engine faults |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['family']} | {r['dtype']} | {r['runs']} | {r['false_alarms']} | "
-        f"{100 * r['rate']:.2f}% | {r['nondiff']} |"
+        f"{100 * r['rate']:.2f}% | {r['nondiff']} | {r['engine_faults']} |"
         for r in table
     ]
     return "\n".join(lines)
 
 
 def wide_markdown(table: list[dict], dtypes: list[str]) -> str:
-    """The rates with a row per family and, per dtype, its runs and false alarms."""
+    """The rates with a row per family and, per dtype, its runs and false alarms (and its
+    engine faults, where there are any)."""
     header = " | ".join(f"{d} runs | {d} false alarms" for d in dtypes)
     lines = [f"| family | {header} |", "|---" * (1 + 2 * len(dtypes)) + "|"]
     by_family: dict[str, dict] = {}
     for r in table:
         by_family.setdefault(r["family"], {})[r["dtype"]] = r
     for family, rows in by_family.items():
-        cells = " | ".join(
-            f"{rows[d]['runs']:,} | {rows[d]['false_alarms']:,} ({100 * rows[d]['rate']:.2f}%)"
-            for d in dtypes
-        )
+        cells = " | ".join(f"{rows[d]['runs']:,} | {_alarms_cell(rows[d])}" for d in dtypes)
         lines.append(f"| {family} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _alarms_cell(row: dict) -> str:
+    cell = f"{row['false_alarms']:,} ({100 * row['rate']:.2f}%)"
+    faults = row["engine_faults"]
+    return cell + (f" + {faults} engine fault{'s' * (faults > 1)}" if faults else "")
 
 
 DEFAULT_ENGINES = "numpy,fd,torch,jax"  # as a default run of gradcheck uses them
@@ -693,8 +708,10 @@ def main(argv=None) -> int:
         counts.update(c)
         alarms += a
         done.append(family)
+        faults = sum(x["kind"] == ENGINE_FAULT for x in a)
         print(
-            f"{family}: {len(a)} false alarm(s), {time.perf_counter() - start:.0f} s",
+            f"{family}: {len(a) - faults} false alarm(s), {faults} engine fault(s), "
+            f"{time.perf_counter() - start:.0f} s",
             file=sys.stderr,
             flush=True,
         )
@@ -708,7 +725,7 @@ def main(argv=None) -> int:
         print(f"wrote {args.markdown}", file=sys.stderr)
     for alarm in alarms:
         print(
-            f"- {alarm['case']} [{alarm['dtype']}] {alarm['verdict']} "
+            f"- {alarm['case']} [{alarm['dtype']}] {alarm['kind']} "
             f"blame={alarm['blame']}: {alarm['message']}"
         )
     return 0

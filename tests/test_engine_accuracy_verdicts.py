@@ -13,6 +13,7 @@ import pytest
 
 import gradcheck
 import reference_impls
+from gradcheck.engines import make_engines
 from gradcheck.harness import accuracy, runner
 from helpers import load_one
 
@@ -82,10 +83,41 @@ dtypes: [float64]
 
 
 def test_torchs_float64_gelu_at_minus_ten_still_fails_blamed_on_torch(tmp_path):
-    """100% off there: more than the 1% an engine is forgiven, wrong rather than inexact."""
+    """100% off there: more than the 1% an engine is forgiven, wrong rather than inexact;
+    the message says what the accuracy table measured there."""
     result = gradcheck.run([load_one(tmp_path, GELU_FAR)])
     row = result.cases.iloc[0]
     assert (row["verdict"], row["blame"]) == ("FAIL", "torch"), row["message"]
+    assert "torch's float64 gelu is measured 100% off near -10" in row["message"]
+
+
+# dropout-00828 of benchmarks/false_alarms.py, float32, cut to its gelu: the only row feeding
+# w has its gelu at -6.54, where torch's float32 gelu is -0.0 (true: -2.07e-10)
+GELU_FLUSHED = """name: gelu-flushed
+inputs:
+  x: [[-6.5356358]]
+  w: [[0.9, -1.1]]
+expr: sum(gelu(x) @ w)
+dtypes: [float32]
+"""
+
+
+def test_a_fail_on_an_engine_measured_wrong_there_names_the_measurement(tmp_path):
+    case = load_one(tmp_path, GELU_FLUSHED)
+    result = runner.run_case(case, "float32", make_engines())
+    assert (result.case.verdict, result.case.blame) == ("FAIL", "torch"), result.case.message
+    [fault] = result.faults
+    assert (fault.engine, fault.op, round(fault.near, 3)) == ("torch", "gelu", -6.536)
+    assert fault.ulps * np.finfo(np.float32).eps > 0.99  # -0.0 for -2.07e-10: all of it
+    assert str(fault) in result.case.message
+
+
+def test_an_engine_measured_right_everywhere_in_the_case_has_no_fault(tmp_path):
+    case = load_one(tmp_path, GELU_TAIL)
+    arrays = case.arrays("float32")
+    assert accuracy.measured_faults("torch", "float32", case.graph, arrays) == []
+    assert accuracy.measured_faults("numpy", "float32", case.graph, arrays) == []
+    assert accuracy.measured_faults("my_backward", "float32", case.graph, arrays) == []
 
 
 SMOOTH = """name: tanh-net

@@ -53,3 +53,17 @@ def test_new_family_no_false_alarm(family, engines):
     counts, alarms = fa.measure(fa.generate(family, 3, 0, DTYPES), DTYPES, engines, RunOptions())
     assert alarms == []
     assert sum(counts.values()) == 3 * len(DTYPES)
+
+
+def test_a_fail_naming_an_engine_measured_wrong_there_is_an_engine_fault(engines):
+    """dropout-00828 float32, the one FAIL of 32,000 four-engine runs: torch's float32 gelu is
+    -0.0 at -6.54 (true: -2.07e-10). The alarm is right; it is counted apart."""
+    [case] = load_text(fa.case_yaml("dropout", 828, 0, ["float32"]), "<dropout-828>")
+    counts, alarms = fa.measure([case], ["float32"], engines, RunOptions())
+    assert counts == {("dropout", "float32", fa.ENGINE_FAULT): 1}
+    assert [(a["case"], a["kind"], a["blame"]) for a in alarms] == [
+        ("dropout-00828", fa.ENGINE_FAULT, "torch")
+    ]
+    [row] = fa.rates(counts, ["dropout"], ["float32"])
+    assert (row["false_alarms"], row["engine_faults"], row["runs"]) == (0, 1, 1)
+    assert "0 (0.00%) + 1 engine fault" in fa.wide_markdown([row], ["float32"])

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import reference_impls
+
 from .. import dtypes as dt
+from ..engines.base import constants
 
 SHIPPED = Path(__file__).with_name("accuracy.json")
 WIDEN_ABOVE = 2.0  # ulps: what the rounding model's "about an ulp" covers
@@ -72,11 +76,65 @@ class Curve:
 
     def __init__(self, curve: dict, cap: float):
         self.edges, self.cap = np.asarray(curve["edges"]), cap
-        ulps = np.asarray(curve["ulps"])  # within WIDEN_ABOVE: the model's own rounding
-        self.ulps = np.where(ulps > WIDEN_ABOVE, np.minimum(ulps, cap), 0.0)
+        self.measured = np.asarray(curve["ulps"])
+        # within WIDEN_ABOVE: the model's own rounding
+        self.ulps = np.where(self.measured > WIDEN_ABOVE, np.minimum(self.measured, cap), 0.0)
 
     def __call__(self, x) -> np.ndarray:
+        return self._read(self.ulps, x)
+
+    def beyond_cap(self, x) -> np.ndarray:
+        """Per element of `x`: the error measured near it where that is more than `cap`
+        (the engine is wrong there, not inexact), else 0."""
+        measured = self._read(self.measured, x)
+        return np.where(measured > self.cap, measured, 0.0)
+
+    def _read(self, per_bin: np.ndarray, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        at = np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, len(self.ulps) - 1)
+        at = np.clip(np.searchsorted(self.edges, x, side="right") - 1, 0, len(per_bin) - 1)
         inside = (x >= self.edges[0]) & (x <= self.edges[-1])
-        return np.where(inside, self.ulps[at], 0.0)
+        return np.where(inside, per_bin[at], 0.0)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An engine's op measured wrong (beyond what is forgiven) at an input a case gives it."""
+
+    engine: str
+    dtype: str
+    op: str
+    near: float  # the case's input to the op where the measured error is largest
+    ulps: float
+
+    def __str__(self) -> str:
+        relative = min(self.ulps * dt.eps(self.dtype), 1.0)  # a value flushed to 0: all of it
+        return (
+            f"{self.engine}'s {self.dtype} {self.op} is measured {relative:.0%} off near "
+            f"{self.near:.3g} (the engine accuracy table), more than is forgiven: "
+            f"{self.engine} is wrong here"
+        )
+
+
+def measured_faults(engine: str, dtype: str, graph, inputs) -> list[Fault]:
+    """Each op of `graph` whose measured curve in `engine` is beyond its cap at an input the
+    case gives it (the inputs as the numpy reference's float64 forward computes them)."""
+    if not table().get(engine, {}).get(dtype):  # your own code: nothing measured
+        return []
+    widened = widened_ops(engine, dtype, graph.ops())
+    curves = {op: w for op, w in widened.items() if isinstance(w, Curve)}
+    if not curves:
+        return []
+    env = {k: dt.as_float64(v) for k, v in inputs.items()}
+    with np.errstate(all="ignore"):
+        env = reference_impls.forward(
+            graph, reference_impls.OPS, {**env, **constants(graph, np.float64)}
+        )
+    faults = []
+    for node in graph.nodes:
+        if node.op in curves:
+            x = np.ravel(env[node.args[0]])
+            beyond = curves[node.op].beyond_cap(x)
+            if np.any(beyond):
+                at = int(np.argmax(beyond))
+                faults.append(Fault(engine, dtype, node.op, float(x[at]), float(beyond[at])))
+    return faults

@@ -19,7 +19,7 @@ from ..engines import EngineOutput, EngineSkip, Settings, as_output, call_vjp
 from ..engines.base import UserCodeError
 from ..engines.own.engine import jiggle
 from . import products, taylor
-from .accuracy import widened_ops
+from .accuracy import measured_faults, widened_ops
 from .compare import (
     EXPECT,
     VALUE,
@@ -60,6 +60,7 @@ class CaseResult:
     errors: dict = field(default_factory=dict)  # (param, a, b) -> element-wise |a - b|
     taylor: list[TaylorRow] = field(default_factory=list)
     curves: dict = field(default_factory=dict)  # engine -> rows: eps, then R per direction
+    faults: list = field(default_factory=list)  # a blamed engine's ops measured wrong here
 
 
 def run_case(
@@ -101,6 +102,7 @@ def run_case(
     engine_rows = [row for run in runs.values() for row in run.engine_rows]
     summary = _summarize(case, dtype, engine_rows, rows, vjp.outputs, checks, forward_names, every)
     summary.message = summary.message or _rounding_note(vjp.outputs, model, dtype, forward_names)
+    faults = _faults_of_the_blamed(case, arrays, dtype, summary)
     summary.seconds = round(time.perf_counter() - start, 4)
     return CaseResult(
         summary,
@@ -109,7 +111,20 @@ def run_case(
         {key: e for run in runs.values() for key, e in run.errors.items()},
         [_taylor_row(case.name, dtype, t) for t in checks],
         {error_key(t.product, t.engine): np.vstack([t.eps] + t.remainders) for t in checks},
+        faults,
     )
+
+
+def _faults_of_the_blamed(case, arrays, dtype: str, summary: CaseRow) -> list:
+    """A FAIL's blamed engines' ops that the accuracy table measures wrong at this case's
+    inputs, each said in the message: the engine, not your code, is off there."""
+    if summary.verdict != Verdict.FAIL:
+        return []
+    faults = [
+        f for e in summary.blame.split() for f in measured_faults(e, dtype, case.graph, arrays)
+    ]
+    summary.message = "; ".join(filter(None, [summary.message, *map(str, faults)]))
+    return faults
 
 
 @dataclass
