@@ -86,9 +86,9 @@ def run_case(
         p: _product_run(p, case, arrays, settings, engines, announce, tangents, options)
         for p in checked
     }
+    for run in runs.values():
+        _second_look_again(run, case, arrays, dtype, engines, tangents)
     vjp = runs.get(VJP) or ProductRun()
-    if vjp.outputs:
-        _second_look_again(vjp, case, arrays, dtype, engines)
     rows = [row for run in runs.values() for row in run.rows]
     if JVP in runs and VJP in runs:
         bounds = {p: run.bounds for p, run in runs.items()}
@@ -233,8 +233,8 @@ def _compare_run(run: ProductRun, case, dtype: str) -> None:
     )
 
 
-def _second_look_again(run: ProductRun, case, arrays, dtype, engines) -> None:
-    if _second_look(case, arrays, dtype, engines, run.outputs, run.failing):
+def _second_look_again(run: ProductRun, case, arrays, dtype, engines, tangents) -> None:
+    if run.outputs and _second_look(case, arrays, dtype, engines, run, tangents):
         _compare_run(run, case, dtype)
 
 
@@ -458,27 +458,36 @@ def _compare_all(case, dtype: str, outputs: dict[str, EngineOutput], bounds=None
     return rows, errors, failing
 
 
-def _second_look(case, arrays, dtype, engines, outputs, failing: dict) -> bool:
-    """Where a numerical estimate (fd) disagrees with an exact engine on some elements, it
-    goes round again on those elements only (its `second_look`): agreement, a kink flagged,
-    or a FAIL that survived. Its new estimates are its own (no engine's value enters them):
-    only where to look comes from the comparisons, so a wrong exact engine is still caught,
-    and blamed alone where fd's first look had also stumbled beside it. Whether anything
-    was looked at again (the comparisons are then made anew)."""
+def _second_look(case, arrays, dtype, engines, run: ProductRun, tangents) -> bool:
+    """Where a numerical estimate (fd) disagrees with an exact engine on some elements of a
+    VJP or a JVP, it goes round again (its `second_look` or `second_look_jvp`): agreement, a
+    kink flagged, or a FAIL that survived. Its new estimates are its own (no engine's value
+    enters them): only where to look comes from the comparisons, so a wrong exact engine is
+    still caught, and blamed alone where fd's first look had also stumbled beside it.
+    Whether anything was looked at again (the comparisons are then made anew)."""
     looked = False
     for engine in engines:
-        output = outputs.get(engine.name)
-        if case.jacobian or output is None or not hasattr(engine, "second_look"):
+        output = run.outputs.get(engine.name)
+        look = getattr(engine, SECOND_LOOKS.get(run.product, ""), None)
+        if case.jacobian or output is None or look is None:
             continue
         for param in case.wrt:
-            disputed = _disputed(engine.name, param, outputs, failing)
+            disputed = _disputed(engine.name, param, run.outputs, run.failing)
             if disputed is not None:
-                found = engine.second_look(
-                    case.graph, arrays, case.cotangent(dtype), param, np.flatnonzero(disputed)
-                )
+                if run.product == JVP:
+                    found = look(case.graph, arrays, tangents, param)
+                else:
+                    found = look(
+                        case.graph, arrays, case.cotangent(dtype), param, np.flatnonzero(disputed)
+                    )
                 _take(output, param, disputed, found)
                 looked = True
     return looked
+
+
+# what a numerical engine's second look at a product is called (its elements: a VJP's are
+# the input's, a JVP's the output's, all of them estimated again along u)
+SECOND_LOOKS = {VJP: "second_look", JVP: "second_look_jvp"}
 
 
 def _disputed(name: str, param: str, outputs, failing: dict):
