@@ -86,11 +86,11 @@ class TorchEngine:
     def _leaves(self, inputs, wrt) -> dict:
         return {k: self._tensor(v, requires_grad=k in wrt) for k, v in inputs.items()}
 
-    def _forward(self, graph, leaves: dict, dtype):
+    def _forward(self, graph, leaves: dict, dtype, ops=None):
         from .torch_ops import OPS
 
         env = {**leaves, **{k: self._tensor(v) for k, v in constants(graph, dtype).items()}}
-        return interpret(graph, OPS, env)[graph.output]
+        return interpret(graph, OPS if ops is None else ops, env)[graph.output]
 
     def _contracted(self, out, cotangent):
         # <cotangent, out> as a scalar gives exactly the VJP (its gradient wrt out is the
@@ -102,16 +102,23 @@ class TorchEngine:
         """The output's derivative along `tangent`, input `name` alone moving."""
         from torch.autograd import forward_ad
 
+        from .torch_ops import IN_FORWARD_MODE, OPS
+
         with forward_ad.dual_level():
             dual = forward_ad.make_dual(leaves[name], self._tensor(tangent))
+            ops = {op: IN_FORWARD_MODE.get(op, _same)(fn) for op, fn in OPS.items()}
             primal, derivative = forward_ad.unpack_dual(
-                self._forward(graph, {**leaves, name: dual}, dtype)
+                self._forward(graph, {**leaves, name: dual}, dtype, ops)
             )
             # an output that does not depend on `name` carries no tangent at all
             return primal.new_zeros(primal.shape) if derivative is None else derivative
 
     def _tensor(self, array, requires_grad=False):
         return dtypes.to_torch(array, self.device, requires_grad)
+
+
+def _same(fn):
+    return fn
 
 
 def gradient(scalar, leaves: list, create_graph: bool = False) -> list:

@@ -105,7 +105,7 @@ def _lstm(x, h0, c0, wx, wh, b):
         _torch_gate_order(wx).T,
         _torch_gate_order(wh).T,
         _torch_gate_order(b),
-        torch.zeros_like(b),
+        _dual_if_any(torch.zeros_like(b), b),
     ]
     # not oneDNN's fused kernel, which CPU float32 and bfloat16 would take: it has neither
     # forward mode nor a double backward; torch's own, made of its ops, has both. (Set
@@ -128,6 +128,54 @@ LAYER_OPS = {
     "rnn": _rnn,
     "lstm": _lstm,
 }
+
+
+def all_dual(fn):
+    """`fn` taking every floating tensor argument as a dual one (a plain one with a zero
+    tangent) when some argument is dual. In forward mode, arithmetic between a dual tensor
+    and a plain one (`dual * mask`) goes through a Python decomposition in torch that
+    imports torch._dynamo, 1.4 s once per process; between two duals it does not."""
+
+    def dual_args(*args, **attrs):
+        if any(_is_dual(a) for a in args):
+            args = tuple(_dual_if_any(a, *args) for a in args)
+        return fn(*args, **attrs)
+
+    return dual_args
+
+
+def plain_numbers(fn):
+    """pow with a plain 0-d base or exponent as a number (`dual ** 2` takes no
+    decomposition, and a zero tangent would not do: a negative base's log times 0 is
+    NaN)."""
+
+    def pow_(base, exponent):
+        if _is_dual(base) or _is_dual(exponent):
+            base, exponent = _number_if_plain(base), _number_if_plain(exponent)
+        return fn(base, exponent)
+
+    return pow_
+
+
+def _number_if_plain(t):
+    return t.item() if torch.is_tensor(t) and t.ndim == 0 and not _is_dual(t) else t
+
+
+def _is_dual(t) -> bool:
+    from torch.autograd import forward_ad
+
+    return torch.is_tensor(t) and forward_ad.unpack_dual(t).tangent is not None
+
+
+def _dual_if_any(t, *others):
+    """`t`, dual with a zero tangent if it is a plain floating tensor and one of `others`
+    is dual (forward mode: see `all_dual`)."""
+    from torch.autograd import forward_ad
+
+    plain = torch.is_tensor(t) and t.is_floating_point() and not _is_dual(t)
+    if plain and any(_is_dual(o) for o in others):
+        return forward_ad.make_dual(t, torch.zeros_like(t))
+    return t
 
 
 OPS = {
@@ -176,4 +224,14 @@ OPS = {
     "log_softmax": lambda x, axis=-1: F.log_softmax(x, dim=axis),
     "softmax_cross_entropy": lambda scores, labels: F.cross_entropy(scores, labels.long()),
     **LAYER_OPS,
+}
+
+# How the forward-mode pass takes each op whose arguments may mix dual and plain tensors
+# (see `all_dual`): only ops whose derivative in each argument is finite wherever their
+# value is, so that a zero tangent adds exactly zero (not sqrt's at 0, not log's)
+IN_FORWARD_MODE = {
+    **{op: all_dual for op in ("add", "sub", "mul", "div", "matmul", "einsum")},
+    **{op: all_dual for op in ("maximum", "minimum", "concat", "stack")},
+    **{op: all_dual for op in ("conv2d", "batchnorm", "layernorm", "rnn", "lstm")},
+    "pow": plain_numbers,
 }
