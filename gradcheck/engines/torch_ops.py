@@ -229,9 +229,8 @@ OPS = {
 # How the forward-mode pass takes each op whose arguments may mix dual and plain tensors
 # (see `all_dual`): only ops whose derivative in each argument is finite wherever their
 # value is, so that a zero tangent adds exactly zero (not sqrt's at 0, not log's)
-IN_FORWARD_MODE = {
-    **{op: all_dual for op in ("add", "sub", "mul", "div", "matmul", "einsum")},
-    **{op: all_dual for op in ("maximum", "minimum", "concat", "stack")},
-    **{op: all_dual for op in ("conv2d", "batchnorm", "layernorm", "rnn", "lstm")},
-    "pow": plain_numbers,
-}
+ZERO_TANGENT_SAFE = (
+    *("add", "sub", "mul", "div", "matmul", "einsum", "maximum", "minimum", "concat", "stack"),
+    *("conv2d", "batchnorm", "layernorm", "rnn", "lstm"),
+)
+IN_FORWARD_MODE = {**dict.fromkeys(ZERO_TANGENT_SAFE, all_dual), "pow": plain_numbers}
