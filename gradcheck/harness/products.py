@@ -26,14 +26,19 @@ def wanted(case, modes=None, order=None) -> list[str]:
     return chosen + ([HVP] if (order or case.order) == 2 else [])
 
 
-def call(product: str, engine, case, arrays, settings: Settings, tangents) -> EngineOutput | None:
-    """`engine`'s JVPs or HVP for the case (None: the engine does not give that product)."""
+def call(
+    product: str, engine, case, arrays, settings: Settings, tangents, cotangent=None
+) -> EngineOutput | None:
+    """`engine`'s JVPs or HVP for the case (None: the engine does not give that product);
+    an HVP's cotangent is the case's unless one is given."""
     method = getattr(engine, product, None)
     if method is None:
         return None
     if product == JVP:
         return as_output(method(case.graph, arrays, case.wrt, tangents))
-    return as_output(method(case.graph, arrays, case.wrt, case.cotangent(settings.dtype), tangents))
+    if cotangent is None:
+        cotangent = case.cotangent(settings.dtype)
+    return as_output(method(case.graph, arrays, case.wrt, cotangent, tangents))
 
 
 def adjoint_rows(case, dtype: str, vjps: dict, jvps: dict, bounds: dict, tangents) -> list:
