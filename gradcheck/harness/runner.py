@@ -249,10 +249,6 @@ def _measured_scale(d: np.ndarray) -> np.ndarray:
     return ENGINE_FACTOR * np.maximum(d, root_mean_square(d))
 
 
-def _cast_all(arrays: dict, dtype: str) -> dict:
-    return {k: dt.cast(v, dtype) for k, v in arrays.items()}
-
-
 def _compare_run(run: ProductRun, case, dtype: str) -> None:
     run.rows, run.errors, run.failing = _compare_all(
         case, dtype, run.outputs, run.bounds, run.product
