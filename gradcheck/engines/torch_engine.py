@@ -102,23 +102,18 @@ class TorchEngine:
         """The output's derivative along `tangent`, input `name` alone moving."""
         from torch.autograd import forward_ad
 
-        from .torch_ops import IN_FORWARD_MODE, OPS
+        from .torch_ops import forward_mode_ops
 
         with forward_ad.dual_level():
             dual = forward_ad.make_dual(leaves[name], self._tensor(tangent))
-            ops = {op: IN_FORWARD_MODE.get(op, _same)(fn) for op, fn in OPS.items()}
             primal, derivative = forward_ad.unpack_dual(
-                self._forward(graph, {**leaves, name: dual}, dtype, ops)
+                self._forward(graph, {**leaves, name: dual}, dtype, forward_mode_ops())
             )
             # an output that does not depend on `name` carries no tangent at all
             return primal.new_zeros(primal.shape) if derivative is None else derivative
 
     def _tensor(self, array, requires_grad=False):
         return dtypes.to_torch(array, self.device, requires_grad)
-
-
-def _same(fn):
-    return fn
 
 
 def gradient(scalar, leaves: list, create_graph: bool = False) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd import forward_ad
 
 from .base import EngineSkip
 
@@ -105,7 +106,7 @@ def _lstm(x, h0, c0, wx, wh, b):
         _torch_gate_order(wx).T,
         _torch_gate_order(wh).T,
         _torch_gate_order(b),
-        _dual_if_any(torch.zeros_like(b), b),
+        _as_dual(torch.zeros_like(b)) if _is_dual(b) else torch.zeros_like(b),
     ]
     # not oneDNN's fused kernel, which CPU float32 and bfloat16 would take: it has neither
     # forward mode nor a double backward; torch's own, made of its ops, has both. (Set
@@ -138,7 +139,7 @@ def all_dual(fn):
 
     def dual_args(*args, **attrs):
         if any(_is_dual(a) for a in args):
-            args = tuple(_dual_if_any(a, *args) for a in args)
+            args = tuple(_as_dual(a) for a in args)
         return fn(*args, **attrs)
 
     return dual_args
@@ -162,18 +163,12 @@ def _number_if_plain(t):
 
 
 def _is_dual(t) -> bool:
-    from torch.autograd import forward_ad
-
     return torch.is_tensor(t) and forward_ad.unpack_dual(t).tangent is not None
 
 
-def _dual_if_any(t, *others):
-    """`t`, dual with a zero tangent if it is a plain floating tensor and one of `others`
-    is dual (forward mode: see `all_dual`)."""
-    from torch.autograd import forward_ad
-
-    plain = torch.is_tensor(t) and t.is_floating_point() and not _is_dual(t)
-    if plain and any(_is_dual(o) for o in others):
+def _as_dual(t):
+    """`t`, dual with a zero tangent where it is a plain floating tensor."""
+    if torch.is_tensor(t) and t.is_floating_point() and not _is_dual(t):
         return forward_ad.make_dual(t, torch.zeros_like(t))
     return t
 
@@ -234,3 +229,8 @@ ZERO_TANGENT_SAFE = (
     *("conv2d", "batchnorm", "layernorm", "rnn", "lstm"),
 )
 IN_FORWARD_MODE = {**dict.fromkeys(ZERO_TANGENT_SAFE, all_dual), "pow": plain_numbers}
+
+
+def forward_mode_ops() -> dict:
+    """The op table as the forward-mode pass takes it (ops registered since import too)."""
+    return {op: IN_FORWARD_MODE[op](fn) if op in IN_FORWARD_MODE else fn for op, fn in OPS.items()}
