@@ -183,12 +183,14 @@ def test_torchs_jvp_mixing_duals_with_literals_masks_and_inputs_is_right(tmp_pat
 
 def test_torchs_forward_mode_imports_no_compiler(tmp_path):
     """Arithmetic between a dual tensor and a plain one takes a Python decomposition in
-    torch that imports torch._dynamo (1.4 s per process); the engine gives it none."""
+    torch that imports torch._dynamo (1.4 s per process); the engine gives it none, in a
+    worker's warm-up (`prepare`) or in a JVP."""
     (tmp_path / "case.yaml").write_text(MIXED)
     script = (
         "import sys; from gradcheck.loading import load_cases; "
         "from gradcheck.engines import TorchEngine; "
         f"[c] = load_cases([{str(tmp_path)!r}]); "
+        "TorchEngine().prepare(); "
         "TorchEngine().jvp(c.graph, c.arrays('float32'), c.wrt, c.tangents('float32')); "
         "print('torch._dynamo' in sys.modules)"
     )

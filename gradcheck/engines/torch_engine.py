@@ -32,13 +32,15 @@ class TorchEngine:
 
     def prepare(self) -> None:
         """Import torch and its op table, and set up forward-mode AD (its first use in a
-        process takes seconds): what a worker process does while the parent still loads
-        the cases."""
+        process takes a quarter of a second): what a worker process does while the parent
+        still loads the cases. Two duals: a dual times a plain number would import
+        torch._dynamo (`torch_ops.all_dual`), 1.2 s more."""
         torch = require("torch")
         from . import torch_ops  # noqa: F401
 
         with torch.autograd.forward_ad.dual_level():
-            torch.autograd.forward_ad.make_dual(torch.zeros(1), torch.ones(1)) * 2
+            dual = torch.autograd.forward_ad.make_dual(torch.zeros(1), torch.ones(1))
+            dual * dual
 
     def vjp(self, graph, inputs, wrt, cotangent) -> EngineOutput:
         """Inputs of a low dtype (bfloat16, float16) become tensors of it and torch computes
