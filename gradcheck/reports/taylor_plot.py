@@ -93,8 +93,9 @@ class _LogBox:
     def polyline(self, xs, ys, color: str, dashed: bool = False) -> str:
         """One polyline per unbroken run of finite points: a NaN leaves a gap."""
         runs, current = [], []
-        for x, y in zip(xs, ys):
-            if np.isfinite(x) and np.isfinite(y) and x > 0 and y > 0:
+        # as Python floats: numpy's per-scalar calls made this loop the plot's main cost
+        for x, y in zip(_floats(xs), _floats(ys)):
+            if math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0:
                 px, py = self.point(x, y)
                 current.append(f"{px:.1f},{py:.1f}")
             elif current:
@@ -131,6 +132,10 @@ class _LogBox:
             f'transform="rotate(-90 10 {(TOP + bottom) / 2})">R(eps)</text>'
         )
         return "".join(parts)
+
+
+def _floats(values) -> list[float]:
+    return np.asarray(values, dtype=float).tolist()
 
 
 def _decades(values: list) -> tuple[int, int]:
