@@ -65,5 +65,6 @@ def _tangent(node, prim: Primitive, args, out, dots, combine):
 def _added(total, contribution, out, combine):
     # a rule may return less than the output's shape (a bias's tangent): broadcast it,
     # keeping an array subclass (the rounding model's) as it is
-    contribution = np.broadcast_to(contribution, np.shape(out), subok=True)
+    if np.shape(contribution) != np.shape(out):  # most have it: a view would cost more
+        contribution = np.broadcast_to(contribution, np.shape(out), subok=True)
     return contribution if total is None else combine(total, contribution)
