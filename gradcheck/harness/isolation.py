@@ -177,10 +177,10 @@ class WorkerPool:
             worker.stop()
 
     def run(self, jobs, engines, options, report) -> list:
-        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         done: queue.SimpleQueue[tuple[int, CaseResult]] = queue.SimpleQueue()
-        for i in _biggest_first(jobs):  # the long cases do not start last
-            todo.put(i)
+        for runs in _biggest_first(jobs):  # the long cases do not start last
+            todo.put(runs)
         threads = [
             threading.Thread(
                 target=self._drive,
@@ -206,23 +206,32 @@ class WorkerPool:
     def _drive(worker, jobs, todo, done, engines, options) -> None:
         while True:
             try:
-                i = todo.get_nowait()
+                runs = todo.get_nowait()
             except queue.Empty:
                 return
-            case, dtype = jobs[i]
-            try:
-                done.put((i, worker.run(case, dtype, engines, options)))
-            except Stopped:
-                return
-            except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this case only
-                done.put((i, error_result(case, dtype, engines, f"{type(e).__name__}: {e}", None)))
+            for i in runs:
+                case, dtype = jobs[i]
+                try:
+                    done.put((i, worker.run(case, dtype, engines, options)))
+                except Stopped:
+                    return
+                except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this run only
+                    message = f"{type(e).__name__}: {e}"
+                    done.put((i, error_result(case, dtype, engines, message, None)))
 
 
-def _biggest_first(jobs) -> list[int]:
-    def size(i):
-        return sum(int(np.prod(leaf.shape)) for leaf in jobs[i][0].graph.inputs.values())
+def _biggest_first(jobs) -> list[list[int]]:
+    """The jobs of each case together (one worker runs a case in all its dtypes: a dtype's
+    jax programs are the other dtype's Hessian-vector probes, loaded once), the cases with
+    the most input elements first."""
+    by_case: dict[int, list[int]] = {}
+    for i, (case, _) in enumerate(jobs):
+        by_case.setdefault(id(case), []).append(i)
 
-    return sorted(range(len(jobs)), key=lambda i: -size(i))
+    def size(runs):
+        return sum(int(np.prod(leaf.shape)) for leaf in jobs[runs[0]][0].graph.inputs.values())
+
+    return sorted(by_case.values(), key=lambda runs: -size(runs))
 
 
 class Stopped(Exception):
