@@ -210,14 +210,21 @@ class WorkerPool:
             except queue.Empty:
                 return
             for i in runs:
-                case, dtype = jobs[i]
                 try:
-                    done.put((i, worker.run(case, dtype, engines, options)))
+                    done.put((i, _run_job(worker, jobs[i], engines, options)))
                 except Stopped:
                     return
-                except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this run only
-                    message = f"{type(e).__name__}: {e}"
-                    done.put((i, error_result(case, dtype, engines, message, None)))
+
+
+def _run_job(worker: CaseWorker, job, engines, options) -> CaseResult:
+    """One (case, dtype) on `worker`; a fault of the harness itself is that run's ERROR."""
+    case, dtype = job
+    try:
+        return worker.run(case, dtype, engines, options)
+    except Stopped:
+        raise
+    except Exception as e:  # noqa: BLE001 -- the harness's own fault, in this run only
+        return error_result(case, dtype, engines, f"{type(e).__name__}: {e}", None)
 
 
 def _biggest_first(jobs) -> list[list[int]]:
