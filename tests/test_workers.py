@@ -197,7 +197,9 @@ def test_a_case_goes_to_one_worker_in_all_its_dtypes_the_biggest_case_first():
         QUICK, "name: big\ninputs: {x: {shape: [40, 30], init: normal}}\nexpr: sum(tanh(x))\n"
     )
     jobs = [(small, "float64"), (big, "float64"), (small, "float32"), (big, "float32")]
-    assert isolation._biggest_first(jobs) == [[1, 3], [0, 2]]
+    assert isolation._biggest_first(jobs, workers=2) == [[1, 3], [0, 2]]
+    # fewer cases than workers: each run alone, so that no worker waits
+    assert isolation._biggest_first(jobs[1::2], workers=2) == [[0], [1]]
 
 
 def test_a_started_pool_prepares_its_workers_before_the_first_case(tmp_path):

@@ -179,7 +179,7 @@ class WorkerPool:
     def run(self, jobs, engines, options, report) -> list:
         todo: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         done: queue.SimpleQueue[tuple[int, CaseResult]] = queue.SimpleQueue()
-        for runs in _biggest_first(jobs):  # the long cases do not start last
+        for runs in _biggest_first(jobs, len(self.workers)):  # long cases do not start last
             todo.put(runs)
         threads = [
             threading.Thread(
@@ -227,13 +227,16 @@ def _run_job(worker: CaseWorker, job, engines, options) -> CaseResult:
         return error_result(case, dtype, engines, f"{type(e).__name__}: {e}", None)
 
 
-def _biggest_first(jobs) -> list[list[int]]:
+def _biggest_first(jobs, workers: int) -> list[list[int]]:
     """The jobs of each case together (one worker runs a case in all its dtypes: a dtype's
     jax programs are the other dtype's Hessian-vector probes, loaded once), the cases with
-    the most input elements first."""
+    the most input elements first; each job alone where there are fewer cases than
+    `workers`, so that none of them waits."""
     by_case: dict[int, list[int]] = {}
     for i, (case, _) in enumerate(jobs):
         by_case.setdefault(id(case), []).append(i)
+    if len(by_case) < workers:
+        by_case = {i: [i] for i in range(len(jobs))}
 
     def size(runs):
         return sum(int(np.prod(leaf.shape)) for leaf in jobs[runs[0]][0].graph.inputs.values())
