@@ -11,6 +11,7 @@ import pytest
 
 import gradcheck
 import reference_impls
+from gradcheck.engines import make_engines
 from gradcheck.harness import runner
 from gradcheck.loading.load import load_text
 
@@ -120,12 +121,7 @@ def test_a_wrong_tangent_rule_in_the_chaotic_rnn_still_fails_blamed_on_it():
 
     tangents = (rnn.tangents[0], scaled, *rnn.tangents[2:])
     ops = {**reference_impls.OPS, "rnn": dataclasses.replace(rnn, tangents=tangents)}
-    engines = [
-        gradcheck.NumpyEngine(ops),
-        gradcheck.FiniteDifferences(),
-        gradcheck.TorchEngine(),
-        gradcheck.JaxEngine(),
-    ]
+    engines = [gradcheck.NumpyEngine(ops), *make_engines(["fd", "torch", "jax"])]
     result = gradcheck.run(load_text(CHAOTIC_RNN, "<rnn>"), engines=engines)
     assert list(result.cases["verdict"]) == ["FAIL", "FAIL"]
     assert list(result.cases["blame"]) == ["numpy", "numpy"]

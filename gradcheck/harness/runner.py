@@ -491,28 +491,34 @@ def _second_look(case, arrays, dtype, engines, run: ProductRun, tangents) -> boo
     still caught, and blamed alone where fd's first look had also stumbled beside it.
     Whether anything was looked at again (the comparisons are then made anew)."""
     looked = False
+    method, arguments = SECOND_LOOKS.get(run.product, ("", None))
     for engine in engines:
         output = run.outputs.get(engine.name)
-        look = getattr(engine, SECOND_LOOKS.get(run.product, ""), None)
-        if case.jacobian or output is None or look is None:
+        look = getattr(engine, method, None)
+        if case.jacobian or output is None or look is None or arguments is None:
             continue
         for param in case.wrt:
             disputed = _disputed(engine.name, param, run.outputs, run.failing)
             if disputed is not None:
-                if run.product == JVP:
-                    found = look(case.graph, arrays, tangents, param)
-                else:
-                    found = look(
-                        case.graph, arrays, case.cotangent(dtype), param, np.flatnonzero(disputed)
-                    )
+                found = look(*arguments(case, arrays, dtype, tangents, param, disputed))
                 _take(output, param, disputed, found)
                 looked = True
     return looked
 
 
-# what a numerical engine's second look at a product is called (its elements: a VJP's are
-# the input's, a JVP's the output's, all of them estimated again along u)
-SECOND_LOOKS = {VJP: "second_look", JVP: "second_look_jvp"}
+def _vjp_look(case, arrays, dtype, tangents, param, disputed) -> tuple:
+    """`second_look`'s arguments: the disputed elements of the input's gradient."""
+    return case.graph, arrays, case.cotangent(dtype), param, np.flatnonzero(disputed)
+
+
+def _jvp_look(case, arrays, dtype, tangents, param, disputed) -> tuple:
+    """`second_look_jvp`'s arguments: all of J_x u_x again (each output element is one
+    directional derivative along the same u, so none is cheaper alone)."""
+    return case.graph, arrays, tangents, param
+
+
+# a numerical engine's second look at each product: its method, and its arguments
+SECOND_LOOKS = {VJP: ("second_look", _vjp_look), JVP: ("second_look_jvp", _jvp_look)}
 
 
 def _disputed(name: str, param: str, outputs, failing: dict):
